@@ -1,0 +1,141 @@
+//! Second-order IIR sections with the Audio EQ Cookbook (RBJ) designs.
+//! Coefficients and state are f64: low-frequency shelves in f32 drift audibly.
+
+use std::f64::consts::PI;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Coeffs {
+    pub b0: f64,
+    pub b1: f64,
+    pub b2: f64,
+    pub a1: f64,
+    pub a2: f64,
+}
+
+impl Coeffs {
+    fn norm(b0: f64, b1: f64, b2: f64, a0: f64, a1: f64, a2: f64) -> Self {
+        Self {
+            b0: b0 / a0,
+            b1: b1 / a0,
+            b2: b2 / a0,
+            a1: a1 / a0,
+            a2: a2 / a0,
+        }
+    }
+
+    fn w0(freq: f64, rate: f64) -> (f64, f64) {
+        let w0 = 2.0 * PI * freq / rate;
+        (w0.cos(), w0.sin())
+    }
+
+    pub fn highpass(freq: f64, q: f64, rate: f64) -> Self {
+        let (c, s) = Self::w0(freq, rate);
+        let alpha = s / (2.0 * q);
+        Self::norm(
+            (1.0 + c) / 2.0,
+            -(1.0 + c),
+            (1.0 + c) / 2.0,
+            1.0 + alpha,
+            -2.0 * c,
+            1.0 - alpha,
+        )
+    }
+
+    pub fn lowpass(freq: f64, q: f64, rate: f64) -> Self {
+        let (c, s) = Self::w0(freq, rate);
+        let alpha = s / (2.0 * q);
+        Self::norm(
+            (1.0 - c) / 2.0,
+            1.0 - c,
+            (1.0 - c) / 2.0,
+            1.0 + alpha,
+            -2.0 * c,
+            1.0 - alpha,
+        )
+    }
+
+    pub fn peaking(freq: f64, gain_db: f64, q: f64, rate: f64) -> Self {
+        let a = 10f64.powf(gain_db / 40.0);
+        let (c, s) = Self::w0(freq, rate);
+        let alpha = s / (2.0 * q);
+        Self::norm(
+            1.0 + alpha * a,
+            -2.0 * c,
+            1.0 - alpha * a,
+            1.0 + alpha / a,
+            -2.0 * c,
+            1.0 - alpha / a,
+        )
+    }
+
+    /// Shelf slope S = 1 (the steepest without overshoot).
+    pub fn low_shelf(freq: f64, gain_db: f64, rate: f64) -> Self {
+        let a = 10f64.powf(gain_db / 40.0);
+        let (c, s) = Self::w0(freq, rate);
+        let alpha = s / 2.0 * 2f64.sqrt();
+        let sq = 2.0 * a.sqrt() * alpha;
+        Self::norm(
+            a * ((a + 1.0) - (a - 1.0) * c + sq),
+            2.0 * a * ((a - 1.0) - (a + 1.0) * c),
+            a * ((a + 1.0) - (a - 1.0) * c - sq),
+            (a + 1.0) + (a - 1.0) * c + sq,
+            -2.0 * ((a - 1.0) + (a + 1.0) * c),
+            (a + 1.0) + (a - 1.0) * c - sq,
+        )
+    }
+
+    pub fn high_shelf(freq: f64, gain_db: f64, rate: f64) -> Self {
+        let a = 10f64.powf(gain_db / 40.0);
+        let (c, s) = Self::w0(freq, rate);
+        let alpha = s / 2.0 * 2f64.sqrt();
+        let sq = 2.0 * a.sqrt() * alpha;
+        Self::norm(
+            a * ((a + 1.0) + (a - 1.0) * c + sq),
+            -2.0 * a * ((a - 1.0) + (a + 1.0) * c),
+            a * ((a + 1.0) + (a - 1.0) * c - sq),
+            (a + 1.0) - (a - 1.0) * c + sq,
+            2.0 * ((a - 1.0) - (a + 1.0) * c),
+            (a + 1.0) - (a - 1.0) * c - sq,
+        )
+    }
+
+    /// Magnitude response in dB at `freq`, evaluated from the coefficients.
+    pub fn magnitude_db(&self, freq: f64, rate: f64) -> f64 {
+        let w = 2.0 * PI * freq / rate;
+        let (c1, s1, c2, s2) = (w.cos(), w.sin(), (2.0 * w).cos(), (2.0 * w).sin());
+        let nr = self.b0 + self.b1 * c1 + self.b2 * c2;
+        let ni = -(self.b1 * s1 + self.b2 * s2);
+        let dr = 1.0 + self.a1 * c1 + self.a2 * c2;
+        let di = -(self.a1 * s1 + self.a2 * s2);
+        10.0 * ((nr * nr + ni * ni) / (dr * dr + di * di)).log10()
+    }
+}
+
+/// One biquad's state (transposed direct form II).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct State {
+    z1: f64,
+    z2: f64,
+}
+
+impl State {
+    #[inline]
+    pub fn tick(&mut self, k: &Coeffs, x: f64) -> f64 {
+        let y = k.b0 * x + self.z1;
+        self.z1 = k.b1 * x - k.a1 * y + self.z2;
+        self.z2 = k.b2 * x - k.a2 * y;
+        y
+    }
+}
+
+/// Runs a cascade of sections over one channel, in place.
+pub fn run_cascade(sections: &[Coeffs], samples: &mut [f32]) {
+    let mut states = vec![State::default(); sections.len()];
+    for s in samples.iter_mut() {
+        let mut v = *s as f64;
+        for (k, st) in sections.iter().zip(states.iter_mut()) {
+            v = st.tick(k, v);
+        }
+        *s = v as f32;
+    }
+}

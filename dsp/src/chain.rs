@@ -1,0 +1,94 @@
+//! The processing chain before the limiter, run in place:
+//! working-level gain -> high-pass + EQ -> compressor -> saturation -> width.
+
+use crate::compressor::CompressorSettings;
+use crate::eq::EqSettings;
+use crate::limiter::LimiterSettings;
+use crate::{saturation, width, Audio, DspError};
+use serde::{Deserialize, Serialize};
+
+/// Level the chain works at, so a mode sounds the same on quiet and hot mixes.
+pub const WORKING_LUFS: f64 = -18.0;
+/// Saturation amount 1.0 drives the clipper this hard.
+pub const SATURATION_MAX_DRIVE_DB: f64 = 12.0;
+
+/// The global settings: `master_settings.json`'s "global" block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSettings {
+    pub eq_curve: String,
+    pub eq: EqSettings,
+    pub compressor: CompressorSettings,
+    /// 0..1; drive = saturation x SATURATION_MAX_DRIVE_DB.
+    pub saturation: f64,
+    pub stereo_width: f64,
+    pub limiter: LimiterSettings,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self {
+            eq_curve: "flat".into(),
+            eq: EqSettings::default(),
+            compressor: CompressorSettings::default(),
+            saturation: 0.0,
+            stereo_width: 1.0,
+            limiter: LimiterSettings::default(),
+        }
+    }
+}
+
+impl ChainSettings {
+    pub fn validate(&self) -> Result<(), DspError> {
+        let bad = |key: &str, reason: &str| {
+            Err(DspError::Setting {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let eq = &self.eq;
+        for (k, v) in [("eq.low", eq.low), ("eq.mid", eq.mid), ("eq.high", eq.high)] {
+            if !(-12.0..=12.0).contains(&v) {
+                return bad(k, "must be within -12..12 dB");
+            }
+        }
+        if !(5.0..=300.0).contains(&eq.highpass_hz) {
+            return bad("eq.highpass_hz", "must be within 5..300 Hz");
+        }
+        if !(0.1..=10.0).contains(&eq.mid_q) {
+            return bad("eq.mid_q", "must be within 0.1..10");
+        }
+        let c = &self.compressor;
+        if !(1.0..=20.0).contains(&c.ratio) {
+            return bad("compressor.ratio", "must be within 1..20");
+        }
+        if !(0.1..=500.0).contains(&c.attack_ms) || !(1.0..=5000.0).contains(&c.release_ms) {
+            return bad(
+                "compressor.attack_ms",
+                "attack 0.1..500 ms, release 1..5000 ms",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.saturation) {
+            return bad("saturation", "must be within 0..1");
+        }
+        if !(0.0..=2.0).contains(&self.stereo_width) {
+            return bad("stereo_width", "must be within 0..2");
+        }
+        if !(0.5..=20.0).contains(&self.limiter.lookahead_ms) {
+            return bad("limiter.lookahead_ms", "must be within 0.5..20 ms");
+        }
+        if !(1.0..=2000.0).contains(&self.limiter.release_ms) {
+            return bad("limiter.release_ms", "must be within 1..2000 ms");
+        }
+        Ok(())
+    }
+
+    /// Runs the chain in place. `input_lufs` is the input's integrated loudness.
+    pub fn run(&self, audio: &mut Audio, input_lufs: f64) {
+        audio.scale(crate::db_to_lin(WORKING_LUFS - input_lufs) as f32);
+        self.eq.apply(audio);
+        self.compressor.apply(audio);
+        saturation::apply(audio, self.saturation * SATURATION_MAX_DRIVE_DB);
+        width::apply(audio, self.stereo_width);
+    }
+}

@@ -1,0 +1,39 @@
+use thiserror::Error;
+
+/// Why a buffer could not be analysed or mastered. Every variant is a property
+/// of the input or the request, so retrying the same job cannot help.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DspError {
+    #[error("no audio: the stream decoded to zero samples")]
+    Empty,
+    #[error("channels have different lengths")]
+    RaggedChannels,
+    #[error("unsupported channel count {0}: LoopMind masters mono and stereo")]
+    Channels(usize),
+    #[error("unsupported sample rate {0} Hz: LoopMind masters 8000 to 192000 Hz")]
+    SampleRate(u32),
+    #[error("non-finite sample (NaN or infinity) at {seconds:.3} s in channel {channel}")]
+    NonFinite { channel: usize, seconds: f64 },
+    #[error("too short: {seconds:.3} s is less than one 400 ms loudness block")]
+    TooShort { seconds: f64 },
+    #[error("silent: loudness below the -70 LUFS absolute gate; silence is never boosted")]
+    Silent,
+    #[error("target {target_lufs} LUFS needs {gain_db:.1} dB of gain, above the {cap_db} dB cap")]
+    GainCap {
+        target_lufs: f64,
+        gain_db: f64,
+        cap_db: f64,
+    },
+    #[error("cannot reach {target_lufs} LUFS under {ceiling_dbtp} dBTP: got {reached_lufs:.2} LUFS at the limiter's honest maximum")]
+    Unreachable {
+        target_lufs: f64,
+        ceiling_dbtp: f64,
+        reached_lufs: f64,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Setting { key: String, reason: String },
+    #[error("loudness meter: {0}")]
+    Meter(String),
+    #[error("resampler: {0}")]
+    Resample(String),
+}

@@ -1,0 +1,49 @@
+//! LoopMind's DSP: sample buffers in, buffers and numbers out. No IO, no async.
+//!
+//! Map of the crate:
+//! - [`audio`]: the planar `Audio` buffer every stage works on.
+//! - [`loudness`]: BS.1770 / EBU R128 measurement (ebur128 crate, queue mode).
+//! - [`truepeak`]: polyphase interpolation; the limiter's detector and a
+//!   near-ideal 16x true-peak meter.
+//! - [`biquad`], [`eq`], [`compressor`], [`saturation`], [`width`]: the chain's stages.
+//! - [`chain`]: runs the stages in order on a buffer, in place.
+//! - [`limiter`]: lookahead true-peak limiter with a provable bound.
+//! - [`dither`]: TPDF dither and quantisation to the target bit depth.
+//! - [`resample`]: sample-rate conversion (rubato).
+//! - [`targets`]: platform presets (Spotify, Apple Music, EBU R128, ...).
+//! - [`modes`]: mastering modes and the chain settings they plan.
+//! - [`master`]: gain search that lands a master on its target, measured on
+//!   exactly the samples that get written.
+//! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
+
+pub mod audio;
+pub mod biquad;
+pub mod chain;
+pub mod compressor;
+pub mod dither;
+pub mod eq;
+pub mod error;
+pub mod fir;
+pub mod limiter;
+pub mod loudness;
+pub mod master;
+pub mod modes;
+pub mod resample;
+pub mod saturation;
+pub mod targets;
+pub mod testsignals;
+pub mod truepeak;
+pub mod width;
+
+pub use audio::Audio;
+pub use error::DspError;
+
+/// Decibels to linear amplitude.
+pub fn db_to_lin(db: f64) -> f64 {
+    10f64.powf(db / 20.0)
+}
+
+/// Linear amplitude to decibels (-inf for 0).
+pub fn lin_to_db(lin: f64) -> f64 {
+    20.0 * lin.log10()
+}

@@ -1,0 +1,97 @@
+//! Lookahead true-peak limiter with a provable bound.
+//!
+//! For each frame k the detector gives p[k], the largest reconstructed value
+//! around k (see [`crate::truepeak::peak_envelope`]); the gain that frame needs
+//! is r[k] = min(1, ceiling / p[k]). The gain curve is
+//!   m[n] = min(r[n-L+1..=n])            sliding minimum over the lookahead L
+//!   h[n] = min(m[n], release(h[n-1]))    attack instant, release exponential
+//!   g[n] = mean(h[n-L+1..=n])            box smoothing, as long as the lookahead
+//! and g[n] is applied to frame n-L+1 (audio delayed by L-1). Every h in that
+//! mean is a minimum over a window containing frame n-L+1, so g[n] <= r[n-L+1]:
+//! no frame leaves louder than its ceiling, and the gain never steps.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimiterSettings {
+    pub lookahead_ms: f64,
+    pub release_ms: f64,
+}
+
+impl Default for LimiterSettings {
+    fn default() -> Self {
+        Self {
+            lookahead_ms: 5.0,
+            release_ms: 150.0,
+        }
+    }
+}
+
+impl LimiterSettings {
+    pub fn lookahead_frames(&self, rate: u32) -> usize {
+        ((self.lookahead_ms * 1e-3 * rate as f64).round() as usize).max(1)
+    }
+}
+
+/// Streaming gain computer: push r[n], get g[n] (for frame n-L+1).
+pub struct GainComputer {
+    len: usize,
+    release: f32,
+    mins: VecDeque<(usize, f32)>,
+    n: usize,
+    h: f32,
+    ring: Vec<f32>,
+    pos: usize,
+    sum: f64,
+}
+
+impl GainComputer {
+    pub fn new(settings: &LimiterSettings, rate: u32) -> Self {
+        let len = settings.lookahead_frames(rate);
+        let tau = settings.release_ms.max(1.0) * 1e-3 * rate as f64;
+        Self {
+            len,
+            release: (1.0 - (-1.0 / tau).exp()) as f32,
+            mins: VecDeque::with_capacity(len + 1),
+            n: 0,
+            h: 1.0,
+            ring: vec![1.0; len],
+            pos: 0,
+            sum: len as f64,
+        }
+    }
+
+    /// Frames between a required gain going in and its gain coming out.
+    pub fn delay(&self) -> usize {
+        self.len - 1
+    }
+
+    #[inline]
+    pub fn push(&mut self, r: f32) -> f32 {
+        while matches!(self.mins.back(), Some(&(_, v)) if v >= r) {
+            self.mins.pop_back();
+        }
+        self.mins.push_back((self.n, r));
+        while self
+            .mins
+            .front()
+            .is_some_and(|&(i, _)| i + self.len <= self.n)
+        {
+            self.mins.pop_front();
+        }
+        let m = self.mins.front().map_or(1.0, |&(_, v)| v);
+        self.h = (self.h + (1.0 - self.h) * self.release).min(m);
+        self.sum += self.h as f64 - self.ring[self.pos] as f64;
+        self.ring[self.pos] = self.h;
+        self.pos += 1;
+        if self.pos == self.len {
+            // Re-sum now and then so rounding in the running sum cannot drift.
+            self.pos = 0;
+            self.sum = self.ring.iter().map(|&v| v as f64).sum();
+        }
+        self.n += 1;
+        // The mean of values each <= r of the frame it serves; guard rounding.
+        ((self.sum / self.len as f64) as f32).min(1.0)
+    }
+}

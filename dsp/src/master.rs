@@ -1,0 +1,301 @@
+//! Landing a master on its target: a gain search over the limiter, measured on
+//! exactly the dithered samples that will be written.
+//!
+//! Every pass renders gain -> limiter -> TPDF dither deterministically (seeded
+//! dither), so the pass that is measured and the pass that is written produce
+//! the same bits; a checksum proves it.
+
+use crate::limiter::{GainComputer, LimiterSettings};
+use crate::loudness::{Loudness, Meter};
+use crate::targets::Target;
+use crate::truepeak::{peak_envelope, TruePeakMeter};
+use crate::{db_to_lin, lin_to_db, Audio, DspError};
+use serde::{Deserialize, Serialize};
+
+/// Most gain LoopMind applies to reach a target; more would be boosting noise.
+pub const GAIN_CAP_DB: f64 = 24.0;
+/// What a master promises: integrated loudness within this of the target.
+pub const LUFS_TOLERANCE: f64 = 0.1;
+/// What the search aims for, leaving room for other meters' differences.
+const SEARCH_TOLERANCE: f64 = 0.02;
+/// Starting headroom under the ceiling for the detector's interpolation error.
+const CEILING_MARGIN_DB: f64 = 0.02;
+const CHUNK: usize = 16_384;
+
+/// Pre-limiter audio at the target's rate, with its detector envelope and
+/// loudness, shared by every target at that rate.
+pub struct Prepared {
+    pub audio: Audio,
+    pub env: Vec<f32>,
+    pub lufs: f64,
+}
+
+impl Prepared {
+    pub fn new(audio: Audio) -> Result<Self, DspError> {
+        let lufs = crate::loudness::integrated(&audio)?;
+        if !lufs.is_finite() || lufs < -70.0 {
+            return Err(DspError::Silent);
+        }
+        let env = peak_envelope(&audio);
+        Ok(Self { audio, env, lufs })
+    }
+}
+
+/// Everything that determines the written samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RenderParams {
+    /// Gain from the prepared (working-level) audio into the limiter.
+    pub gain_db: f64,
+    /// The limiter's internal ceiling (at or under the target's).
+    pub limit_dbtp: f64,
+    pub limiter: LimiterSettings,
+    pub bits: u16,
+    pub seed: u64,
+}
+
+/// Measurements of the written samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    pub loudness: Loudness,
+    /// Near-ideal (16x) true peak.
+    pub true_peak_dbtp: f64,
+    pub limiter_gr_max_db: f64,
+    pub limiter_gr_mean_db: f64,
+    pub checksum: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TargetMaster {
+    pub params: RenderParams,
+    pub measured: Measured,
+    pub passes: u32,
+}
+
+struct PassStats {
+    gr_max_db: f64,
+    gr_mean_db: f64,
+    checksum: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Renders the master in chunks, handing each to `emit`.
+fn run_pass(
+    prep: &Prepared,
+    p: &RenderParams,
+    checksum: bool,
+    mut emit: impl FnMut(&[&[f32]]),
+) -> PassStats {
+    let audio = &prep.audio;
+    let (nch, frames) = (audio.num_channels(), audio.frames());
+    let mut gc = GainComputer::new(&p.limiter, audio.rate);
+    let d = gc.delay();
+    let gain = db_to_lin(p.gain_db) as f32;
+    let ceil = db_to_lin(p.limit_dbtp) as f32;
+    let mut dither: Vec<_> = (0..nch)
+        .map(|c| {
+            crate::dither::Dither::new(
+                p.bits,
+                p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
+            )
+        })
+        .collect();
+    let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(CHUNK); nch];
+    let scale = (1u64 << (p.bits - 1)) as f32;
+    let mut hash = FNV_OFFSET;
+    let (mut g_min, mut gr_sum, mut gr_count) = (1f32, 0f64, 0u64);
+    let mut flush = |out: &mut Vec<Vec<f32>>, hash: &mut u64| {
+        if checksum {
+            for i in 0..out[0].len() {
+                for ch in out.iter() {
+                    *hash ^= (ch[i] * scale) as i32 as u32 as u64;
+                    *hash = hash.wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+        let slices: Vec<&[f32]> = out.iter().map(|c| c.as_slice()).collect();
+        emit(&slices);
+        out.iter_mut().for_each(Vec::clear);
+    };
+    for n in 0..frames + d {
+        let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
+        let g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
+        if n < d {
+            continue;
+        }
+        let i = n - d;
+        g_min = g_min.min(g);
+        if i % 8 == 0 {
+            gr_count += 1;
+            if g < 1.0 {
+                gr_sum -= lin_to_db(g as f64);
+            }
+        }
+        let k = gain * g;
+        for (c, o) in out.iter_mut().enumerate() {
+            o.push(dither[c].quantise(audio.channels[c][i] * k));
+        }
+        if out[0].len() == CHUNK {
+            flush(&mut out, &mut hash);
+        }
+    }
+    if !out[0].is_empty() {
+        flush(&mut out, &mut hash);
+    }
+    PassStats {
+        gr_max_db: -lin_to_db(g_min as f64),
+        gr_mean_db: if gr_count > 0 {
+            gr_sum / gr_count as f64
+        } else {
+            0.0
+        },
+        checksum: hash,
+    }
+}
+
+fn integrated_of(prep: &Prepared, p: &RenderParams) -> Result<f64, DspError> {
+    let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, false)?;
+    let mut err = None;
+    run_pass(prep, p, false, |c| {
+        if let Err(e) = meter.add(c) {
+            err.get_or_insert(e);
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => meter.integrated(),
+    }
+}
+
+/// Renders and measures everything the report needs.
+pub fn measure_pass(prep: &Prepared, p: &RenderParams) -> Result<Measured, DspError> {
+    let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, true)?;
+    let mut tp = TruePeakMeter::new(prep.audio.num_channels());
+    let mut err = None;
+    let stats = run_pass(prep, p, true, |c| {
+        tp.add(c);
+        if let Err(e) = meter.add(c) {
+            err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(Measured {
+        loudness: meter.finish()?,
+        true_peak_dbtp: lin_to_db(tp.finish() as f64),
+        limiter_gr_max_db: stats.gr_max_db,
+        limiter_gr_mean_db: stats.gr_mean_db,
+        checksum: stats.checksum,
+    })
+}
+
+/// Finds the gain and limiter ceiling that put this prepared audio on
+/// `target`. `pre_gain_db` is the gain already applied to reach the working
+/// level, counted against [`GAIN_CAP_DB`].
+pub fn master_target(
+    prep: &Prepared,
+    target: &Target,
+    limiter: &LimiterSettings,
+    pre_gain_db: f64,
+    seed: u64,
+) -> Result<TargetMaster, DspError> {
+    let mut p = RenderParams {
+        gain_db: target.lufs - prep.lufs,
+        limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB,
+        limiter: limiter.clone(),
+        bits: target.bits,
+        seed,
+    };
+    let cap_check = |g: f64| {
+        if g + pre_gain_db > GAIN_CAP_DB {
+            Err(DspError::GainCap {
+                target_lufs: target.lufs,
+                gain_db: g + pre_gain_db,
+                cap_db: GAIN_CAP_DB,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let mut passes = 0;
+    for _round in 0..4 {
+        // Secant search on gain: limiting makes loudness grow less than 1 dB/dB.
+        let mut last: Option<(f64, f64)> = None;
+        let mut converged = false;
+        for _ in 0..12 {
+            cap_check(p.gain_db)?;
+            let lufs = integrated_of(prep, &p)?;
+            passes += 1;
+            let err = target.lufs - lufs;
+            if err.abs() <= SEARCH_TOLERANCE {
+                converged = true;
+                break;
+            }
+            let slope = match last {
+                Some((g0, l0)) if (p.gain_db - g0).abs() > 1e-6 => {
+                    ((lufs - l0) / (p.gain_db - g0)).clamp(0.0, 1.5)
+                }
+                _ => 1.0,
+            };
+            if slope < 0.05 && err > LUFS_TOLERANCE {
+                return Err(DspError::Unreachable {
+                    target_lufs: target.lufs,
+                    ceiling_dbtp: target.ceiling_dbtp,
+                    reached_lufs: lufs,
+                });
+            }
+            last = Some((p.gain_db, lufs));
+            p.gain_db += (err / slope.max(0.05)).clamp(-12.0, 12.0);
+        }
+        if !converged {
+            let lufs = integrated_of(prep, &p)?;
+            return Err(DspError::Unreachable {
+                target_lufs: target.lufs,
+                ceiling_dbtp: target.ceiling_dbtp,
+                reached_lufs: lufs,
+            });
+        }
+        let measured = measure_pass(prep, &p)?;
+        passes += 1;
+        let tp = measured
+            .true_peak_dbtp
+            .max(measured.loudness.true_peak_ebur128_dbtp);
+        if tp <= target.ceiling_dbtp {
+            return Ok(TargetMaster {
+                params: p,
+                measured,
+                passes,
+            });
+        }
+        // The detector under-read this material: lower the limiter's ceiling
+        // by what it missed and search again.
+        p.limit_dbtp -= tp - target.ceiling_dbtp + 0.005;
+    }
+    Err(DspError::Unreachable {
+        target_lufs: target.lufs,
+        ceiling_dbtp: target.ceiling_dbtp,
+        reached_lufs: f64::NAN,
+    })
+}
+
+/// Renders the master again, handing chunks to `sink`; returns the checksum,
+/// which equals the measured one when the bits are the ones measured.
+pub fn write_pass<E>(
+    prep: &Prepared,
+    p: &RenderParams,
+    mut sink: impl FnMut(&[&[f32]]) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut err = None;
+    let stats = run_pass(prep, p, true, |c| {
+        if err.is_none() {
+            if let Err(e) = sink(c) {
+                err = Some(e);
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(stats.checksum),
+    }
+}

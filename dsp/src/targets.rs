@@ -1,0 +1,92 @@
+//! Platform targets: the loudness and true-peak ceiling a master is made for,
+//! and the format it is delivered in. Sources are listed in the README.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub lufs: f64,
+    pub ceiling_dbtp: f64,
+    /// None keeps the source's rate.
+    pub rate: Option<u32>,
+    pub bits: u16,
+}
+
+/// (name, LUFS, ceiling dBTP, rate, bits)
+const PRESETS: &[(&str, f64, f64, Option<u32>, u16)] = &[
+    ("spotify", -14.0, -1.0, None, 24),
+    ("apple-music", -16.0, -1.0, None, 24),
+    ("youtube", -14.0, -1.0, None, 24),
+    ("amazon-music", -14.0, -2.0, None, 24),
+    ("tidal", -14.0, -1.0, None, 24),
+    ("deezer", -15.0, -1.0, None, 24),
+    ("soundcloud", -14.0, -1.0, None, 24),
+    ("ebu-r128", -23.0, -1.0, None, 24),
+    ("atsc-a85", -24.0, -2.0, None, 24),
+    ("film", -20.0, -1.0, None, 24),
+    ("club", -9.0, -0.3, None, 24),
+    ("cd", -9.0, -0.3, Some(44_100), 16),
+];
+
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.0).collect()
+}
+
+pub fn preset(name: &str) -> Option<Target> {
+    PRESETS
+        .iter()
+        .find(|p| p.0 == name)
+        .map(|&(name, lufs, ceiling_dbtp, rate, bits)| Target {
+            name: name.to_string(),
+            lufs,
+            ceiling_dbtp,
+            rate,
+            bits,
+        })
+}
+
+impl Target {
+    /// A custom target from `--lufs/--ceiling`.
+    pub fn custom(lufs: f64, ceiling_dbtp: f64) -> Target {
+        Target {
+            name: format!("custom{}", fmt_num(lufs)),
+            lufs,
+            ceiling_dbtp,
+            rate: None,
+            bits: 24,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), crate::DspError> {
+        let bad = |key: &str, reason: String| {
+            Err(crate::DspError::Setting {
+                key: format!("{}.{key}", self.name),
+                reason,
+            })
+        };
+        if !(-40.0..=-5.0).contains(&self.lufs) {
+            return bad("lufs", format!("{} is outside -40..-5 LUFS", self.lufs));
+        }
+        if !(-12.0..=0.0).contains(&self.ceiling_dbtp) {
+            return bad(
+                "ceiling",
+                format!("{} is outside -12..0 dBTP", self.ceiling_dbtp),
+            );
+        }
+        if let Some(r) = self.rate {
+            if !(8000..=192_000).contains(&r) {
+                return bad("rate", format!("{r} Hz is outside 8000..192000"));
+            }
+        }
+        if self.bits != 16 && self.bits != 24 {
+            return bad("bits", format!("{} is not 16 or 24", self.bits));
+        }
+        Ok(())
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    let s = format!("{v}");
+    s.replace('.', "_")
+}
