@@ -28,7 +28,12 @@ fn main() {
     println!("chain {:?}", t.elapsed());
     let t = std::time::Instant::now();
     let prep = master::Prepared::new(audio).unwrap();
-    println!("prepare {:?}", t.elapsed());
+    println!(
+        "prepare {:?} model lufs {:.3} ebur {:.3}",
+        t.elapsed(),
+        prep.lufs,
+        loudness::integrated(&prep.audio).unwrap()
+    );
     for name in ["spotify", "club", "ebu-r128"] {
         let t = std::time::Instant::now();
         let target = targets::preset(name).unwrap();
@@ -38,6 +43,7 @@ fn main() {
             &chain.limiter,
             -18.0 - inl.integrated_lufs,
             1,
+            &mut master::NullSink,
         )
         .unwrap();
         println!(

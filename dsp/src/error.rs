@@ -34,6 +34,8 @@ pub enum DspError {
     Setting { key: String, reason: String },
     #[error("loudness meter: {0}")]
     Meter(String),
+    #[error("writing the master: {0}")]
+    Sink(String),
     #[error("resampler: {0}")]
     Resample(String),
 }

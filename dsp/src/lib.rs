@@ -18,6 +18,7 @@
 
 pub mod audio;
 pub mod biquad;
+pub mod bs1770;
 pub mod chain;
 pub mod compressor;
 pub mod dither;

@@ -69,6 +69,21 @@ impl GainComputer {
 
     #[inline]
     pub fn push(&mut self, r: f32) -> f32 {
+        // Idle (released, nothing to limit in the window): the common case.
+        if r >= 1.0 && self.h >= 1.0 && self.mins.len() == 1 && self.mins[0].1 >= 1.0 {
+            self.mins[0].0 = self.n;
+            self.n += 1;
+            if self.ring[self.pos] < 1.0 {
+                self.sum += 1.0 - self.ring[self.pos] as f64;
+                self.ring[self.pos] = 1.0;
+            }
+            self.pos += 1;
+            if self.pos == self.len {
+                self.pos = 0;
+                self.sum = self.ring.iter().map(|&v| v as f64).sum();
+            }
+            return ((self.sum / self.len as f64) as f32).min(1.0);
+        }
         while matches!(self.mins.back(), Some(&(_, v)) if v >= r) {
             self.mins.pop_back();
         }

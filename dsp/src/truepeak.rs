@@ -1,11 +1,13 @@
 //! Band-limited interpolation for true-peak work.
 //!
-//! ebur128's 4x interpolator (48 taps) under-reads inter-sample peaks near
-//! Nyquist. LoopMind uses two of its own: a 4x, 32-tap-per-phase interpolator
-//! for the limiter's detector, and a meter that scans at 4x and re-examines
-//! every candidate near the maximum at 16x with 64 taps per phase, which is
-//! within a few hundredths of a dB of ideal reconstruction for content up to
-//! 0.45 fs.
+//! A 4x grid, however good its filter, misses a peak that falls between grid
+//! points by up to 0.55 dB for content at 0.45 fs (ebur128's meter does). So:
+//! - the limiter's detector interpolates 4x (48 taps per phase, flat to about
+//!   0.47 fs) and fits a parabola through each grid maximum (worst miss then
+//!   about 0.05 dB);
+//! - the meter scans the same way and re-examines every frame within 0.3 dB of
+//!   the best so far at 16x (96 taps per phase), again with parabolic fitting:
+//!   within a few thousandths of a dB of ideal reconstruction.
 
 use crate::Audio;
 
@@ -32,9 +34,10 @@ fn bessel_i0(x: f64) -> f64 {
 }
 
 impl Interpolator {
-    pub fn new(factor: usize, taps: usize) -> Self {
+    /// Kaiser `beta` trades stopband depth for a narrower transition: for
+    /// true peak the passband must reach close to Nyquist.
+    pub fn new(factor: usize, taps: usize, beta: f64) -> Self {
         assert!(factor >= 1 && taps >= 2 && taps % 2 == 0);
-        let beta = 8.0;
         let half = taps as f64 / 2.0;
         let i0b = bessel_i0(beta);
         let phases = (0..factor)
@@ -114,6 +117,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 const BLOCK: usize = 1024;
 
+/// The 4x interpolator of the limiter's detector and the meter's coarse scan:
+/// flat to about 0.47 fs.
+pub fn detector() -> Interpolator {
+    Interpolator::new(4, 48, 5.0)
+}
+
 impl Interpolator {
     /// Interpolated values at phase `p` for frames `from..to` of `x`, which
     /// holds their full context, written to `out[..to - from]`.
@@ -123,15 +132,67 @@ impl Interpolator {
     }
 }
 
+/// Peak of a parabola through three neighbouring grid magnitudes, where the
+/// middle one is a local maximum; otherwise the middle value. On a 4x grid
+/// this cuts the worst miss for content at 0.45 fs from 0.55 dB to 0.05 dB.
+#[inline]
+fn parabolic(a: f32, b: f32, c: f32) -> f32 {
+    if b >= a && b >= c {
+        let den = a - 2.0 * b + c;
+        if den < 0.0 {
+            let p = 0.5 * (a - c) / den;
+            return b - 0.25 * (a - c) * p;
+        }
+    }
+    b
+}
+
+/// Interpolates frames `from..to` of `x` (full context present) at 4x and
+/// writes each frame's refined peak magnitude over [k, k+1) to `seg`.
+fn grid_peaks(
+    ip: &Interpolator,
+    x: &[f32],
+    from: usize,
+    to: usize,
+    phases: &mut [Vec<f32>; 3],
+    seg: &mut [f32],
+) {
+    let len = to - from;
+    for p in 1..4 {
+        ip.phase_block(x, from, to, p, &mut phases[p - 1]);
+    }
+    // The grid value before the block (phase 3 of the previous frame), and the
+    // first one after it (the next frame's sample).
+    let mut prev = ip.at(x, from - 1, 3).abs();
+    for k in 0..len {
+        let g = [
+            x[from + k].abs(),
+            phases[0][k].abs(),
+            phases[1][k].abs(),
+            phases[2][k].abs(),
+        ];
+        let next = x[from + k + 1].abs();
+        let mut m = parabolic(prev, g[0], g[1]);
+        m = m.max(parabolic(g[0], g[1], g[2]));
+        m = m.max(parabolic(g[1], g[2], g[3]));
+        m = m.max(parabolic(g[2], g[3], next));
+        seg[k] = m;
+        prev = g[3];
+    }
+}
+
 /// The limiter's detector: for each frame k, the largest |reconstructed value|
-/// over (k-1, k+1), across channels, from 4x interpolation.
+/// over (k-1, k+1), across channels, from 4x interpolation refined by
+/// parabolic peak fitting.
 pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
-    let ip = Interpolator::new(4, 32);
+    let ip = detector();
     let n = audio.frames();
     let (l, r) = ip.context();
+    let (l, r) = (l + 1, r + 1); // one more frame each side for the grid neighbours
     let mut seg = vec![0f32; n]; // seg[k] = max over [k, k+1)
     let mut x = Vec::with_capacity(BLOCK + l + r);
-    let mut out = vec![0f32; BLOCK];
+    let mut phases = [vec![0f32; BLOCK], vec![0f32; BLOCK], vec![0f32; BLOCK]];
+    let mut block = vec![0f32; BLOCK];
     for ch in &audio.channels {
         let mut start = 0;
         while start < n {
@@ -141,14 +202,9 @@ pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
             x.resize(l.saturating_sub(start), 0.0);
             x.extend_from_slice(&ch[start.saturating_sub(l)..(end + r).min(n)]);
             x.resize(end - start + l + r, 0.0);
-            for (k, s) in seg[start..end].iter_mut().enumerate() {
-                *s = s.max(x[l + k].abs());
-            }
-            for p in 1..4 {
-                ip.phase_block(&x, l, l + end - start, p, &mut out);
-                for (s, v) in seg[start..end].iter_mut().zip(&out) {
-                    *s = s.max(v.abs());
-                }
+            grid_peaks(&ip, &x, l, l + end - start, &mut phases, &mut block);
+            for (s, v) in seg[start..end].iter_mut().zip(&block) {
+                *s = s.max(*v);
             }
             start = end;
         }
@@ -171,14 +227,14 @@ pub struct TruePeakMeter {
     pending: usize,
     best: f32,
     scratch: Vec<f32>,
-    out: Vec<f32>,
+    phases: [Vec<f32>; 3],
 }
 
 impl TruePeakMeter {
     pub fn new(channels: usize) -> Self {
-        let coarse = Interpolator::new(4, 32);
-        let fine = Interpolator::new(16, 64);
-        let keep = fine.context().0.max(coarse.context().0);
+        let coarse = detector();
+        let fine = Interpolator::new(16, 96, 6.0);
+        let keep = fine.context().0.max(coarse.context().0) + 1;
         Self {
             coarse,
             fine,
@@ -186,41 +242,41 @@ impl TruePeakMeter {
             pending: 0,
             best: 0.0,
             scratch: Vec::with_capacity(BLOCK),
-            out: vec![0.0; BLOCK],
+            phases: [vec![0.0; BLOCK], vec![0.0; BLOCK], vec![0.0; BLOCK]],
         }
     }
 
+    /// Context kept on each side: the interpolators' plus one grid neighbour.
     fn keep(&self) -> usize {
-        self.fine.context().0.max(self.coarse.context().0)
+        self.fine.context().0.max(self.coarse.context().0) + 1
     }
 
     fn right(&self) -> usize {
-        self.fine.context().1.max(self.coarse.context().1)
+        self.fine.context().1.max(self.coarse.context().1) + 1
     }
 
     /// Examines frames `from..to` of `x`, which holds their full context.
     fn scan(&mut self, x: &[f32], from: usize, to: usize) {
-        // The 4x grid can miss a peak by at most ~0.6 dB for content up to
-        // 0.45 fs; anything within that of the best so far is checked at 16x.
-        let margin = 0.93f32;
+        // The refined 4x grid misses a peak by at most ~0.05 dB for content
+        // up to 0.45 fs; anything within 0.3 dB of the best is checked at 16x.
+        let margin = 0.966f32;
         let mut coarse = std::mem::take(&mut self.scratch);
         let mut start = from;
         while start < to {
             let end = (start + BLOCK).min(to);
-            let len = end - start;
-            coarse.clear();
-            coarse.extend(x[start..end].iter().map(|v| v.abs()));
-            for p in 1..4 {
-                self.coarse.phase_block(x, start, end, p, &mut self.out);
-                for (c, v) in coarse.iter_mut().zip(&self.out[..len]) {
-                    *c = c.max(v.abs());
-                }
-            }
+            coarse.resize(end - start, 0.0);
+            grid_peaks(&self.coarse, x, start, end, &mut self.phases, &mut coarse);
             for (k, &m) in coarse.iter().enumerate() {
                 if m >= self.best * margin {
-                    self.best = self.best.max(m);
-                    for p in 1..16 {
-                        self.best = self.best.max(self.fine.at(x, start + k, p).abs());
+                    let n = start + k;
+                    let mut v = [0f32; 18];
+                    v[0] = self.fine.at(x, n - 1, 15).abs();
+                    for p in 0..16 {
+                        v[p + 1] = self.fine.at(x, n, p).abs();
+                    }
+                    v[17] = x[n + 1].abs();
+                    for w in v.windows(3) {
+                        self.best = self.best.max(parabolic(w[0], w[1], w[2]));
                     }
                 }
             }
