@@ -1,0 +1,59 @@
+//! `loopmind demo`: a synthetic song with a quiet intro, verse, loud chorus,
+//! breakdown and outro, written as WAV and mastered for a few targets.
+
+use crate::local::{run_jobs, Job};
+use anyhow::Result;
+use loopmind_dsp::modes::Mode;
+use loopmind_dsp::targets;
+use loopmind_dsp::testsignals::{demo_arrangement, song};
+use loopmind_worker::RenderOptions;
+use std::path::Path;
+
+pub fn run(out: &Path) -> Result<bool> {
+    std::fs::create_dir_all(out)?;
+    let (audio, sections) = song(44_100, &demo_arrangement(), 2026);
+    let mix = out.join("demo-song.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: audio.rate,
+        bits_per_sample: 24,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&mix, spec)?;
+    for i in 0..audio.frames() {
+        for c in &audio.channels {
+            w.write_sample((c[i].clamp(-1.0, 1.0) * 8_388_607.0) as i32)?;
+        }
+    }
+    w.finalize()?;
+    println!("wrote {} ({:.0} s):", mix.display(), audio.seconds());
+    for (label, start, end) in &sections {
+        println!("  {label:<7} {start:>5.1} - {end:>5.1} s");
+    }
+    let targets = ["spotify", "apple-music", "youtube", "cd"]
+        .iter()
+        .map(|n| targets::preset(n).expect("preset"))
+        .collect();
+    let opts = RenderOptions {
+        targets,
+        mode: Mode::Cinematic,
+        chain: None,
+    };
+    let masters = out.join("masters");
+    let outcomes = run_jobs(
+        vec![Job {
+            track: "demo-song".into(),
+            input: mix,
+        }],
+        &masters,
+        &opts,
+        1,
+    );
+    crate::summary::print(&outcomes);
+    crate::summary::save(&masters.join("summary.json"), &outcomes)?;
+    println!(
+        "masters and report.json in {}",
+        masters.join("demo-song").display()
+    );
+    Ok(outcomes.iter().all(|o| o.error.is_none()))
+}

@@ -1,0 +1,152 @@
+//! The `loopmind` command line.
+//!
+//! Map: [`local`] runs a batch of tracks through the worker's render function
+//! on an in-process queue; [`summary`] prints and saves what happened;
+//! [`demo`] writes a synthetic multi-section song to master.
+
+mod demo;
+mod local;
+mod summary;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use loopmind_dsp::modes::Mode;
+use loopmind_dsp::targets::{self, Target};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "loopmind",
+    version,
+    about = "Automated mastering for every platform target"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Master files (or every audio file under directories) for each target.
+    Master(MasterArgs),
+    /// Write a synthetic multi-section song and master it: hear a result in one command.
+    Demo {
+        /// Where the song and its masters go.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+    },
+    /// List the platform targets.
+    Targets,
+}
+
+#[derive(clap::Args)]
+pub struct MasterArgs {
+    /// Audio files or directories.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Comma-separated platform targets (see `loopmind targets`).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Output directory: one folder per track.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "transparent")]
+    mode: Mode,
+    /// A custom target's integrated loudness (LUFS), with --ceiling.
+    #[arg(long, allow_negative_numbers = true, requires = "ceiling")]
+    lufs: Option<f64>,
+    /// A custom target's true-peak ceiling (dBTP), with --lufs.
+    #[arg(long, allow_negative_numbers = true, requires = "lufs")]
+    ceiling: Option<f64>,
+    /// Output sample rate for every target (default: each target's, else the source's).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Output bit depth for every target: 16 or 24.
+    #[arg(long)]
+    bits: Option<u16>,
+    /// Tracks mastered at once (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+impl MasterArgs {
+    pub fn resolve_targets(&self) -> Result<Vec<Target>> {
+        let mut out = Vec::new();
+        for name in &self.targets {
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            match targets::preset(name) {
+                Some(t) => out.push(t),
+                None => bail!(
+                    "unknown target '{name}'; known: {}",
+                    targets::preset_names().join(", ")
+                ),
+            }
+        }
+        if let (Some(lufs), Some(ceiling)) = (self.lufs, self.ceiling) {
+            out.push(Target::custom(lufs, ceiling));
+        }
+        if out.is_empty() {
+            bail!("no target: give --targets (e.g. --targets spotify,apple-music) or --lufs and --ceiling");
+        }
+        for t in &mut out {
+            if let Some(r) = self.rate {
+                t.rate = Some(r);
+            }
+            if let Some(b) = self.bits {
+                t.bits = b;
+            }
+            t.validate().with_context(|| format!("target {}", t.name))?;
+        }
+        let mut names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            bail!("a target is listed twice");
+        }
+        Ok(out)
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOOPMIND_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match run(Cli::parse()) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Ok(true) when every track succeeded.
+fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        Command::Master(args) => local::master(&args),
+        Command::Demo { out } => demo::run(&out),
+        Command::Targets => {
+            println!(
+                "{:<14} {:>6} {:>9} {:>8} {:>5}",
+                "target", "LUFS", "ceiling", "rate", "bits"
+            );
+            for name in targets::preset_names() {
+                let t = targets::preset(name).expect("listed preset");
+                let rate = t.rate.map_or("source".to_string(), |r| r.to_string());
+                println!(
+                    "{:<14} {:>6.1} {:>9.1} {:>8} {:>5}",
+                    t.name, t.lufs, t.ceiling_dbtp, rate, t.bits
+                );
+            }
+            Ok(true)
+        }
+    }
+}

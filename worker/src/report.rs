@@ -1,0 +1,87 @@
+//! What a render leaves beside its masters. Numbers are numbers, units are in
+//! the field names; -inf (digital silence) is written as null.
+
+use crate::decode::SourceInfo;
+use crate::Action;
+use loopmind_dsp::chain::ChainSettings;
+use loopmind_dsp::modes::Mode;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InputLoudness {
+    pub integrated_lufs: f64,
+    pub lra_lu: f64,
+    pub sample_peak_dbfs: f64,
+    /// Near-ideal (16x) true peak.
+    pub true_peak_dbtp: f64,
+    /// Peak-to-loudness ratio: true peak minus integrated loudness.
+    pub plr_db: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TargetReport {
+    pub target: String,
+    pub target_lufs: f64,
+    pub ceiling_dbtp: f64,
+    pub output_file: String,
+    pub sample_rate_hz: u32,
+    pub bit_depth: u16,
+    pub integrated_lufs: f64,
+    pub lra_lu: f64,
+    /// Near-ideal (16x) true peak of the written file.
+    pub true_peak_dbtp: f64,
+    /// The same by ebur128's BS.1770 4x meter.
+    pub true_peak_ebur128_dbtp: f64,
+    pub sample_peak_dbfs: f64,
+    /// Total gain from the input to the master, before limiting.
+    pub gain_db: f64,
+    pub limiter_gr_max_db: f64,
+    pub limiter_gr_mean_db: f64,
+    /// Renders it took to land on target.
+    pub passes: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrackReport {
+    pub track: String,
+    pub source: String,
+    pub input: SourceInfo,
+    pub input_loudness: InputLoudness,
+    pub mode: Mode,
+    pub targets: Vec<TargetReport>,
+    pub software: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorReport {
+    pub track: String,
+    pub source: String,
+    pub error: String,
+    pub action: Action,
+}
+
+/// `master_settings.json`: the plan actually rendered.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MasterSettings {
+    pub mode: Mode,
+    /// Level the chain works at; the input is brought there first.
+    pub working_lufs: f64,
+    pub global: ChainSettings,
+    pub targets: Vec<TargetSettings>,
+    /// Per-section settings; empty while the chain is global.
+    pub sections: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TargetSettings {
+    pub target: String,
+    pub target_lufs: f64,
+    pub true_peak_db: f64,
+    pub sample_rate_hz: u32,
+    pub bit_depth: u16,
+    /// Gain into the limiter, from the working level.
+    pub gain_db: f64,
+    /// The limiter's own ceiling, at or under the target's.
+    pub limit_dbtp: f64,
+    pub dither_seed: u64,
+}
