@@ -1,0 +1,190 @@
+//! The chain's stages against their analytic behaviour, and the limiter
+//! against signals built to get past it.
+
+use loopmind_dsp::biquad::{run_cascade, Coeffs};
+use loopmind_dsp::compressor::CompressorSettings;
+use loopmind_dsp::limiter::LimiterSettings;
+use loopmind_dsp::master::{master_target, MasterSink, Prepared};
+use loopmind_dsp::targets::Target;
+use loopmind_dsp::testsignals::sine;
+use loopmind_dsp::{lin_to_db, loudness, truepeak, width, Audio};
+
+/// Keeps what the master pass writes, to measure it independently.
+struct Capture(Vec<Vec<f32>>);
+
+impl MasterSink for Capture {
+    fn restart(&mut self) -> Result<(), String> {
+        self.0.iter_mut().for_each(Vec::clear);
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
+        for (o, c) in self.0.iter_mut().zip(chunk) {
+            o.extend_from_slice(c);
+        }
+        Ok(())
+    }
+}
+
+fn ebur128_true_peak(a: &Audio) -> f64 {
+    let mut m =
+        ebur128::EbuR128::new(a.num_channels() as u32, a.rate, ebur128::Mode::TRUE_PEAK).unwrap();
+    let ch: Vec<&[f32]> = a.channels.iter().map(|c| c.as_slice()).collect();
+    m.add_frames_planar_f32(&ch).unwrap();
+    let tp = (0..a.num_channels() as u32)
+        .map(|c| m.true_peak(c).unwrap())
+        .fold(0.0, f64::max);
+    lin_to_db(tp)
+}
+
+fn master_and_check(name: &str, a: Audio, lufs: f64, ceiling: f64) {
+    let t = Target {
+        name: name.into(),
+        lufs,
+        ceiling_dbtp: ceiling,
+        rate: None,
+        bits: 24,
+    };
+    let prep = Prepared::new(a).unwrap();
+    let mut cap = Capture(vec![Vec::new(); prep.audio.num_channels()]);
+    let m = master_target(&prep, &t, &LimiterSettings::default(), 0.0, 7, &mut cap).unwrap();
+    let out = Audio::new(prep.audio.rate, cap.0).unwrap();
+    let ours = truepeak::true_peak_dbtp(&out);
+    let theirs = ebur128_true_peak(&out);
+    let l = loudness::measure(&out).unwrap().integrated_lufs;
+    assert!(
+        ours <= ceiling,
+        "{name}: 16x true peak {ours} over {ceiling}"
+    );
+    assert!(
+        theirs <= ceiling,
+        "{name}: ebur128 true peak {theirs} over {ceiling}"
+    );
+    assert!((l - lufs).abs() <= 0.1, "{name}: {l} LUFS, want {lufs}");
+    assert!(
+        (m.measured.true_peak_dbtp - ours).abs() < 1e-3,
+        "{name}: reported peak is not what was written"
+    );
+}
+
+#[test]
+fn limiter_holds_the_ceiling_on_adversarial_signals() {
+    let rate = 48_000;
+    // Full-scale square wave at 1 kHz: band-unlimited edges ring far over 0 dBFS.
+    let sq: Vec<f32> = (0..rate * 4)
+        .map(|i| if (i / 24) % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    master_and_check(
+        "square",
+        Audio::new(rate as u32, vec![sq.clone(), sq]).unwrap(),
+        -9.0,
+        -1.0,
+    );
+    // fs/4 at 45 degrees: samples at -3 dB of the true peak.
+    master_and_check(
+        "fs4-45",
+        sine(48_000, 4.0, 12_000.0, 0.0, std::f64::consts::FRAC_PI_4),
+        -10.0,
+        -1.0,
+    );
+    // Impulses over quiet noise.
+    let mut n = loopmind_dsp::testsignals::Noise::new(3);
+    let mut imp: Vec<f32> = (0..rate * 4).map(|_| 0.05 * n.next() as f32).collect();
+    for k in (1000..imp.len()).step_by(4801) {
+        imp[k] = if k % 2 == 0 { 1.0 } else { -1.0 };
+    }
+    master_and_check(
+        "impulses",
+        Audio::new(rate as u32, vec![imp.clone(), imp]).unwrap(),
+        -14.0,
+        -2.0,
+    );
+}
+
+/// Level of a steady sine after processing, measured away from the edges.
+fn rms_db(x: &[f32]) -> f64 {
+    let s = &x[x.len() / 2..];
+    10.0 * (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / s.len() as f64).log10()
+}
+
+#[test]
+fn eq_sections_match_their_analytic_response() {
+    let fs = 48_000.0;
+    let cases = [
+        (Coeffs::low_shelf(100.0, 4.0, fs), 20.0, 4.0),
+        (Coeffs::high_shelf(8000.0, -3.0, fs), 20_000.0, -3.0),
+        (Coeffs::peaking(1000.0, 2.5, 0.7, fs), 1000.0, 2.5),
+        (
+            Coeffs::highpass(15.0, std::f64::consts::FRAC_1_SQRT_2, fs),
+            15.0,
+            -3.01,
+        ),
+    ];
+    for (k, f, design_db) in cases {
+        // The design: shelves reach their gain far from the corner, the bell
+        // at its centre, the Butterworth high-pass is -3 dB at its corner.
+        assert!(
+            (k.magnitude_db(f, fs) - design_db).abs() < 0.15,
+            "design at {f} Hz: {}",
+            k.magnitude_db(f, fs)
+        );
+        // The implementation: a sine through the filter changes level by the
+        // analytic response, at several frequencies.
+        for probe in [50.0, 300.0, 1000.0, 5000.0, 12_000.0] {
+            let a = sine(48_000, 1.0, probe, -6.0, 0.0);
+            let mut x = a.channels[0].clone();
+            run_cascade(&[k], &mut x);
+            let got = rms_db(&x) - rms_db(&a.channels[0]);
+            let want = k.magnitude_db(probe, fs);
+            assert!(
+                (got - want).abs() < 0.02,
+                "{probe} Hz: got {got}, analytic {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compressor_follows_its_static_curve() {
+    let c = CompressorSettings {
+        threshold_db: -20.0,
+        ratio: 4.0,
+        knee_db: 6.0,
+        attack_ms: 5.0,
+        release_ms: 50.0,
+        makeup_db: 2.0,
+    };
+    // Below, inside and above the knee.
+    for peak in [-30.0, -20.0, -6.0, -3.0] {
+        let mut a = sine(48_000, 2.0, 1000.0, peak, 0.0);
+        let input = rms_db(&a.channels[0]);
+        c.apply(&mut a);
+        let got = rms_db(&a.channels[0]) - input;
+        // The detector reads RMS over channels: a sine's RMS is its level.
+        let want = c.static_curve(input) - input + c.makeup_db;
+        assert!(
+            (got - want).abs() < 0.1,
+            "sine at {peak} dBFS: gain {got}, curve says {want}"
+        );
+    }
+    assert!((c.static_curve(-40.0) + 40.0).abs() < 1e-9);
+    assert!((c.static_curve(0.0) - (-20.0 + 20.0 / 4.0)).abs() < 1e-9);
+}
+
+#[test]
+fn width_one_is_the_identity_and_zero_is_mono() {
+    let mut n = loopmind_dsp::testsignals::Noise::new(9);
+    let l: Vec<f32> = (0..10_000).map(|_| n.next() as f32 * 0.5).collect();
+    let r: Vec<f32> = (0..10_000).map(|_| n.next() as f32 * 0.5).collect();
+    let a = Audio::new(48_000, vec![l, r]).unwrap();
+    let mut b = a.clone();
+    width::apply(&mut b, 1.0);
+    assert_eq!(a, b);
+    width::apply(&mut b, 0.0);
+    assert!(b.channels[0]
+        .iter()
+        .zip(&b.channels[1])
+        .all(|(x, y)| x == y));
+    let mut c = a.clone();
+    width::apply(&mut c, 1.5);
+    assert_ne!(a, c);
+}
