@@ -1,1 +1,190 @@
+//! `loopmind master` end to end: mixes in several formats and rates mastered
+//! to several targets, every output checked by ffmpeg's meter and our own.
 
+mod common;
+
+use common::*;
+use loopmind_dsp::{loudness, truepeak};
+use loopmind_worker::decode::decode_file;
+use loopmind_worker::report::TrackReport;
+use std::path::Path;
+
+const TARGETS: [(&str, f64, f64); 3] = [
+    ("spotify", -14.0, -1.0),
+    ("ebu-r128", -23.0, -1.0),
+    ("cd", -9.0, -0.3),
+];
+
+#[test]
+fn masters_every_format_onto_every_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let a44 = short_song(44_100);
+    let a48 = short_song(48_000);
+    write_wav(&mixes.join("wav24.wav"), &a44, 24, false);
+    write_wav(&mixes.join("float48.wav"), &a48, 32, true);
+    let mut mono = short_song(22_050);
+    mono.channels.truncate(1);
+    mono.scale(2.0); // one channel carries half the loudness of two
+
+    write_wav(&mixes.join("mono22k.wav"), &mono, 16, false);
+    let src = mixes.join("wav24.wav");
+    ffmpeg_convert(
+        &src,
+        &mixes.join("hires.flac"),
+        &[
+            "-ar",
+            "96000",
+            "-metadata",
+            "title=Hi Res",
+            "-metadata",
+            "artist=LoopMind Tests",
+        ],
+    );
+    ffmpeg_convert(&src, &mixes.join("lossy.mp3"), &["-b:a", "192k"]);
+    ffmpeg_convert(
+        &src,
+        &mixes.join("vorbis.ogg"),
+        &["-c:a", "libvorbis", "-ar", "48000"],
+    );
+    ffmpeg_convert(&src, &mixes.join("sixteen.aiff"), &["-c:a", "pcm_s16be"]);
+    ffmpeg_convert(
+        &src,
+        &mixes.join("aac.m4a"),
+        &["-c:a", "aac", "-b:a", "192k"],
+    );
+    ffmpeg_convert(&src, &mixes.join("alac.m4a"), &["-c:a", "alac"]);
+    // A FLAC named .wav: the format comes from the bytes.
+    ffmpeg_convert(
+        &src,
+        &mixes.join("really-flac.wav"),
+        &["-c:a", "flac", "-f", "flac"],
+    );
+
+    let out = dir.path().join("out");
+    let targets = TARGETS.iter().map(|t| t.0).collect::<Vec<_>>().join(",");
+    let o = loopmind(&[
+        "master",
+        mixes.to_str().unwrap(),
+        "--targets",
+        &targets,
+        "--out",
+        out.to_str().unwrap(),
+        "--mode",
+        "cinematic",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "loopmind failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("10 tracks: 10 mastered, 0 failed"),
+        "{stdout}"
+    );
+
+    for track in [
+        "wav24",
+        "float48",
+        "mono22k",
+        "hires",
+        "lossy",
+        "vorbis",
+        "sixteen",
+        "aac",
+        "alac",
+        "really-flac",
+    ] {
+        let tdir = out.join(track);
+        let report: TrackReport =
+            serde_json::from_slice(&std::fs::read(tdir.join("report.json")).unwrap()).unwrap();
+        assert!(tdir.join("master_settings.json").exists());
+        let settings: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tdir.join("master_settings.json")).unwrap())
+                .unwrap();
+        assert_eq!(settings["mode"], "cinematic");
+        for (name, lufs, ceiling) in TARGETS {
+            check_master(&tdir, &report, name, lufs, ceiling);
+        }
+        for f in files_in(&tdir) {
+            assert!(
+                !f.to_string_lossy().ends_with(".partial"),
+                "left behind: {}",
+                f.display()
+            );
+        }
+    }
+    let hires: TrackReport =
+        serde_json::from_slice(&std::fs::read(out.join("hires/report.json")).unwrap()).unwrap();
+    assert_eq!(hires.input.sample_rate_hz, 96_000);
+    assert_eq!(hires.input.tags.title.as_deref(), Some("Hi Res"));
+    let bytes = std::fs::read(out.join("hires/spotify.wav")).unwrap();
+    assert!(
+        bytes.windows(4).any(|w| w == b"INAM") && bytes.windows(6).any(|w| w == b"Hi Res"),
+        "title not in the INFO chunk"
+    );
+    let mono: TrackReport =
+        serde_json::from_slice(&std::fs::read(out.join("mono22k/report.json")).unwrap()).unwrap();
+    assert_eq!(mono.input.channels, 1);
+}
+
+fn check_master(tdir: &Path, report: &TrackReport, name: &str, lufs: f64, ceiling: f64) {
+    let path = tdir.join(format!("{name}.wav"));
+    let t = report
+        .targets
+        .iter()
+        .find(|t| t.target == name)
+        .expect("target in report");
+    // Our own reading of the written file.
+    let (audio, info) = decode_file(&path).unwrap();
+    let ours = loudness::measure(&audio).unwrap();
+    let tp = truepeak::true_peak_dbtp(&audio);
+    let ctx = format!("{}", path.display());
+    assert!(
+        (ours.integrated_lufs - lufs).abs() <= 0.1,
+        "{ctx}: {} LUFS",
+        ours.integrated_lufs
+    );
+    assert!(tp <= ceiling, "{ctx}: 16x true peak {tp}");
+    assert!(
+        ours.true_peak_ebur128_dbtp <= ceiling,
+        "{ctx}: ebur128 true peak {}",
+        ours.true_peak_ebur128_dbtp
+    );
+    // The report states what the file measures.
+    assert!(
+        (t.integrated_lufs - ours.integrated_lufs).abs() < 0.005,
+        "{ctx}: report says {}",
+        t.integrated_lufs
+    );
+    assert!(
+        (t.true_peak_dbtp - tp).abs() < 0.005,
+        "{ctx}: report says {} dBTP",
+        t.true_peak_dbtp
+    );
+    // Someone else's meter.
+    let (ff_i, ff_tp) = ffmpeg_meter(&path);
+    assert!(
+        (ff_i - lufs).abs() <= 0.1,
+        "{ctx}: ffmpeg reads {ff_i} LUFS"
+    );
+    assert!(ff_tp <= ceiling, "{ctx}: ffmpeg reads {ff_tp} dBTP");
+    // Format: the CD preset is 44.1 kHz 16-bit; the others keep the source rate at 24-bit.
+    if name == "cd" {
+        assert_eq!(
+            (info.sample_rate_hz, info.bits_per_sample),
+            (44_100, Some(16)),
+            "{ctx}"
+        );
+    } else {
+        assert_eq!(info.sample_rate_hz, report.input.sample_rate_hz, "{ctx}");
+        assert_eq!(info.bits_per_sample, Some(24), "{ctx}");
+    }
+    for c in &audio.channels {
+        let mean = c.iter().map(|&v| v as f64).sum::<f64>() / c.len() as f64;
+        assert!(mean.abs() <= 2.5e-4, "{ctx}: DC offset {mean}");
+        assert!(c.iter().all(|v| v.is_finite()));
+    }
+}

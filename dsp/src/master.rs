@@ -24,6 +24,17 @@ const MODEL_TOLERANCE: f64 = 0.005;
 /// Starting headroom under the ceiling for the detector's interpolation error.
 const CEILING_MARGIN_DB: f64 = 0.02;
 const CHUNK: usize = 16_384;
+/// Largest mean a written channel may keep (about -74 dBFS).
+const MAX_DC: f64 = 2e-4;
+
+/// Offsets that cancel the DC a pass measured, on top of those it already removed.
+fn measured_dc(p: &RenderParams, measured: &[f64]) -> Vec<f32> {
+    measured
+        .iter()
+        .enumerate()
+        .map(|(c, m)| p.dc.get(c).copied().unwrap_or(0.0) + *m as f32)
+        .collect()
+}
 
 /// Pre-limiter audio at the target's rate, with its detector envelope and
 /// loudness, shared by every target at that rate.
@@ -83,6 +94,10 @@ pub struct RenderParams {
     pub limiter: LimiterSettings,
     pub bits: u16,
     pub seed: u64,
+    /// Per-channel offset removed after limiting: gain reduction on lopsided
+    /// waveforms (a kick's first half-cycle) leaves a small DC otherwise.
+    #[serde(default)]
+    pub dc: Vec<f32>,
 }
 
 /// Measurements of the written samples.
@@ -93,6 +108,8 @@ pub struct Measured {
     pub true_peak_dbtp: f64,
     pub limiter_gr_max_db: f64,
     pub limiter_gr_mean_db: f64,
+    /// Mean of each written channel (DC).
+    pub dc: Vec<f64>,
     pub checksum: u64,
 }
 
@@ -104,6 +121,7 @@ pub struct TargetMaster {
 }
 
 struct PassStats {
+    dc: Vec<f64>,
     gr_max_db: f64,
     gr_mean_db: f64,
     checksum: u64,
@@ -135,6 +153,10 @@ fn run_pass(
     let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(CHUNK); nch];
     let scale = (1u64 << (p.bits - 1)) as f32;
     let mut hash = FNV_OFFSET;
+    let dc: Vec<f32> = (0..nch)
+        .map(|c| p.dc.get(c).copied().unwrap_or(0.0))
+        .collect();
+    let mut sums = vec![0f64; nch];
     let (mut g_min, mut gr_sum, mut gr_count) = (1f32, 0f64, 0u64);
     let mut flush = |out: &mut Vec<Vec<f32>>, hash: &mut u64| {
         if checksum {
@@ -165,7 +187,9 @@ fn run_pass(
         }
         let k = gain * g;
         for (c, o) in out.iter_mut().enumerate() {
-            o.push(dither[c].quantise(audio.channels[c][i] * k));
+            let y = dither[c].quantise(audio.channels[c][i] * k - dc[c]);
+            sums[c] += y as f64;
+            o.push(y);
         }
         if out[0].len() == CHUNK {
             flush(&mut out, &mut hash);
@@ -175,6 +199,7 @@ fn run_pass(
         flush(&mut out, &mut hash);
     }
     PassStats {
+        dc: sums.iter().map(|s| s / frames.max(1) as f64).collect(),
         gr_max_db: -lin_to_db(g_min as f64),
         gr_mean_db: if gr_count > 0 {
             gr_sum / gr_count as f64
@@ -245,6 +270,7 @@ pub fn measure_pass(
         true_peak_dbtp: lin_to_db(tp.finish() as f64),
         limiter_gr_max_db: stats.gr_max_db,
         limiter_gr_mean_db: stats.gr_mean_db,
+        dc: stats.dc,
         checksum: stats.checksum,
     })
 }
@@ -312,6 +338,7 @@ pub fn master_target(
         limiter: limiter.clone(),
         bits: target.bits,
         seed,
+        dc: Vec::new(),
     };
     let mut passes = 0;
     // What the real meter reads minus what the model predicts, learnt per pass.
@@ -327,7 +354,9 @@ pub fn master_target(
             .max(measured.loudness.true_peak_ebur128_dbtp);
         let err = (lufs - target.lufs).abs();
         let tp_ok = tp <= target.ceiling_dbtp;
-        let done = tp_ok && err <= SEARCH_TOLERANCE;
+        let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
+        let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;
+        let result_dc = measured.dc.clone();
         let result = TargetMaster {
             params: p.clone(),
             measured,
@@ -336,10 +365,14 @@ pub fn master_target(
         if done {
             return Ok(result);
         }
-        if tp_ok && err <= LUFS_TOLERANCE && best.as_ref().is_none_or(|(e, _)| err < *e) {
+        if tp_ok && dc_ok && err <= LUFS_TOLERANCE && best.as_ref().is_none_or(|(e, _)| err < *e) {
             best = Some((err, result));
         }
         offset = lufs - model_integrated(prep, &p);
+        if !dc_ok {
+            let dc = measured_dc(&p, &result_dc);
+            p.dc = dc;
+        }
         if !tp_ok {
             // The detector under-read this material: lower the limiter's
             // ceiling by what it missed.
