@@ -1,1 +1,128 @@
+//! Unusable inputs: each gets a clear error naming the file and the reason,
+//! in the summary and in error.json; the good track beside them still
+//! masters; nothing panics; no master is left where a reader could find it.
 
+mod common;
+
+use common::*;
+use loopmind_dsp::testsignals::sine;
+use loopmind_dsp::Audio;
+
+#[test]
+fn every_bad_input_fails_alone_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let good = short_song(44_100);
+    write_wav(&mixes.join("good.wav"), &good, 24, false);
+
+    std::fs::write(mixes.join("empty.wav"), b"").unwrap();
+    let mut noise = loopmind_dsp::testsignals::Noise::new(5);
+    let random: Vec<u8> = (0..50_000)
+        .map(|_| (noise.next() * 127.0 + 128.0) as u8)
+        .collect();
+    std::fs::write(mixes.join("random.wav"), random).unwrap();
+    std::fs::write(
+        mixes.join("text.mp3"),
+        "this is not audio, just words\n".repeat(100),
+    )
+    .unwrap();
+    let whole = std::fs::read(mixes.join("good.wav")).unwrap();
+    std::fs::write(mixes.join("truncated.wav"), &whole[..whole.len() / 3]).unwrap();
+    ffmpeg_convert(
+        &mixes.join("good.wav"),
+        &mixes.join("opus.ogg"),
+        &["-c:a", "libopus"],
+    );
+    let mut nan = sine(44_100, 3.0, 440.0, -10.0, 0.0);
+    nan.channels[1][44_100] = f32::NAN;
+    write_wav(&mixes.join("nan.wav"), &nan, 32, true);
+    write_wav(
+        &mixes.join("single.wav"),
+        &Audio::new(44_100, vec![vec![0.5]]).unwrap(),
+        16,
+        false,
+    );
+    write_wav(
+        &mixes.join("short.wav"),
+        &sine(44_100, 0.3, 440.0, -10.0, 0.0),
+        16,
+        false,
+    );
+    write_wav(
+        &mixes.join("silence.wav"),
+        &Audio::new(44_100, vec![vec![0.0; 220_500]; 2]).unwrap(),
+        16,
+        false,
+    );
+
+    let out = dir.path().join("out");
+    let o = loopmind(&[
+        "master",
+        mixes.to_str().unwrap(),
+        "--targets",
+        "spotify,ebu-r128",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit code must say a track failed:\n{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stdout.contains("10 tracks: 1 mastered, 9 failed"),
+        "{stdout}"
+    );
+    assert!(out.join("good/report.json").exists());
+    assert!(out.join("good/spotify.wav").exists() && out.join("good/ebu-r128.wav").exists());
+
+    let expect = [
+        ("empty", "empty file"),
+        ("random", "not a recognised audio file"),
+        ("text", "not a recognised audio file"),
+        ("truncated", "truncated"),
+        ("opus", "unsupported"),
+        ("nan", "non-finite sample"),
+        ("single", "too short"),
+        ("short", "too short"),
+        ("silence", "silent"),
+    ];
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    for (track, reason) in expect {
+        let tdir = out.join(track);
+        let err: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tdir.join("error.json")).unwrap()).unwrap();
+        let msg = err["error"].as_str().unwrap();
+        assert!(
+            msg.contains(reason),
+            "{track}: error.json says '{msg}', want '{reason}'"
+        );
+        assert_eq!(
+            err["action"], "abort",
+            "{track}: bad input is not worth retrying"
+        );
+        assert!(err["source"].as_str().unwrap().contains(track));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{track}  FAILED")))
+            .unwrap_or_else(|| panic!("{track} not in summary:\n{stdout}"));
+        assert!(line.contains(reason) && line.contains(track), "{line}");
+        let entry = summary
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["track"] == track)
+            .unwrap();
+        assert!(entry["error"].as_str().unwrap().contains(reason));
+        // Nothing that could pass for a master or a finished report.
+        for f in files_in(&tdir) {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            assert_eq!(name, "error.json", "{track}: left {name} behind");
+        }
+    }
+}
