@@ -22,10 +22,36 @@ pub struct Loudness {
     pub short_term_lufs: Vec<f64>,
 }
 
+/// What a [`Meter`] keeps beyond integrated loudness. Each costs: LRA sums a
+/// 3 s block every second, ebur128's true peak oversamples 4x, and every
+/// point of the curve sums a 3 s window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measure {
+    /// LRA and sample peak.
+    pub lra: bool,
+    /// ebur128's 4x true peak.
+    pub true_peak: bool,
+    /// The short-term curve.
+    pub curve: bool,
+}
+
+impl Measure {
+    pub const INTEGRATED: Measure = Measure {
+        lra: false,
+        true_peak: false,
+        curve: false,
+    };
+    pub const ALL: Measure = Measure {
+        lra: true,
+        true_peak: true,
+        curve: true,
+    };
+}
+
 /// A streaming meter: feed planar chunks, read the results at the end.
 pub struct Meter {
     inner: EbuR128,
-    full: bool,
+    what: Measure,
     hop: usize,
     pending: usize,
     curve: Vec<f64>,
@@ -36,18 +62,21 @@ fn meter_err(e: ebur128::Error) -> DspError {
 }
 
 impl Meter {
-    /// `full` adds LRA, the short-term curve and peaks; without it only
-    /// integrated loudness is kept (cheaper, for gain searches).
-    pub fn new(channels: usize, rate: u32, full: bool) -> Result<Self, DspError> {
-        let mode = if full {
-            Mode::I | Mode::S | Mode::LRA | Mode::SAMPLE_PEAK | Mode::TRUE_PEAK
-        } else {
-            Mode::I
-        };
+    pub fn new(channels: usize, rate: u32, what: Measure) -> Result<Self, DspError> {
+        let mut mode = Mode::I;
+        if what.lra {
+            mode |= Mode::LRA | Mode::SAMPLE_PEAK;
+        }
+        if what.true_peak {
+            mode |= Mode::TRUE_PEAK | Mode::SAMPLE_PEAK;
+        }
+        if what.curve {
+            mode |= Mode::S;
+        }
         let inner = EbuR128::new(channels as u32, rate, mode).map_err(meter_err)?;
         Ok(Self {
             inner,
-            full,
+            what,
             hop: ((rate as f64 * CURVE_HOP_SECONDS).round() as usize).max(1),
             pending: 0,
             curve: Vec::new(),
@@ -55,7 +84,7 @@ impl Meter {
     }
 
     pub fn add(&mut self, chunk: &[&[f32]]) -> Result<(), DspError> {
-        if !self.full {
+        if !self.what.curve {
             return self.inner.add_frames_planar_f32(chunk).map_err(meter_err);
         }
         // Split at curve hops so the short-term curve has a point every hop.
@@ -82,22 +111,33 @@ impl Meter {
 
     pub fn finish(self) -> Result<Loudness, DspError> {
         let integrated_lufs = self.integrated()?;
-        if !self.full {
-            return Ok(Loudness {
-                integrated_lufs,
-                ..Default::default()
-            });
+        let what = self.what;
+        let (mut sp, mut tp) = (f64::NAN, f64::NAN);
+        for c in 0..self.inner.channels() {
+            if what.lra || what.true_peak {
+                sp = self
+                    .inner
+                    .sample_peak(c)
+                    .map_err(meter_err)?
+                    .max(if sp.is_nan() { 0.0 } else { sp });
+            }
+            if what.true_peak {
+                tp = self
+                    .inner
+                    .true_peak(c)
+                    .map_err(meter_err)?
+                    .max(if tp.is_nan() { 0.0 } else { tp });
+            }
         }
-        let channels = self.inner.channels();
-        let mut sp = 0f64;
-        let mut tp = 0f64;
-        for c in 0..channels {
-            sp = sp.max(self.inner.sample_peak(c).map_err(meter_err)?);
-            tp = tp.max(self.inner.true_peak(c).map_err(meter_err)?);
-        }
+        let lra_lu = if what.lra {
+            self.inner.loudness_range().map_err(meter_err)?
+        } else {
+            f64::NAN
+        };
+        // Not measured: NaN (null in JSON).
         Ok(Loudness {
             integrated_lufs,
-            lra_lu: self.inner.loudness_range().map_err(meter_err)?,
+            lra_lu,
             sample_peak_dbfs: crate::lin_to_db(sp),
             true_peak_ebur128_dbtp: crate::lin_to_db(tp),
             short_term_lufs: self.curve,
@@ -105,9 +145,14 @@ impl Meter {
     }
 }
 
-/// Measures a whole buffer.
+/// Measures everything of a whole buffer.
 pub fn measure(audio: &Audio) -> Result<Loudness, DspError> {
-    let mut m = Meter::new(audio.num_channels(), audio.rate, true)?;
+    measure_with(audio, Measure::ALL)
+}
+
+/// Measures what `what` asks of a whole buffer.
+pub fn measure_with(audio: &Audio, what: Measure) -> Result<Loudness, DspError> {
+    let mut m = Meter::new(audio.num_channels(), audio.rate, what)?;
     let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| c.as_slice()).collect();
     m.add(&chunk)?;
     m.finish()
@@ -115,7 +160,7 @@ pub fn measure(audio: &Audio) -> Result<Loudness, DspError> {
 
 /// Integrated loudness only.
 pub fn integrated(audio: &Audio) -> Result<f64, DspError> {
-    let mut m = Meter::new(audio.num_channels(), audio.rate, false)?;
+    let mut m = Meter::new(audio.num_channels(), audio.rate, Measure::INTEGRATED)?;
     let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| c.as_slice()).collect();
     m.add(&chunk)?;
     m.integrated()

@@ -6,7 +6,7 @@
 //! the same bits; a checksum proves it.
 
 use crate::limiter::{GainComputer, LimiterSettings};
-use crate::loudness::{Loudness, Meter};
+use crate::loudness::{Loudness, Measure, Meter};
 use crate::targets::Target;
 use crate::truepeak::{peak_envelope, TruePeakMeter};
 
@@ -248,7 +248,14 @@ pub fn measure_pass(
     sink: &mut dyn MasterSink,
 ) -> Result<Measured, DspError> {
     sink.restart().map_err(DspError::Sink)?;
-    let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, true)?;
+    // Everything the report states, and ebur128's true peak as a second check
+    // on the ceiling; no curve (it would sum a 3 s window every 100 ms).
+    let what = Measure {
+        lra: true,
+        true_peak: true,
+        curve: false,
+    };
+    let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, what)?;
     let mut tp = TruePeakMeter::new(prep.audio.num_channels());
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {

@@ -112,7 +112,13 @@ fn render_inner(
     let chain = opts.chain();
     let (mut audio, info) = decode_file(input)?;
     audio.validate()?;
-    let inl = loudness::measure(&audio)?;
+    // The input's true peak comes from our 16x meter below, not ebur128's.
+    let what = loudness::Measure {
+        lra: true,
+        true_peak: false,
+        curve: false,
+    };
+    let inl = loudness::measure_with(&audio, what)?;
     if !inl.integrated_lufs.is_finite() || inl.integrated_lufs < -70.0 {
         return Err(loopmind_dsp::DspError::Silent.into());
     }
