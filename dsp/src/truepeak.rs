@@ -209,12 +209,12 @@ pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
             start = end;
         }
     }
-    // env[k] covers (k-1, k+1): both intervals touching sample k.
-    let mut env = seg.clone();
-    for k in 1..n {
-        env[k] = env[k].max(seg[k - 1]);
+    // env[k] covers (k-1, k+1): both intervals touching sample k. In place,
+    // backwards, so no second track-length buffer is needed.
+    for k in (1..n).rev() {
+        seg[k] = seg[k].max(seg[k - 1]);
     }
-    env
+    seg
 }
 
 /// Near-ideal true-peak meter that accepts audio in chunks.
@@ -315,7 +315,13 @@ impl TruePeakMeter {
 /// True peak of a whole buffer in dBTP by the near-ideal meter.
 pub fn true_peak_dbtp(audio: &Audio) -> f64 {
     let mut m = TruePeakMeter::new(audio.num_channels());
-    let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| c.as_slice()).collect();
-    m.add(&chunk);
+    // In chunks: the meter copies what it is given.
+    let mut start = 0;
+    while start < audio.frames() {
+        let end = (start + 65_536).min(audio.frames());
+        let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| &c[start..end]).collect();
+        m.add(&chunk);
+        start = end;
+    }
     crate::lin_to_db(m.finish() as f64)
 }
