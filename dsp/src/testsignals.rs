@@ -57,16 +57,29 @@ pub struct SongSection {
     pub hats: bool,
 }
 
+impl SongSection {
+    pub fn new(
+        label: &'static str,
+        bars: usize,
+        level_db: f64,
+        drums: bool,
+        bass: bool,
+        hats: bool,
+    ) -> Self {
+        Self {
+            label,
+            bars,
+            level_db,
+            drums,
+            bass,
+            hats,
+        }
+    }
+}
+
 /// The demo arrangement: quiet intro, verse, loud chorus, breakdown, chorus, outro.
 pub fn demo_arrangement() -> Vec<SongSection> {
-    let s = |label, bars, level_db, drums, bass, hats| SongSection {
-        label,
-        bars,
-        level_db,
-        drums,
-        bass,
-        hats,
-    };
+    let s = SongSection::new;
     vec![
         s("Intro", 4, -14.0, false, false, false),
         s("Verse", 8, -7.0, true, true, false),

@@ -15,14 +15,7 @@ pub fn loopmind(args: &[&str]) -> Output {
 
 /// A short song with a quiet intro, a verse and a loud chorus.
 pub fn short_song(rate: u32) -> Audio {
-    let s = |label, bars, level_db, drums, bass, hats| SongSection {
-        label,
-        bars,
-        level_db,
-        drums,
-        bass,
-        hats,
-    };
+    let s = SongSection::new;
     let sections = [
         s("Intro", 2, -12.0, false, false, false),
         s("Verse", 3, -6.0, true, true, false),
