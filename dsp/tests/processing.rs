@@ -188,3 +188,26 @@ fn width_one_is_the_identity_and_zero_is_mono() {
     width::apply(&mut c, 1.5);
     assert_ne!(a, c);
 }
+
+#[test]
+fn detector_never_reads_below_ebur128() {
+    // Bright noise: where ebur128's short interpolator over-reads.
+    let mut n = loopmind_dsp::testsignals::Noise::new(21);
+    let mut prev = 0.0;
+    let x: Vec<f32> = (0..96_000)
+        .map(|_| {
+            let v = n.next();
+            let y = 0.4 * (v - prev);
+            prev = v;
+            y as f32
+        })
+        .collect();
+    let a = Audio::new(48_000, vec![x.clone(), x]).unwrap();
+    let env = truepeak::peak_envelope(&a).into_iter().fold(0f32, f32::max);
+    let theirs = ebur128_true_peak(&a);
+    let ours = lin_to_db(env as f64);
+    assert!(
+        ours >= theirs - 0.001,
+        "detector {ours} dB under ebur128's {theirs} dB"
+    );
+}
