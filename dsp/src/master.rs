@@ -13,8 +13,12 @@ use crate::truepeak::{peak_envelope, TruePeakMeter};
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
 
-/// Most gain LoopMind applies to reach a target; more would be boosting noise.
+/// Most loudness gain (target minus input loudness) LoopMind applies; more
+/// would be boosting noise, and silence is never boosted.
 pub const GAIN_CAP_DB: f64 = 24.0;
+/// Extra drive into the limiter, beyond the loudness gain cap, that the search
+/// may use before it calls a target unreachable.
+const MAX_DRIVE_DB: f64 = 12.0;
 /// What a master promises: integrated loudness within this of the target.
 pub const LUFS_TOLERANCE: f64 = 0.1;
 /// What the search aims for, leaving room for other meters' differences.
@@ -302,11 +306,12 @@ fn search_gain(
 ) -> Result<u32, DspError> {
     let mut last: Option<(f64, f64)> = None;
     for pass in 1..=16 {
-        if p.gain_db + pre_gain_db > GAIN_CAP_DB {
-            return Err(DspError::GainCap {
+        if p.gain_db + pre_gain_db > GAIN_CAP_DB + MAX_DRIVE_DB {
+            // Driving the limiter this hard is no longer mastering.
+            return Err(DspError::Unreachable {
                 target_lufs: target.lufs,
-                gain_db: p.gain_db + pre_gain_db,
-                cap_db: GAIN_CAP_DB,
+                ceiling_dbtp: target.ceiling_dbtp,
+                reached_lufs: model_integrated(prep, p),
             });
         }
         let (lufs, dc) = model(prep, p);
@@ -349,6 +354,14 @@ pub fn master_target(
     seed: u64,
     sink: &mut dyn MasterSink,
 ) -> Result<TargetMaster, DspError> {
+    let loudness_gain = target.lufs - (prep.lufs - pre_gain_db);
+    if loudness_gain > GAIN_CAP_DB {
+        return Err(DspError::GainCap {
+            target_lufs: target.lufs,
+            gain_db: loudness_gain,
+            cap_db: GAIN_CAP_DB,
+        });
+    }
     let mut p = RenderParams {
         gain_db: target.lufs - prep.lufs,
         limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB,
