@@ -19,7 +19,7 @@ fn every_bad_input_fails_alone_with_its_reason() {
     std::fs::write(mixes.join("empty.wav"), b"").unwrap();
     let mut noise = loopmind_dsp::testsignals::Noise::new(5);
     let random: Vec<u8> = (0..50_000)
-        .map(|_| (noise.next() * 127.0 + 128.0) as u8)
+        .map(|_| (noise.sample() * 127.0 + 128.0) as u8)
         .collect();
     std::fs::write(mixes.join("random.wav"), random).unwrap();
     std::fs::write(

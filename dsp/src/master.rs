@@ -175,7 +175,7 @@ fn run_pass(
         }
         let i = n - d;
         g_min = g_min.min(g);
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             gr_count += 1;
             if g < 1.0 {
                 gr_sum -= lin_to_db(g as f64);

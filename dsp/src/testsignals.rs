@@ -37,7 +37,7 @@ impl Noise {
         Self(seed | 1)
     }
     /// Uniform in [-1, 1).
-    pub fn next(&mut self) -> f64 {
+    pub fn sample(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -137,21 +137,21 @@ pub fn song(rate: u32, sections: &[SongSection], seed: u64) -> (Audio, Vec<(Stri
                 sr += b;
             }
             if sec.drums {
-                if beat_idx % 2 == 0 {
+                if beat_idx.is_multiple_of(2) {
                     // Kick: falling pitch, fast decay.
                     let ph = 2.0 * PI * (50.0 * tb + 60.0 * (1.0 - (-tb * 30.0).exp()) / 30.0);
                     let k = 0.6 * (-tb * 12.0).exp() * ph.sin();
                     sl += k;
                     sr += k;
                 } else {
-                    let s = 0.25 * (-tb * 20.0).exp() * noise.next();
+                    let s = 0.25 * (-tb * 20.0).exp() * noise.sample();
                     sl += s;
                     sr += s;
                 }
             }
             if sec.hats {
                 let th = t % (beat / 2.0);
-                let x = noise.next();
+                let x = noise.sample();
                 lp = 0.5 * lp + 0.5 * x;
                 let h = 0.12 * (-th * 60.0).exp() * (x - lp);
                 sl += 0.7 * h;

@@ -37,7 +37,7 @@ impl Interpolator {
     /// Kaiser `beta` trades stopband depth for a narrower transition: for
     /// true peak the passband must reach close to Nyquist.
     pub fn new(factor: usize, taps: usize, beta: f64) -> Self {
-        assert!(factor >= 1 && taps >= 2 && taps % 2 == 0);
+        assert!(factor >= 1 && taps >= 2 && taps.is_multiple_of(2));
         let half = taps as f64 / 2.0;
         let i0b = bessel_i0(beta);
         let phases = (0..factor)

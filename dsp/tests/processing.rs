@@ -88,7 +88,7 @@ fn limiter_holds_the_ceiling_on_adversarial_signals() {
     );
     // Impulses over quiet noise.
     let mut n = loopmind_dsp::testsignals::Noise::new(3);
-    let mut imp: Vec<f32> = (0..rate * 4).map(|_| 0.05 * n.next() as f32).collect();
+    let mut imp: Vec<f32> = (0..rate * 4).map(|_| 0.05 * n.sample() as f32).collect();
     for k in (1000..imp.len()).step_by(4801) {
         imp[k] = if k % 2 == 0 { 1.0 } else { -1.0 };
     }
@@ -173,8 +173,8 @@ fn compressor_follows_its_static_curve() {
 #[test]
 fn width_one_is_the_identity_and_zero_is_mono() {
     let mut n = loopmind_dsp::testsignals::Noise::new(9);
-    let l: Vec<f32> = (0..10_000).map(|_| n.next() as f32 * 0.5).collect();
-    let r: Vec<f32> = (0..10_000).map(|_| n.next() as f32 * 0.5).collect();
+    let l: Vec<f32> = (0..10_000).map(|_| n.sample() as f32 * 0.5).collect();
+    let r: Vec<f32> = (0..10_000).map(|_| n.sample() as f32 * 0.5).collect();
     let a = Audio::new(48_000, vec![l, r]).unwrap();
     let mut b = a.clone();
     width::apply(&mut b, 1.0);
@@ -196,7 +196,7 @@ fn detector_never_reads_below_ebur128() {
     let mut prev = 0.0;
     let x: Vec<f32> = (0..96_000)
         .map(|_| {
-            let v = n.next();
+            let v = n.sample();
             let y = 0.4 * (v - prev);
             prev = v;
             y as f32

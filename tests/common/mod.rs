@@ -81,7 +81,7 @@ pub fn ffmpeg_meter(path: &Path) -> (f64, f64) {
     let i = text
         .lines()
         .filter_map(|l| l.strip_prefix("lavfi.r128.I="))
-        .last()
+        .next_back()
         .expect("ffmpeg printed integrated loudness")
         .parse()
         .unwrap();
@@ -90,7 +90,7 @@ pub fn ffmpeg_meter(path: &Path) -> (f64, f64) {
     let peak = summary
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Peak:"))
-        .last()
+        .next_back()
         .expect("true peak line")
         .trim()
         .trim_end_matches("dBFS")
