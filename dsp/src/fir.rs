@@ -2,7 +2,7 @@
 //! vectorises it (accumulate one tap across a block), with an AVX2+FMA build
 //! picked at run time: the same binary runs on any x86-64.
 
-/// out[i] = sum_j h[j] * x[i + j], for i in 0..out.len(); x.len() >= out.len() + h.len() - 1.
+/// `out[i] = sum_j h[j] * x[i + j]` for every `i` of `out`; `x` holds `out.len() + h.len() - 1` samples or more.
 pub fn convolve(x: &[f32], h: &[f32], out: &mut [f32]) {
     assert!(x.len() + 1 >= out.len() + h.len());
     #[cfg(target_arch = "x86_64")]

@@ -3,8 +3,9 @@
 //! Map of the crate:
 //! - [`audio`]: the planar `Audio` buffer every stage works on.
 //! - [`loudness`]: BS.1770 / EBU R128 measurement (ebur128 crate, queue mode).
+//! - [`bs1770`]: a fast BS.1770 loudness model the gain search runs on.
 //! - [`truepeak`]: polyphase interpolation; the limiter's detector and a
-//!   near-ideal 16x true-peak meter.
+//!   near-ideal 16x true-peak meter ([`fir`] is their vectorised kernel).
 //! - [`biquad`], [`eq`], [`compressor`], [`saturation`], [`width`]: the chain's stages.
 //! - [`chain`]: runs the stages in order on a buffer, in place.
 //! - [`limiter`]: lookahead true-peak limiter with a provable bound.

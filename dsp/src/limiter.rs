@@ -1,14 +1,19 @@
 //! Lookahead true-peak limiter with a provable bound.
 //!
-//! For each frame k the detector gives p[k], the largest reconstructed value
+//! For each frame k the detector gives `p[k]`, the largest reconstructed value
 //! around k (see [`crate::truepeak::peak_envelope`]); the gain that frame needs
-//! is r[k] = min(1, ceiling / p[k]). The gain curve is
-//!   m[n] = min(r[n-L+1..=n])            sliding minimum over the lookahead L
-//!   h[n] = min(m[n], release(h[n-1]))    attack instant, release exponential
-//!   g[n] = mean(h[n-L+1..=n])            box smoothing, as long as the lookahead
-//! and g[n] is applied to frame n-L+1 (audio delayed by L-1). Every h in that
-//! mean is a minimum over a window containing frame n-L+1, so g[n] <= r[n-L+1]:
-//! no frame leaves louder than its ceiling, and the gain never steps.
+//! is `r[k] = min(1, ceiling / p[k])`. The gain curve is
+//!
+//! ```text
+//! m[n] = min(r[n-L+1..=n])            sliding minimum over the lookahead L
+//! h[n] = min(m[n], release(h[n-1]))    attack instant, release exponential
+//! g[n] = mean(h[n-L+1..=n])            box smoothing, as long as the lookahead
+//! ```
+//!
+//! and `g[n]` is applied to frame n-L+1 (audio delayed by L-1). Every h in that
+//! mean is a minimum over a window containing frame n-L+1, so
+//! `g[n] <= r[n-L+1]`: no frame leaves louder than its ceiling, and the gain
+//! never steps.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

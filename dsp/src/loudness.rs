@@ -115,18 +115,11 @@ impl Meter {
         let (mut sp, mut tp) = (f64::NAN, f64::NAN);
         for c in 0..self.inner.channels() {
             if what.lra || what.true_peak {
-                sp = self
-                    .inner
-                    .sample_peak(c)
-                    .map_err(meter_err)?
-                    .max(if sp.is_nan() { 0.0 } else { sp });
+                // f64::max ignores NaN, the "not measured" start value.
+                sp = sp.max(self.inner.sample_peak(c).map_err(meter_err)?);
             }
             if what.true_peak {
-                tp = self
-                    .inner
-                    .true_peak(c)
-                    .map_err(meter_err)?
-                    .max(if tp.is_nan() { 0.0 } else { tp });
+                tp = tp.max(self.inner.true_peak(c).map_err(meter_err)?);
             }
         }
         let lra_lu = if what.lra {
@@ -156,12 +149,4 @@ pub fn measure_with(audio: &Audio, what: Measure) -> Result<Loudness, DspError> 
     let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| c.as_slice()).collect();
     m.add(&chunk)?;
     m.finish()
-}
-
-/// Integrated loudness only.
-pub fn integrated(audio: &Audio) -> Result<f64, DspError> {
-    let mut m = Meter::new(audio.num_channels(), audio.rate, Measure::INTEGRATED)?;
-    let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| c.as_slice()).collect();
-    m.add(&chunk)?;
-    m.integrated()
 }

@@ -9,7 +9,6 @@ use crate::limiter::{GainComputer, LimiterSettings};
 use crate::loudness::{Loudness, Measure, Meter};
 use crate::targets::Target;
 use crate::truepeak::{peak_envelope, TruePeakMeter};
-
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
 
@@ -390,7 +389,12 @@ pub fn master_target(
         let tp_ok = tp <= target.ceiling_dbtp;
         let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
         let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;
-        let result_dc = measured.dc.clone();
+        if !dc_ok {
+            // The model's DC estimate missed by what was measured.
+            for (r, m) in dc_residual.iter_mut().zip(&measured.dc) {
+                *r += *m as f32;
+            }
+        }
         let result = TargetMaster {
             params: p.clone(),
             measured,
@@ -403,12 +407,6 @@ pub fn master_target(
             best = Some((err, result));
         }
         offset = lufs - model_integrated(prep, &p);
-        if !dc_ok {
-            // The model's DC estimate missed by what was measured.
-            for (r, m) in dc_residual.iter_mut().zip(&result_dc) {
-                *r += *m as f32;
-            }
-        }
         if !tp_ok {
             // The detector under-read this material: lower the limiter's
             // ceiling by what it missed.
@@ -419,7 +417,12 @@ pub fn master_target(
     // the sink holds the last pass, so write the best one again.
     if let Some((_, r)) = best {
         let again = measure_pass(prep, &r.params, sink)?;
-        debug_assert_eq!(again.checksum, r.measured.checksum);
+        if again.checksum != r.measured.checksum {
+            // Never ship a file whose report describes other samples.
+            return Err(DspError::Sink(
+                "re-render differs from the measured pass".into(),
+            ));
+        }
         return Ok(TargetMaster {
             passes: passes + 1,
             ..r
