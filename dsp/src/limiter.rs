@@ -39,7 +39,7 @@ impl LimiterSettings {
     }
 }
 
-/// Streaming gain computer: push r[n], get g[n] (for frame n-L+1).
+/// Streaming gain computer: push `r[n]`, get `g[n]` (for frame n-L+1).
 pub struct GainComputer {
     len: usize,
     release: f32,
