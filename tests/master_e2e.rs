@@ -164,6 +164,13 @@ fn check_master(tdir: &Path, report: &TrackReport, name: &str, lufs: f64, ceilin
         "{ctx}: report says {} dBTP",
         t.true_peak_dbtp
     );
+    // Our reference reading is the ebur128 crate's, at a fraction of its cost.
+    assert!(
+        (t.true_peak_bs1770_dbtp - ours.true_peak_ebur128_dbtp).abs() < 0.001,
+        "{ctx}: report says {} dBTP by the reference interpolator, ebur128 reads {}",
+        t.true_peak_bs1770_dbtp,
+        ours.true_peak_ebur128_dbtp
+    );
     // Someone else's meter.
     let (ff_i, ff_tp) = ffmpeg_meter(&path);
     assert!(

@@ -39,6 +39,9 @@ impl LimiterSettings {
     }
 }
 
+/// Where the release snaps to unity gain.
+const RELEASED: f32 = 1.0 - 1e-5;
+
 /// Streaming gain computer: push `r[n]`, get `g[n]` (for frame n-L+1).
 pub struct GainComputer {
     len: usize,
@@ -101,7 +104,13 @@ impl GainComputer {
             self.mins.pop_front();
         }
         let m = self.mins.front().map_or(1.0, |&(_, v)| v);
-        self.h = (self.h + (1.0 - self.h) * self.release).min(m);
+        let mut released = self.h + (1.0 - self.h) * self.release;
+        if released > RELEASED {
+            // f32 rounding would hold h just under 1 forever (and the idle
+            // path off); the step to 1 is 1e-5 (-100 dB).
+            released = 1.0;
+        }
+        self.h = released.min(m);
         self.sum += self.h as f64 - self.ring[self.pos] as f64;
         self.ring[self.pos] = self.h;
         self.pos += 1;

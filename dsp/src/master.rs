@@ -101,6 +101,8 @@ pub struct Measured {
     pub loudness: Loudness,
     /// Near-ideal (16x) true peak.
     pub true_peak_dbtp: f64,
+    /// True peak by BS.1770's reference interpolator (ebur128's reading).
+    pub true_peak_bs1770_dbtp: f64,
     pub limiter_gr_max_db: f64,
     pub limiter_gr_mean_db: f64,
     /// Mean of each written channel (DC).
@@ -260,15 +262,16 @@ pub fn measure_pass(
     sink: &mut dyn MasterSink,
 ) -> Result<Measured, DspError> {
     sink.restart().map_err(DspError::Sink)?;
-    // Everything the report states, and ebur128's true peak as a second check
-    // on the ceiling; no curve (it would sum a 3 s window every 100 ms).
+    // Everything the report states; no curve (it would sum a 3 s window
+    // every 100 ms). The 4x true peak comes from our meter: ebur128's own
+    // costs as much as its loudness measurement.
     let what = Measure {
         lra: true,
-        true_peak: true,
+        true_peak: false,
         curve: false,
     };
     let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, what)?;
-    let mut tp = TruePeakMeter::new(prep.audio.num_channels());
+    let mut tp = TruePeakMeter::new(prep.audio.num_channels(), prep.audio.rate);
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {
         if err.is_some() {
@@ -284,9 +287,11 @@ pub fn measure_pass(
     if let Some(e) = err {
         return Err(e);
     }
+    let peaks = tp.finish_both();
     Ok(Measured {
         loudness: meter.finish()?,
-        true_peak_dbtp: lin_to_db(tp.finish() as f64),
+        true_peak_dbtp: lin_to_db(peaks.ideal as f64),
+        true_peak_bs1770_dbtp: lin_to_db(peaks.reference as f64),
         limiter_gr_max_db: stats.gr_max_db,
         limiter_gr_mean_db: stats.gr_mean_db,
         dc: stats.dc,
@@ -382,9 +387,7 @@ pub fn master_target(
         let measured = measure_pass(prep, &p, sink)?;
         passes += 1;
         let lufs = measured.loudness.integrated_lufs;
-        let tp = measured
-            .true_peak_dbtp
-            .max(measured.loudness.true_peak_ebur128_dbtp);
+        let tp = measured.true_peak_dbtp.max(measured.true_peak_bs1770_dbtp);
         let err = (lufs - target.lufs).abs();
         let tp_ok = tp <= target.ceiling_dbtp;
         let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);

@@ -75,12 +75,19 @@ impl Interpolator {
         }
     }
 
-    /// The interpolator of ebur128's true-peak meter below 96 kHz (4x, a
-    /// 48-tap Hann-windowed sinc, 12 taps per phase). It reads up to about
-    /// 0.1 dB above ideal reconstruction; the limiter's detector includes its
-    /// values so a master is under its ceiling by that meter too.
-    pub fn ebur128_4x() -> Self {
-        let (factor, total) = (4usize, 48usize);
+    /// The BS.1770 reference interpolator as ebur128's true-peak meter builds
+    /// it for `rate`: 4x below 96 kHz, 2x below 192 kHz (a 48-tap
+    /// Hann-windowed sinc split into phases), none above (the sample peak).
+    /// At 4x it reads up to about 0.1 dB above ideal reconstruction; the
+    /// limiter's detector includes its values so a master is under its
+    /// ceiling by that meter too.
+    pub fn bs1770_reference(rate: u32) -> Option<Self> {
+        let factor = match rate {
+            r if r < 96_000 => 4usize,
+            r if r < 192_000 => 2,
+            _ => return None,
+        };
+        let total = 48usize;
         let taps = total / factor;
         let h: Vec<f64> = (0..total)
             .map(|j| {
@@ -94,7 +101,8 @@ impl Interpolator {
                 }
             })
             .collect();
-        // ebur128 weights x[n + 6 - t] by h[4t + f] for the value at n + f/4.
+        // ebur128 weights x[n + taps/2 - t] by h[factor t + f] for the value
+        // at n + f/factor.
         let phases = (0..factor)
             .map(|f| {
                 (0..taps)
@@ -102,11 +110,11 @@ impl Interpolator {
                     .collect()
             })
             .collect();
-        Self {
+        Some(Self {
             factor,
             taps,
             phases,
-        }
+        })
     }
 
     pub fn factor(&self) -> usize {
@@ -220,7 +228,7 @@ fn grid_peaks(
 /// parabolic peak fitting, and never below what ebur128's meter reads there.
 pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
     let ip = detector();
-    let meter = Interpolator::ebur128_4x();
+    let meter = Interpolator::bs1770_reference(audio.rate);
     let n = audio.frames();
     let (l, r) = ip.context();
     let (l, r) = (l + 1, r + 1); // one more frame each side for the grid neighbours
@@ -241,8 +249,9 @@ pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
             for (s, v) in seg[start..end].iter_mut().zip(&block) {
                 *s = s.max(*v);
             }
-            for p in 1..4 {
-                meter.phase_block(&x, l, l + end - start, p, &mut block);
+            for p in 1..meter.as_ref().map_or(1, Interpolator::factor) {
+                let m = meter.as_ref().expect("factor above 1");
+                m.phase_block(&x, l, l + end - start, p, &mut block);
                 for (s, v) in seg[start..end].iter_mut().zip(&block) {
                     *s = s.max(v.abs());
                 }
@@ -258,10 +267,14 @@ pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
     seg
 }
 
-/// Near-ideal true-peak meter that accepts audio in chunks.
+/// Near-ideal true-peak meter that accepts audio in chunks. It also reads the
+/// BS.1770 reference interpolator (the one the ebur128 crate and ffmpeg
+/// use) on the same pass, at a fraction of ebur128's own cost.
 pub struct TruePeakMeter {
     coarse: Interpolator,
     fine: Interpolator,
+    reference: Option<Interpolator>,
+    reference_best: f32,
     /// Per channel: `keep` frames of examined context, then `pending` frames
     /// not yet examined because they lacked right context.
     history: Vec<Vec<f32>>,
@@ -272,13 +285,15 @@ pub struct TruePeakMeter {
 }
 
 impl TruePeakMeter {
-    pub fn new(channels: usize) -> Self {
+    pub fn new(channels: usize, rate: u32) -> Self {
         let coarse = detector();
         let fine = Interpolator::new(16, 96, 6.0);
         let keep = fine.context().0.max(coarse.context().0) + 1;
         Self {
             coarse,
             fine,
+            reference: Interpolator::bs1770_reference(rate),
+            reference_best: 0.0,
             history: vec![vec![0.0; keep]; channels],
             pending: 0,
             best: 0.0,
@@ -306,6 +321,17 @@ impl TruePeakMeter {
         while start < to {
             let end = (start + BLOCK).min(to);
             coarse.resize(end - start, 0.0);
+            let reference = self.reference.as_ref();
+            for p in 1..reference.map_or(1, Interpolator::factor) {
+                let r = reference.expect("factor above 1");
+                r.phase_block(x, start, end, p, &mut self.phases[0]);
+                let m = self.phases[0][..end - start]
+                    .iter()
+                    .fold(0f32, |m, v| m.max(v.abs()));
+                self.reference_best = self.reference_best.max(m);
+            }
+            let m = x[start..end].iter().fold(0f32, |m, v| m.max(v.abs()));
+            self.reference_best = self.reference_best.max(m);
             grid_peaks(&self.coarse, x, start, end, &mut self.phases, &mut coarse);
             for (k, &m) in coarse.iter().enumerate() {
                 if m >= self.best * margin {
@@ -342,20 +368,38 @@ impl TruePeakMeter {
     }
 
     /// Linear true peak over everything added.
-    pub fn finish(mut self) -> f32 {
+    pub fn finish(self) -> f32 {
+        self.finish_both().ideal
+    }
+
+    /// Both readings over everything added.
+    pub fn finish_both(mut self) -> TruePeaks {
         let (keep, right) = (self.keep(), self.right());
         for c in 0..self.history.len() {
             let mut x = std::mem::take(&mut self.history[c]);
             x.resize(x.len() + right, 0.0);
             self.scan(&x, keep, keep + self.pending);
         }
-        self.best
+        TruePeaks {
+            ideal: self.best,
+            reference: self.reference_best,
+        }
     }
+}
+
+/// Linear true peaks of one signal by two interpolators.
+#[derive(Clone, Copy, Debug)]
+pub struct TruePeaks {
+    /// Near-ideal reconstruction (16x, 96 taps per phase).
+    pub ideal: f32,
+    /// The BS.1770 reference interpolator (what ebur128 and ffmpeg read):
+    /// 4x below 96 kHz, 2x below 192 kHz, the sample peak above.
+    pub reference: f32,
 }
 
 /// True peak of a whole buffer in dBTP by the near-ideal meter.
 pub fn true_peak_dbtp(audio: &Audio) -> f64 {
-    let mut m = TruePeakMeter::new(audio.num_channels());
+    let mut m = TruePeakMeter::new(audio.num_channels(), audio.rate);
     // In chunks: the meter copies what it is given.
     let mut start = 0;
     while start < audio.frames() {

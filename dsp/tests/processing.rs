@@ -64,6 +64,11 @@ fn master_and_check(name: &str, a: Audio, lufs: f64, ceiling: f64) {
         (m.measured.true_peak_dbtp - ours).abs() < 1e-3,
         "{name}: reported peak is not what was written"
     );
+    assert!(
+        (m.measured.true_peak_bs1770_dbtp - theirs).abs() < 1e-3,
+        "{name}: 4x reading {} is not ebur128's {theirs}",
+        m.measured.true_peak_bs1770_dbtp
+    );
 }
 
 #[test]
@@ -210,4 +215,45 @@ fn detector_never_reads_below_ebur128() {
         ours >= theirs - 0.001,
         "detector {ours} dB under ebur128's {theirs} dB"
     );
+}
+
+#[test]
+fn reference_reading_is_ebur128s() {
+    // Bright noise, a near-Nyquist tone and a 45 degree fs/4 sine: where
+    // interpolators disagree most.
+    let mut n = loopmind_dsp::testsignals::Noise::new(5);
+    let mut prev = 0.0;
+    let bright: Vec<f32> = (0..50_000)
+        .map(|_| {
+            let v = n.sample();
+            let y = 0.45 * (v - prev);
+            prev = v;
+            y as f32
+        })
+        .collect();
+    let signals = [
+        Audio::new(44_100, vec![bright.clone(), bright]).unwrap(),
+        sine(44_100, 1.0, 0.45 * 44_100.0, -3.0, 0.3),
+        sine(48_000, 1.0, 12_000.0, -1.0, std::f64::consts::FRAC_PI_4),
+        // ebur128 interpolates 2x at 96 kHz and not at all at 192 kHz.
+        sine(96_000, 1.0, 40_000.0, -2.0, 0.7),
+        sine(192_000, 0.5, 80_000.0, -2.0, 0.7),
+    ];
+    for (i, a) in signals.iter().enumerate() {
+        let mut m = truepeak::TruePeakMeter::new(a.num_channels(), a.rate);
+        // Odd chunk sizes: the reading must not depend on them.
+        let mut start = 0;
+        while start < a.frames() {
+            let end = (start + 7_777).min(a.frames());
+            let chunk: Vec<&[f32]> = a.channels.iter().map(|c| &c[start..end]).collect();
+            m.add(&chunk);
+            start = end;
+        }
+        let ours = lin_to_db(m.finish_both().reference as f64);
+        let theirs = ebur128_true_peak(a);
+        assert!(
+            (ours - theirs).abs() < 1e-4,
+            "signal {i}: ours {ours} dBTP, ebur128 {theirs} dBTP"
+        );
+    }
 }

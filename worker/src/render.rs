@@ -180,7 +180,7 @@ fn render_inner(
                     integrated_lufs: l.integrated_lufs,
                     lra_lu: l.lra_lu,
                     true_peak_dbtp: m.measured.true_peak_dbtp,
-                    true_peak_ebur128_dbtp: l.true_peak_ebur128_dbtp,
+                    true_peak_bs1770_dbtp: m.measured.true_peak_bs1770_dbtp,
                     sample_peak_dbfs: l.sample_peak_dbfs,
                     gain_db: pre_gain_db + m.params.gain_db,
                     limiter_gr_max_db: m.measured.limiter_gr_max_db,

@@ -30,8 +30,9 @@ pub struct TargetReport {
     pub lra_lu: f64,
     /// Near-ideal (16x) true peak of the written file.
     pub true_peak_dbtp: f64,
-    /// The same by ebur128's BS.1770 4x meter.
-    pub true_peak_ebur128_dbtp: f64,
+    /// The same by BS.1770's reference interpolator (the reading of the
+    /// ebur128 crate and ffmpeg's ebur128 filter).
+    pub true_peak_bs1770_dbtp: f64,
     pub sample_peak_dbfs: f64,
     /// Total gain from the input to the master, before limiting.
     pub gain_db: f64,

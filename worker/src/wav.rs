@@ -1,4 +1,5 @@
-//! Writing masters: PCM WAV through hound, to `<name>.partial` first and
+//! Writing masters: PCM WAV (header by hound, samples packed here: hound's
+//! per-sample writer cost more than the dither), to `<name>.partial` first and
 //! renamed to `<name>` only when complete, so no reader ever mistakes a half
 //! written file for a master. The source's tags go into a LIST/INFO chunk.
 
@@ -6,15 +7,18 @@ use crate::decode::Tags;
 use crate::WorkerError;
 use loopmind_dsp::master::MasterSink;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub struct WavSink {
     final_path: PathBuf,
     partial: PathBuf,
     spec: hound::WavSpec,
-    writer: Option<hound::WavWriter<BufWriter<File>>>,
-    interleaved: Vec<i32>,
+    writer: Option<BufWriter<File>>,
+    /// The RIFF/fmt/data headers; the data size is the last 4 bytes.
+    header: Vec<u8>,
+    data_bytes: u64,
+    packed: Vec<u8>,
 }
 
 /// The temporary name a file is written under.
@@ -22,6 +26,15 @@ pub fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
+}
+
+/// hound's headers for `spec` with no samples yet (sizes patched at commit).
+fn empty_header(spec: hound::WavSpec) -> Result<Vec<u8>, String> {
+    let mut buf = Cursor::new(Vec::new());
+    hound::WavWriter::new(&mut buf, spec)
+        .and_then(|w| w.finalize())
+        .map_err(|e| e.to_string())?;
+    Ok(buf.into_inner())
 }
 
 impl WavSink {
@@ -36,7 +49,9 @@ impl WavSink {
                 sample_format: hound::SampleFormat::Int,
             },
             writer: None,
-            interleaved: Vec::new(),
+            header: Vec::new(),
+            data_bytes: 0,
+            packed: Vec::new(),
         }
     }
 
@@ -50,8 +65,20 @@ impl WavSink {
             .writer
             .take()
             .ok_or_else(|| enc("nothing was written".into()))?;
-        writer.finalize().map_err(|e| enc(e.to_string()))?;
-        append_info(&self.partial, tags).map_err(|e| WorkerError::io(&self.partial, e))?;
+        let data = u32::try_from(self.data_bytes)
+            .ok()
+            .filter(|d| (*d as u64) + self.header.len() as u64 + 1024 < u32::MAX as u64)
+            .ok_or_else(|| enc("longer than a WAV file can hold (4 GiB)".into()))?;
+        let mut f = writer.into_inner().map_err(|e| enc(e.to_string()))?;
+        let io = |e| WorkerError::io(&self.partial, e);
+        let data_at = self.header.len() as u64 - 4;
+        f.seek(SeekFrom::Start(data_at)).map_err(io)?;
+        f.write_all(&data.to_le_bytes()).map_err(io)?;
+        let riff = (self.header.len() as u64 - 8 + self.data_bytes) as u32;
+        f.seek(SeekFrom::Start(4)).map_err(io)?;
+        f.write_all(&riff.to_le_bytes()).map_err(io)?;
+        drop(f);
+        append_info(&self.partial, tags).map_err(io)?;
         fs::rename(&self.partial, &self.final_path)
             .map_err(|e| WorkerError::io(&self.final_path, e))?;
         Ok(())
@@ -69,37 +96,36 @@ impl Drop for WavSink {
 impl MasterSink for WavSink {
     fn restart(&mut self) -> Result<(), String> {
         self.writer.take();
+        if self.header.is_empty() {
+            self.header = empty_header(self.spec)?;
+        }
         let f =
             File::create(&self.partial).map_err(|e| format!("{}: {e}", self.partial.display()))?;
-        let w = hound::WavWriter::new(BufWriter::with_capacity(1 << 20, f), self.spec)
-            .map_err(|e| e.to_string())?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&self.header).map_err(|e| e.to_string())?;
         self.writer = Some(w);
+        self.data_bytes = 0;
         Ok(())
     }
 
     fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
         let w = self.writer.as_mut().ok_or("writer not started")?;
-        let scale = (1u32 << (self.spec.bits_per_sample - 1)) as f32;
+        let bits = self.spec.bits_per_sample;
+        let scale = (1u32 << (bits - 1)) as f32;
+        let width = bits as usize / 8;
         let frames = chunk.first().map_or(0, |c| c.len());
-        self.interleaved.clear();
+        self.packed.clear();
+        self.packed.reserve(frames * chunk.len() * width);
         for i in 0..frames {
             for c in chunk {
                 // Samples arrive on the PCM grid already: this is exact.
-                self.interleaved.push((c[i] * scale) as i32);
+                let v = (c[i] * scale) as i32;
+                self.packed.extend_from_slice(&v.to_le_bytes()[..width]);
             }
         }
-        if self.spec.bits_per_sample == 16 {
-            let mut sw = w.get_i16_writer(self.interleaved.len() as u32);
-            for &s in &self.interleaved {
-                sw.write_sample(s as i16);
-            }
-            sw.flush().map_err(|e| e.to_string())
-        } else {
-            for &s in &self.interleaved {
-                w.write_sample(s).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        }
+        self.data_bytes += self.packed.len() as u64;
+        w.write_all(&self.packed)
+            .map_err(|e| format!("{}: {e}", self.partial.display()))
     }
 }
 
@@ -140,4 +166,45 @@ fn append_info(path: &Path, tags: &Tags) -> std::io::Result<()> {
     f.seek(SeekFrom::Start(4))?;
     f.write_all(&riff_size.to_le_bytes())?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_samples_read_back_exactly_with_tags_after_data() {
+        let dir = tempfile::tempdir().unwrap();
+        for bits in [16u16, 24] {
+            let path = dir.path().join(format!("m{bits}.wav"));
+            let scale = (1u32 << (bits - 1)) as f32;
+            // Mono with an odd frame count: the data chunk needs a pad byte.
+            let x: Vec<f32> = (0..1001)
+                .map(|i| ((i * 7919) % 2001) as f32 - 1000.0)
+                .map(|v| (v * 31.0).clamp(-scale, scale - 1.0) / scale)
+                .collect();
+            let mut sink = WavSink::new(&path, 1, 44_100, bits);
+            sink.restart().unwrap();
+            sink.write(&[&x[..500]]).unwrap();
+            sink.write(&[&x[500..]]).unwrap();
+            let tags = Tags {
+                title: Some("T".into()),
+                ..Default::default()
+            };
+            sink.commit(&tags).unwrap();
+            assert!(!partial_path(&path).exists());
+            let mut r = hound::WavReader::open(&path).unwrap();
+            assert_eq!(r.spec().bits_per_sample, bits);
+            assert_eq!(r.duration(), 1001);
+            let back: Vec<f32> = r
+                .samples::<i32>()
+                .map(|s| s.unwrap() as f32 / scale)
+                .collect();
+            assert_eq!(back, x);
+            let bytes = fs::read(&path).unwrap();
+            let riff = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+            assert_eq!(riff as usize, bytes.len() - 8);
+            assert!(bytes.windows(4).any(|w| w == b"INAM"));
+        }
+    }
 }

@@ -1,0 +1,93 @@
+//! Where one target's time goes: each stage of a render timed on its own, on a
+//! 5-minute 44.1 kHz stereo song (the benchmark's material), single-threaded.
+//! `cargo run --release -p loopmind-dsp --example stages`
+
+use loopmind_dsp::chain::WORKING_LUFS;
+use loopmind_dsp::loudness::{measure_with, Measure};
+use loopmind_dsp::master::{master_target, measure_pass, NullSink, Prepared};
+use loopmind_dsp::modes::Mode;
+use loopmind_dsp::testsignals::{demo_arrangement, song};
+use loopmind_dsp::truepeak;
+use std::time::Instant;
+
+fn time<T>(label: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let v = f();
+    println!("{label:<44} {:>7.3} s", t.elapsed().as_secs_f64());
+    v
+}
+
+fn main() {
+    let sections: Vec<_> = demo_arrangement().into_iter().cycle().take(5 * 5).collect();
+    let (mut audio, _) = song(44_100, &sections, 7);
+    audio
+        .channels
+        .iter_mut()
+        .for_each(|c| c.truncate(300 * 44_100));
+    println!("{} s of stereo at 44.1 kHz", audio.frames() / 44_100);
+    let only_i = Measure::INTEGRATED;
+    let i_lra = Measure {
+        lra: true,
+        ..only_i
+    };
+    let tp = Measure {
+        true_peak: true,
+        ..only_i
+    };
+    time("ebur128 I", || measure_with(&audio, only_i).unwrap());
+    let inl = time("ebur128 I + LRA + sample peak", || {
+        measure_with(&audio, i_lra).unwrap()
+    });
+    time("ebur128 I + 4x true peak", || {
+        measure_with(&audio, tp).unwrap()
+    });
+    time("16x true-peak meter", || truepeak::true_peak_dbtp(&audio));
+    time("bs1770 model power", || {
+        loopmind_dsp::bs1770::k_power(&audio)
+    });
+    let chain = Mode::Cinematic.chain();
+    time("chain (cinematic)", || {
+        chain.run(&mut audio, inl.integrated_lufs)
+    });
+    time("detector envelope", || truepeak::peak_envelope(&audio));
+    let prep = time("prepare (power + envelope)", || {
+        Prepared::new(audio).unwrap()
+    });
+    let t = loopmind_dsp::targets::preset("spotify").unwrap();
+    let pre = WORKING_LUFS - inl.integrated_lufs;
+    let m = time("master_target spotify (null sink)", || {
+        master_target(&prep, &t, &chain.limiter, pre, 1, &mut NullSink).unwrap()
+    });
+    println!("  passes: {}", m.passes);
+    time("one measure pass", || {
+        measure_pass(&prep, &m.params, &mut NullSink).unwrap()
+    });
+    let mut keep = Keep(vec![Vec::new(); 2]);
+    measure_pass(&prep, &m.params, &mut keep).unwrap();
+    let master = loopmind_dsp::Audio::new(44_100, keep.0).unwrap();
+    time("master: ebur128 I + LRA", || {
+        measure_with(&master, i_lra).unwrap()
+    });
+    time("master: ebur128 I + 4x true peak", || {
+        measure_with(&master, tp).unwrap()
+    });
+    time("master: 16x true-peak meter", || {
+        truepeak::true_peak_dbtp(&master)
+    });
+}
+
+/// Keeps what a pass writes, to time the meters on a real master.
+struct Keep(Vec<Vec<f32>>);
+
+impl loopmind_dsp::master::MasterSink for Keep {
+    fn restart(&mut self) -> Result<(), String> {
+        self.0.iter_mut().for_each(Vec::clear);
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
+        for (d, s) in self.0.iter_mut().zip(chunk) {
+            d.extend_from_slice(s);
+        }
+        Ok(())
+    }
+}
