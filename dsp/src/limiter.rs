@@ -52,6 +52,8 @@ pub struct GainComputer {
     ring: Vec<f32>,
     pos: usize,
     sum: f64,
+    /// Consecutive pushes that left h at 1: idle once it reaches `len`.
+    ones: usize,
 }
 
 impl GainComputer {
@@ -67,6 +69,7 @@ impl GainComputer {
             ring: vec![1.0; len],
             pos: 0,
             sum: len as f64,
+            ones: 0,
         }
     }
 
@@ -75,12 +78,33 @@ impl GainComputer {
         self.len - 1
     }
 
+    /// Released, nothing to limit in the window, and unity gain throughout
+    /// the smoothing window: pushing r = 1 now yields exactly 1.
+    pub fn is_idle(&self) -> bool {
+        self.ones >= self.len && self.mins.len() == 1 && self.mins[0].1 >= 1.0
+    }
+
+    /// Pushes `count` times r = 1 while idle (every output exactly 1).
+    pub fn skip_idle(&mut self, count: usize) {
+        debug_assert!(self.is_idle());
+        if count == 0 {
+            return;
+        }
+        self.n += count;
+        self.mins[0].0 = self.n - 1;
+        self.pos = (self.pos + count) % self.len;
+        self.ones += count;
+        // Every ring entry is 1: the running sum is exact again.
+        self.sum = self.len as f64;
+    }
+
     #[inline]
     pub fn push(&mut self, r: f32) -> f32 {
         // Idle (released, nothing to limit in the window): the common case.
         if r >= 1.0 && self.h >= 1.0 && self.mins.len() == 1 && self.mins[0].1 >= 1.0 {
             self.mins[0].0 = self.n;
             self.n += 1;
+            self.ones += 1;
             if self.ring[self.pos] < 1.0 {
                 self.sum += 1.0 - self.ring[self.pos] as f64;
                 self.ring[self.pos] = 1.0;
@@ -111,6 +135,7 @@ impl GainComputer {
             released = 1.0;
         }
         self.h = released.min(m);
+        self.ones = if self.h >= 1.0 { self.ones + 1 } else { 0 };
         self.sum += self.h as f64 - self.ring[self.pos] as f64;
         self.ring[self.pos] = self.h;
         self.pos += 1;

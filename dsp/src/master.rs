@@ -41,6 +41,34 @@ pub struct Prepared {
     pub power: Vec<f32>,
     /// Integrated loudness by the model.
     pub lufs: f64,
+    /// Per 100 ms sub-block: what the model needs where the limiter is idle.
+    blocks: Vec<Block>,
+}
+
+/// Sums over one loudness sub-block, so the model can step over it whole
+/// when no gain reduction touches it.
+struct Block {
+    power: f64,
+    channel_sums: Vec<f64>,
+    env_max: f32,
+}
+
+fn block_sums(audio: &Audio, power: &[f32], env: &[f32]) -> Vec<Block> {
+    let hop = crate::bs1770::hop(audio.rate);
+    (0..audio.frames().div_ceil(hop))
+        .map(|b| {
+            let r = b * hop..((b + 1) * hop).min(audio.frames());
+            Block {
+                power: power[r.clone()].iter().map(|&v| v as f64).sum(),
+                channel_sums: audio
+                    .channels
+                    .iter()
+                    .map(|c| c[r.clone()].iter().map(|&v| v as f64).sum())
+                    .collect(),
+                env_max: env[r].iter().fold(0f32, |m, &v| m.max(v)),
+            }
+        })
+        .collect()
 }
 
 impl Prepared {
@@ -51,11 +79,13 @@ impl Prepared {
             return Err(DspError::Silent);
         }
         let env = peak_envelope(&audio);
+        let blocks = block_sums(&audio, &power, &env);
         Ok(Self {
             audio,
             env,
             power,
             lufs,
+            blocks,
         })
     }
 }
@@ -229,7 +259,26 @@ fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
     let mut subs = Vec::with_capacity(frames / hop + 1);
     let mut acc = 0f64;
     let mut in_sub = 0;
-    for n in 0..frames + d {
+    let mut n = 0;
+    while n < frames + d {
+        // A whole sub-block the limiter leaves alone (idle, and no frame
+        // entering during it needs gain reduction) is added from its sums.
+        if n >= d && in_sub == 0 && n - d + hop <= frames && gc.is_idle() {
+            let b = (n - d) / hop;
+            let ahead = prep.blocks[b]
+                .env_max
+                .max(prep.blocks.get(b + 1).map_or(0.0, |x| x.env_max));
+            if ahead * gain <= ceil {
+                let blk = &prep.blocks[b];
+                for (s, v) in sums.iter_mut().zip(&blk.channel_sums) {
+                    *s += v;
+                }
+                subs.push(blk.power);
+                gc.skip_idle(hop);
+                n += hop;
+                continue;
+            }
+        }
         let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
         let g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
         if n >= d {
@@ -245,6 +294,7 @@ fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
                 in_sub = 0;
             }
         }
+        n += 1;
     }
     let g2 = (gain as f64).powi(2);
     subs.iter_mut().for_each(|v| *v *= g2);
