@@ -78,6 +78,11 @@ fn every_bad_input_fails_alone_with_its_reason() {
         "{stdout}"
     );
     assert!(out.join("good/report.json").exists());
+    assert!(out.join("summary.html").exists());
+    assert!(
+        !out.join(".loopmind-scratch").exists(),
+        "scratch left behind"
+    );
     assert!(out.join("good/spotify.wav").exists() && out.join("good/ebu-r128.wav").exists());
 
     let expect = [
@@ -112,7 +117,7 @@ fn every_bad_input_fails_alone_with_its_reason() {
             .find(|l| l.starts_with(&format!("{track}  FAILED")))
             .unwrap_or_else(|| panic!("{track} not in summary:\n{stdout}"));
         assert!(line.contains(reason) && line.contains(track), "{line}");
-        let entry = summary
+        let entry = summary["tracks"]
             .as_array()
             .unwrap()
             .iter()

@@ -1,7 +1,7 @@
 //! `loopmind demo`: a synthetic song with a quiet intro, verse, loud chorus,
 //! breakdown and outro, written as WAV and mastered for a few targets.
 
-use crate::local::{run_jobs, Job};
+use crate::local::{run_and_summarise, LocalJob};
 use anyhow::Result;
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::targets;
@@ -40,20 +40,18 @@ pub fn run(out: &Path) -> Result<bool> {
         chain: None,
     };
     let masters = out.join("masters");
-    let outcomes = run_jobs(
-        vec![Job {
+    let ok = run_and_summarise(
+        vec![LocalJob {
             track: "demo-song".into(),
             input: mix,
         }],
         &masters,
         &opts,
         1,
-    );
-    crate::summary::print(&outcomes);
-    crate::summary::save(&masters.join("summary.json"), &outcomes)?;
+    )?;
     println!(
         "masters and report.json in {}",
         masters.join("demo-song").display()
     );
-    Ok(outcomes.iter().all(|o| o.error.is_none()))
+    Ok(ok)
 }

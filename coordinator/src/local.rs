@@ -1,14 +1,20 @@
-//! Local mode: tracks go on an in-process queue and a few threads take them,
-//! each calling the worker's render function, the same one queue workers call.
+//! Local mode: the distributed pipeline on one machine. Tracks become jobs on
+//! an in-process queue; a few tasks take them and run the worker's
+//! [`process_job`], the function queue workers run, against a folder store
+//! rooted at the output directory.
 
-use crate::summary::{self, TrackOutcome};
+use crate::summary::{Summary, TrackOutcome};
 use crate::MasterArgs;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use loopmind_worker::{render_track, RenderOptions};
-use std::collections::{HashMap, VecDeque};
+use loopmind_worker::job::{settings_hash, Job};
+use loopmind_worker::process::{process_job, Disposition, ERROR};
+use loopmind_worker::store::{FolderStore, ObjectStore};
+use loopmind_worker::RenderOptions;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// Extensions picked up when walking a directory (files named explicitly are
 /// always tried: their format is detected from their bytes).
@@ -17,7 +23,7 @@ const AUDIO_EXTENSIONS: &[&str] = &[
     "mka", "webm",
 ];
 
-pub struct Job {
+pub struct LocalJob {
     pub track: String,
     pub input: PathBuf,
 }
@@ -46,7 +52,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Files to master, each with a unique track name (its stem; stems shared by
 /// two files get the extension appended).
-pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<Job>> {
+pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -84,7 +90,7 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<Job>> {
                 track = format!("{track}-{n}");
             }
         }
-        jobs.push(Job { track, input: f });
+        jobs.push(LocalJob { track, input: f });
     }
     if jobs.is_empty() {
         bail!("no audio files found in the inputs");
@@ -92,49 +98,87 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// Runs every job on `threads` workers; returns outcomes in input order.
+/// Runs every job through the worker's [`process_job`] against a folder
+/// store rooted at `out`, `threads` at a time from an in-process queue;
+/// returns outcomes in input order.
 pub fn run_jobs(
-    jobs: Vec<Job>,
+    jobs: Vec<LocalJob>,
     out: &Path,
     opts: &RenderOptions,
     threads: usize,
-) -> Vec<TrackOutcome> {
+) -> Result<Vec<TrackOutcome>> {
     let total = jobs.len();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tracks  {elapsed_precise}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let queue = Mutex::new(jobs.into_iter().enumerate().collect::<VecDeque<_>>());
-    let results = Mutex::new(Vec::with_capacity(total));
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, total) {
-            s.spawn(|| loop {
-                let Some((idx, job)) = queue.lock().expect("queue lock").pop_front() else {
-                    break;
-                };
-                bar.set_message(job.track.clone());
-                let dir = out.join(&job.track);
-                // A panic in one track must not take the others down.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    render_track(&job.input, &job.track, &dir, opts)
-                }));
-                let outcome = match result {
-                    Ok(Ok(report)) => TrackOutcome::ok(&job, report),
-                    Ok(Err(e)) => TrackOutcome::failed(&job, e.to_string()),
-                    Err(_) => {
-                        TrackOutcome::failed(&job, "internal error (panic) while rendering".into())
+    let hash = settings_hash(&opts.targets, opts.mode);
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (idx, j) in jobs.into_iter().enumerate() {
+        let job = Job {
+            job_id: format!("local/{}@{hash}", j.track),
+            catalog: "local".into(),
+            track: j.track.clone(),
+            // An absolute path: the folder store reads the mix where it is.
+            source: std::path::absolute(&j.input)?.display().to_string(),
+            arrangement: None,
+            emotion_graph: None,
+            targets: opts.targets.clone(),
+            mode: opts.mode,
+            output_prefix: format!("{}/", j.track),
+            settings_hash: hash.clone(),
+        };
+        tx.send((idx, job)).expect("queue open");
+    }
+    drop(tx);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(out));
+    // Scratch beside the outputs: publishing a master is a rename.
+    let scratch = out.join(".loopmind-scratch");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut results = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..threads.clamp(1, total.max(1)) {
+            let (rx, store, scratch, bar) =
+                (rx.clone(), store.clone(), scratch.clone(), bar.clone());
+            tasks.spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let Some((idx, job)) = rx.lock().await.recv().await else {
+                        break;
+                    };
+                    bar.set_message(job.track.clone());
+                    let o = process_job(&job, store.as_ref(), &scratch).await;
+                    let mut outcome =
+                        TrackOutcome::from_result(&o.result, &job.source, &job.output_prefix);
+                    if o.disposition == Disposition::Requeue {
+                        // No queue to hand it back to: record the failure.
+                        if let Some(e) = &o.result.error {
+                            let body = serde_json::to_vec_pretty(e).expect("serialises");
+                            let _ = store.put_bytes(&job.output_key(ERROR), body).await;
+                            outcome.error = Some(e.error.clone());
+                        }
                     }
-                };
-                results.lock().expect("results lock").push((idx, outcome));
-                bar.inc(1);
+                    done.push((idx, outcome));
+                    bar.inc(1);
+                }
+                done
             });
         }
+        let mut all = Vec::with_capacity(total);
+        while let Some(r) = tasks.join_next().await {
+            all.extend(r.expect("local worker task"));
+        }
+        all
     });
     bar.finish_and_clear();
-    let mut r = results.into_inner().expect("results lock");
-    r.sort_by_key(|(i, _)| *i);
-    r.into_iter().map(|(_, o)| o).collect()
+    let _ = std::fs::remove_dir(&scratch);
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, o)| o).collect())
 }
 
 pub fn master(args: &MasterArgs) -> Result<bool> {
@@ -150,8 +194,23 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let outcomes = run_jobs(jobs, &args.out, &opts, threads);
-    summary::print(&outcomes);
-    summary::save(&args.out.join("summary.json"), &outcomes)?;
-    Ok(outcomes.iter().all(|o| o.error.is_none()))
+    run_and_summarise(jobs, &args.out, &opts, threads)
+}
+
+/// Runs the jobs, prints the summary and saves it beside the outputs; true
+/// when every track was mastered.
+pub fn run_and_summarise(
+    jobs: Vec<LocalJob>,
+    out: &Path,
+    opts: &RenderOptions,
+    threads: usize,
+) -> Result<bool> {
+    let outcomes = run_jobs(jobs, out, opts, threads)?;
+    let summary = Summary::new("local", &outcomes);
+    summary.print();
+    let store = FolderStore::new(out);
+    tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(summary.save(&store, ""))?;
+    Ok(summary.all_ok())
 }

@@ -1,12 +1,11 @@
-//! The end-of-run summary: printed for people, saved as `summary.json`.
+//! The end-of-run summary: printed for people, saved as `summary.json` and
+//! `summary.html` beside the masters.
 
-use crate::local::Job;
-use anyhow::Result;
-use loopmind_worker::report::TrackReport;
+use loopmind_worker::job::{JobResult, Status};
+use loopmind_worker::store::{ObjectStore, StoreError};
 use serde::Serialize;
-use std::path::Path;
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct TargetLine {
     pub target: String,
     pub integrated_lufs: f64,
@@ -14,68 +13,169 @@ pub struct TargetLine {
     pub file: String,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct TrackOutcome {
     pub track: String,
     pub source: String,
     pub targets: Vec<TargetLine>,
     pub error: Option<String>,
+    /// The outputs were already complete and matching: not rendered again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 impl TrackOutcome {
-    pub fn ok(job: &Job, r: TrackReport) -> Self {
-        Self {
-            track: job.track.clone(),
-            source: job.input.display().to_string(),
-            targets: r
-                .targets
+    /// `prefix` is where the track's files sit, relative to the summary.
+    pub fn from_result(r: &JobResult, source: &str, prefix: &str) -> Self {
+        let targets = r.report.as_ref().map_or(Vec::new(), |rep| {
+            rep.targets
                 .iter()
                 .map(|t| TargetLine {
                     target: t.target.clone(),
                     integrated_lufs: t.integrated_lufs,
                     true_peak_dbtp: t.true_peak_dbtp,
-                    file: format!("{}/{}", job.track, t.output_file),
+                    file: format!("{prefix}{}", t.output_file),
                 })
-                .collect(),
-            error: None,
+                .collect()
+        });
+        Self {
+            track: r.track.clone(),
+            source: source.to_string(),
+            targets,
+            error: match r.status {
+                Status::Mastered => None,
+                Status::Failed => Some(
+                    r.error
+                        .as_ref()
+                        .map_or("failed".to_string(), |e| e.error.clone()),
+                ),
+            },
+            skipped: false,
         }
     }
 
-    pub fn failed(job: &Job, error: String) -> Self {
+    pub fn failed(track: &str, source: &str, error: String) -> Self {
         Self {
-            track: job.track.clone(),
-            source: job.input.display().to_string(),
+            track: track.to_string(),
+            source: source.to_string(),
             targets: Vec::new(),
             error: Some(error),
+            skipped: false,
         }
     }
 }
 
-pub fn print(outcomes: &[TrackOutcome]) {
-    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-    for o in outcomes {
-        match &o.error {
-            None => {
-                println!("{}", o.track);
-                for t in &o.targets {
-                    println!(
-                        "  {:<14} {:>7.2} LUFS  {:>6.2} dBTP  {}",
-                        t.target, t.integrated_lufs, t.true_peak_dbtp, t.file
-                    );
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    pub catalog: &'a str,
+    pub total: usize,
+    pub mastered: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub tracks: &'a [TrackOutcome],
+}
+
+impl<'a> Summary<'a> {
+    pub fn new(catalog: &'a str, tracks: &'a [TrackOutcome]) -> Self {
+        let failed = tracks.iter().filter(|o| o.error.is_some()).count();
+        Self {
+            catalog,
+            total: tracks.len(),
+            mastered: tracks.len() - failed,
+            failed,
+            skipped: tracks.iter().filter(|o| o.skipped).count(),
+            tracks,
+        }
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0
+    }
+
+    pub fn print(&self) {
+        for o in self.tracks {
+            match &o.error {
+                None => {
+                    let note = if o.skipped {
+                        "  (already complete)"
+                    } else {
+                        ""
+                    };
+                    println!("{}{note}", o.track);
+                    for t in &o.targets {
+                        println!(
+                            "  {:<14} {:>7.2} LUFS  {:>6.2} dBTP  {}",
+                            t.target, t.integrated_lufs, t.true_peak_dbtp, t.file
+                        );
+                    }
                 }
+                Some(e) => println!("{}  FAILED  {}: {e}", o.track, o.source),
             }
-            Some(e) => println!("{}  FAILED  {}: {e}", o.track, o.source),
         }
+        let skipped = if self.skipped > 0 {
+            format!(" ({} already complete, skipped)", self.skipped)
+        } else {
+            String::new()
+        };
+        println!(
+            "{} tracks: {} mastered, {} failed{skipped}",
+            self.total, self.mastered, self.failed
+        );
     }
-    println!(
-        "{} tracks: {} mastered, {} failed",
-        outcomes.len(),
-        outcomes.len() - failed,
-        failed
-    );
+
+    pub fn html(&self) -> String {
+        let mut rows = String::new();
+        for o in self.tracks {
+            match &o.error {
+                None => {
+                    for (i, t) in o.targets.iter().enumerate() {
+                        let name = if i == 0 { esc(&o.track) } else { String::new() };
+                        rows.push_str(&format!(
+                            "<tr><td>{name}</td><td>{}</td><td class=n>{:.2}</td><td class=n>{:.2}</td><td><a href=\"{f}\">{f}</a></td></tr>\n",
+                            esc(&t.target),
+                            t.integrated_lufs,
+                            t.true_peak_dbtp,
+                            f = esc(&t.file)
+                        ));
+                    }
+                }
+                Some(e) => rows.push_str(&format!(
+                    "<tr class=fail><td>{}</td><td colspan=4>FAILED: {}</td></tr>\n",
+                    esc(&o.track),
+                    esc(e)
+                )),
+            }
+        }
+        format!(
+            "<!doctype html>\n<html><head><meta charset=utf-8><title>LoopMind: {c}</title>\n\
+             <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+             td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}\
+             .n{{text-align:right;font-variant-numeric:tabular-nums}}.fail td{{color:#b00}}</style>\n\
+             </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete.</p>\n\
+             <table><tr><th>track</th><th>target</th><th>LUFS</th><th>dBTP</th><th>file</th></tr>\n{rows}</table>\n</body></html>\n",
+            c = esc(self.catalog),
+            t = self.total,
+            m = self.mastered,
+            f = self.failed,
+            s = self.skipped,
+        )
+    }
+
+    /// Writes `summary.json` and `summary.html` under `prefix`.
+    pub async fn save(&self, store: &dyn ObjectStore, prefix: &str) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(self).expect("summary serialises");
+        store
+            .put_bytes(&format!("{prefix}summary.json"), json)
+            .await?;
+        store
+            .put_bytes(&format!("{prefix}summary.html"), self.html().into_bytes())
+            .await
+    }
 }
 
-pub fn save(path: &Path, outcomes: &[TrackOutcome]) -> Result<()> {
-    loopmind_worker::render::write_json_atomic(path, &outcomes)?;
-    Ok(())
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

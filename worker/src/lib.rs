@@ -4,17 +4,35 @@
 //! - [`decode`]: any supported file (probed by content) to planar f32 and tags.
 //! - [`wav`]: the master writer: a `.partial` file renamed when complete,
 //!   with the source's tags in a LIST/INFO chunk.
-//! - [`render`]: one track to every target: analyse, process, limit, write,
-//!   report. The function local mode and queue workers both call.
+//! - [`render`]: one track to every target in a scratch folder: analyse,
+//!   process, limit, write masters and `master_settings.json`.
+//! - [`process`]: one job end to end against an object store: fetch, render,
+//!   publish, `report.json` last (or `error.json`). Local mode and queue
+//!   workers both run it.
+//! - [`job`]: the job and result messages, settings hash, safe ids.
+//! - [`store`]: the object store trait and the folder store; [`s3`]: S3 and
+//!   S3-compatible stores.
+//! - [`rabbitmq`]: queue topology, connections with backoff, confirms.
+//! - [`consumer`]: `loopmind worker`'s consume loop.
+//! - [`config`]: settings from defaults, a TOML file and the environment.
+//! - [`shutdown`]: SIGTERM / Ctrl-C, listened to by every task.
 //! - [`report`]: the shapes of `report.json`, `error.json` and
 //!   `master_settings.json`.
 //! - [`error`]: what went wrong and whether retrying could help.
 
+pub mod config;
+pub mod consumer;
 pub mod decode;
 pub mod error;
+pub mod job;
+pub mod process;
+pub mod rabbitmq;
 pub mod render;
 pub mod report;
+pub mod s3;
+pub mod shutdown;
+pub mod store;
 pub mod wav;
 
 pub use error::{Action, WorkerError};
-pub use render::{render_track, RenderOptions};
+pub use render::{render_masters, RenderOptions};

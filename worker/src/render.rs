@@ -1,10 +1,8 @@
-//! One track to every target. Local mode and queue workers both call
-//! [`render_track`]; it owns nothing but the files of its output directory.
+//! One track to every target, rendered into a scratch folder. Local mode and
+//! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::decode_file;
-use crate::report::{
-    ErrorReport, InputLoudness, MasterSettings, TargetReport, TargetSettings, TrackReport,
-};
+use crate::report::{InputLoudness, MasterSettings, TargetReport, TargetSettings, TrackReport};
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
@@ -62,44 +60,16 @@ fn seed_for(name: &str) -> u64 {
 }
 
 /// Renders `input` for every target into `out_dir` (created if missing):
-/// `<target>.wav` each, `master_settings.json`, and `report.json` last, which
-/// marks the track complete. On failure writes `error.json` instead and
-/// leaves no master or report from this run.
-pub fn render_track(
+/// `<target>.wav` each and `master_settings.json`; returns the report.
+/// The caller publishes them ([`crate::process`]), report last.
+pub fn render_masters(
     input: &Path,
     track: &str,
     out_dir: &Path,
     opts: &RenderOptions,
 ) -> Result<TrackReport, WorkerError> {
     fs::create_dir_all(out_dir).map_err(|e| WorkerError::io(out_dir, e))?;
-    let report_path = out_dir.join("report.json");
-    let error_path = out_dir.join("error.json");
-    // A stale report would mark this run complete before it is.
-    for stale in [&report_path, &error_path] {
-        match fs::remove_file(stale) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(WorkerError::io(stale, e))
-            }
-            _ => {}
-        }
-    }
-    let result = render_inner(input, track, out_dir, opts);
-    match &result {
-        Ok(report) => write_json_atomic(&report_path, report)?,
-        Err(e) => {
-            for t in &opts.targets {
-                let _ = fs::remove_file(out_dir.join(format!("{}.wav", t.name)));
-            }
-            let err = ErrorReport {
-                track: track.to_string(),
-                source: input.display().to_string(),
-                error: e.to_string(),
-                action: e.action(),
-            };
-            write_json_atomic(&error_path, &err)?;
-        }
-    }
-    result
+    render_inner(input, track, out_dir, opts)
 }
 
 fn render_inner(
@@ -219,5 +189,6 @@ fn render_inner(
         mode: opts.mode,
         targets,
         software: format!("LoopMind {}", env!("CARGO_PKG_VERSION")),
+        job: None,
     })
 }

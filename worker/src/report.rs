@@ -51,6 +51,9 @@ pub struct TrackReport {
     pub mode: Mode,
     pub targets: Vec<TargetReport>,
     pub software: String,
+    /// The job that wrote this report (what resuming compares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::job::JobStamp>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,252 @@
+//! Settings for the distributed pipeline: built-in defaults, then a TOML file
+//! (`--config FILE`), then environment variables (`LOOPMIND_QUEUE__URL`,
+//! `LOOPMIND_STORE__BUCKET`, ...: prefix `LOOPMIND_`, sections split by `__`).
+//! Validated once at start; every error names its key. S3 credentials are not
+//! settings: they come from the standard AWS environment / credential chain.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub queue: QueueSettings,
+    pub store: StoreSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// AMQP URL; may hold credentials, so it is never logged whole.
+    pub url: String,
+    /// The durable quorum queue jobs go to and workers consume.
+    pub jobs: String,
+    /// Jobs a worker holds unacknowledged at once.
+    pub prefetch: u16,
+    /// Deliveries of one job before it is dead-lettered (a poison job, or
+    /// one that kills its worker every time).
+    pub delivery_limit: u32,
+    /// How long a delivery may stay unacknowledged (a render in progress)
+    /// before the broker gives up on the consumer.
+    pub consumer_timeout_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            jobs: "loopmind.jobs".into(),
+            prefetch: 1,
+            delivery_limit: 5,
+            consumer_timeout_ms: 2 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Local,
+    S3,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    /// Folder that holds the objects (kind = "local").
+    pub root: PathBuf,
+    /// Bucket (kind = "s3").
+    pub bucket: String,
+    /// S3 endpoint URL for MinIO, Garage, R2...; empty for AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most
+    /// S3-compatible stores need.
+    pub path_style: bool,
+    /// Attempts per store operation before it fails (with backoff).
+    pub attempts: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Local,
+            root: PathBuf::from("loopmind-store"),
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            path_style: false,
+            attempts: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Where jobs download mixes and render before upload; empty for the
+    /// system's temporary directory.
+    pub scratch: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then `LOOPMIND_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut b = config::Config::builder().add_source(defaults);
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Load(format!("{}: no such file", f.display())));
+            }
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("LOOPMIND")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let s: Settings = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if !self.queue.url.starts_with("amqp://") && !self.queue.url.starts_with("amqps://") {
+            return bad("queue.url", "must start with amqp:// or amqps://");
+        }
+        if self.queue.jobs.is_empty() || self.queue.jobs.len() > 200 {
+            return bad("queue.jobs", "must be a queue name of 1 to 200 characters");
+        }
+        if self.queue.prefetch == 0 {
+            return bad("queue.prefetch", "must be at least 1");
+        }
+        if self.queue.delivery_limit == 0 {
+            return bad("queue.delivery_limit", "must be at least 1");
+        }
+        if self.queue.consumer_timeout_ms < 60_000 {
+            return bad(
+                "queue.consumer_timeout_ms",
+                "must be at least 60000 (a render takes time)",
+            );
+        }
+        if self.store.attempts == 0 {
+            return bad("store.attempts", "must be at least 1");
+        }
+        match self.store.kind {
+            StoreKind::Local if self.store.root.as_os_str().is_empty() => bad(
+                "store.root",
+                "must name a folder when store.kind = \"local\"",
+            ),
+            StoreKind::S3 if self.store.bucket.is_empty() => {
+                bad("store.bucket", "must be set when store.kind = \"s3\"")
+            }
+            StoreKind::S3
+                if !self.store.endpoint.is_empty()
+                    && !self.store.endpoint.starts_with("http://")
+                    && !self.store.endpoint.starts_with("https://") =>
+            {
+                bad("store.endpoint", "must be an http:// or https:// URL")
+            }
+            StoreKind::S3 if self.store.region.is_empty() => {
+                bad("store.region", "must be set when store.kind = \"s3\"")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The queue URL without its password, for logs.
+    pub fn queue_url_redacted(&self) -> String {
+        redact_url(&self.queue.url)
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("loopmind.toml");
+        std::fs::write(
+            &f,
+            "[store]\nkind = \"s3\"\nbucket = \"masters\"\nendpoint = \"http://127.0.0.1:3900\"\npath_style = true\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.store.kind, StoreKind::S3);
+        assert_eq!(s.store.bucket, "masters");
+        assert!(s.store.path_style);
+        assert_eq!(s.queue.prefetch, 1);
+
+        std::fs::write(&f, "[queue]\nprefetch = 0\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("queue.prefetch"), "{e}");
+        std::fs::write(&f, "[store]\nkind = \"s3\"\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("store.bucket"), "{e}");
+        std::fs::write(&f, "[store]\nbukket = \"x\"\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("bukket"), "{e}");
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://rabbit/%2f"), "amqp://rabbit/%2f");
+    }
+}

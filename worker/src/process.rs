@@ -1,0 +1,167 @@
+//! One job, start to finish, against any object store: fetch the mix, render
+//! every target in a scratch folder (off the async runtime), publish the
+//! masters and `master_settings.json`, and `report.json` last, which marks
+//! the track complete. Queue workers and local mode both run exactly this.
+
+use crate::job::{Job, JobResult, JobStamp, Status};
+use crate::render::{render_masters, RenderOptions};
+use crate::report::ErrorReport;
+use crate::store::{ObjectStore, StoreError};
+use crate::{Action, WorkerError};
+use std::path::Path;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// What the queue should do with the delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done, mastered or failed for good (error.json written): acknowledge.
+    Ack,
+    /// Failed for a reason that may pass: deliver again later.
+    Requeue,
+}
+
+pub struct Outcome {
+    pub result: JobResult,
+    pub disposition: Disposition,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("{0}")]
+    Worker(#[from] WorkerError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("internal error (panic) while rendering")]
+    Panic,
+}
+
+impl JobError {
+    fn action(&self) -> Action {
+        match self {
+            JobError::Worker(e) => e.action(),
+            JobError::Store(StoreError::Transient { .. }) => Action::Retry,
+            JobError::Store(_) => Action::Abort,
+            // A bug: the same input would panic again.
+            JobError::Panic => Action::Abort,
+        }
+    }
+}
+
+pub const REPORT: &str = "report.json";
+pub const ERROR: &str = "error.json";
+pub const SETTINGS: &str = "master_settings.json";
+
+/// Runs `job`; `scratch` is a folder for temporary files (on the store's file
+/// system in local mode, so publishing is a rename).
+pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> Outcome {
+    let started = Instant::now();
+    let result = run(job, store, scratch).await;
+    let render_seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(report) => Outcome {
+            result: JobResult {
+                job_id: job.job_id.clone(),
+                catalog: job.catalog.clone(),
+                track: job.track.clone(),
+                status: Status::Mastered,
+                report: Some(report),
+                error: None,
+                render_seconds,
+            },
+            disposition: Disposition::Ack,
+        },
+        Err(e) => {
+            let action = e.action();
+            let error = ErrorReport {
+                track: job.track.clone(),
+                source: store.describe(&job.source),
+                error: e.to_string(),
+                action,
+            };
+            let mut disposition = Disposition::Ack;
+            if action == Action::Retry {
+                warn!(error = %e, "job failed, will be retried");
+                disposition = Disposition::Requeue;
+            } else {
+                warn!(error = %e, "job failed for good");
+                // No master without a report: a failed run leaves only error.json.
+                for t in &job.targets {
+                    let _ = store
+                        .delete(&job.output_key(&format!("{}.wav", t.name)))
+                        .await;
+                }
+                let _ = store.delete(&job.output_key(SETTINGS)).await;
+                let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
+                if let Err(se) = store.put_bytes(&job.output_key(ERROR), body).await {
+                    // Without its error.json the failure would be invisible: retry.
+                    warn!(error = %se, "cannot write error.json");
+                    disposition = Disposition::Requeue;
+                }
+            }
+            Outcome {
+                result: JobResult {
+                    job_id: job.job_id.clone(),
+                    catalog: job.catalog.clone(),
+                    track: job.track.clone(),
+                    status: Status::Failed,
+                    report: None,
+                    error: Some(error),
+                    render_seconds,
+                },
+                disposition,
+            }
+        }
+    }
+}
+
+async fn run(
+    job: &Job,
+    store: &dyn ObjectStore,
+    scratch: &Path,
+) -> Result<crate::report::TrackReport, JobError> {
+    // A reader must never take an old report for new masters.
+    store.delete(&job.output_key(REPORT)).await?;
+    store.delete(&job.output_key(ERROR)).await?;
+    std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".loopmind-job-")
+        .tempdir_in(scratch)
+        .map_err(|e| WorkerError::io(scratch, e))?;
+    let input = dir.path().join("input");
+    let meta = store.get_file(&job.source, &input).await?;
+    info!(bytes = meta.size, "mix downloaded");
+    let out = dir.path().join("out");
+    let opts = RenderOptions {
+        targets: job.targets.clone(),
+        mode: job.mode,
+        chain: None,
+    };
+    let (track, out2) = (job.track.clone(), out.clone());
+    // Rendering is CPU-bound: off the runtime, or heartbeats starve.
+    let rendered =
+        tokio::task::spawn_blocking(move || render_masters(&input, &track, &out2, &opts))
+            .await
+            .map_err(|_| JobError::Panic)?;
+    let mut report = rendered?;
+    for t in &report.targets {
+        store
+            .put_file(&job.output_key(&t.output_file), &out.join(&t.output_file))
+            .await?;
+    }
+    store
+        .put_file(&job.output_key(SETTINGS), &out.join(SETTINGS))
+        .await?;
+    report.source = store.describe(&job.source);
+    report.job = Some(JobStamp {
+        job_id: job.job_id.clone(),
+        source_etag: meta.etag,
+        settings_hash: job.settings_hash.clone(),
+    });
+    let body = serde_json::to_vec_pretty(&report).map_err(|e| WorkerError::Encode {
+        path: job.output_key(REPORT).into(),
+        reason: e.to_string(),
+    })?;
+    store.put_bytes(&job.output_key(REPORT), body).await?;
+    Ok(report)
+}

@@ -1,0 +1,214 @@
+//! The object store on S3 or an S3-compatible service (MinIO, Garage, R2):
+//! endpoint, region and path-style addressing from the settings, credentials
+//! from the standard AWS chain. The SDK retries transient failures with
+//! exponential backoff; what still fails is classified for the job's fate.
+
+use crate::config::StoreSettings;
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use async_trait::async_trait;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub async fn new(s: &StoreSettings) -> Result<Self, StoreError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()));
+        if !s.endpoint.is_empty() {
+            loader = loader.endpoint_url(&s.endpoint);
+        }
+        let sdk = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(s.path_style)
+            // Newer SDKs checksum every request; several S3-compatible
+            // stores reject those headers.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(s.attempts))
+            .build();
+        Ok(Self {
+            client: Client::from_conf(conf),
+            bucket: s.bucket.clone(),
+        })
+    }
+
+    fn what(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError {
+        let what = self.what(key);
+        match &e {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("").to_string();
+                let reason = format!(
+                    "{} ({status})",
+                    se.err()
+                        .message()
+                        .map_or(code.clone(), |m| format!("{code}: {m}"))
+                );
+                match status {
+                    404 => StoreError::NotFound(what),
+                    408 | 429 | 500..=599 => StoreError::Transient { what, reason },
+                    _ => StoreError::Permanent { what, reason },
+                }
+            }
+            // Timeouts, connection failures, cut responses: the store may come back.
+            _ => StoreError::Transient {
+                what,
+                reason: format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+            },
+        }
+    }
+}
+
+fn etag(e: Option<&str>) -> String {
+    e.unwrap_or("").trim_matches('"').to_string()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError> {
+        let resp = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        let meta = ObjectMeta {
+            etag: etag(resp.e_tag()),
+            size: resp.content_length().unwrap_or(0).max(0) as u64,
+        };
+        let local = |e: std::io::Error| StoreError::Transient {
+            what: dest.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut f = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut body = resp.body.into_async_read();
+        let n =
+            tokio::io::copy_buf(&mut body, &mut f)
+                .await
+                .map_err(|e| StoreError::Transient {
+                    what: self.what(key),
+                    reason: format!("download cut short: {e}"),
+                })?;
+        f.flush().await.map_err(local)?;
+        if n != meta.size {
+            return Err(StoreError::Transient {
+                what: self.what(key),
+                reason: format!("downloaded {n} of {} bytes", meta.size),
+            });
+        }
+        Ok(meta)
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return match self.classify(key, e) {
+                    StoreError::NotFound(_) => Ok(None),
+                    e => Err(e),
+                }
+            }
+        };
+        let body = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient {
+                what: self.what(key),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(r) => Ok(Some(ObjectMeta {
+                etag: etag(r.e_tag()),
+                size: r.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) => match self.classify(key, e) {
+                StoreError::NotFound(_) => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError> {
+        // One PutObject: S3 and the compatible stores make an object visible
+        // whole or not at all.
+        let body = ByteStream::from_path(src)
+            .await
+            .map_err(|e| StoreError::Transient {
+                what: src.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        Ok(())
+    }
+
+    async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        Ok(())
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.what(key)
+    }
+}

@@ -1,0 +1,167 @@
+//! Where mixes come from and masters go: an object store. Two kinds behind one
+//! trait: a folder (local mode, tests) and S3 or any S3-compatible service
+//! ([`crate::s3`]). Writes are whole-or-nothing for readers.
+
+use crate::config::{StoreKind, StoreSettings};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}: no such object")]
+    NotFound(String),
+    /// Worth retrying later: timeouts, throttling, a store that is down.
+    #[error("{what}: {reason}")]
+    Transient { what: String, reason: String },
+    /// Retrying will not help (refused, malformed).
+    #[error("{what}: {reason}")]
+    Permanent { what: String, reason: String },
+}
+
+/// What identifies an object's content: its ETag (S3) or size and
+/// modification time (folder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub etag: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Downloads `key` into the file `dest`.
+    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError>;
+    /// An object's bytes, or None if there is no such object.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+    /// Uploads a file; readers see the whole object or none.
+    async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError>;
+    async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Removes an object; absent is fine.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// A human-readable address for messages (`s3://bucket/key`, a path).
+    fn describe(&self, key: &str) -> String;
+}
+
+/// Opens the store the settings describe.
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    Ok(match settings.kind {
+        StoreKind::Local => Arc::new(FolderStore::new(&settings.root)),
+        StoreKind::S3 => Arc::new(crate::s3::S3Store::new(settings).await?),
+    })
+}
+
+/// Objects as files under a root folder. A key that is an absolute path names
+/// a file outside the root: local mode reads mixes where they already are.
+pub struct FolderStore {
+    root: PathBuf,
+}
+
+impl FolderStore {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> StoreError {
+    let what = path.display().to_string();
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return StoreError::NotFound(what);
+    }
+    StoreError::Transient {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn file_meta(path: &Path) -> Result<ObjectMeta, StoreError> {
+    let m = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    if !m.is_file() {
+        return Err(StoreError::NotFound(path.display().to_string()));
+    }
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(ObjectMeta {
+        etag: format!("{}-{mtime}", m.len()),
+        size: m.len(),
+    })
+}
+
+/// Writes through a temporary name in the same folder, then renames.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let tmp = crate::wav::partial_path(path);
+    write(&tmp).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+#[async_trait]
+impl ObjectStore for FolderStore {
+    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError> {
+        let src = self.path(key);
+        let meta = file_meta(&src)?;
+        if src != dest {
+            std::fs::copy(&src, dest).map_err(|e| io_err(&src, e))?;
+        }
+        Ok(meta)
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = self.path(key);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p, e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match file_meta(&self.path(key)) {
+            Ok(m) => Ok(Some(m)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError> {
+        let dest = self.path(key);
+        // Same file system (a scratch folder under the root): a rename.
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        if std::fs::rename(src, &dest).is_ok() {
+            return Ok(());
+        }
+        write_atomic(&dest, |tmp| std::fs::copy(src, tmp).map(|_| ()))
+    }
+
+    async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        write_atomic(&self.path(key), |tmp| std::fs::write(tmp, &body))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let p = self.path(key);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&p, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+}
