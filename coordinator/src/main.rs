@@ -1,17 +1,23 @@
 //! The `loopmind` command line.
 //!
-//! Map: [`local`] runs a batch of tracks through the worker's render function
-//! on an in-process queue; [`summary`] prints and saves what happened;
-//! [`demo`] writes a synthetic multi-section song to master.
+//! Map: [`local`] runs a batch of tracks through the worker's `process_job`
+//! on an in-process queue against a folder store; [`catalog`] is the
+//! distributed coordinator (manifest -> jobs on RabbitMQ -> follow results),
+//! with [`manifest`] validating catalogs; `worker` runs the worker crate's
+//! consumer; [`summary`] prints and saves what happened; [`demo`] writes a
+//! synthetic multi-section song to master.
 
+mod catalog;
 mod demo;
 mod local;
+mod manifest;
 mod summary;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::targets::{self, Target};
+use loopmind_worker::config::{LogFormat, Settings};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -37,6 +43,21 @@ enum Command {
     },
     /// List the platform targets.
     Targets,
+    /// Publish a catalog's jobs to RabbitMQ and follow them to the end.
+    Coordinator {
+        /// Catalog manifest: a local path or s3://bucket/key.
+        #[arg(long)]
+        catalog: String,
+        /// Settings file (TOML); LOOPMIND_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Consume jobs from RabbitMQ and render them until stopped (SIGTERM).
+    Worker {
+        /// Settings file (TOML); LOOPMIND_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -109,15 +130,24 @@ impl MasterArgs {
     }
 }
 
+/// Local commands take their filter from RUST_LOG; the services from the
+/// `log.level` setting.
+fn init_logs(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        b.init();
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOOPMIND_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let code = match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let code = match run(cli) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -128,11 +158,41 @@ fn main() {
     std::process::exit(code);
 }
 
+fn settings(config: Option<&std::path::Path>) -> Result<Settings> {
+    let s = Settings::load(config)?;
+    init_logs(&s.log.level, s.log.format == LogFormat::Json);
+    Ok(s)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 /// Ok(true) when every track succeeded.
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Master(args) => local::master(&args),
-        Command::Demo { out } => demo::run(&out),
+        Command::Master(args) => {
+            init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
+            local::master(&args)
+        }
+        Command::Demo { out } => {
+            init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
+            demo::run(&out)
+        }
+        Command::Coordinator { catalog, config } => {
+            let s = settings(config.as_deref())?;
+            runtime()?.block_on(catalog::run(s, &catalog))
+        }
+        Command::Worker { config } => {
+            let s = settings(config.as_deref())?;
+            runtime()?.block_on(async {
+                let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
+                loopmind_worker::consumer::run_worker(s, shutdown).await
+            })?;
+            Ok(true)
+        }
         Command::Targets => {
             println!(
                 "{:<14} {:>6} {:>9} {:>8} {:>5}",

@@ -1,0 +1,396 @@
+//! `loopmind coordinator`: a catalog to jobs on RabbitMQ, then follow them to
+//! the end. Resumable: a track whose report in the store carries the same
+//! source ETag and settings hash is not rendered again. Dead-lettered jobs
+//! (a worker crashed on them every time) are failed with an error.json.
+
+use crate::manifest::{Manifest, PlannedTrack};
+use crate::summary::{Summary, TrackOutcome};
+use anyhow::{bail, Context, Result};
+use futures_util::{stream, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use loopmind_worker::config::Settings;
+use loopmind_worker::job::{settings_hash, Job, JobResult, Status};
+use loopmind_worker::process::{ERROR, REPORT};
+use loopmind_worker::rabbitmq;
+use loopmind_worker::report::{ErrorReport, TrackReport};
+use loopmind_worker::store::{self, ObjectStore};
+use loopmind_worker::Action;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Jobs published per batch of publisher confirms.
+const BATCH: usize = 1000;
+/// Store lookups in flight while validating and resuming.
+const LOOKUPS: usize = 32;
+
+pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
+    let store = store::open(&settings.store).await?;
+    let bytes = read_manifest(&settings, store.as_ref(), catalog).await?;
+    let manifest = Manifest::parse(&bytes)?;
+    let planned = manifest.plan()?;
+    let name = manifest.catalog.clone();
+    let prefix = format!("masters/{name}/");
+
+    // Every source must exist before anything is published.
+    let heads: Vec<_> = stream::iter(planned.iter().map(|p| {
+        let store = store.clone();
+        async move { (p.entry.id.clone(), store.head(&p.entry.source).await) }
+    }))
+    .buffered(LOOKUPS)
+    .collect()
+    .await;
+    let mut problems = Vec::new();
+    let mut etags = HashMap::new();
+    for (p, (id, h)) in planned.iter().zip(heads) {
+        match h {
+            Ok(Some(meta)) => {
+                etags.insert(id, meta.etag);
+            }
+            Ok(None) => problems.push(format!(
+                "track '{id}': source {} does not exist",
+                store.describe(&p.entry.source)
+            )),
+            Err(e) => problems.push(format!("track '{id}': {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("invalid manifest:\n  - {}", problems.join("\n  - "));
+    }
+
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let jobs: Vec<Job> = planned
+        .iter()
+        .map(|p| make_job(&name, &prefix, &run_id, p))
+        .collect();
+
+    // Resume: skip tracks whose complete report matches this job.
+    let done: Vec<Option<TrackReport>> = stream::iter(jobs.iter().map(|j| {
+        let store = store.clone();
+        let etag = etags[&j.track].clone();
+        async move { complete_report(store.as_ref(), j, &etag).await }
+    }))
+    .buffered(LOOKUPS)
+    .collect()
+    .await;
+    let mut outcomes: HashMap<String, TrackOutcome> = HashMap::new();
+    let mut pending: HashMap<String, Job> = HashMap::new();
+    for (job, rep) in jobs.into_iter().zip(done) {
+        match rep {
+            Some(report) => {
+                let r = JobResult {
+                    job_id: job.job_id.clone(),
+                    catalog: name.clone(),
+                    track: job.track.clone(),
+                    status: Status::Mastered,
+                    report: Some(report),
+                    error: None,
+                    render_seconds: 0.0,
+                };
+                let mut o = TrackOutcome::from_result(
+                    &r,
+                    &store.describe(&job.source),
+                    &format!("{}/", job.track),
+                );
+                o.skipped = true;
+                outcomes.insert(job.track.clone(), o);
+            }
+            None => {
+                pending.insert(job.track.clone(), job);
+            }
+        }
+    }
+    let skipped = outcomes.len();
+    println!(
+        "catalog {name}: {} tracks, {skipped} already complete (skipped), {} to render",
+        planned.len(),
+        pending.len()
+    );
+
+    if !pending.is_empty() {
+        let mut to_publish: Vec<&Job> = pending.values().collect();
+        to_publish.sort_by(|a, b| a.track.cmp(&b.track));
+        let conn = publish(&settings, &name, &to_publish).await?;
+        follow(
+            &settings,
+            conn,
+            &name,
+            store.as_ref(),
+            &mut pending,
+            &mut outcomes,
+        )
+        .await?;
+    }
+
+    let ordered: Vec<TrackOutcome> = planned
+        .iter()
+        .map(|p| {
+            outcomes
+                .remove(&p.entry.id)
+                .expect("every track has an outcome")
+        })
+        .collect();
+    let summary = Summary::new(&name, &ordered);
+    summary.print();
+    summary.save(store.as_ref(), &prefix).await?;
+    println!(
+        "summary: {}",
+        store.describe(&format!("{prefix}summary.html"))
+    );
+    Ok(summary.all_ok())
+}
+
+fn make_job(catalog: &str, prefix: &str, run_id: &str, p: &PlannedTrack) -> Job {
+    let hash = settings_hash(&p.targets, p.mode);
+    Job {
+        job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
+        catalog: catalog.into(),
+        track: p.entry.id.clone(),
+        source: p.entry.source.clone(),
+        arrangement: p.entry.arrangement.clone(),
+        emotion_graph: p.entry.emotion_graph.clone(),
+        targets: p.targets.clone(),
+        mode: p.mode,
+        output_prefix: format!("{prefix}{}/", p.entry.id),
+        settings_hash: hash,
+    }
+}
+
+async fn read_manifest(settings: &Settings, store: &dyn ObjectStore, at: &str) -> Result<Vec<u8>> {
+    if let Some(rest) = at.strip_prefix("s3://") {
+        let (bucket, key) = rest
+            .split_once('/')
+            .with_context(|| format!("{at}: want s3://bucket/key"))?;
+        let bytes = if bucket == settings.store.bucket {
+            store.get_bytes(key).await?
+        } else {
+            let mut s = settings.store.clone();
+            s.bucket = bucket.into();
+            loopmind_worker::s3::S3Store::new(&s)
+                .await?
+                .get_bytes(key)
+                .await?
+        };
+        return bytes.with_context(|| format!("{at}: no such object"));
+    }
+    std::fs::read(Path::new(at)).with_context(|| format!("reading manifest {at}"))
+}
+
+/// The track's report if it is complete and made from the same source and
+/// settings.
+async fn complete_report(store: &dyn ObjectStore, job: &Job, etag: &str) -> Option<TrackReport> {
+    let bytes = store.get_bytes(&job.output_key(REPORT)).await.ok()??;
+    let report: TrackReport = serde_json::from_slice(&bytes).ok()?;
+    let stamp = report.job.as_ref()?;
+    (stamp.settings_hash == job.settings_hash && stamp.source_etag == etag).then_some(report)
+}
+
+async fn connect(settings: &Settings) -> Result<Connection> {
+    Ok(rabbitmq::connect(&settings.queue.url, "loopmind-coordinator", || false).await?)
+}
+
+/// Publishes every job (persistent, confirmed), reconnecting as needed.
+async fn publish(settings: &Settings, catalog: &str, jobs: &[&Job]) -> Result<Connection> {
+    let bar = bar(jobs.len(), "publishing");
+    let mut conn = connect(settings).await?;
+    let mut next = 0;
+    let mut delay = Duration::from_millis(200);
+    while next < jobs.len() {
+        let batch = &jobs[next..(next + BATCH).min(jobs.len())];
+        match publish_batch(&conn, settings, catalog, batch).await {
+            Ok(()) => {
+                next += batch.len();
+                bar.inc(batch.len() as u64);
+                delay = Duration::from_millis(200);
+            }
+            Err(e) => {
+                // Unconfirmed: publish the batch again (duplicates are harmless).
+                warn!(error = %e, "publishing interrupted, reconnecting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                conn = connect(settings).await?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    info!(jobs = jobs.len(), "published");
+    Ok(conn)
+}
+
+async fn publish_batch(
+    conn: &Connection,
+    settings: &Settings,
+    catalog: &str,
+    batch: &[&Job],
+) -> Result<(), lapin::Error> {
+    let ch = rabbitmq::confirm_channel(conn).await?;
+    rabbitmq::declare_jobs(&ch, &settings.queue).await?;
+    rabbitmq::declare_catalog(&ch, catalog).await?;
+    let reply = rabbitmq::results_queue(catalog);
+    for job in batch {
+        let body = serde_json::to_vec(job).expect("job serialises");
+        let props =
+            rabbitmq::message_properties(catalog, &job.job_id).with_reply_to(reply.as_str().into());
+        // Confirms are awaited for the whole batch below.
+        let _ = ch
+            .basic_publish(
+                "".into(),
+                settings.queue.jobs.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?;
+    }
+    let returned = ch.wait_for_confirms().await?;
+    if !returned.is_empty() {
+        return Err(std::io::Error::other("broker returned published jobs").into());
+    }
+    let _ = ch.close(200, "batch published".into()).await;
+    Ok(())
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len as u64);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}}  {{per_sec}}  eta {{eta}}  {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Consumes results and dead letters until every pending job has ended.
+async fn follow(
+    settings: &Settings,
+    mut conn: Connection,
+    catalog: &str,
+    store: &dyn ObjectStore,
+    pending: &mut HashMap<String, Job>,
+    outcomes: &mut HashMap<String, TrackOutcome>,
+) -> Result<()> {
+    let bar = bar(pending.len(), "rendering");
+    let mut failed = 0usize;
+    let mut delay = Duration::from_millis(200);
+    while !pending.is_empty() {
+        match follow_on(
+            &conn,
+            settings,
+            catalog,
+            store,
+            pending,
+            outcomes,
+            &bar,
+            &mut failed,
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(error = %e, "lost RabbitMQ while following, reconnecting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                let _ = conn.close(200, "reconnecting".into()).await;
+                conn = connect(settings).await?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let _ = conn.close(200, "catalog done".into()).await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow_on(
+    conn: &Connection,
+    settings: &Settings,
+    catalog: &str,
+    store: &dyn ObjectStore,
+    pending: &mut HashMap<String, Job>,
+    outcomes: &mut HashMap<String, TrackOutcome>,
+    bar: &ProgressBar,
+    failed: &mut usize,
+) -> Result<(), lapin::Error> {
+    let ch: Channel = conn.create_channel().await?;
+    ch.basic_qos(100, BasicQosOptions::default()).await?;
+    rabbitmq::declare_jobs(&ch, &settings.queue).await?;
+    rabbitmq::declare_catalog(&ch, catalog).await?;
+    let consume = |q: String| {
+        let ch = ch.clone();
+        async move {
+            ch.basic_consume(
+                q.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    };
+    let results = consume(rabbitmq::results_queue(catalog)).await?;
+    let dead = consume(rabbitmq::dead_queue(catalog)).await?;
+    let mut merged =
+        futures_util::stream::select(results.map(|d| (false, d)), dead.map(|d| (true, d)));
+    while !pending.is_empty() {
+        let Some((is_dead, delivery)) = merged.next().await else {
+            return Err(std::io::Error::other("consumers cancelled by the broker").into());
+        };
+        let delivery = delivery?;
+        if is_dead {
+            if let Ok(job) = serde_json::from_slice::<Job>(&delivery.data) {
+                if pending
+                    .get(&job.track)
+                    .is_some_and(|p| p.job_id == job.job_id)
+                {
+                    let err = ErrorReport {
+                        track: job.track.clone(),
+                        source: store.describe(&job.source),
+                        error: format!(
+                            "gave up after {} deliveries: every attempt failed or stopped its worker",
+                            settings.queue.delivery_limit
+                        ),
+                        action: Action::Abort,
+                    };
+                    let body = serde_json::to_vec_pretty(&err).expect("serialises");
+                    if let Err(e) = store.put_bytes(&job.output_key(ERROR), body).await {
+                        warn!(error = %e, track = %job.track, "cannot write error.json");
+                    }
+                    let o = TrackOutcome::failed(&job.track, &err.source, err.error.clone());
+                    pending.remove(&job.track);
+                    outcomes.insert(job.track.clone(), o);
+                    *failed += 1;
+                    bar.inc(1);
+                    bar.set_message(format!("{failed} failed"));
+                }
+            }
+        } else if let Ok(r) = serde_json::from_slice::<JobResult>(&delivery.data) {
+            // Results of other runs, and duplicates, are dropped.
+            if let Some(job) = pending.get(&r.track).filter(|p| p.job_id == r.job_id) {
+                let o = TrackOutcome::from_result(
+                    &r,
+                    &store.describe(&job.source),
+                    &format!("{}/", job.track),
+                );
+                if r.status == Status::Failed {
+                    *failed += 1;
+                    bar.set_message(format!("{failed} failed"));
+                }
+                pending.remove(&r.track);
+                outcomes.insert(r.track.clone(), o);
+                bar.inc(1);
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Catalog manifests: which tracks to master, for which targets, in which
+//! mode. Validated whole before anything is published: every problem is
+//! listed, not just the first.
+
+use loopmind_dsp::modes::Mode;
+use loopmind_dsp::targets::{self, Target};
+use loopmind_worker::job::safe_id;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub catalog: String,
+    pub targets: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    pub tracks: Vec<TrackEntry>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Transparent
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackEntry {
+    pub id: String,
+    /// The mix's key in the store.
+    pub source: String,
+    #[serde(default)]
+    pub arrangement: Option<String>,
+    #[serde(default)]
+    pub emotion_graph: Option<String>,
+    /// Overrides the catalog's targets for this track.
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// A track ready to become a job.
+#[derive(Clone, Debug)]
+pub struct PlannedTrack {
+    pub entry: TrackEntry,
+    pub targets: Vec<Target>,
+    pub mode: Mode,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid manifest:\n  - {}", .0.join("\n  - "))]
+pub struct ManifestError(pub Vec<String>);
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError(vec![format!("not a valid manifest: {e}")]))
+    }
+
+    /// Checks everything that can be checked without the store; returns the
+    /// tracks with their resolved targets, or every problem found.
+    pub fn plan(&self) -> Result<Vec<PlannedTrack>, ManifestError> {
+        let mut problems = Vec::new();
+        if !safe_id(&self.catalog) {
+            problems.push(format!(
+                "catalog '{}': use 1-128 letters, digits, '-', '_' or '.'",
+                self.catalog
+            ));
+        }
+        if self.tracks.is_empty() {
+            problems.push("no tracks".into());
+        }
+        let resolve = |names: &[String], whose: &str, problems: &mut Vec<String>| {
+            let mut out = Vec::new();
+            if names.is_empty() {
+                problems.push(format!("{whose}: no targets"));
+            }
+            for n in names {
+                match targets::preset(n) {
+                    Some(t) if !out.iter().any(|o: &Target| o.name == t.name) => out.push(t),
+                    Some(_) => problems.push(format!("{whose}: target '{n}' listed twice")),
+                    None => problems.push(format!(
+                        "{whose}: unknown target '{n}' (known: {})",
+                        targets::preset_names().join(", ")
+                    )),
+                }
+            }
+            out
+        };
+        let catalog_targets = resolve(&self.targets, "catalog", &mut problems);
+        let mut seen = HashSet::new();
+        let mut planned = Vec::new();
+        for (i, t) in self.tracks.iter().enumerate() {
+            let whose = format!("track {} ('{}')", i + 1, t.id);
+            if !safe_id(&t.id) {
+                problems.push(format!(
+                    "{whose}: id must be 1-128 letters, digits, '-', '_' or '.'"
+                ));
+            } else if !seen.insert(t.id.clone()) {
+                problems.push(format!("{whose}: duplicate id"));
+            }
+            if t.source.trim().is_empty() {
+                problems.push(format!("{whose}: empty source"));
+            }
+            let targets = match &t.targets {
+                Some(names) => resolve(names, &whose, &mut problems),
+                None => catalog_targets.clone(),
+            };
+            planned.push(PlannedTrack {
+                entry: t.clone(),
+                targets,
+                mode: t.mode.unwrap_or(self.mode),
+            });
+        }
+        if problems.is_empty() {
+            Ok(planned)
+        } else {
+            Err(ManifestError(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed() {
+        let m = Manifest::parse(
+            br#"{"catalog": "bad/name", "targets": ["spotify", "nope"], "tracks": [
+                {"id": "a", "source": "mixes/a.wav"},
+                {"id": "a", "source": "mixes/b.wav"},
+                {"id": "../c", "source": ""},
+                {"id": "d", "source": "mixes/d.wav", "targets": ["cd", "cd"]}
+            ]}"#,
+        )
+        .unwrap();
+        let e = m.plan().unwrap_err().0;
+        let all = e.join("\n");
+        for want in [
+            "catalog 'bad/name'",
+            "unknown target 'nope'",
+            "duplicate id",
+            "'../c'",
+            "empty source",
+            "'cd' listed twice",
+        ] {
+            assert!(all.contains(want), "missing '{want}' in:\n{all}");
+        }
+        let ok = Manifest::parse(
+            br#"{"catalog": "c1", "targets": ["spotify"], "mode": "cinematic", "tracks": [
+                {"id": "a", "source": "mixes/a.wav", "targets": ["cd"], "mode": "lo-fi"},
+                {"id": "b", "source": "mixes/b.wav"}]}"#,
+        )
+        .unwrap()
+        .plan()
+        .unwrap();
+        assert_eq!(ok[0].targets[0].name, "cd");
+        assert_eq!(ok[0].mode, Mode::LoFi);
+        assert_eq!(ok[1].targets[0].name, "spotify");
+        assert_eq!(ok[1].mode, Mode::Cinematic);
+        assert!(Manifest::parse(b"{\"catalog\": 1}").is_err());
+    }
+}

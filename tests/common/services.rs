@@ -1,0 +1,251 @@
+//! The real services for the distributed tests: RabbitMQ (started if down)
+//! and a single-node Garage (tests/services/garage.sh), plus a cluster of
+//! real `loopmind` processes on a queue of its own.
+#![allow(dead_code)]
+
+use loopmind_worker::config::{StoreKind, StoreSettings};
+use loopmind_worker::s3::S3Store;
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Starts RabbitMQ if it does not answer, and waits for it.
+pub fn ensure_rabbitmq() {
+    let up = || {
+        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(1))
+            .is_ok()
+    };
+    if up() {
+        return;
+    }
+    let _ = Command::new("rabbitmq-server").arg("-detached").status();
+    let _ = Command::new("rabbitmqctl").arg("start_app").status();
+    let t = Instant::now();
+    while !up() {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "RabbitMQ did not start"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Garage's settings as environment variables (starting it if needed); also
+/// set in this process so the test can use the store directly.
+pub fn garage_env() -> Vec<(String, String)> {
+    let out = Command::new("bash")
+        .arg(repo().join("tests/services/garage.sh"))
+        .output()
+        .expect("run tests/services/garage.sh");
+    assert!(
+        out.status.success(),
+        "garage.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vars: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+    vars
+}
+
+fn var(vars: &[(String, String)], k: &str) -> String {
+    vars.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.clone())
+        .unwrap()
+}
+
+pub async fn garage_store(vars: &[(String, String)]) -> S3Store {
+    let s = StoreSettings {
+        kind: StoreKind::S3,
+        bucket: var(vars, "LOOPMIND_STORE__BUCKET"),
+        endpoint: var(vars, "LOOPMIND_STORE__ENDPOINT"),
+        region: var(vars, "LOOPMIND_STORE__REGION"),
+        path_style: true,
+        ..Default::default()
+    };
+    S3Store::new(&s).await.unwrap()
+}
+
+/// `loopmind` processes sharing a jobs queue no other test uses.
+pub struct Cluster {
+    pub env: Vec<(String, String)>,
+    pub jobs_queue: String,
+    pub dir: tempfile::TempDir,
+    pub workers: Vec<Child>,
+    pub catalogs: Vec<String>,
+}
+
+impl Cluster {
+    pub fn new(tag: &str, extra: &[(&str, &str)]) -> Self {
+        ensure_rabbitmq();
+        let mut env = garage_env();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let jobs_queue = format!("loopmind.jobs.test-{tag}-{nanos}");
+        let dir = tempfile::tempdir().unwrap();
+        env.push(("LOOPMIND_QUEUE__JOBS".into(), jobs_queue.clone()));
+        env.push((
+            "LOOPMIND_WORKER__SCRATCH".into(),
+            dir.path().join("scratch").display().to_string(),
+        ));
+        env.push(("LOOPMIND_LOG__LEVEL".into(), "info".into()));
+        for (k, v) in extra {
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self {
+            env,
+            jobs_queue,
+            dir,
+            workers: Vec::new(),
+            catalogs: Vec::new(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loopmind"));
+        c.args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn worker_log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("worker-{i}.log"))
+    }
+
+    /// Starts a worker whose logs go to `worker_log(i)`.
+    pub fn spawn_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let log = std::fs::File::create(self.worker_log(i)).unwrap();
+        let child = self
+            .command(&["worker"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start worker");
+        self.workers.push(child);
+        i
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.worker_log(i)).unwrap_or_default()
+    }
+
+    /// Waits until worker `i`'s log contains `what` `times` times.
+    pub fn wait_log(&self, i: usize, what: &str, times: usize, limit: Duration) {
+        let t = Instant::now();
+        while self.log(i).matches(what).count() < times {
+            assert!(
+                t.elapsed() < limit,
+                "worker {i} never logged '{what}':\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the coordinator on a manifest.
+    pub fn spawn_coordinator(&mut self, manifest: &Path, catalog: &str) -> Child {
+        self.catalogs.push(catalog.to_string());
+        self.command(&["coordinator", "--catalog", manifest.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start coordinator")
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        self.workers[i].kill().unwrap();
+        self.workers[i].wait().unwrap();
+    }
+
+    pub fn sigterm(&mut self, i: usize) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.workers[i].id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    pub fn wait_worker(&mut self, i: usize, limit: Duration) -> ExitStatus {
+        wait_child(&mut self.workers[i], limit)
+    }
+}
+
+/// Waits for a child with a limit; returns (status, stdout, stderr).
+pub fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String, String) {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let h1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).ok();
+        s
+    });
+    let h2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).ok();
+        s
+    });
+    let st = wait_child(&mut child, limit);
+    (st, h1.join().unwrap(), h2.join().unwrap())
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        // Leave the shared broker as we found it.
+        let mut queues = vec![self.jobs_queue.clone()];
+        for c in &self.catalogs {
+            queues.push(format!("loopmind.results.{c}"));
+            queues.push(format!("loopmind.dead.{c}"));
+        }
+        for q in queues {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_queue", &q])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// One runtime per test: the S3 client's connections belong to it.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,242 @@
+//! The distributed pipeline end to end on the real services: RabbitMQ on
+//! 127.0.0.1:5672 and a single-node Garage, with real `loopmind worker` and
+//! `loopmind coordinator` processes. Each test uses a jobs queue of its own;
+//! they run one at a time (one of them restarts the broker).
+
+mod common;
+
+use common::services::{finish, runtime, Cluster};
+use common::{ffmpeg_convert, short_song, write_wav};
+use loopmind_dsp::{loudness, truepeak};
+use loopmind_worker::decode::decode_file;
+use loopmind_worker::report::TrackReport;
+use loopmind_worker::store::ObjectStore;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unique(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    format!("{tag}-{n}")
+}
+
+/// Makes mixes in `dir`, uploads them under `mixes/<catalog>/`, returns
+/// (track id, key) pairs.
+fn upload_mixes(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    dir: &Path,
+    catalog: &str,
+    kinds: &[&str],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let id = format!("t{i}-{kind}");
+        let wav = dir.join(format!("{id}.src.wav"));
+        let file = match *kind {
+            "wav24" => {
+                write_wav(&wav, &short_song(44_100), 24, false);
+                wav.clone()
+            }
+            "float48" => {
+                write_wav(&wav, &short_song(48_000), 32, true);
+                wav.clone()
+            }
+            "flac" => {
+                write_wav(&wav, &short_song(48_000), 24, false);
+                let f = dir.join(format!("{id}.flac"));
+                ffmpeg_convert(&wav, &f, &[]);
+                f
+            }
+            "mp3" => {
+                write_wav(&wav, &short_song(44_100), 16, false);
+                let f = dir.join(format!("{id}.mp3"));
+                ffmpeg_convert(&wav, &f, &["-b:a", "192k"]);
+                f
+            }
+            "mono" => {
+                let mut a = short_song(22_050);
+                a.channels.truncate(1);
+                write_wav(&wav, &a, 16, false);
+                wav.clone()
+            }
+            "poison" => {
+                let f = dir.join(format!("{id}.wav"));
+                let junk: Vec<u8> = (0..50_000u32)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect();
+                std::fs::write(&f, junk).unwrap();
+                f
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        let key = format!(
+            "mixes/{catalog}/{id}.{}",
+            file.extension().unwrap().to_string_lossy()
+        );
+        rt.block_on(store.put_file(&key, &file)).unwrap();
+        out.push((id, key));
+    }
+    out
+}
+
+fn write_manifest(
+    dir: &Path,
+    catalog: &str,
+    targets: &[&str],
+    tracks: &[(String, String)],
+) -> std::path::PathBuf {
+    let m = serde_json::json!({
+        "catalog": catalog,
+        "targets": targets,
+        "mode": "cinematic",
+        "tracks": tracks.iter().map(|(id, key)| serde_json::json!({"id": id, "source": key})).collect::<Vec<_>>(),
+    });
+    let p = dir.join(format!("{catalog}.json"));
+    std::fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    p
+}
+
+/// Every target of a mastered track: in the store, on target by our meter.
+fn check_track(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    dir: &Path,
+    catalog: &str,
+    id: &str,
+) {
+    let prefix = format!("masters/{catalog}/{id}/");
+    let bytes = rt
+        .block_on(store.get_bytes(&format!("{prefix}report.json")))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{id}: no report.json"));
+    let report: TrackReport = serde_json::from_slice(&bytes).unwrap();
+    assert!(report.job.is_some(), "{id}: report carries no job stamp");
+    assert!(rt
+        .block_on(store.head(&format!("{prefix}master_settings.json")))
+        .unwrap()
+        .is_some());
+    assert!(rt
+        .block_on(store.head(&format!("{prefix}error.json")))
+        .unwrap()
+        .is_none());
+    for t in &report.targets {
+        let local = dir.join(format!("{id}-{}", t.output_file));
+        rt.block_on(store.get_file(&format!("{prefix}{}", t.output_file), &local))
+            .unwrap();
+        let (audio, _) = decode_file(&local).unwrap();
+        let l = loudness::measure(&audio).unwrap();
+        let tp = truepeak::true_peak_dbtp(&audio);
+        assert!(
+            (l.integrated_lufs - t.target_lufs).abs() <= 0.1,
+            "{id}/{}: {} LUFS",
+            t.target,
+            l.integrated_lufs
+        );
+        assert!(
+            tp <= t.ceiling_dbtp && l.true_peak_ebur128_dbtp <= t.ceiling_dbtp,
+            "{id}/{}: {tp} dBTP",
+            t.target
+        );
+        assert!(
+            (t.integrated_lufs - l.integrated_lufs).abs() < 0.005,
+            "{id}: report is not the file"
+        );
+    }
+}
+
+#[test]
+fn catalog_with_a_poison_track_then_resume() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("catalog", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("cat");
+    let dir = c.dir.path().to_path_buf();
+    let tracks = upload_mixes(
+        &rt,
+        &store,
+        &dir,
+        &catalog,
+        &["wav24", "float48", "flac", "mp3", "mono", "poison"],
+    );
+    let manifest = write_manifest(&dir, &catalog, &["spotify", "ebu-r128"], &tracks);
+    c.spawn_worker();
+    c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(600));
+    assert_eq!(st.code(), Some(1), "one track is poison:\n{out}\n{err}");
+    assert!(
+        out.contains("6 tracks: 5 mastered, 1 failed"),
+        "{out}\n{err}"
+    );
+    for (id, _) in &tracks[..5] {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+    // The poison track: failed for good, said why, left no master or report.
+    let poison = &tracks[5].0;
+    let prefix = format!("masters/{catalog}/{poison}/");
+    let e: serde_json::Value = serde_json::from_slice(
+        &rt.block_on(store.get_bytes(&format!("{prefix}error.json")))
+            .unwrap()
+            .expect("error.json"),
+    )
+    .unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a recognised audio file"),
+        "{e}"
+    );
+    assert_eq!(e["action"], "abort");
+    assert!(rt
+        .block_on(store.head(&format!("{prefix}report.json")))
+        .unwrap()
+        .is_none());
+    assert!(rt
+        .block_on(store.head(&format!("{prefix}spotify.wav")))
+        .unwrap()
+        .is_none());
+    let summary: serde_json::Value = serde_json::from_slice(
+        &rt.block_on(store.get_bytes(&format!("masters/{catalog}/summary.json")))
+            .unwrap()
+            .expect("summary.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        (summary["mastered"].as_u64(), summary["failed"].as_u64()),
+        (Some(5), Some(1))
+    );
+    let html = rt
+        .block_on(store.get_bytes(&format!("masters/{catalog}/summary.html")))
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&html).contains(poison.as_str()));
+    let started: usize = (0..2)
+        .map(|i| c.log(i).matches("job started").count())
+        .sum();
+    assert_eq!(started, 6, "each job once");
+
+    // Resume: only the track without a complete report is rendered again.
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("5 already complete (skipped), 1 to render"),
+        "{out}"
+    );
+    let started: usize = (0..2)
+        .map(|i| c.log(i).matches("job started").count())
+        .sum();
+    assert_eq!(started, 7, "only the poison track was rendered again");
+}
