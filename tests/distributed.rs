@@ -240,3 +240,184 @@ fn catalog_with_a_poison_track_then_resume() {
         .sum();
     assert_eq!(started, 7, "only the poison track was rendered again");
 }
+
+/// A mix long enough to be caught mid-render.
+fn upload_long(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    dir: &Path,
+    catalog: &str,
+    id: &str,
+    seconds: usize,
+) -> (String, String) {
+    use loopmind_dsp::testsignals::{demo_arrangement, song};
+    let sections: Vec<_> = demo_arrangement()
+        .into_iter()
+        .cycle()
+        .take(seconds / 8 + 1)
+        .collect();
+    let (mut a, _) = song(44_100, &sections, 3);
+    a.channels
+        .iter_mut()
+        .for_each(|c| c.truncate(seconds * 44_100));
+    let f = dir.join(format!("{id}.wav"));
+    write_wav(&f, &a, 24, false);
+    let key = format!("mixes/{catalog}/{id}.wav");
+    rt.block_on(store.put_file(&key, &f)).unwrap();
+    (id.to_string(), key)
+}
+
+#[test]
+fn a_worker_killed_mid_render_loses_no_job() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("kill", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("kill");
+    let dir = c.dir.path().to_path_buf();
+    let mut tracks = vec![upload_long(&rt, &store, &dir, &catalog, "long", 240)];
+    tracks.extend(upload_mixes(&rt, &store, &dir, &catalog, &["wav24"]));
+    let manifest = write_manifest(&dir, &catalog, &["spotify", "apple-music", "cd"], &tracks);
+    let w0 = c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !c.log(w0).contains("job done"),
+        "too late to kill mid-render:\n{}",
+        c.log(w0)
+    );
+    c.kill9(w0);
+    let w1 = c.spawn_worker();
+    let (st, out, err) = finish(coord, Duration::from_secs(600));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}\n{}", c.log(w1));
+    for (id, _) in &tracks {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+    // The killed worker's job came back to the other one.
+    assert!(c.log(w1).contains("delivery=2"), "{}", c.log(w1));
+}
+
+#[test]
+fn sigterm_finishes_the_job_in_hand_then_exits() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("term", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("term");
+    let dir = c.dir.path().to_path_buf();
+    let mut tracks = vec![upload_long(&rt, &store, &dir, &catalog, "long", 120)];
+    tracks.extend(upload_mixes(
+        &rt,
+        &store,
+        &dir,
+        &catalog,
+        &["wav24", "mono"],
+    ));
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let w0 = c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
+    c.sigterm(w0);
+    let st = c.wait_worker(w0, Duration::from_secs(300));
+    assert!(st.success(), "worker exit {st:?}:\n{}", c.log(w0));
+    let log = c.log(w0);
+    let stop = log.find("stop requested").expect("saw the signal");
+    assert!(
+        log[stop..].contains("job done"),
+        "job in hand not finished:\n{log}"
+    );
+    assert_eq!(
+        log.matches("job started").count(),
+        1,
+        "took a new job after SIGTERM:\n{log}"
+    );
+    // The rest is for another worker.
+    c.spawn_worker();
+    let (st, out, err) = finish(coord, Duration::from_secs(600));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}");
+    for (id, _) in &tracks {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+}
+
+#[test]
+fn a_job_that_keeps_failing_is_dead_lettered_and_counted() {
+    let _g = serial();
+    let rt = runtime();
+    // Scratch space the worker cannot create: a transient failure every time.
+    let mut c = Cluster::new(
+        "dead",
+        &[
+            ("LOOPMIND_QUEUE__DELIVERY_LIMIT", "1"),
+            ("LOOPMIND_WORKER__SCRATCH", "/dev/null/scratch"),
+        ],
+    );
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("dead");
+    let dir = c.dir.path().to_path_buf();
+    let tracks = upload_mixes(&rt, &store, &dir, &catalog, &["wav24"]);
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let w = c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(1), "{out}\n{err}\n{}", c.log(w));
+    assert!(out.contains("1 tracks: 0 mastered, 1 failed"), "{out}");
+    let e: serde_json::Value = serde_json::from_slice(
+        &rt.block_on(store.get_bytes(&format!("masters/{catalog}/{}/error.json", tracks[0].0)))
+            .unwrap()
+            .expect("error.json"),
+    )
+    .unwrap();
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("delivery limit") && msg.contains("/dev/null/scratch"),
+        "{msg}"
+    );
+    // Delivered twice (the limit allows one return), never again.
+    assert_eq!(c.log(w).matches("job started").count(), 2, "{}", c.log(w));
+}
+
+#[test]
+fn a_broker_restart_mid_catalog_is_survived() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("restart", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("restart");
+    let dir = c.dir.path().to_path_buf();
+    let mut tracks = vec![upload_long(&rt, &store, &dir, &catalog, "long", 90)];
+    tracks.extend(upload_mixes(
+        &rt,
+        &store,
+        &dir,
+        &catalog,
+        &["wav24", "flac", "mono"],
+    ));
+    let manifest = write_manifest(&dir, &catalog, &["spotify", "ebu-r128"], &tracks);
+    let w0 = c.spawn_worker();
+    c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
+    let ctl = |what: &str| {
+        let st = std::process::Command::new("rabbitmqctl")
+            .arg(what)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "rabbitmqctl {what}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    ctl("stop_app");
+    std::thread::sleep(Duration::from_secs(3));
+    ctl("start_app");
+    common::services::ensure_rabbitmq();
+    let (st, out, err) = finish(coord, Duration::from_secs(600));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}\n{}", c.log(w0));
+    for (id, _) in &tracks {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+    assert!(c.log(w0).contains("reconnecting"), "{}", c.log(w0));
+}

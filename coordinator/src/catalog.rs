@@ -352,11 +352,22 @@ async fn follow_on(
                     .get(&job.track)
                     .is_some_and(|p| p.job_id == job.job_id)
                 {
+                    // The last attempt's error.json, if it could write one, says why.
+                    let last = store
+                        .get_bytes(&job.output_key(ERROR))
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|b| serde_json::from_slice::<ErrorReport>(&b).ok())
+                        .map_or(
+                            "every attempt failed or stopped its worker".to_string(),
+                            |e| format!("last error: {}", e.error),
+                        );
                     let err = ErrorReport {
                         track: job.track.clone(),
                         source: store.describe(&job.source),
                         error: format!(
-                            "gave up after {} deliveries: every attempt failed or stopped its worker",
+                            "gave up after the delivery limit ({}); {last}",
                             settings.queue.delivery_limit
                         ),
                         action: Action::Abort,

@@ -83,6 +83,9 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
             if action == Action::Retry {
                 warn!(error = %e, "job failed, will be retried");
                 disposition = Disposition::Requeue;
+                // Best effort: if retries run out, this says why.
+                let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
+                let _ = store.put_bytes(&job.output_key(ERROR), body).await;
             } else {
                 warn!(error = %e, "job failed for good");
                 // No master without a report: a failed run leaves only error.json.
