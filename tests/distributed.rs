@@ -63,6 +63,12 @@ fn upload_mixes(
                 ffmpeg_convert(&wav, &f, &["-b:a", "192k"]);
                 f
             }
+            "quiet" => {
+                let mut a = short_song(44_100);
+                a.channels.iter_mut().flatten().for_each(|v| *v *= 0.4);
+                write_wav(&wav, &a, 24, false);
+                wav.clone()
+            }
             "mono" => {
                 let mut a = short_song(22_050);
                 a.channels.truncate(1);
@@ -95,11 +101,29 @@ fn write_manifest(
     targets: &[&str],
     tracks: &[(String, String)],
 ) -> std::path::PathBuf {
+    write_manifest_albums(dir, catalog, targets, tracks, &[])
+}
+
+/// `albums`: (track id, album) for the tracks that belong to one.
+fn write_manifest_albums(
+    dir: &Path,
+    catalog: &str,
+    targets: &[&str],
+    tracks: &[(String, String)],
+    albums: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let entry = |id: &String, key: &String| {
+        let mut e = serde_json::json!({"id": id, "source": key});
+        if let Some((_, a)) = albums.iter().find(|(t, _)| t == id) {
+            e["album"] = serde_json::json!(a);
+        }
+        e
+    };
     let m = serde_json::json!({
         "catalog": catalog,
         "targets": targets,
         "mode": "cinematic",
-        "tracks": tracks.iter().map(|(id, key)| serde_json::json!({"id": id, "source": key})).collect::<Vec<_>>(),
+        "tracks": tracks.iter().map(|(id, key)| entry(id, key)).collect::<Vec<_>>(),
     });
     let p = dir.join(format!("{catalog}.json"));
     std::fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
@@ -162,35 +186,34 @@ fn catalog_with_a_poison_track_then_resume() {
     let store = rt.block_on(common::services::garage_store(&c.env));
     let catalog = unique("cat");
     let dir = c.dir.path().to_path_buf();
-    let tracks = upload_mixes(
-        &rt,
-        &store,
-        &dir,
-        &catalog,
-        &["wav24", "float48", "flac", "mp3", "mono", "poison"],
-    );
-    let manifest = write_manifest(&dir, &catalog, &["spotify", "ebu-r128"], &tracks);
+    let kinds = ["wav24", "float48", "flac", "mp3", "mono", "poison", "quiet"];
+    let tracks = upload_mixes(&rt, &store, &dir, &catalog, &kinds);
+    // Two tracks 8 dB apart form an album.
+    let album = [("t0-wav24", "lp"), ("t6-quiet", "lp")];
+    let manifest = write_manifest_albums(&dir, &catalog, &["spotify", "ebu-r128"], &tracks, &album);
     c.spawn_worker();
     c.spawn_worker();
     let coord = c.spawn_coordinator(&manifest, &catalog);
     let (st, out, err) = finish(coord, Duration::from_secs(600));
     assert_eq!(st.code(), Some(1), "one track is poison:\n{out}\n{err}");
     assert!(
-        out.contains("6 tracks: 5 mastered, 1 failed"),
+        out.contains("7 tracks: 6 mastered, 1 failed"),
         "{out}\n{err}"
     );
-    for (id, _) in &tracks[..5] {
+    let good: Vec<&str> = tracks
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !id.contains("poison"))
+        .collect();
+    for id in &good {
         check_track(&rt, &store, &dir, &catalog, id);
     }
     // The poison track: failed for good, said why, left no master or report.
     let poison = &tracks[5].0;
     let prefix = format!("masters/{catalog}/{poison}/");
-    let e: serde_json::Value = serde_json::from_slice(
-        &rt.block_on(store.get_bytes(&format!("{prefix}error.json")))
-            .unwrap()
-            .expect("error.json"),
-    )
-    .unwrap();
+    let get = |key: &str| rt.block_on(store.get_bytes(key)).unwrap();
+    let e: serde_json::Value =
+        serde_json::from_slice(&get(&format!("{prefix}error.json")).expect("error.json")).unwrap();
     assert!(
         e["error"]
             .as_str()
@@ -199,46 +222,84 @@ fn catalog_with_a_poison_track_then_resume() {
         "{e}"
     );
     assert_eq!(e["action"], "abort");
-    assert!(rt
-        .block_on(store.head(&format!("{prefix}report.json")))
-        .unwrap()
-        .is_none());
-    assert!(rt
-        .block_on(store.head(&format!("{prefix}spotify.wav")))
-        .unwrap()
-        .is_none());
+    assert!(get(&format!("{prefix}report.json")).is_none());
+    assert!(get(&format!("{prefix}spotify.wav")).is_none());
     let summary: serde_json::Value = serde_json::from_slice(
-        &rt.block_on(store.get_bytes(&format!("masters/{catalog}/summary.json")))
-            .unwrap()
-            .expect("summary.json"),
+        &get(&format!("masters/{catalog}/summary.json")).expect("summary.json"),
     )
     .unwrap();
     assert_eq!(
         (summary["mastered"].as_u64(), summary["failed"].as_u64()),
-        (Some(5), Some(1))
+        (Some(6), Some(1))
     );
-    let html = rt
-        .block_on(store.get_bytes(&format!("masters/{catalog}/summary.html")))
-        .unwrap()
-        .unwrap();
+    let html = get(&format!("masters/{catalog}/summary.html")).expect("summary.html");
     assert!(String::from_utf8_lossy(&html).contains(poison.as_str()));
-    let started: usize = (0..2)
-        .map(|i| c.log(i).matches("job started").count())
-        .sum();
-    assert_eq!(started, 6, "each job once");
+    // The album kept its tracks' relative level and lands on target as a whole.
+    let report = |id: &str| -> TrackReport {
+        serde_json::from_slice(&get(&format!("masters/{catalog}/{id}/report.json")).unwrap())
+            .unwrap()
+    };
+    let (loud, quiet) = (report("t0-wav24"), report("t6-quiet"));
+    for i in 0..2 {
+        let d = loud.targets[i].integrated_lufs - quiet.targets[i].integrated_lufs;
+        assert!(
+            (d - 7.96).abs() < 0.15,
+            "album tracks {d} LU apart, the mixes 7.96"
+        );
+    }
+    assert_eq!(loud.album.as_ref().unwrap().album, "lp");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("album lp: 2 tracks"))
+        .expect("album line");
+    assert!(
+        line.contains("spotify -14.0") && line.contains("ebu-r128 -23.0"),
+        "{line}"
+    );
+    let started = |c: &Cluster| -> usize {
+        (0..2)
+            .map(|i| c.log(i).matches("job started").count())
+            .sum()
+    };
+    assert_eq!(
+        started(&c),
+        9,
+        "each job once, and a measure pass for the album's two"
+    );
 
-    // Resume: only the track without a complete report is rendered again.
-    let coord = c.spawn_coordinator(&manifest, &catalog);
+    // Resume, from a manifest in the store: only tracks without a complete
+    // report render again, and a re-render writes the same bits.
+    let master = format!("masters/{catalog}/t1-float48/spotify.wav");
+    let etag = rt.block_on(store.head(&master)).unwrap().unwrap().etag;
+    rt.block_on(store.delete(&format!("masters/{catalog}/t1-float48/report.json")))
+        .unwrap();
+    rt.block_on(store.put_file("catalogs/resume.json", &manifest))
+        .unwrap();
+    let bucket = &c
+        .env
+        .iter()
+        .find(|(k, _)| k == "LOOPMIND_STORE__BUCKET")
+        .unwrap()
+        .1;
+    let at = format!("s3://{bucket}/catalogs/resume.json");
+    let coord = c.spawn_coordinator(Path::new(&at), &catalog);
     let (st, out, err) = finish(coord, Duration::from_secs(300));
     assert_eq!(st.code(), Some(1), "{out}\n{err}");
     assert!(
-        out.contains("5 already complete (skipped), 1 to render"),
+        out.contains("5 already complete (skipped), 2 to render"),
         "{out}"
     );
-    let started: usize = (0..2)
-        .map(|i| c.log(i).matches("job started").count())
-        .sum();
-    assert_eq!(started, 7, "only the poison track was rendered again");
+    assert_eq!(
+        started(&c),
+        11,
+        "only the poison track and the one without a report again"
+    );
+    check_track(&rt, &store, &dir, &catalog, "t1-float48");
+    assert_eq!(
+        rt.block_on(store.head(&master)).unwrap().unwrap().etag,
+        etag,
+        "re-render differs"
+    );
 }
 
 /// A mix long enough to be caught mid-render.

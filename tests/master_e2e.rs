@@ -195,3 +195,45 @@ fn check_master(tdir: &Path, report: &TrackReport, name: &str, lufs: f64, ceilin
         assert!(c.iter().all(|v| v.is_finite()));
     }
 }
+
+#[test]
+fn album_mode_keeps_relative_levels_and_lands_the_album() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let loud = short_song(44_100);
+    let mut quiet = loud.clone();
+    quiet.scale(0.4); // -7.96 dB
+    write_wav(&mixes.join("loud.wav"), &loud, 24, false);
+    write_wav(&mixes.join("quiet.wav"), &quiet, 24, false);
+    let out = dir.path().join("out");
+    let o = loopmind(&[
+        "master",
+        mixes.to_str().unwrap(),
+        "--targets",
+        "spotify",
+        "--album",
+        "LP",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lufs = |t: &str| {
+        let (a, _) = decode_file(&out.join(t).join("spotify.wav")).unwrap();
+        loudness::measure(&a).unwrap().integrated_lufs
+    };
+    let (l, q) = (lufs("loud"), lufs("quiet"));
+    assert!(((l - q) - 7.96).abs() < 0.15, "album tracks {l} and {q}");
+    // Equal lengths: the album's loudness is their mean power.
+    let album = 10.0 * ((10f64.powf(l / 10.0) + 10f64.powf(q / 10.0)) / 2.0).log10();
+    assert!((album + 14.0).abs() <= 0.1, "album at {album} LUFS");
+    assert!(stdout.contains("album LP: 2 tracks"), "{stdout}");
+    let r: TrackReport =
+        serde_json::from_slice(&std::fs::read(out.join("quiet/report.json")).unwrap()).unwrap();
+    assert!(r.album.unwrap().lufs_offset < -5.0);
+}

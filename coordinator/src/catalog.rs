@@ -3,6 +3,7 @@
 //! source ETag and settings hash is not rendered again. Dead-lettered jobs
 //! (a worker crashed on them every time) are failed with an error.json.
 
+use crate::album;
 use crate::manifest::{Manifest, PlannedTrack};
 use crate::summary::{Summary, TrackOutcome};
 use anyhow::{bail, Context, Result};
@@ -12,7 +13,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, 
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use loopmind_worker::config::Settings;
-use loopmind_worker::job::{settings_hash, Job, JobResult, Status};
+use loopmind_worker::job::{settings_hash, Job, JobKind, JobResult, Measurement, Status};
 use loopmind_worker::process::{ERROR, REPORT};
 use loopmind_worker::rabbitmq;
 use loopmind_worker::report::{ErrorReport, TrackReport};
@@ -37,6 +38,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let prefix = format!("masters/{name}/");
 
     // Every source must exist before anything is published.
+    let started = std::time::Instant::now();
     let heads: Vec<_> = stream::iter(planned.iter().map(|p| {
         let store = store.clone();
         async move { (p.entry.id.clone(), store.head(&p.entry.source).await) }
@@ -61,6 +63,11 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     if !problems.is_empty() {
         bail!("invalid manifest:\n  - {}", problems.join("\n  - "));
     }
+    info!(
+        tracks = planned.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "manifest validated"
+    );
 
     let run_id = format!(
         "{:x}",
@@ -68,9 +75,21 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
+    // An album track's settings include its album's members and their
+    // sources: a changed album re-renders all of it.
+    let album_keys = album::keys(planned.iter().map(|p| {
+        (
+            p.entry.album.as_deref(),
+            p.entry.id.as_str(),
+            etags[&p.entry.id].as_str(),
+        )
+    }));
     let jobs: Vec<Job> = planned
         .iter()
-        .map(|p| make_job(&name, &prefix, &run_id, p))
+        .map(|p| {
+            let key = p.entry.album.as_ref().map(|a| album_keys[a].as_str());
+            make_job(&name, &prefix, &run_id, p, key)
+        })
         .collect();
 
     // Resume: skip tracks whose complete report matches this job.
@@ -83,10 +102,12 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     .collect()
     .await;
     let mut outcomes: HashMap<String, TrackOutcome> = HashMap::new();
-    let mut pending: HashMap<String, Job> = HashMap::new();
+    let mut measured: HashMap<String, Measurement> = HashMap::new();
+    let mut to_render: Vec<Job> = Vec::new();
     for (job, rep) in jobs.into_iter().zip(done) {
         match rep {
             Some(report) => {
+                measured.insert(job.track.clone(), album::measurement_of(&report));
                 let r = JobResult {
                     job_id: job.job_id.clone(),
                     catalog: name.clone(),
@@ -94,6 +115,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
                     status: Status::Mastered,
                     report: Some(report),
                     error: None,
+                    measurement: None,
                     render_seconds: 0.0,
                 };
                 let mut o = TrackOutcome::from_result(
@@ -104,31 +126,79 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
                 o.skipped = true;
                 outcomes.insert(job.track.clone(), o);
             }
-            None => {
-                pending.insert(job.track.clone(), job);
-            }
+            None => to_render.push(job),
         }
     }
-    let skipped = outcomes.len();
     println!(
-        "catalog {name}: {} tracks, {skipped} already complete (skipped), {} to render",
+        "catalog {name}: {} tracks, {} already complete (skipped), {} to render",
         planned.len(),
-        pending.len()
+        outcomes.len(),
+        to_render.len()
     );
 
-    if !pending.is_empty() {
-        let mut to_publish: Vec<&Job> = pending.values().collect();
-        to_publish.sort_by(|a, b| a.track.cmp(&b.track));
-        let conn = publish(&settings, &name, &to_publish).await?;
-        follow(
-            &settings,
-            conn,
-            &name,
-            store.as_ref(),
-            &mut pending,
-            &mut outcomes,
-        )
-        .await?;
+    if !to_render.is_empty() {
+        let albums: HashMap<&str, &str> = planned
+            .iter()
+            .filter_map(|p| p.entry.album.as_deref().map(|a| (p.entry.id.as_str(), a)))
+            .collect();
+        // First pass: tracks outside albums render; album tracks to render are
+        // measured, since their gain depends on the whole album.
+        let (album_jobs, solo): (Vec<Job>, Vec<Job>) = to_render
+            .into_iter()
+            .partition(|j| albums.contains_key(j.track.as_str()));
+        let mut first: Vec<Job> = solo;
+        first.extend(album_jobs.iter().map(|j| {
+            let mut m = j.clone();
+            m.kind = JobKind::Measure;
+            m.job_id = format!("{}/measure", j.job_id);
+            m
+        }));
+        let mut conn = None;
+        let results =
+            publish_and_follow(&settings, &mut conn, &name, store.as_ref(), first).await?;
+        let mut by_track = HashMap::new();
+        for r in results {
+            match r.status {
+                Status::Measured => {
+                    measured.insert(r.track.clone(), r.measurement.expect("measured result"));
+                }
+                _ => {
+                    by_track.insert(r.track.clone(), r);
+                }
+            }
+        }
+        // Second pass: album tracks with their album's shared offset.
+        let members: Vec<(&str, &str)> = albums.iter().map(|(t, a)| (*t, *a)).collect();
+        let offsets = album::offsets(&members, &measured);
+        let second: Vec<Job> = album_jobs
+            .into_iter()
+            .filter_map(|mut j| {
+                let placement = offsets.get(j.track.as_str())?.clone();
+                j.album = Some(placement);
+                Some(j)
+            })
+            .collect();
+        if !second.is_empty() {
+            for r in publish_and_follow(&settings, &mut conn, &name, store.as_ref(), second).await?
+            {
+                by_track.insert(r.track.clone(), r);
+            }
+        }
+        if let Some(c) = conn {
+            let _ = c.close(200, "catalog done".into()).await;
+        }
+        for p in &planned {
+            if let Some(r) = by_track.get(&p.entry.id) {
+                outcomes.insert(
+                    p.entry.id.clone(),
+                    TrackOutcome::from_result(
+                        r,
+                        &store.describe(&p.entry.source),
+                        &format!("{}/", p.entry.id),
+                    ),
+                );
+            }
+        }
     }
 
     let ordered: Vec<TrackOutcome> = planned
@@ -149,8 +219,14 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     Ok(summary.all_ok())
 }
 
-fn make_job(catalog: &str, prefix: &str, run_id: &str, p: &PlannedTrack) -> Job {
-    let hash = settings_hash(&p.targets, p.mode);
+fn make_job(
+    catalog: &str,
+    prefix: &str,
+    run_id: &str,
+    p: &PlannedTrack,
+    album: Option<&str>,
+) -> Job {
+    let hash = settings_hash(&p.targets, p.mode, album);
     Job {
         job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
         catalog: catalog.into(),
@@ -162,6 +238,8 @@ fn make_job(catalog: &str, prefix: &str, run_id: &str, p: &PlannedTrack) -> Job 
         mode: p.mode,
         output_prefix: format!("{prefix}{}/", p.entry.id),
         settings_hash: hash,
+        kind: JobKind::Render,
+        album: None,
     }
 }
 
@@ -198,15 +276,41 @@ async fn connect(settings: &Settings) -> Result<Connection> {
     Ok(rabbitmq::connect(&settings.queue.url, "loopmind-coordinator", || false).await?)
 }
 
+/// Publishes `jobs` and follows them until each has a result (or was
+/// dead-lettered); reuses and replaces `conn` as connections come and go.
+async fn publish_and_follow(
+    settings: &Settings,
+    conn: &mut Option<Connection>,
+    catalog: &str,
+    store: &dyn ObjectStore,
+    mut jobs: Vec<Job>,
+) -> Result<Vec<JobResult>> {
+    jobs.sort_by(|a, b| a.track.cmp(&b.track));
+    let refs: Vec<&Job> = jobs.iter().collect();
+    publish(settings, conn, catalog, &refs).await?;
+    let mut pending: HashMap<String, Job> =
+        jobs.into_iter().map(|j| (j.job_id.clone(), j)).collect();
+    follow(settings, conn, catalog, store, &mut pending).await
+}
+
 /// Publishes every job (persistent, confirmed), reconnecting as needed.
-async fn publish(settings: &Settings, catalog: &str, jobs: &[&Job]) -> Result<Connection> {
+async fn publish(
+    settings: &Settings,
+    conn: &mut Option<Connection>,
+    catalog: &str,
+    jobs: &[&Job],
+) -> Result<()> {
     let bar = bar(jobs.len(), "publishing");
-    let mut conn = connect(settings).await?;
+    let started = std::time::Instant::now();
+    if conn.is_none() {
+        *conn = Some(connect(settings).await?);
+    }
     let mut next = 0;
     let mut delay = Duration::from_millis(200);
     while next < jobs.len() {
         let batch = &jobs[next..(next + BATCH).min(jobs.len())];
-        match publish_batch(&conn, settings, catalog, batch).await {
+        let c = conn.as_ref().expect("connected");
+        match publish_batch(c, settings, catalog, batch).await {
             Ok(()) => {
                 next += batch.len();
                 bar.inc(batch.len() as u64);
@@ -217,13 +321,17 @@ async fn publish(settings: &Settings, catalog: &str, jobs: &[&Job]) -> Result<Co
                 warn!(error = %e, "publishing interrupted, reconnecting");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
-                conn = connect(settings).await?;
+                *conn = Some(connect(settings).await?);
             }
         }
     }
     bar.finish_and_clear();
-    info!(jobs = jobs.len(), "published");
-    Ok(conn)
+    info!(
+        jobs = jobs.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "published"
+    );
+    Ok(())
 }
 
 async fn publish_batch(
@@ -273,53 +381,43 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 /// Consumes results and dead letters until every pending job has ended.
 async fn follow(
     settings: &Settings,
-    mut conn: Connection,
+    conn: &mut Option<Connection>,
     catalog: &str,
     store: &dyn ObjectStore,
     pending: &mut HashMap<String, Job>,
-    outcomes: &mut HashMap<String, TrackOutcome>,
-) -> Result<()> {
+) -> Result<Vec<JobResult>> {
     let bar = bar(pending.len(), "rendering");
-    let mut failed = 0usize;
+    let mut results = Vec::new();
     let mut delay = Duration::from_millis(200);
     while !pending.is_empty() {
-        match follow_on(
-            &conn,
-            settings,
-            catalog,
-            store,
-            pending,
-            outcomes,
-            &bar,
-            &mut failed,
-        )
-        .await
-        {
+        if conn.is_none() {
+            *conn = Some(connect(settings).await?);
+        }
+        let c = conn.as_ref().expect("connected");
+        match follow_on(c, settings, catalog, store, pending, &mut results, &bar).await {
             Ok(()) => break,
             Err(e) => {
                 warn!(error = %e, "lost RabbitMQ while following, reconnecting");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
-                let _ = conn.close(200, "reconnecting".into()).await;
-                conn = connect(settings).await?;
+                if let Some(old) = conn.take() {
+                    let _ = old.close(200, "reconnecting".into()).await;
+                }
             }
         }
     }
     bar.finish_and_clear();
-    let _ = conn.close(200, "catalog done".into()).await;
-    Ok(())
+    Ok(results)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn follow_on(
     conn: &Connection,
     settings: &Settings,
     catalog: &str,
     store: &dyn ObjectStore,
     pending: &mut HashMap<String, Job>,
-    outcomes: &mut HashMap<String, TrackOutcome>,
+    results: &mut Vec<JobResult>,
     bar: &ProgressBar,
-    failed: &mut usize,
 ) -> Result<(), lapin::Error> {
     let ch: Channel = conn.create_channel().await?;
     ch.basic_qos(100, BasicQosOptions::default()).await?;
@@ -337,71 +435,80 @@ async fn follow_on(
             .await
         }
     };
-    let results = consume(rabbitmq::results_queue(catalog)).await?;
+    let from_results = consume(rabbitmq::results_queue(catalog)).await?;
     let dead = consume(rabbitmq::dead_queue(catalog)).await?;
     let mut merged =
-        futures_util::stream::select(results.map(|d| (false, d)), dead.map(|d| (true, d)));
+        futures_util::stream::select(from_results.map(|d| (false, d)), dead.map(|d| (true, d)));
+    let mut failed = results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
     while !pending.is_empty() {
         let Some((is_dead, delivery)) = merged.next().await else {
             return Err(std::io::Error::other("consumers cancelled by the broker").into());
         };
         let delivery = delivery?;
-        if is_dead {
-            if let Ok(job) = serde_json::from_slice::<Job>(&delivery.data) {
-                if pending
-                    .get(&job.track)
-                    .is_some_and(|p| p.job_id == job.job_id)
-                {
-                    // The last attempt's error.json, if it could write one, says why.
-                    let last = store
-                        .get_bytes(&job.output_key(ERROR))
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|b| serde_json::from_slice::<ErrorReport>(&b).ok())
-                        .map_or(
-                            "every attempt failed or stopped its worker".to_string(),
-                            |e| format!("last error: {}", e.error),
-                        );
-                    let err = ErrorReport {
-                        track: job.track.clone(),
-                        source: store.describe(&job.source),
-                        error: format!(
-                            "gave up after the delivery limit ({}); {last}",
-                            settings.queue.delivery_limit
-                        ),
-                        action: Action::Abort,
-                    };
-                    let body = serde_json::to_vec_pretty(&err).expect("serialises");
-                    if let Err(e) = store.put_bytes(&job.output_key(ERROR), body).await {
-                        warn!(error = %e, track = %job.track, "cannot write error.json");
-                    }
-                    let o = TrackOutcome::failed(&job.track, &err.source, err.error.clone());
-                    pending.remove(&job.track);
-                    outcomes.insert(job.track.clone(), o);
-                    *failed += 1;
-                    bar.inc(1);
-                    bar.set_message(format!("{failed} failed"));
+        // Results of other runs, and duplicates, are dropped.
+        let result = if is_dead {
+            match serde_json::from_slice::<Job>(&delivery.data) {
+                Ok(job) if pending.contains_key(&job.job_id) => {
+                    Some(dead_lettered(settings, store, &job).await)
                 }
+                _ => None,
             }
-        } else if let Ok(r) = serde_json::from_slice::<JobResult>(&delivery.data) {
-            // Results of other runs, and duplicates, are dropped.
-            if let Some(job) = pending.get(&r.track).filter(|p| p.job_id == r.job_id) {
-                let o = TrackOutcome::from_result(
-                    &r,
-                    &store.describe(&job.source),
-                    &format!("{}/", job.track),
-                );
-                if r.status == Status::Failed {
-                    *failed += 1;
-                    bar.set_message(format!("{failed} failed"));
-                }
-                pending.remove(&r.track);
-                outcomes.insert(r.track.clone(), o);
-                bar.inc(1);
+        } else {
+            serde_json::from_slice::<JobResult>(&delivery.data)
+                .ok()
+                .filter(|r| pending.contains_key(&r.job_id))
+        };
+        if let Some(r) = result {
+            pending.remove(&r.job_id);
+            if r.status == Status::Failed {
+                failed += 1;
+                bar.set_message(format!("{failed} failed"));
             }
+            bar.inc(1);
+            results.push(r);
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }
     Ok(())
+}
+
+/// A job the queue gave up on: error.json says so (with the last attempt's
+/// error, if it could write one), and it counts as failed.
+async fn dead_lettered(settings: &Settings, store: &dyn ObjectStore, job: &Job) -> JobResult {
+    let last = store
+        .get_bytes(&job.output_key(ERROR))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<ErrorReport>(&b).ok())
+        .map_or(
+            "every attempt failed or stopped its worker".to_string(),
+            |e| format!("last error: {}", e.error),
+        );
+    let err = ErrorReport {
+        track: job.track.clone(),
+        source: store.describe(&job.source),
+        error: format!(
+            "gave up after the delivery limit ({}); {last}",
+            settings.queue.delivery_limit
+        ),
+        action: Action::Abort,
+    };
+    let body = serde_json::to_vec_pretty(&err).expect("serialises");
+    if let Err(e) = store.put_bytes(&job.output_key(ERROR), body).await {
+        warn!(error = %e, track = %job.track, "cannot write error.json");
+    }
+    JobResult {
+        job_id: job.job_id.clone(),
+        catalog: job.catalog.clone(),
+        track: job.track.clone(),
+        status: Status::Failed,
+        report: None,
+        error: Some(err),
+        measurement: None,
+        render_seconds: 0.0,
+    }
 }

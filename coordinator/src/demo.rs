@@ -48,6 +48,7 @@ pub fn run(out: &Path) -> Result<bool> {
         &masters,
         &opts,
         1,
+        None,
     )?;
     println!(
         "masters and report.json in {}",

@@ -7,7 +7,7 @@ use crate::summary::{Summary, TrackOutcome};
 use crate::MasterArgs;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use loopmind_worker::job::{settings_hash, Job};
+use loopmind_worker::job::{settings_hash, Job, JobKind, JobResult};
 use loopmind_worker::process::{process_job, Disposition, ERROR};
 use loopmind_worker::store::{FolderStore, ObjectStore};
 use loopmind_worker::RenderOptions;
@@ -100,36 +100,19 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
 
 /// Runs every job through the worker's [`process_job`] against a folder
 /// store rooted at `out`, `threads` at a time from an in-process queue;
-/// returns outcomes in input order.
-pub fn run_jobs(
-    jobs: Vec<LocalJob>,
-    out: &Path,
-    opts: &RenderOptions,
-    threads: usize,
-) -> Result<Vec<TrackOutcome>> {
+/// returns results in input order.
+fn run_queue(jobs: Vec<Job>, out: &Path, threads: usize, what: &str) -> Result<Vec<JobResult>> {
     let total = jobs.len();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tracks  {elapsed_precise}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} tracks  {{elapsed_precise}}  {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let hash = settings_hash(&opts.targets, opts.mode);
     let (tx, rx) = mpsc::unbounded_channel();
-    for (idx, j) in jobs.into_iter().enumerate() {
-        let job = Job {
-            job_id: format!("local/{}@{hash}", j.track),
-            catalog: "local".into(),
-            track: j.track.clone(),
-            // An absolute path: the folder store reads the mix where it is.
-            source: std::path::absolute(&j.input)?.display().to_string(),
-            arrangement: None,
-            emotion_graph: None,
-            targets: opts.targets.clone(),
-            mode: opts.mode,
-            output_prefix: format!("{}/", j.track),
-            settings_hash: hash.clone(),
-        };
-        tx.send((idx, job)).expect("queue open");
+    for job in jobs.into_iter().enumerate() {
+        tx.send(job).expect("queue open");
     }
     drop(tx);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -153,17 +136,14 @@ pub fn run_jobs(
                     };
                     bar.set_message(job.track.clone());
                     let o = process_job(&job, store.as_ref(), &scratch).await;
-                    let mut outcome =
-                        TrackOutcome::from_result(&o.result, &job.source, &job.output_prefix);
                     if o.disposition == Disposition::Requeue {
                         // No queue to hand it back to: record the failure.
                         if let Some(e) = &o.result.error {
                             let body = serde_json::to_vec_pretty(e).expect("serialises");
                             let _ = store.put_bytes(&job.output_key(ERROR), body).await;
-                            outcome.error = Some(e.error.clone());
                         }
                     }
-                    done.push((idx, outcome));
+                    done.push((idx, o.result));
                     bar.inc(1);
                 }
                 done
@@ -178,7 +158,75 @@ pub fn run_jobs(
     bar.finish_and_clear();
     let _ = std::fs::remove_dir(&scratch);
     results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, o)| o).collect())
+    Ok(results.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Masters every file as one job each; with `album`, all of them form one
+/// album sharing a loudness offset (measured first, then rendered).
+pub fn run_jobs(
+    files: Vec<LocalJob>,
+    out: &Path,
+    opts: &RenderOptions,
+    threads: usize,
+    album: Option<&str>,
+) -> Result<Vec<TrackOutcome>> {
+    let hash = settings_hash(&opts.targets, opts.mode, album);
+    let mut jobs = Vec::new();
+    for j in &files {
+        jobs.push(Job {
+            job_id: format!("local/{}@{hash}", j.track),
+            catalog: "local".into(),
+            track: j.track.clone(),
+            // An absolute path: the folder store reads the mix where it is.
+            source: std::path::absolute(&j.input)?.display().to_string(),
+            arrangement: None,
+            emotion_graph: None,
+            targets: opts.targets.clone(),
+            mode: opts.mode,
+            output_prefix: format!("{}/", j.track),
+            settings_hash: hash.clone(),
+            kind: JobKind::Render,
+            album: None,
+        });
+    }
+    let mut failed_early: HashMap<String, JobResult> = HashMap::new();
+    if let Some(name) = album {
+        let measure: Vec<Job> = jobs
+            .iter()
+            .map(|j| Job {
+                kind: JobKind::Measure,
+                ..j.clone()
+            })
+            .collect();
+        let mut measured = HashMap::new();
+        for r in run_queue(measure, out, threads, "measuring")? {
+            match r.measurement {
+                Some(m) => {
+                    measured.insert(r.track.clone(), m);
+                }
+                None => {
+                    failed_early.insert(r.track.clone(), r);
+                }
+            }
+        }
+        let members: Vec<(&str, &str)> = jobs.iter().map(|j| (j.track.as_str(), name)).collect();
+        let offsets = crate::album::offsets(&members, &measured);
+        for j in &mut jobs {
+            j.album = offsets.get(&j.track).cloned();
+        }
+        jobs.retain(|j| j.album.is_some());
+    }
+    let mut by_track: HashMap<String, JobResult> = failed_early;
+    for r in run_queue(jobs, out, threads, "mastering")? {
+        by_track.insert(r.track.clone(), r);
+    }
+    Ok(files
+        .iter()
+        .map(|f| {
+            let r = &by_track[&f.track];
+            TrackOutcome::from_result(r, &f.input.display().to_string(), &format!("{}/", f.track))
+        })
+        .collect())
 }
 
 pub fn master(args: &MasterArgs) -> Result<bool> {
@@ -194,7 +242,7 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    run_and_summarise(jobs, &args.out, &opts, threads)
+    run_and_summarise(jobs, &args.out, &opts, threads, args.album.as_deref())
 }
 
 /// Runs the jobs, prints the summary and saves it beside the outputs; true
@@ -204,8 +252,9 @@ pub fn run_and_summarise(
     out: &Path,
     opts: &RenderOptions,
     threads: usize,
+    album: Option<&str>,
 ) -> Result<bool> {
-    let outcomes = run_jobs(jobs, out, opts, threads)?;
+    let outcomes = run_jobs(jobs, out, opts, threads, album)?;
     let summary = Summary::new("local", &outcomes);
     summary.print();
     let store = FolderStore::new(out);

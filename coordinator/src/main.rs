@@ -7,6 +7,7 @@
 //! consumer; [`summary`] prints and saves what happened; [`demo`] writes a
 //! synthetic multi-section song to master.
 
+mod album;
 mod catalog;
 mod demo;
 mod local;
@@ -88,6 +89,10 @@ pub struct MasterArgs {
     /// Tracks mastered at once (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
+    /// The inputs are one album: one shared loudness offset keeps their
+    /// relative levels, and the album as a whole lands on each target.
+    #[arg(long, num_args = 0..=1, default_missing_value = "album")]
+    album: Option<String>,
 }
 
 impl MasterArgs {

@@ -37,6 +37,9 @@ pub struct TrackEntry {
     pub targets: Option<Vec<String>>,
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Tracks sharing an album share one loudness offset.
+    #[serde(default)]
+    pub album: Option<String>,
 }
 
 /// A track ready to become a job.
@@ -101,6 +104,9 @@ impl Manifest {
             }
             if t.source.trim().is_empty() {
                 problems.push(format!("{whose}: empty source"));
+            }
+            if t.album.as_ref().is_some_and(|a| a.trim().is_empty()) {
+                problems.push(format!("{whose}: empty album name"));
             }
             let targets = match &t.targets {
                 Some(names) => resolve(names, &whose, &mut problems),

@@ -22,11 +22,34 @@ pub struct TrackOutcome {
     /// The outputs were already complete and matching: not rendered again.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// The album's shared offset as it applies to this track (LU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub album_lufs_offset: Option<f64>,
+    #[serde(skip)]
+    pub duration_seconds: f64,
+}
+
+/// An album's figures: one offset for all, the album's loudness per target.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlbumLine {
+    pub album: String,
+    pub tracks: usize,
+    pub failed: usize,
+    /// Per target: the album's integrated loudness from its masters
+    /// (length-weighted mean power).
+    pub targets: Vec<(String, f64)>,
 }
 
 impl TrackOutcome {
     /// `prefix` is where the track's files sit, relative to the summary.
     pub fn from_result(r: &JobResult, source: &str, prefix: &str) -> Self {
+        let album = r.report.as_ref().and_then(|rep| rep.album.clone());
+        let duration_seconds = r
+            .report
+            .as_ref()
+            .map_or(0.0, |rep| rep.input.duration_seconds);
         let targets = r.report.as_ref().map_or(Vec::new(), |rep| {
             rep.targets
                 .iter()
@@ -43,7 +66,7 @@ impl TrackOutcome {
             source: source.to_string(),
             targets,
             error: match r.status {
-                Status::Mastered => None,
+                Status::Mastered | Status::Measured => None,
                 Status::Failed => Some(
                     r.error
                         .as_ref()
@@ -51,16 +74,9 @@ impl TrackOutcome {
                 ),
             },
             skipped: false,
-        }
-    }
-
-    pub fn failed(track: &str, source: &str, error: String) -> Self {
-        Self {
-            track: track.to_string(),
-            source: source.to_string(),
-            targets: Vec::new(),
-            error: Some(error),
-            skipped: false,
+            album_lufs_offset: album.as_ref().map(|a| a.lufs_offset),
+            album: album.map(|a| a.album),
+            duration_seconds,
         }
     }
 }
@@ -72,7 +88,52 @@ pub struct Summary<'a> {
     pub mastered: usize,
     pub failed: usize,
     pub skipped: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub albums: Vec<AlbumLine>,
     pub tracks: &'a [TrackOutcome],
+}
+
+fn albums(tracks: &[TrackOutcome]) -> Vec<AlbumLine> {
+    use loopmind_worker::job::{album_loudness, Measurement};
+    let mut names: Vec<&str> = tracks.iter().filter_map(|t| t.album.as_deref()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let members: Vec<&TrackOutcome> = tracks
+                .iter()
+                .filter(|t| t.album.as_deref() == Some(name))
+                .collect();
+            let mut targets: Vec<(String, f64)> = Vec::new();
+            if let Some(first) = members.first() {
+                for t in &first.targets {
+                    let ms: Vec<Measurement> = members
+                        .iter()
+                        .filter_map(|m| {
+                            m.targets
+                                .iter()
+                                .find(|x| x.target == t.target)
+                                .map(|x| (m, x))
+                        })
+                        .map(|(m, x)| Measurement {
+                            integrated_lufs: x.integrated_lufs,
+                            duration_seconds: m.duration_seconds,
+                        })
+                        .collect();
+                    if let Some(l) = album_loudness(&ms) {
+                        targets.push((t.target.clone(), l));
+                    }
+                }
+            }
+            AlbumLine {
+                album: name.to_string(),
+                tracks: members.len(),
+                failed: members.iter().filter(|m| m.error.is_some()).count(),
+                targets,
+            }
+        })
+        .collect()
 }
 
 impl<'a> Summary<'a> {
@@ -84,6 +145,7 @@ impl<'a> Summary<'a> {
             mastered: tracks.len() - failed,
             failed,
             skipped: tracks.iter().filter(|o| o.skipped).count(),
+            albums: albums(tracks),
             tracks,
         }
     }
@@ -101,7 +163,11 @@ impl<'a> Summary<'a> {
                     } else {
                         ""
                     };
-                    println!("{}{note}", o.track);
+                    let album = match (&o.album, o.album_lufs_offset) {
+                        (Some(a), Some(off)) => format!("  [album {a}, {off:+.2} LU]"),
+                        _ => String::new(),
+                    };
+                    println!("{}{album}{note}", o.track);
                     for t in &o.targets {
                         println!(
                             "  {:<14} {:>7.2} LUFS  {:>6.2} dBTP  {}",
@@ -111,6 +177,19 @@ impl<'a> Summary<'a> {
                 }
                 Some(e) => println!("{}  FAILED  {}: {e}", o.track, o.source),
             }
+        }
+        for a in &self.albums {
+            let levels: Vec<String> = a
+                .targets
+                .iter()
+                .map(|(t, l)| format!("{t} {l:.2} LUFS"))
+                .collect();
+            println!(
+                "album {}: {} tracks, one shared offset; album loudness {}",
+                a.album,
+                a.tracks,
+                levels.join(", ")
+            );
         }
         let skipped = if self.skipped > 0 {
             format!(" ({} already complete, skipped)", self.skipped)

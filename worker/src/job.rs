@@ -24,6 +24,52 @@ pub struct Job {
     pub output_prefix: String,
     /// Hash of everything that shapes the masters (see [`settings_hash`]).
     pub settings_hash: String,
+    #[serde(default)]
+    pub kind: JobKind,
+    /// For a track of an album: the album's shared loudness offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<AlbumPlacement>,
+}
+
+/// Render the masters, or only measure the mix (an album's first pass).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    #[default]
+    Render,
+    Measure,
+}
+
+/// Album normalisation: every track of an album moves by the same gain, so
+/// their relative levels are kept; the album as a whole lands on target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlbumPlacement {
+    pub album: String,
+    /// This track's loudness minus the album's, at the input: each target's
+    /// loudness is shifted by it for this track.
+    pub lufs_offset: f64,
+}
+
+/// A mix's integrated loudness and length (a measure job's answer).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Measurement {
+    pub integrated_lufs: f64,
+    pub duration_seconds: f64,
+}
+
+/// An album's integrated loudness from its tracks': their mean power,
+/// weighted by length (the album played through, up to gating at the joins).
+pub fn album_loudness(tracks: &[Measurement]) -> Option<f64> {
+    let total: f64 = tracks.iter().map(|m| m.duration_seconds).sum();
+    if tracks.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let power: f64 = tracks
+        .iter()
+        .map(|m| m.duration_seconds * 10f64.powf(m.integrated_lufs / 10.0))
+        .sum::<f64>()
+        / total;
+    Some(10.0 * power.log10())
 }
 
 /// What marks a report as belonging to a job: resuming skips a track whose
@@ -39,6 +85,8 @@ pub struct JobStamp {
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Mastered,
+    /// A measure job's success.
+    Measured,
     Failed,
 }
 
@@ -52,6 +100,8 @@ pub struct JobResult {
     pub report: Option<TrackReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<Measurement>,
     pub render_seconds: f64,
 }
 
@@ -61,11 +111,12 @@ impl Job {
     }
 }
 
-/// A stable hash of what shapes a track's masters: targets, mode and the
-/// software version (a new version may master differently).
-pub fn settings_hash(targets: &[Target], mode: Mode) -> String {
-    let body =
-        serde_json::to_vec(&(targets, mode, env!("CARGO_PKG_VERSION"))).expect("targets serialise");
+/// A stable hash of what shapes a track's masters: targets, mode, the
+/// software version (a new version may master differently) and, for an album
+/// track, what fixes its offset (the album's name and its members' sources).
+pub fn settings_hash(targets: &[Target], mode: Mode, album: Option<&str>) -> String {
+    let body = serde_json::to_vec(&(targets, mode, env!("CARGO_PKG_VERSION"), album))
+        .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
 }
 
@@ -96,8 +147,22 @@ mod tests {
             assert!(!safe_id(bad), "{bad}");
         }
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic);
-        assert_eq!(a, settings_hash(&t, Mode::Cinematic));
-        assert_ne!(a, settings_hash(&t, Mode::Transparent));
+        let a = settings_hash(&t, Mode::Cinematic, None);
+        assert_eq!(a, settings_hash(&t, Mode::Cinematic, None));
+        assert_ne!(a, settings_hash(&t, Mode::Transparent, None));
+        assert_ne!(a, settings_hash(&t, Mode::Cinematic, Some("album")));
+    }
+
+    #[test]
+    fn album_loudness_is_the_length_weighted_mean_power() {
+        let m = |l, d| Measurement {
+            integrated_lufs: l,
+            duration_seconds: d,
+        };
+        assert!((album_loudness(&[m(-14.0, 100.0), m(-14.0, 30.0)]).unwrap() + 14.0).abs() < 1e-9);
+        // Equal lengths 10 dB apart: mean power (1 + 0.1) / 2.
+        let l = album_loudness(&[m(-10.0, 60.0), m(-20.0, 60.0)]).unwrap();
+        assert!((l - (-10.0 + 10.0 * (0.55f64).log10())).abs() < 1e-9);
+        assert!(album_loudness(&[]).is_none());
     }
 }

@@ -3,7 +3,7 @@
 //! masters and `master_settings.json`, and `report.json` last, which marks
 //! the track complete. Queue workers and local mode both run exactly this.
 
-use crate::job::{Job, JobResult, JobStamp, Status};
+use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement, Status};
 use crate::render::{render_masters, RenderOptions};
 use crate::report::ErrorReport;
 use crate::store::{ObjectStore, StoreError};
@@ -56,17 +56,25 @@ pub const SETTINGS: &str = "master_settings.json";
 /// system in local mode, so publishing is a rename).
 pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> Outcome {
     let started = Instant::now();
-    let result = run(job, store, scratch).await;
+    let result = match job.kind {
+        JobKind::Render => run(job, store, scratch).await.map(|r| (Some(r), None)),
+        JobKind::Measure => measure(job, store, scratch).await.map(|m| (None, Some(m))),
+    };
     let render_seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(report) => Outcome {
+        Ok((report, measurement)) => Outcome {
             result: JobResult {
                 job_id: job.job_id.clone(),
                 catalog: job.catalog.clone(),
                 track: job.track.clone(),
-                status: Status::Mastered,
-                report: Some(report),
+                status: if report.is_some() {
+                    Status::Mastered
+                } else {
+                    Status::Measured
+                },
+                report,
                 error: None,
+                measurement,
                 render_seconds,
             },
             disposition: Disposition::Ack,
@@ -110,6 +118,7 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                     status: Status::Failed,
                     report: None,
                     error: Some(error),
+                    measurement: None,
                     render_seconds,
                 },
                 disposition,
@@ -135,8 +144,15 @@ async fn run(
     let meta = store.get_file(&job.source, &input).await?;
     info!(bytes = meta.size, "mix downloaded");
     let out = dir.path().join("out");
+    let mut targets = job.targets.clone();
+    if let Some(a) = &job.album {
+        // The album's shared gain: this track keeps its level relative to the others.
+        for t in &mut targets {
+            t.lufs += a.lufs_offset;
+        }
+    }
     let opts = RenderOptions {
-        targets: job.targets.clone(),
+        targets,
         mode: job.mode,
         chain: None,
     };
@@ -156,6 +172,7 @@ async fn run(
         .put_file(&job.output_key(SETTINGS), &out.join(SETTINGS))
         .await?;
     report.source = store.describe(&job.source);
+    report.album = job.album.clone();
     report.job = Some(JobStamp {
         job_id: job.job_id.clone(),
         source_etag: meta.etag,
@@ -167,4 +184,37 @@ async fn run(
     })?;
     store.put_bytes(&job.output_key(REPORT), body).await?;
     Ok(report)
+}
+
+/// An album's first pass: the mix's integrated loudness and length.
+async fn measure(
+    job: &Job,
+    store: &dyn ObjectStore,
+    scratch: &Path,
+) -> Result<Measurement, JobError> {
+    std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".loopmind-job-")
+        .tempdir_in(scratch)
+        .map_err(|e| WorkerError::io(scratch, e))?;
+    let input = dir.path().join("input");
+    store.get_file(&job.source, &input).await?;
+    let measured = tokio::task::spawn_blocking(move || -> Result<Measurement, WorkerError> {
+        let (audio, _) = crate::decode::decode_file(&input)?;
+        audio.validate()?;
+        let l = loopmind_dsp::loudness::measure_with(
+            &audio,
+            loopmind_dsp::loudness::Measure::INTEGRATED,
+        )?;
+        if !l.integrated_lufs.is_finite() || l.integrated_lufs < -70.0 {
+            return Err(loopmind_dsp::DspError::Silent.into());
+        }
+        Ok(Measurement {
+            integrated_lufs: l.integrated_lufs,
+            duration_seconds: audio.seconds(),
+        })
+    })
+    .await
+    .map_err(|_| JobError::Panic)?;
+    Ok(measured?)
 }

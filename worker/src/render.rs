@@ -190,5 +190,6 @@ fn render_inner(
         targets,
         software: format!("LoopMind {}", env!("CARGO_PKG_VERSION")),
         job: None,
+        album: None,
     })
 }

@@ -54,6 +54,10 @@ pub struct TrackReport {
     /// The job that wrote this report (what resuming compares).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<crate::job::JobStamp>,
+    /// Album normalisation applied: every target's loudness was shifted by
+    /// the offset, the album's shared gain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<crate::job::AlbumPlacement>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Distributed throughput on this machine, against the real RabbitMQ and a
+# single-node Garage (started if needed):
+#  - a catalog of short tracks rendered by 1 and by 2 worker processes
+#    (tracks per minute);
+#  - per-job overhead of queue and store on loopback: distributed time per job
+#    with one worker minus local mode's (--jobs 1) on the same tracks;
+#  - the time the coordinator takes to publish 10,000 jobs with confirms.
+# TRACKS (default 24) short tracks of 12 s each, two targets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -q
+bin=$PWD/target/release/loopmind
+eval "$(bash tests/services/garage.sh | sed 's/^/export /')"
+run=$(date +%s)
+export LOOPMIND_QUEUE__JOBS=loopmind.jobs.bench-$run
+export LOOPMIND_LOG__LEVEL=info
+work=$(mktemp -d)
+catalogs=()
+workers=()
+cleanup() {
+  for p in "${workers[@]}"; do kill "$p" 2>/dev/null || true; done
+  rabbitmqctl delete_queue "$LOOPMIND_QUEUE__JOBS" >/dev/null 2>&1 || true
+  for c in "${catalogs[@]}"; do
+    rabbitmqctl delete_queue "loopmind.results.$c" >/dev/null 2>&1 || true
+    rabbitmqctl delete_queue "loopmind.dead.$c" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+s3() { curl -s -f --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
+
+n=${TRACKS:-24}
+targets='["spotify", "apple-music"]'
+$bin demo --out "$work/demo" >/dev/null
+mkdir -p "$work/mix"
+tracks=""
+for i in $(seq 1 "$n"); do
+  ffmpeg -v error -ss $(((i * 7) % 58)) -t 12 -i "$work/demo/demo-song.wav" -c:a pcm_s24le "$work/mix/t$i.wav"
+  s3 -T "$work/mix/t$i.wav" "$LOOPMIND_STORE__ENDPOINT/$LOOPMIND_STORE__BUCKET/mixes/bench-$run/t$i.wav" >/dev/null
+  tracks+="{\"id\": \"t$i\", \"source\": \"mixes/bench-$run/t$i.wav\"},"
+done
+manifest() { # catalog -> manifest path
+  echo "{\"catalog\": \"$1\", \"targets\": $targets, \"tracks\": [${tracks%,}]}" >"$work/$1.json"
+  echo "$work/$1.json"
+}
+
+now() { date +%s.%N; }
+catalog_with() { # workers -> wall seconds for the whole catalog
+  local w=$1 c="bench-$run-w$1"
+  catalogs+=("$c")
+  local m
+  m=$(manifest "$c")
+  workers=()
+  for _ in $(seq 1 "$w"); do
+    $bin worker 2>>"$work/workers.log" &
+    workers+=($!)
+  done
+  sleep 1 # workers connected
+  local t0
+  t0=$(now)
+  $bin coordinator --catalog "$m" >/dev/null 2>"$work/coord-$c.log"
+  local t1
+  t1=$(now)
+  for p in "${workers[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+  workers=()
+  awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+}
+
+t0=$(now)
+$bin master "$work/mix" --targets spotify,apple-music --jobs 1 --out "$work/local" >/dev/null
+t1=$(now)
+local_wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+one=$(catalog_with 1)
+two=$(catalog_with 2)
+
+# 10,000 jobs with confirms: every track points at the same small mix; no
+# workers, the coordinator is stopped once it has published.
+c="bench-$run-publish"
+catalogs+=("$c")
+big="$work/$c.json"
+python3 - "$big" "$c" "mixes/bench-$run/t1.wav" <<'PY'
+import json, sys
+path, cat, key = sys.argv[1:]
+json.dump({"catalog": cat, "targets": ["spotify"],
+           "tracks": [{"id": f"p{i}", "source": key} for i in range(10000)]}, open(path, "w"))
+PY
+$bin coordinator --catalog "$big" >/dev/null 2>"$work/publish.log" &
+cp=$!
+for _ in $(seq 1 600); do grep -q "published" "$work/publish.log" && break; sleep 0.1; done
+kill $cp 2>/dev/null || true
+wait $cp 2>/dev/null || true
+field() { grep "$1" "$work/publish.log" | sed -E 's/.*seconds=([0-9.]+).*/\1/'; }
+publish=$(field published)
+validate=$(field "manifest validated")
+
+awk -v n="$n" -v l="$local_wall" -v a="$one" -v b="$two" -v p="$publish" -v v="$validate" 'BEGIN {
+  printf "tracks: %d x 12 s, 2 targets each\n", n
+  printf "local mode (--jobs 1):  %6.1f s  %6.1f tracks/min\n", l, n * 60 / l
+  printf "1 worker:               %6.1f s  %6.1f tracks/min\n", a, n * 60 / a
+  printf "2 workers:              %6.1f s  %6.1f tracks/min  (%.2fx one worker)\n", b, n * 60 / b, a / b
+  printf "per-job overhead of queue + store (1 worker vs local): %.0f ms (goal < 50 ms)\n", (a - l) * 1000 / n
+  printf "publish 10,000 jobs with confirms: %.2f s (goal < 10 s); validating their sources first: %.2f s\n", p, v
+}'
