@@ -349,7 +349,7 @@ async fn publish_batch(
         let props =
             rabbitmq::message_properties(catalog, &job.job_id).with_reply_to(reply.as_str().into());
         // Confirms are awaited for the whole batch below.
-        let _ = ch
+        let confirm = ch
             .basic_publish(
                 "".into(),
                 settings.queue.jobs.as_str().into(),
@@ -358,6 +358,7 @@ async fn publish_batch(
                 props,
             )
             .await?;
+        drop(confirm);
     }
     let returned = ch.wait_for_confirms().await?;
     if !returned.is_empty() {
