@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::services::{finish, runtime, Cluster};
+use common::services::{finish, http_get, metric, runtime, Cluster};
 use common::{ffmpeg_convert, short_song, write_wav};
 use loopmind_dsp::{loudness, truepeak};
 use loopmind_worker::decode::decode_file;
@@ -255,6 +255,28 @@ fn catalog_with_a_poison_track_then_resume() {
     assert!(
         line.contains("spotify -14.0") && line.contains("ebu-r128 -23.0"),
         "{line}"
+    );
+    // The workers say what they did, and the coordinator prints the totals.
+    let (mut jobs, mut decode_failures, mut down) = (0.0, 0.0, 0.0);
+    for i in 0..2 {
+        let addr = c.metrics_addr(i);
+        let (code, body) = http_get(&addr, "/healthz");
+        assert_eq!(code, 200, "worker {i} unhealthy: {body}");
+        let (code, page) = http_get(&addr, "/metrics");
+        assert_eq!(code, 200);
+        assert!(page.contains("loopmind_render_seconds_bucket"), "{page}");
+        jobs += metric(&page, "loopmind_jobs_started_total");
+        decode_failures += metric(
+            &page,
+            "loopmind_jobs_finished_total{outcome=\"failed\",reason=\"decode\"}",
+        );
+        down += metric(&page, "loopmind_downloaded_bytes_total");
+    }
+    assert_eq!((jobs, decode_failures), (9.0, 1.0));
+    assert!(down > 1e6, "{down} bytes downloaded");
+    assert!(
+        out.contains("jobs: 9 (8 succeeded, 1 failed: decode 1)"),
+        "{out}"
     );
     let started = |c: &Cluster| -> usize {
         (0..2)

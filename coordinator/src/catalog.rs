@@ -117,6 +117,9 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
                     error: None,
                     measurement: None,
                     render_seconds: 0.0,
+                    reason: String::new(),
+                    downloaded_bytes: 0,
+                    uploaded_bytes: 0,
                 };
                 let mut o = TrackOutcome::from_result(
                     &r,
@@ -136,6 +139,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         to_render.len()
     );
 
+    let mut all_results: Vec<JobResult> = Vec::new();
     if !to_render.is_empty() {
         let albums: HashMap<&str, &str> = planned
             .iter()
@@ -156,6 +160,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         let mut conn = None;
         let results =
             publish_and_follow(&settings, &mut conn, &name, store.as_ref(), first).await?;
+        all_results.extend(results.iter().cloned());
         let mut by_track = HashMap::new();
         for r in results {
             match r.status {
@@ -181,6 +186,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         if !second.is_empty() {
             for r in publish_and_follow(&settings, &mut conn, &name, store.as_ref(), second).await?
             {
+                all_results.push(r.clone());
                 by_track.insert(r.track.clone(), r);
             }
         }
@@ -211,6 +217,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         .collect();
     let summary = Summary::new(&name, &ordered);
     summary.print();
+    totals(&all_results);
     summary.save(store.as_ref(), &prefix).await?;
     println!(
         "summary: {}",
@@ -511,5 +518,64 @@ async fn dead_lettered(settings: &Settings, store: &dyn ObjectStore, job: &Job) 
         error: Some(err),
         measurement: None,
         render_seconds: 0.0,
+        reason: "dead_lettered".into(),
+        downloaded_bytes: 0,
+        uploaded_bytes: 0,
     }
+}
+
+/// The workers' totals for this run, from their results: printed and logged.
+fn totals(results: &[JobResult]) {
+    if results.is_empty() {
+        return;
+    }
+    let failed: Vec<&JobResult> = results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .collect();
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &failed {
+        *reasons
+            .entry(if r.reason.is_empty() {
+                "other"
+            } else {
+                &r.reason
+            })
+            .or_default() += 1;
+    }
+    let work: f64 = results.iter().map(|r| r.render_seconds).sum();
+    let audio: f64 = results
+        .iter()
+        .filter_map(|r| {
+            r.report
+                .as_ref()
+                .map(|rep| rep.input.duration_seconds)
+                .or(r.measurement.map(|m| m.duration_seconds))
+        })
+        .sum();
+    let down: u64 = results.iter().map(|r| r.downloaded_bytes).sum();
+    let up: u64 = results.iter().map(|r| r.uploaded_bytes).sum();
+    let reasons_text: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let realtime = if work > 0.0 { audio / work } else { 0.0 };
+    println!(
+        "jobs: {} ({} succeeded, {} failed{}); work {:.1} s ({:.2} s/job), realtime factor {:.1}x; downloaded {:.1} MB, uploaded {:.1} MB",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len(),
+        if reasons_text.is_empty() { String::new() } else { format!(": {}", reasons_text.join(", ")) },
+        work,
+        work / results.len() as f64,
+        realtime,
+        down as f64 / 1e6,
+        up as f64 / 1e6,
+    );
+    info!(
+        jobs = results.len(),
+        failed = failed.len(),
+        work_seconds = work,
+        realtime_factor = realtime,
+        downloaded_bytes = down,
+        uploaded_bytes = up,
+        "catalog totals"
+    );
 }

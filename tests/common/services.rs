@@ -103,6 +103,8 @@ impl Cluster {
             dir.path().join("scratch").display().to_string(),
         ));
         env.push(("LOOPMIND_LOG__LEVEL".into(), "info".into()));
+        // Several workers on one machine: each picks a free metrics port.
+        env.push(("LOOPMIND_WORKER__METRICS_PORT".into(), "0".into()));
         for (k, v) in extra {
             env.push((k.to_string(), v.to_string()));
         }
@@ -248,4 +250,49 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+impl Cluster {
+    /// Where worker `i` serves /metrics and /healthz (from its log).
+    pub fn metrics_addr(&self, i: usize) -> String {
+        self.wait_log(
+            i,
+            "serving /healthz and /metrics",
+            1,
+            Duration::from_secs(30),
+        );
+        let log = self.log(i);
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /healthz"))
+            .unwrap();
+        let port = line.rsplit(':').next().unwrap().trim().to_string();
+        format!("127.0.0.1:{port}")
+    }
+}
+
+/// A plain HTTP GET: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+/// A counter's value in a Prometheus text page (0 if absent).
+pub fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

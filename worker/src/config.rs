@@ -92,12 +92,27 @@ impl Default for StoreSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
     /// Where jobs download mixes and render before upload; empty for the
     /// system's temporary directory.
     pub scratch: PathBuf,
+    /// Port of `/healthz` and `/metrics` (all interfaces); 0 picks a free
+    /// one and logs it.
+    pub metrics_port: u16,
+}
+
+/// The port `/healthz` and `/metrics` are served on by default.
+pub const METRICS_PORT: u16 = 9464;
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            scratch: PathBuf::new(),
+            metrics_port: METRICS_PORT,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

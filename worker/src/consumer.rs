@@ -5,7 +5,8 @@
 //! backoff whenever they fail; a stop request finishes the jobs in hand.
 
 use crate::config::Settings;
-use crate::job::Job;
+use crate::job::{Job, Status};
+use crate::metrics::Metrics;
 use crate::process::{process_job, Disposition};
 use crate::rabbitmq;
 use crate::shutdown::Shutdown;
@@ -29,12 +30,15 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("RabbitMQ: {0}")]
     Queue(#[from] lapin::Error),
+    #[error("cannot serve metrics on {0}: {1}")]
+    Http(std::net::SocketAddr, std::io::Error),
 }
 
 struct Ctx {
     settings: Settings,
     store: Arc<dyn ObjectStore>,
     scratch: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs until `shutdown`; returns after the jobs in hand are finished.
@@ -45,10 +49,17 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
     } else {
         settings.worker.scratch.clone()
     };
+    let metrics = Arc::new(Metrics::new());
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.worker.metrics_port));
+    let bound = crate::http::serve(addr, metrics.clone())
+        .await
+        .map_err(|e| RunError::Http(addr, e))?;
+    info!(addr = %bound, "serving /healthz and /metrics");
     let ctx = Arc::new(Ctx {
         settings,
         store,
         scratch,
+        metrics,
     });
     let url = ctx.settings.queue.url.clone();
     info!(queue = %ctx.settings.queue_url_redacted(), jobs = %ctx.settings.queue.jobs, "worker starting");
@@ -64,7 +75,10 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
             Err(e) => return Err(e.into()),
         };
         info!("connected to RabbitMQ");
-        match serve(&conn, &ctx, shutdown.clone()).await {
+        ctx.metrics.set_connected(true);
+        let served = serve(&conn, &ctx, shutdown.clone()).await;
+        ctx.metrics.set_connected(false);
+        match served {
             Ok(()) => {
                 let _ = conn.close(200, "worker stopping".into()).await;
                 return Ok(());
@@ -149,7 +163,22 @@ async fn handle(delivery: Delivery, ctx: Arc<Ctx>, results: Channel) -> Result<(
     async move {
         let deliveries = rabbitmq::delivery_count(&delivery.properties) + 1;
         info!(delivery = deliveries, "job started");
+        let token = ctx.metrics.job_started();
         let outcome = process_job(&job, ctx.store.as_ref(), &ctx.scratch).await;
+        let label = match (outcome.disposition, outcome.result.status) {
+            (Disposition::Requeue, _) => "requeued",
+            (_, Status::Failed) => "failed",
+            _ => "succeeded",
+        };
+        ctx.metrics.job_finished(
+            token,
+            label,
+            outcome.reason,
+            outcome.result.render_seconds,
+            outcome.audio_seconds,
+        );
+        ctx.metrics
+            .bytes(outcome.traffic.downloaded, outcome.traffic.uploaded);
         match outcome.disposition {
             Disposition::Ack => {
                 let body = serde_json::to_vec(&outcome.result).expect("result serialises");

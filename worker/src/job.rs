@@ -103,6 +103,13 @@ pub struct JobResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement: Option<Measurement>,
     pub render_seconds: f64,
+    /// Why it failed, as a short class (decode, input, store_transient...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default)]
+    pub downloaded_bytes: u64,
+    #[serde(default)]
+    pub uploaded_bytes: u64,
 }
 
 impl Job {

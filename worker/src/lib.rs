@@ -14,6 +14,8 @@
 //!   S3-compatible stores.
 //! - [`rabbitmq`]: queue topology, connections with backoff, confirms.
 //! - [`consumer`]: `loopmind worker`'s consume loop.
+//! - [`metrics`], [`http`]: what a worker has done, served as `/metrics`,
+//!   and `/healthz`.
 //! - [`config`]: settings from defaults, a TOML file and the environment.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, listened to by every task.
 //! - [`report`]: the shapes of `report.json`, `error.json` and
@@ -24,7 +26,9 @@ pub mod config;
 pub mod consumer;
 pub mod decode;
 pub mod error;
+pub mod http;
 pub mod job;
+pub mod metrics;
 pub mod process;
 pub mod rabbitmq;
 pub mod render;

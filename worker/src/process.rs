@@ -24,6 +24,18 @@ pub enum Disposition {
 pub struct Outcome {
     pub result: JobResult,
     pub disposition: Disposition,
+    /// Why it did not succeed, as a metrics label ("" on success).
+    pub reason: &'static str,
+    pub traffic: Traffic,
+    /// Length of the mix, when it was decoded.
+    pub audio_seconds: f64,
+}
+
+/// Bytes a job moved to and from the store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    pub downloaded: u64,
+    pub uploaded: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,20 @@ enum JobError {
 }
 
 impl JobError {
+    fn reason(&self) -> &'static str {
+        match self {
+            JobError::Worker(WorkerError::Decode(_)) => "decode",
+            JobError::Worker(WorkerError::Input(_)) => "input",
+            JobError::Worker(WorkerError::Request(_)) => "request",
+            JobError::Worker(WorkerError::Io { .. }) => "io",
+            JobError::Worker(WorkerError::Encode { .. }) => "encode",
+            JobError::Store(StoreError::NotFound(_)) => "store_not_found",
+            JobError::Store(StoreError::Transient { .. }) => "store_transient",
+            JobError::Store(StoreError::Permanent { .. }) => "store",
+            JobError::Panic => "panic",
+        }
+    }
+
     fn action(&self) -> Action {
         match self {
             JobError::Worker(e) => e.action(),
@@ -56,13 +82,25 @@ pub const SETTINGS: &str = "master_settings.json";
 /// system in local mode, so publishing is a rename).
 pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> Outcome {
     let started = Instant::now();
+    let mut traffic = Traffic::default();
     let result = match job.kind {
-        JobKind::Render => run(job, store, scratch).await.map(|r| (Some(r), None)),
-        JobKind::Measure => measure(job, store, scratch).await.map(|m| (None, Some(m))),
+        JobKind::Render => run(job, store, scratch, &mut traffic)
+            .await
+            .map(|r| (Some(r), None)),
+        JobKind::Measure => measure(job, store, scratch, &mut traffic)
+            .await
+            .map(|m| (None, Some(m))),
     };
     let render_seconds = started.elapsed().as_secs_f64();
     match result {
         Ok((report, measurement)) => Outcome {
+            reason: "",
+            traffic,
+            audio_seconds: report
+                .as_ref()
+                .map(|r| r.input.duration_seconds)
+                .or(measurement.map(|m| m.duration_seconds))
+                .unwrap_or(0.0),
             result: JobResult {
                 job_id: job.job_id.clone(),
                 catalog: job.catalog.clone(),
@@ -76,6 +114,9 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                 error: None,
                 measurement,
                 render_seconds,
+                reason: String::new(),
+                downloaded_bytes: traffic.downloaded,
+                uploaded_bytes: traffic.uploaded,
             },
             disposition: Disposition::Ack,
         },
@@ -111,6 +152,9 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                 }
             }
             Outcome {
+                reason: e.reason(),
+                traffic,
+                audio_seconds: 0.0,
                 result: JobResult {
                     job_id: job.job_id.clone(),
                     catalog: job.catalog.clone(),
@@ -120,6 +164,9 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                     error: Some(error),
                     measurement: None,
                     render_seconds,
+                    reason: e.reason().to_string(),
+                    downloaded_bytes: traffic.downloaded,
+                    uploaded_bytes: traffic.uploaded,
                 },
                 disposition,
             }
@@ -131,6 +178,7 @@ async fn run(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
+    traffic: &mut Traffic,
 ) -> Result<crate::report::TrackReport, JobError> {
     // A reader must never take an old report for new masters.
     store.delete(&job.output_key(REPORT)).await?;
@@ -142,6 +190,7 @@ async fn run(
         .map_err(|e| WorkerError::io(scratch, e))?;
     let input = dir.path().join("input");
     let meta = store.get_file(&job.source, &input).await?;
+    traffic.downloaded += meta.size;
     info!(bytes = meta.size, "mix downloaded");
     let out = dir.path().join("out");
     let mut targets = job.targets.clone();
@@ -163,11 +212,15 @@ async fn run(
             .await
             .map_err(|_| JobError::Panic)?;
     let mut report = rendered?;
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     for t in &report.targets {
+        let file = out.join(&t.output_file);
+        traffic.uploaded += size(&file);
         store
-            .put_file(&job.output_key(&t.output_file), &out.join(&t.output_file))
+            .put_file(&job.output_key(&t.output_file), &file)
             .await?;
     }
+    traffic.uploaded += size(&out.join(SETTINGS));
     store
         .put_file(&job.output_key(SETTINGS), &out.join(SETTINGS))
         .await?;
@@ -182,6 +235,7 @@ async fn run(
         path: job.output_key(REPORT).into(),
         reason: e.to_string(),
     })?;
+    traffic.uploaded += body.len() as u64;
     store.put_bytes(&job.output_key(REPORT), body).await?;
     Ok(report)
 }
@@ -191,6 +245,7 @@ async fn measure(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
+    traffic: &mut Traffic,
 ) -> Result<Measurement, JobError> {
     std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
     let dir = tempfile::Builder::new()
@@ -198,7 +253,7 @@ async fn measure(
         .tempdir_in(scratch)
         .map_err(|e| WorkerError::io(scratch, e))?;
     let input = dir.path().join("input");
-    store.get_file(&job.source, &input).await?;
+    traffic.downloaded += store.get_file(&job.source, &input).await?.size;
     let measured = tokio::task::spawn_blocking(move || -> Result<Measurement, WorkerError> {
         let (audio, _) = crate::decode::decode_file(&input)?;
         audio.validate()?;
