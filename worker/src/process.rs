@@ -181,8 +181,8 @@ async fn run(
     traffic: &mut Traffic,
 ) -> Result<crate::report::TrackReport, JobError> {
     // A reader must never take an old report for new masters.
-    store.delete(&job.output_key(REPORT)).await?;
-    store.delete(&job.output_key(ERROR)).await?;
+    let (report_key, error_key) = (job.output_key(REPORT), job.output_key(ERROR));
+    futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
     std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
     let dir = tempfile::Builder::new()
         .prefix(".loopmind-job-")
@@ -212,17 +212,19 @@ async fn run(
             .await
             .map_err(|_| JobError::Panic)?;
     let mut report = rendered?;
-    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    for t in &report.targets {
-        let file = out.join(&t.output_file);
-        traffic.uploaded += size(&file);
-        store
-            .put_file(&job.output_key(&t.output_file), &file)
-            .await?;
-    }
-    traffic.uploaded += size(&out.join(SETTINGS));
-    store
-        .put_file(&job.output_key(SETTINGS), &out.join(SETTINGS))
+    // Masters and settings upload side by side; the report waits for all.
+    let files: Vec<(String, std::path::PathBuf)> = report
+        .targets
+        .iter()
+        .map(|t| t.output_file.clone())
+        .chain([SETTINGS.to_string()])
+        .map(|f| (job.output_key(&f), out.join(&f)))
+        .collect();
+    traffic.uploaded += files
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum::<u64>();
+    futures_util::future::try_join_all(files.iter().map(|(key, path)| store.put_file(key, path)))
         .await?;
     report.source = store.describe(&job.source);
     report.album = job.album.clone();
