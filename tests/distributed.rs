@@ -504,3 +504,39 @@ fn a_broker_restart_mid_catalog_is_survived() {
     }
     assert!(c.log(w0).contains("reconnecting"), "{}", c.log(w0));
 }
+
+#[test]
+fn a_manifest_with_problems_publishes_nothing() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("invalid", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("invalid");
+    let dir = c.dir.path().to_path_buf();
+    let mut tracks = upload_mixes(&rt, &store, &dir, &catalog, &["wav24"]);
+    tracks.push(("gone".into(), format!("mixes/{catalog}/gone.wav")));
+    tracks.push(("t0-wav24".into(), tracks[0].1.clone()));
+    let manifest = write_manifest(&dir, &catalog, &["spotify", "spotifyy"], &tracks);
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(120));
+    assert_eq!(st.code(), Some(2), "{out}\n{err}");
+    // Every problem at once.
+    for want in [
+        "unknown target 'spotifyy'",
+        "duplicate id",
+        "track 'gone': source",
+    ] {
+        assert!(err.contains(want), "missing '{want}':\n{err}");
+    }
+    let q = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "messages"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.starts_with(&c.jobs_queue) && !l.trim_end().ends_with("\t0")),
+        "jobs were published:\n{listing}"
+    );
+}

@@ -33,7 +33,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let store = store::open(&settings.store).await?;
     let bytes = read_manifest(&settings, store.as_ref(), catalog).await?;
     let manifest = Manifest::parse(&bytes)?;
-    let planned = manifest.plan()?;
+    let (planned, mut problems) = manifest.plan_all();
     let name = manifest.catalog.clone();
     let prefix = format!("masters/{name}/");
 
@@ -41,12 +41,16 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let started = std::time::Instant::now();
     let heads: Vec<_> = stream::iter(planned.iter().map(|p| {
         let store = store.clone();
-        async move { (p.entry.id.clone(), store.head(&p.entry.source).await) }
+        async move {
+            if p.entry.source.trim().is_empty() {
+                return (p.entry.id.clone(), Ok(Some(Default::default())));
+            }
+            (p.entry.id.clone(), store.head(&p.entry.source).await)
+        }
     }))
     .buffered(LOOKUPS)
     .collect()
     .await;
-    let mut problems = Vec::new();
     let mut etags = HashMap::new();
     for (p, (id, h)) in planned.iter().zip(heads) {
         match h {

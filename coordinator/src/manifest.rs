@@ -62,7 +62,19 @@ impl Manifest {
 
     /// Checks everything that can be checked without the store; returns the
     /// tracks with their resolved targets, or every problem found.
+    #[cfg(test)]
     pub fn plan(&self) -> Result<Vec<PlannedTrack>, ManifestError> {
+        let (planned, problems) = self.plan_all();
+        if problems.is_empty() {
+            Ok(planned)
+        } else {
+            Err(ManifestError(problems))
+        }
+    }
+
+    /// Every track as far as it can be planned, and every problem found (the
+    /// caller adds what only the store can tell before reporting them all).
+    pub fn plan_all(&self) -> (Vec<PlannedTrack>, Vec<String>) {
         let mut problems = Vec::new();
         if !safe_id(&self.catalog) {
             problems.push(format!(
@@ -118,11 +130,7 @@ impl Manifest {
                 mode: t.mode.unwrap_or(self.mode),
             });
         }
-        if problems.is_empty() {
-            Ok(planned)
-        } else {
-            Err(ManifestError(problems))
-        }
+        (planned, problems)
     }
 }
 

@@ -21,7 +21,7 @@ pub enum StoreError {
 
 /// What identifies an object's content: its ETag (S3) or size and
 /// modification time (folder).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub etag: String,
     pub size: u64,
