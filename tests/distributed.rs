@@ -273,6 +273,21 @@ fn catalog_with_a_poison_track_then_resume() {
         down += metric(&page, "loopmind_downloaded_bytes_total");
     }
     assert_eq!((jobs, decode_failures), (9.0, 1.0));
+    // No credentials in the logs.
+    let secret = &c
+        .env
+        .iter()
+        .find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY")
+        .unwrap()
+        .1;
+    for i in 0..2 {
+        let log = c.log(i);
+        assert!(
+            !log.contains(secret.as_str()) && !log.contains("guest:guest@"),
+            "worker {i} logged a credential"
+        );
+    }
+    assert!(!err.contains(secret.as_str()) && !err.contains("guest:guest@"));
     assert!(down > 1e6, "{down} bytes downloaded");
     assert!(
         out.contains("jobs: 9 (8 succeeded, 1 failed: decode 1)"),
