@@ -30,6 +30,8 @@ pub enum DspError {
         ceiling_dbtp: f64,
         reached_lufs: f64,
     },
+    #[error("{field}: {reason}")]
+    Document { field: String, reason: String },
     #[error("invalid setting {key}: {reason}")]
     Setting { key: String, reason: String },
     #[error("loudness meter: {0}")]

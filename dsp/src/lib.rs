@@ -15,6 +15,7 @@
 //! - [`modes`]: mastering modes and the chain settings they plan.
 //! - [`master`]: gain search that lands a master on its target, measured on
 //!   exactly the samples that get written.
+//! - [`sections`]: arrangement and emotion documents, and section detection.
 //! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
 
 pub mod audio;
@@ -32,6 +33,7 @@ pub mod master;
 pub mod modes;
 pub mod resample;
 pub mod saturation;
+pub mod sections;
 pub mod targets;
 pub mod testsignals;
 pub mod truepeak;

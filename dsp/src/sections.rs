@@ -1,0 +1,380 @@
+//! A track's sections and intensity: from the user's arrangement and emotion
+//! documents (validated against the track), or detected from the audio.
+//!
+//! Detection: features every 0.5 s (K-weighted loudness, and the share of
+//! energy in low, mid and high bands), a self-similarity matrix of them, and
+//! Foote's checkerboard novelty along its diagonal; boundaries are novelty
+//! peaks at least [`MIN_SECTION_S`] apart. Labels come from level and
+//! repetition: the loudest group of similar sections is the chorus, a quiet
+//! opening the intro, a quiet ending the outro, a quiet middle the bridge,
+//! the rest verses.
+
+use crate::biquad::{Coeffs, State};
+use crate::{Audio, DspError};
+use serde::{Deserialize, Serialize};
+
+/// Shortest section detection reports.
+pub const MIN_SECTION_S: f64 = 6.0;
+/// Feature hop.
+const HOP_S: f64 = 0.5;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Section {
+    pub label: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// One point of the emotion graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmotionPoint {
+    pub time: f64,
+    pub intensity: f64,
+    #[serde(default)]
+    pub emotion: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrangementDoc {
+    structure: Vec<SectionDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SectionDoc {
+    section: String,
+    start: f64,
+    end: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmotionDoc {
+    curve: Vec<EmotionPoint>,
+}
+
+fn doc_err(field: String, reason: String) -> DspError {
+    DspError::Document { field, reason }
+}
+
+/// Times may overshoot the decoded length by this much (encoder padding,
+/// rounding in the document).
+const END_SLACK_S: f64 = 0.5;
+
+/// Parses and checks an arrangement (`{"structure": [{"section", "start",
+/// "end"}, ...]}`) against a track of `duration` seconds: times inside the
+/// track, each section ending after it starts, sections ordered and not
+/// overlapping.
+pub fn parse_arrangement(json: &str, duration: f64) -> Result<Vec<Section>, DspError> {
+    let doc: ArrangementDoc =
+        serde_json::from_str(json).map_err(|e| doc_err("structure".into(), e.to_string()))?;
+    if doc.structure.is_empty() {
+        return Err(doc_err("structure".into(), "no sections".into()));
+    }
+    let mut prev_end = 0.0;
+    let mut out = Vec::new();
+    for (i, s) in doc.structure.into_iter().enumerate() {
+        let f = |k: &str| format!("structure[{i}].{k}");
+        if s.section.trim().is_empty() {
+            return Err(doc_err(f("section"), "empty label".into()));
+        }
+        if !s.start.is_finite() || s.start < 0.0 {
+            return Err(doc_err(f("start"), format!("{} is before the track starts", s.start)));
+        }
+        if !s.end.is_finite() || s.end <= s.start {
+            return Err(doc_err(f("end"), format!("{} is not after start {}", s.end, s.start)));
+        }
+        if s.end > duration + END_SLACK_S {
+            return Err(doc_err(
+                f("end"),
+                format!("{} is beyond the track's end at {duration:.2} s", s.end),
+            ));
+        }
+        if s.start < prev_end - 1e-6 {
+            return Err(doc_err(
+                f("start"),
+                format!("{} overlaps the previous section, which ends at {prev_end}", s.start),
+            ));
+        }
+        prev_end = s.end;
+        out.push(Section {
+            label: s.section,
+            start: s.start,
+            end: s.end.min(duration),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses and checks an emotion graph (`{"curve": [{"time", "intensity",
+/// "emotion"}, ...]}`): times inside the track and increasing, intensity
+/// within 0..1.
+pub fn parse_emotion(json: &str, duration: f64) -> Result<Vec<EmotionPoint>, DspError> {
+    let doc: EmotionDoc =
+        serde_json::from_str(json).map_err(|e| doc_err("curve".into(), e.to_string()))?;
+    if doc.curve.is_empty() {
+        return Err(doc_err("curve".into(), "no points".into()));
+    }
+    let mut prev = -1.0;
+    for (i, p) in doc.curve.iter().enumerate() {
+        let f = |k: &str| format!("curve[{i}].{k}");
+        if !p.time.is_finite() || p.time < 0.0 || p.time > duration + END_SLACK_S {
+            return Err(doc_err(f("time"), format!("{} is outside the track (0..{duration:.2} s)", p.time)));
+        }
+        if p.time <= prev {
+            return Err(doc_err(f("time"), format!("{} does not follow {prev}", p.time)));
+        }
+        if !(0.0..=1.0).contains(&p.intensity) {
+            return Err(doc_err(f("intensity"), format!("{} is outside 0..1", p.intensity)));
+        }
+        prev = p.time;
+    }
+    Ok(doc.curve)
+}
+
+/// The emotion graph's intensity at `t` (linear between points, held beyond).
+pub fn intensity_at(curve: &[EmotionPoint], t: f64) -> f64 {
+    match curve.iter().position(|p| p.time > t) {
+        None => curve.last().map_or(0.5, |p| p.intensity),
+        Some(0) => curve[0].intensity,
+        Some(i) => {
+            let (a, b) = (&curve[i - 1], &curve[i]);
+            a.intensity + (b.intensity - a.intensity) * (t - a.time) / (b.time - a.time)
+        }
+    }
+}
+
+/// Per-hop features of a track.
+pub struct Features {
+    pub hop_s: f64,
+    /// K-weighted loudness per hop (LUFS-like, 1 s window).
+    pub loudness: Vec<f64>,
+    /// Share of energy below 200 Hz, 200 Hz..3 kHz, above 3 kHz.
+    pub bands: Vec<[f64; 3]>,
+}
+
+fn band_filters(rate: u32) -> [Coeffs; 2] {
+    let fs = rate as f64;
+    [
+        Coeffs::lowpass(200.0, 0.707, fs),
+        Coeffs::highpass(3000.0, 0.707, fs),
+    ]
+}
+
+/// Features every [`HOP_S`] over a 1 s window.
+pub fn features(audio: &Audio) -> Features {
+    let hop = ((audio.rate as f64 * HOP_S) as usize).max(1);
+    let n = audio.frames() / hop;
+    let power = crate::bs1770::k_power(audio);
+    let filters = band_filters(audio.rate);
+    // Per hop: energy below 200 Hz, above 3 kHz, and in all.
+    let mut band_e = vec![[0f64; 3]; n];
+    for ch in &audio.channels {
+        for (b, f) in filters.iter().enumerate() {
+            let mut st = State::default();
+            for (h, e) in band_e.iter_mut().enumerate() {
+                let mut acc = 0.0;
+                for &x in &ch[h * hop..(h + 1) * hop] {
+                    let y = st.tick(f, x as f64);
+                    acc += y * y;
+                }
+                e[b] += acc;
+            }
+        }
+        for (h, e) in band_e.iter_mut().enumerate() {
+            e[2] += ch[h * hop..(h + 1) * hop]
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>();
+        }
+    }
+    let k: Vec<f64> = (0..n)
+        .map(|h| power[h * hop..(h + 1) * hop].iter().map(|&v| v as f64).sum::<f64>())
+        .collect();
+    // 1 s windows: this hop and the next.
+    let loudness = (0..n)
+        .map(|h| {
+            let e = k[h] + k.get(h + 1).copied().unwrap_or(k[h]);
+            -0.691 + 10.0 * (e / (2 * hop) as f64 + 1e-12).log10()
+        })
+        .collect();
+    let bands = band_e
+        .iter()
+        .map(|e| {
+            let t = e[2] + 1e-12;
+            let (low, high) = ((e[0] / t).min(1.0), (e[1] / t).min(1.0));
+            [low, (1.0 - low - high).max(0.0), high]
+        })
+        .collect();
+    Features {
+        hop_s: HOP_S,
+        loudness,
+        bands,
+    }
+}
+
+fn feature_vectors(f: &Features) -> Vec<[f64; 4]> {
+    let raw: Vec<[f64; 4]> = f
+        .loudness
+        .iter()
+        .zip(&f.bands)
+        .map(|(l, b)| [l.max(-70.0) / 6.0, b[0] * 4.0, b[1] * 4.0, b[2] * 8.0])
+        .collect();
+    raw
+}
+
+/// Foote novelty: a checkerboard kernel of `half` hops slid along the
+/// self-similarity diagonal.
+fn novelty(v: &[[f64; 4]], half: usize) -> Vec<f64> {
+    let n = v.len();
+    let sim = |i: usize, j: usize| {
+        let d: f64 = (0..4).map(|k| (v[i][k] - v[j][k]).powi(2)).sum();
+        (-d).exp()
+    };
+    (0..n)
+        .map(|c| {
+            if c < 1 || c + 1 > n {
+                return 0.0;
+            }
+            let mut s = 0.0;
+            let lo = c.saturating_sub(half);
+            let hi = (c + half).min(n);
+            for i in lo..hi {
+                for j in lo..hi {
+                    let same_side = (i < c) == (j < c);
+                    // Gaussian taper so the kernel favours its centre.
+                    let w = {
+                        let di = (i as f64 - c as f64 + 0.5) / half as f64;
+                        let dj = (j as f64 - c as f64 + 0.5) / half as f64;
+                        (-2.0 * (di * di + dj * dj)).exp()
+                    };
+                    s += if same_side { w } else { -w } * sim(i, j);
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// Section boundaries (seconds, excluding 0 and the end) and the novelty curve.
+fn boundaries(f: &Features, duration: f64) -> Vec<f64> {
+    let v = feature_vectors(f);
+    let half = (4.0 / f.hop_s) as usize; // 4 s each side
+    let nov = novelty(&v, half);
+    let mean = nov.iter().sum::<f64>() / nov.len().max(1) as f64;
+    let sd = (nov.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / nov.len().max(1) as f64).sqrt();
+    let min_gap = (MIN_SECTION_S / f.hop_s) as usize;
+    // Strongest peaks first, each keeping the others at least min_gap away.
+    let mut peaks: Vec<usize> = (1..nov.len().saturating_sub(1))
+        .filter(|&i| nov[i] >= nov[i - 1] && nov[i] >= nov[i + 1] && nov[i] > mean + 0.5 * sd)
+        .collect();
+    peaks.sort_by(|&a, &b| nov[b].total_cmp(&nov[a]));
+    let mut chosen: Vec<usize> = Vec::new();
+    for p in peaks {
+        let t = p as f64 * f.hop_s;
+        if t < MIN_SECTION_S || duration - t < MIN_SECTION_S {
+            continue;
+        }
+        if chosen.iter().all(|&c| c.abs_diff(p) >= min_gap) {
+            chosen.push(p);
+        }
+    }
+    chosen.sort_unstable();
+    chosen.into_iter().map(|p| p as f64 * f.hop_s).collect()
+}
+
+/// A detected section's character, for labels, emotion and planning.
+#[derive(Clone, Debug)]
+pub struct SectionStats {
+    pub loudness: f64,
+    pub brightness: f64,
+}
+
+fn stats(f: &Features, start: f64, end: f64) -> SectionStats {
+    let (a, b) = ((start / f.hop_s) as usize, ((end / f.hop_s) as usize).min(f.loudness.len()));
+    let (a, b) = (a.min(b.saturating_sub(1)), b.max(a + 1).min(f.loudness.len()));
+    let e: f64 = f.loudness[a..b].iter().map(|l| 10f64.powf(l / 10.0)).sum::<f64>() / (b - a) as f64;
+    let br = f.bands[a..b].iter().map(|x| x[2]).sum::<f64>() / (b - a) as f64;
+    SectionStats {
+        loudness: 10.0 * e.log10(),
+        brightness: br,
+    }
+}
+
+/// Labels sections by level and repetition (see the module's notes).
+fn label(f: &Features, spans: &[(f64, f64)]) -> Vec<String> {
+    let st: Vec<SectionStats> = spans.iter().map(|&(a, b)| stats(f, a, b)).collect();
+    let loud: Vec<f64> = st.iter().map(|s| s.loudness).collect();
+    let max = loud.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let mut sorted = loud.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let n = spans.len();
+    (0..n)
+        .map(|i| {
+            let l = loud[i];
+            if l >= max - 2.0 {
+                "Chorus".to_string()
+            } else if i == 0 && l < median {
+                "Intro".to_string()
+            } else if i == n - 1 && l < median && n > 1 {
+                "Outro".to_string()
+            } else if l < median - 3.0 {
+                "Bridge".to_string()
+            } else {
+                "Verse".to_string()
+            }
+        })
+        .collect()
+}
+
+/// Sections detected from the audio.
+pub fn detect(audio: &Audio) -> Vec<Section> {
+    let duration = audio.seconds();
+    let f = features(audio);
+    if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
+        return vec![Section {
+            label: "Track".into(),
+            start: 0.0,
+            end: duration,
+        }];
+    }
+    let mut edges = vec![0.0];
+    edges.extend(boundaries(&f, duration));
+    edges.push(duration);
+    let spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
+    label(&f, &spans)
+        .into_iter()
+        .zip(spans)
+        .map(|(label, (start, end))| Section { label, start, end })
+        .collect()
+}
+
+/// Intensity in 0..1 per section, from its loudness relative to the track's
+/// range and its brightness; and an emotion word for it.
+pub fn section_intensity(audio: &Audio, sections: &[Section]) -> Vec<(f64, String)> {
+    let f = features(audio);
+    let st: Vec<SectionStats> = sections.iter().map(|s| stats(&f, s.start, s.end)).collect();
+    let lo = st.iter().map(|s| s.loudness).fold(f64::INFINITY, f64::min);
+    let hi = st.iter().map(|s| s.loudness).fold(f64::NEG_INFINITY, f64::max);
+    let bmax = st.iter().map(|s| s.brightness).fold(1e-9, f64::max);
+    st.iter()
+        .map(|s| {
+            let level = if hi - lo > 0.5 { (s.loudness - lo) / (hi - lo) } else { 0.5 };
+            let x = (0.8 * level + 0.2 * s.brightness / bmax).clamp(0.0, 1.0);
+            (x, emotion_word(x, s.brightness / bmax).to_string())
+        })
+        .collect()
+}
+
+/// An emotion word for an intensity (and how bright the section is).
+pub fn emotion_word(intensity: f64, brightness: f64) -> &'static str {
+    match intensity {
+        x if x < 0.3 => "calm",
+        x if x < 0.55 && brightness < 0.5 => "reflective",
+        x if x < 0.8 => "uplifting",
+        _ => "powerful",
+    }
+}
