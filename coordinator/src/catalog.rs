@@ -237,7 +237,7 @@ fn make_job(
     p: &PlannedTrack,
     album: Option<&str>,
 ) -> Job {
-    let hash = settings_hash(&p.targets, p.mode, album);
+    let hash = settings_hash(&p.targets, p.mode, p.sliders, album);
     Job {
         job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
         catalog: catalog.into(),
@@ -250,6 +250,7 @@ fn make_job(
         output_prefix: format!("{prefix}{}/", p.entry.id),
         settings_hash: hash,
         kind: JobKind::Render,
+        sliders: p.sliders,
         album: None,
     }
 }

@@ -37,13 +37,15 @@ pub fn run(out: &Path) -> Result<bool> {
     let opts = RenderOptions {
         targets,
         mode: Mode::Cinematic,
-        chain: None,
+        ..Default::default()
     };
     let masters = out.join("masters");
     let ok = run_and_summarise(
         vec![LocalJob {
             track: "demo-song".into(),
             input: mix,
+            arrangement: None,
+            emotion: None,
         }],
         &masters,
         &opts,

@@ -26,6 +26,10 @@ const AUDIO_EXTENSIONS: &[&str] = &[
 pub struct LocalJob {
     pub track: String,
     pub input: PathBuf,
+    /// Arrangement and emotion documents: given, or found beside the mix
+    /// as `<stem>.arrangement.json` / `<stem>.emotion.json`.
+    pub arrangement: Option<PathBuf>,
+    pub emotion: Option<PathBuf>,
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -90,7 +94,16 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
                 track = format!("{track}-{n}");
             }
         }
-        jobs.push(LocalJob { track, input: f });
+        let beside = |kind: &str| {
+            let p = f.with_file_name(format!("{}.{kind}.json", stem(&f)));
+            p.exists().then(|| std::path::absolute(&p).unwrap_or(p))
+        };
+        jobs.push(LocalJob {
+            track,
+            arrangement: beside("arrangement"),
+            emotion: beside("emotion"),
+            input: f,
+        });
     }
     if jobs.is_empty() {
         bail!("no audio files found in the inputs");
@@ -170,7 +183,7 @@ pub fn run_jobs(
     threads: usize,
     album: Option<&str>,
 ) -> Result<Vec<TrackOutcome>> {
-    let hash = settings_hash(&opts.targets, opts.mode, album);
+    let hash = settings_hash(&opts.targets, opts.mode, opts.sliders, album);
     let mut jobs = Vec::new();
     for j in &files {
         jobs.push(Job {
@@ -179,8 +192,9 @@ pub fn run_jobs(
             track: j.track.clone(),
             // An absolute path: the folder store reads the mix where it is.
             source: std::path::absolute(&j.input)?.display().to_string(),
-            arrangement: None,
-            emotion_graph: None,
+            arrangement: j.arrangement.as_ref().map(|p| p.display().to_string()),
+            emotion_graph: j.emotion.as_ref().map(|p| p.display().to_string()),
+            sliders: opts.sliders,
             targets: opts.targets.clone(),
             mode: opts.mode,
             output_prefix: format!("{}/", j.track),
@@ -234,11 +248,29 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
     let opts = RenderOptions {
         targets,
         mode: args.mode,
-        chain: None,
+        sliders: args.sliders()?,
+        ..Default::default()
     };
     opts.validate()?;
     std::fs::create_dir_all(&args.out)?;
-    let jobs = collect_jobs(&args.inputs, &args.out)?;
+    let mut jobs = collect_jobs(&args.inputs, &args.out)?;
+    if args.arrangement.is_some() || args.emotion.is_some() {
+        if jobs.len() != 1 {
+            bail!("--arrangement and --emotion are for a single track; for batches put <stem>.arrangement.json / <stem>.emotion.json beside each mix");
+        }
+        let job = &mut jobs[0];
+        for (given, slot) in [
+            (&args.arrangement, &mut job.arrangement),
+            (&args.emotion, &mut job.emotion),
+        ] {
+            if let Some(p) = given {
+                if !p.is_file() {
+                    bail!("{}: no such file", p.display());
+                }
+                *slot = Some(std::path::absolute(p)?);
+            }
+        }
+    }
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

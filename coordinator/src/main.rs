@@ -93,9 +93,36 @@ pub struct MasterArgs {
     /// relative levels, and the album as a whole lands on each target.
     #[arg(long, num_args = 0..=1, default_missing_value = "album")]
     album: Option<String>,
+    /// The track's arrangement (seed format); detected when not given.
+    #[arg(long)]
+    arrangement: Option<PathBuf>,
+    /// The track's emotion graph (seed format); measured when not given.
+    #[arg(long)]
+    emotion: Option<PathBuf>,
+    /// Dynamic-range preference: 0 punchy .. 1 compressed.
+    #[arg(long, default_value_t = 0.5)]
+    dynamics: f64,
+    /// Emotion reactivity: 0 one static setting .. 1 the full section plan.
+    #[arg(long, default_value_t = 1.0)]
+    reactivity: f64,
 }
 
 impl MasterArgs {
+    pub fn sliders(&self) -> Result<loopmind_dsp::plan::Sliders> {
+        for (name, v) in [
+            ("--dynamics", self.dynamics),
+            ("--reactivity", self.reactivity),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} {v} is outside 0..1");
+            }
+        }
+        Ok(loopmind_dsp::plan::Sliders {
+            dynamics: self.dynamics,
+            reactivity: self.reactivity,
+        })
+    }
+
     pub fn resolve_targets(&self) -> Result<Vec<Target>> {
         let mut out = Vec::new();
         for name in &self.targets {

@@ -3,6 +3,7 @@
 //! listed, not just the first.
 
 use loopmind_dsp::modes::Mode;
+use loopmind_dsp::plan::Sliders;
 use loopmind_dsp::targets::{self, Target};
 use loopmind_worker::job::safe_id;
 use serde::Deserialize;
@@ -15,6 +16,12 @@ pub struct Manifest {
     pub targets: Vec<String>,
     #[serde(default = "default_mode")]
     pub mode: Mode,
+    /// 0 punchy .. 1 compressed (default 0.5).
+    #[serde(default)]
+    pub dynamics: Option<f64>,
+    /// 0 one static setting .. 1 the full section plan (default 1).
+    #[serde(default)]
+    pub reactivity: Option<f64>,
     pub tracks: Vec<TrackEntry>,
 }
 
@@ -48,6 +55,7 @@ pub struct PlannedTrack {
     pub entry: TrackEntry,
     pub targets: Vec<Target>,
     pub mode: Mode,
+    pub sliders: Sliders,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +111,19 @@ impl Manifest {
             out
         };
         let catalog_targets = resolve(&self.targets, "catalog", &mut problems);
+        let mut sliders = Sliders::default();
+        for (name, value, slot) in [
+            ("dynamics", self.dynamics, &mut sliders.dynamics),
+            ("reactivity", self.reactivity, &mut sliders.reactivity),
+        ] {
+            if let Some(v) = value {
+                if (0.0..=1.0).contains(&v) {
+                    *slot = v;
+                } else {
+                    problems.push(format!("{name}: {v} is outside 0..1"));
+                }
+            }
+        }
         let mut seen = HashSet::new();
         let mut planned = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
@@ -128,6 +149,7 @@ impl Manifest {
                 entry: t.clone(),
                 targets,
                 mode: t.mode.unwrap_or(self.mode),
+                sliders,
             });
         }
         (planned, problems)

@@ -42,7 +42,9 @@ fn main() {
         measure_with(&audio, tp).unwrap()
     });
     time("16x true-peak meter", || truepeak::true_peak_dbtp(&audio));
-    let found = time("section detection", || loopmind_dsp::sections::detect(&audio));
+    let found = time("section detection", || {
+        loopmind_dsp::sections::detect(&audio)
+    });
     println!("  {} sections", found.len());
     time("bs1770 model power", || {
         loopmind_dsp::bs1770::k_power(&audio)

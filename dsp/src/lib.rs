@@ -15,6 +15,7 @@
 //! - [`modes`]: mastering modes and the chain settings they plan.
 //! - [`master`]: gain search that lands a master on its target, measured on
 //!   exactly the samples that get written.
+//! - [`plan`]: per-section loudness offsets and their smooth automation.
 //! - [`sections`]: arrangement and emotion documents, and section detection.
 //! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
 
@@ -31,6 +32,7 @@ pub mod limiter;
 pub mod loudness;
 pub mod master;
 pub mod modes;
+pub mod plan;
 pub mod resample;
 pub mod saturation;
 pub mod sections;

@@ -43,6 +43,9 @@ pub struct Prepared {
     pub lufs: f64,
     /// Per 100 ms sub-block: what the model needs where the limiter is idle.
     blocks: Vec<Block>,
+    /// Measure the master's K-weighted energy per sub-block too (for
+    /// per-section loudness).
+    pub section_blocks: bool,
 }
 
 /// Sums over one loudness sub-block, so the model can step over it whole
@@ -86,6 +89,7 @@ impl Prepared {
             power,
             lufs,
             blocks,
+            section_blocks: false,
         })
     }
 }
@@ -138,6 +142,10 @@ pub struct Measured {
     /// Mean of each written channel (DC).
     pub dc: Vec<f64>,
     pub checksum: u64,
+    /// K-weighted energy per 100 ms of the written samples, when the
+    /// prepared audio asked for it.
+    #[serde(default, skip_serializing)]
+    pub block_energy: Vec<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -322,12 +330,18 @@ pub fn measure_pass(
     };
     let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, what)?;
     let mut tp = TruePeakMeter::new(prep.audio.num_channels(), prep.audio.rate);
+    let mut blocks = prep
+        .section_blocks
+        .then(|| crate::bs1770::BlockMeter::new(prep.audio.num_channels(), prep.audio.rate));
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {
         if err.is_some() {
             return;
         }
         tp.add(c);
+        if let Some(b) = blocks.as_mut() {
+            b.add(c);
+        }
         if let Err(e) = meter.add(c) {
             err = Some(e);
         } else if let Err(e) = sink.write(c) {
@@ -346,6 +360,7 @@ pub fn measure_pass(
         limiter_gr_mean_db: stats.gr_mean_db,
         dc: stats.dc,
         checksum: stats.checksum,
+        block_energy: blocks.map_or(Vec::new(), |b| b.finish()),
     })
 }
 
@@ -381,6 +396,11 @@ fn search_gain(
             _ => 1.0,
         };
         if slope < 0.02 && err > 0.0 {
+            if err <= SEARCH_TOLERANCE {
+                // Flat out, but close enough: the real pass decides.
+                p.dc = dc;
+                return Ok(pass);
+            }
             return Err(DspError::Unreachable {
                 target_lufs: target.lufs,
                 ceiling_dbtp: target.ceiling_dbtp,
@@ -430,7 +450,13 @@ pub fn master_target(
     let mut best: Option<(f64, TargetMaster)> = None;
     let mut dc_residual = vec![0f32; prep.audio.num_channels()];
     for _ in 0..5 {
-        passes += search_gain(prep, &mut p, target.lufs - offset, target, pre_gain_db)?;
+        match search_gain(prep, &mut p, target.lufs - offset, target, pre_gain_db) {
+            Ok(n) => passes += n,
+            // Flat out near the top: a real pass already within the promise
+            // is the answer.
+            Err(_) if best.is_some() => break,
+            Err(e) => return Err(e),
+        }
         for (d, r) in p.dc.iter_mut().zip(&dc_residual) {
             *d += r;
         }

@@ -81,10 +81,16 @@ pub fn parse_arrangement(json: &str, duration: f64) -> Result<Vec<Section>, DspE
             return Err(doc_err(f("section"), "empty label".into()));
         }
         if !s.start.is_finite() || s.start < 0.0 {
-            return Err(doc_err(f("start"), format!("{} is before the track starts", s.start)));
+            return Err(doc_err(
+                f("start"),
+                format!("{} is before the track starts", s.start),
+            ));
         }
         if !s.end.is_finite() || s.end <= s.start {
-            return Err(doc_err(f("end"), format!("{} is not after start {}", s.end, s.start)));
+            return Err(doc_err(
+                f("end"),
+                format!("{} is not after start {}", s.end, s.start),
+            ));
         }
         if s.end > duration + END_SLACK_S {
             return Err(doc_err(
@@ -95,7 +101,10 @@ pub fn parse_arrangement(json: &str, duration: f64) -> Result<Vec<Section>, DspE
         if s.start < prev_end - 1e-6 {
             return Err(doc_err(
                 f("start"),
-                format!("{} overlaps the previous section, which ends at {prev_end}", s.start),
+                format!(
+                    "{} overlaps the previous section, which ends at {prev_end}",
+                    s.start
+                ),
             ));
         }
         prev_end = s.end;
@@ -121,13 +130,22 @@ pub fn parse_emotion(json: &str, duration: f64) -> Result<Vec<EmotionPoint>, Dsp
     for (i, p) in doc.curve.iter().enumerate() {
         let f = |k: &str| format!("curve[{i}].{k}");
         if !p.time.is_finite() || p.time < 0.0 || p.time > duration + END_SLACK_S {
-            return Err(doc_err(f("time"), format!("{} is outside the track (0..{duration:.2} s)", p.time)));
+            return Err(doc_err(
+                f("time"),
+                format!("{} is outside the track (0..{duration:.2} s)", p.time),
+            ));
         }
         if p.time <= prev {
-            return Err(doc_err(f("time"), format!("{} does not follow {prev}", p.time)));
+            return Err(doc_err(
+                f("time"),
+                format!("{} does not follow {prev}", p.time),
+            ));
         }
         if !(0.0..=1.0).contains(&p.intensity) {
-            return Err(doc_err(f("intensity"), format!("{} is outside 0..1", p.intensity)));
+            return Err(doc_err(
+                f("intensity"),
+                format!("{} is outside 0..1", p.intensity),
+            ));
         }
         prev = p.time;
     }
@@ -191,7 +209,12 @@ pub fn features(audio: &Audio) -> Features {
         }
     }
     let k: Vec<f64> = (0..n)
-        .map(|h| power[h * hop..(h + 1) * hop].iter().map(|&v| v as f64).sum::<f64>())
+        .map(|h| {
+            power[h * hop..(h + 1) * hop]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+        })
         .collect();
     // 1 s windows: this hop and the next.
     let loudness = (0..n)
@@ -293,9 +316,19 @@ pub struct SectionStats {
 }
 
 fn stats(f: &Features, start: f64, end: f64) -> SectionStats {
-    let (a, b) = ((start / f.hop_s) as usize, ((end / f.hop_s) as usize).min(f.loudness.len()));
-    let (a, b) = (a.min(b.saturating_sub(1)), b.max(a + 1).min(f.loudness.len()));
-    let e: f64 = f.loudness[a..b].iter().map(|l| 10f64.powf(l / 10.0)).sum::<f64>() / (b - a) as f64;
+    let (a, b) = (
+        (start / f.hop_s) as usize,
+        ((end / f.hop_s) as usize).min(f.loudness.len()),
+    );
+    let (a, b) = (
+        a.min(b.saturating_sub(1)),
+        b.max(a + 1).min(f.loudness.len()),
+    );
+    let e: f64 = f.loudness[a..b]
+        .iter()
+        .map(|l| 10f64.powf(l / 10.0))
+        .sum::<f64>()
+        / (b - a) as f64;
     let br = f.bands[a..b].iter().map(|x| x[2]).sum::<f64>() / (b - a) as f64;
     SectionStats {
         loudness: 10.0 * e.log10(),
@@ -358,11 +391,18 @@ pub fn section_intensity(audio: &Audio, sections: &[Section]) -> Vec<(f64, Strin
     let f = features(audio);
     let st: Vec<SectionStats> = sections.iter().map(|s| stats(&f, s.start, s.end)).collect();
     let lo = st.iter().map(|s| s.loudness).fold(f64::INFINITY, f64::min);
-    let hi = st.iter().map(|s| s.loudness).fold(f64::NEG_INFINITY, f64::max);
+    let hi = st
+        .iter()
+        .map(|s| s.loudness)
+        .fold(f64::NEG_INFINITY, f64::max);
     let bmax = st.iter().map(|s| s.brightness).fold(1e-9, f64::max);
     st.iter()
         .map(|s| {
-            let level = if hi - lo > 0.5 { (s.loudness - lo) / (hi - lo) } else { 0.5 };
+            let level = if hi - lo > 0.5 {
+                (s.loudness - lo) / (hi - lo)
+            } else {
+                0.5
+            };
             let x = (0.8 * level + 0.2 * s.brightness / bmax).clamp(0.0, 1.0);
             (x, emotion_word(x, s.brightness / bmax).to_string())
         })

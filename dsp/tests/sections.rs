@@ -25,7 +25,10 @@ fn check(name: &str, layout: &[SongSection], seed: u64) {
         if label == "Chorus" {
             assert_eq!(f.label, "Chorus", "{name}: {start}-{end} is {got:?}");
         } else {
-            assert_ne!(f.label, "Chorus", "{name}: {label} {start}-{end} called chorus: {got:?}");
+            assert_ne!(
+                f.label, "Chorus",
+                "{name}: {label} {start}-{end} called chorus: {got:?}"
+            );
         }
     }
     assert_eq!(found[0].label, "Intro", "{name}: {got:?}");
@@ -66,13 +69,22 @@ fn documents_are_validated_with_the_field_named() {
         r#"{"structure": [{"section": "Intro", "start": 0, "end": 12}, {"section": "Verse", "start": 10, "end": 20}]}"#,
         40.0,
     ));
-    assert!(e.starts_with("structure[1].start") && e.contains("overlaps"), "{e}");
+    assert!(
+        e.starts_with("structure[1].start") && e.contains("overlaps"),
+        "{e}"
+    );
     let e = field(parse_arrangement(
         r#"{"structure": [{"section": "Intro", "start": 0, "end": 90}]}"#,
         40.0,
     ));
-    assert!(e.starts_with("structure[0].end") && e.contains("beyond"), "{e}");
-    let e = field(parse_arrangement(r#"{"structure": [{"section": "A", "start": 5, "end": 2}]}"#, 40.0));
+    assert!(
+        e.starts_with("structure[0].end") && e.contains("beyond"),
+        "{e}"
+    );
+    let e = field(parse_arrangement(
+        r#"{"structure": [{"section": "A", "start": 5, "end": 2}]}"#,
+        40.0,
+    ));
     assert!(e.starts_with("structure[0].end"), "{e}");
     let e = field(parse_arrangement(r#"{"sections": []}"#, 40.0));
     assert!(e.starts_with("structure"), "{e}");
@@ -82,7 +94,10 @@ fn documents_are_validated_with_the_field_named() {
     )
     .unwrap();
     assert!((sections::intensity_at(&curve, 15.0) - 0.55).abs() < 1e-9);
-    let e = field(parse_emotion(r#"{"curve": [{"time": 0, "intensity": 1.5}]}"#, 40.0));
+    let e = field(parse_emotion(
+        r#"{"curve": [{"time": 0, "intensity": 1.5}]}"#,
+        40.0,
+    ));
     assert!(e.starts_with("curve[0].intensity"), "{e}");
     let e = field(parse_emotion(
         r#"{"curve": [{"time": 5, "intensity": 0.5}, {"time": 5, "intensity": 0.6}]}"#,

@@ -26,6 +26,8 @@ pub struct Job {
     pub settings_hash: String,
     #[serde(default)]
     pub kind: JobKind,
+    #[serde(default)]
+    pub sliders: loopmind_dsp::plan::Sliders,
     /// For a track of an album: the album's shared loudness offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<AlbumPlacement>,
@@ -121,8 +123,13 @@ impl Job {
 /// A stable hash of what shapes a track's masters: targets, mode, the
 /// software version (a new version may master differently) and, for an album
 /// track, what fixes its offset (the album's name and its members' sources).
-pub fn settings_hash(targets: &[Target], mode: Mode, album: Option<&str>) -> String {
-    let body = serde_json::to_vec(&(targets, mode, env!("CARGO_PKG_VERSION"), album))
+pub fn settings_hash(
+    targets: &[Target],
+    mode: Mode,
+    sliders: loopmind_dsp::plan::Sliders,
+    album: Option<&str>,
+) -> String {
+    let body = serde_json::to_vec(&(targets, mode, sliders, env!("CARGO_PKG_VERSION"), album))
         .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
 }
@@ -154,10 +161,19 @@ mod tests {
             assert!(!safe_id(bad), "{bad}");
         }
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic, None);
-        assert_eq!(a, settings_hash(&t, Mode::Cinematic, None));
-        assert_ne!(a, settings_hash(&t, Mode::Transparent, None));
-        assert_ne!(a, settings_hash(&t, Mode::Cinematic, Some("album")));
+        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None);
+        assert_eq!(
+            a,
+            settings_hash(&t, Mode::Cinematic, Default::default(), None)
+        );
+        assert_ne!(
+            a,
+            settings_hash(&t, Mode::Transparent, Default::default(), None)
+        );
+        assert_ne!(
+            a,
+            settings_hash(&t, Mode::Cinematic, Default::default(), Some("album"))
+        );
     }
 
     #[test]

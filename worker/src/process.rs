@@ -200,10 +200,32 @@ async fn run(
             t.lufs += a.lufs_offset;
         }
     }
+    let doc = |key: Option<String>| async move {
+        match key {
+            None => Ok(None),
+            Some(k) => match store.get_bytes(&k).await? {
+                Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
+                    JobError::Worker(WorkerError::Request(format!(
+                        "{}: not UTF-8 text",
+                        store.describe(&k)
+                    )))
+                }),
+                None => Err(JobError::Worker(WorkerError::Request(format!(
+                    "{}: no such object",
+                    store.describe(&k)
+                )))),
+            },
+        }
+    };
+    let arrangement = doc(job.arrangement.clone()).await?;
+    let emotion = doc(job.emotion_graph.clone()).await?;
     let opts = RenderOptions {
         targets,
         mode: job.mode,
         chain: None,
+        arrangement,
+        emotion,
+        sliders: job.sliders,
     };
     let (track, out2) = (job.track.clone(), out.clone());
     // Rendering is CPU-bound: off the runtime, or heartbeats starve.

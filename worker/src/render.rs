@@ -2,24 +2,33 @@
 //! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::decode_file;
-use crate::report::{InputLoudness, MasterSettings, TargetReport, TargetSettings, TrackReport};
+use crate::report::{
+    InputLoudness, MasterSettings, SectionReport, TargetReport, TargetSettings, TrackReport,
+};
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::master::{master_target, Prepared};
 use loopmind_dsp::modes::Mode;
+use loopmind_dsp::plan::{self, SectionPlan, Sliders};
+use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
-use loopmind_dsp::{loudness, resample, truepeak, Audio};
+use loopmind_dsp::{loudness, resample, truepeak, Audio, DspError};
 use serde::Serialize;
 use std::fs;
 use std::path::Path;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RenderOptions {
     pub targets: Vec<Target>,
     pub mode: Mode,
     /// Settings to render instead of the mode's plan.
     pub chain: Option<ChainSettings>,
+    /// The user's arrangement document (JSON text); detected when absent.
+    pub arrangement: Option<String>,
+    /// The user's emotion graph (JSON text); measured when absent.
+    pub emotion: Option<String>,
+    pub sliders: Sliders,
 }
 
 impl RenderOptions {
@@ -102,7 +111,17 @@ fn render_inner(
     };
     drop(inl);
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
+    let (secs, character, section_input) = analyse_sections(&audio, opts)?;
     chain.run(&mut audio, input_loudness.integrated_lufs);
+    // Planned on the chain's output, so the plan's contrast is what the
+    // limiter receives; the report keeps the raw input's section loudness.
+    let processed = plan::section_loudness(&audio, &secs);
+    let mut section_plan = plan::plan(&secs, &character, &processed, opts.mode, opts.sliders);
+    for (p, l) in section_plan.iter_mut().zip(section_input) {
+        p.input_lufs = l;
+    }
+    // The plan's loudness offsets, ramped across boundaries, before the limiter.
+    plan::apply(&mut audio, &section_plan);
 
     // Targets grouped by output rate: each rate is prepared once. Other rates
     // resample from the processed audio first; the source rate goes last and
@@ -124,7 +143,8 @@ fn render_inner(
         } else {
             resample::resample(audio.as_ref().expect("source audio kept"), rate)?
         };
-        let prep = Prepared::new(buf)?;
+        let mut prep = Prepared::new(buf)?;
+        prep.section_blocks = true;
         for (idx, t) in opts
             .targets
             .iter()
@@ -156,6 +176,7 @@ fn render_inner(
                     limiter_gr_max_db: m.measured.limiter_gr_max_db,
                     limiter_gr_mean_db: m.measured.limiter_gr_mean_db,
                     passes: m.passes,
+                    ..section_report(&section_plan, &m.measured.block_energy, rate)
                 },
                 TargetSettings {
                     target: t.name.clone(),
@@ -178,7 +199,8 @@ fn render_inner(
         working_lufs: WORKING_LUFS,
         global: chain,
         targets: target_settings,
-        sections: Vec::new(),
+        sliders: opts.sliders,
+        sections: section_plan,
     };
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
     Ok(TrackReport {
@@ -192,4 +214,86 @@ fn render_inner(
         job: None,
         album: None,
     })
+}
+
+type SectionAnalysis = (Vec<Section>, Vec<(f64, String)>, Vec<f64>);
+
+/// Sections from the arrangement document or detection, their character
+/// from the emotion graph or the audio, and their loudness in the input.
+fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalysis, WorkerError> {
+    let duration = audio.seconds();
+    let named = |doc: &str, e: DspError| match e {
+        DspError::Document { field, reason } => {
+            WorkerError::Request(format!("{doc}: {field}: {reason}"))
+        }
+        other => other.into(),
+    };
+    let secs: Vec<Section> = match &opts.arrangement {
+        Some(json) => {
+            sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?
+        }
+        None => sections::detect(audio),
+    };
+    let character: Vec<(f64, String)> = match &opts.emotion {
+        Some(json) => {
+            let curve =
+                sections::parse_emotion(json, duration).map_err(|e| named("emotion graph", e))?;
+            secs.iter()
+                .map(|s| {
+                    // Mean intensity over the section; the word of the graph's
+                    // point nearest its middle, else one from the intensity.
+                    let n = 16;
+                    let x = (0..n)
+                        .map(|i| {
+                            sections::intensity_at(
+                                &curve,
+                                s.start + (s.end - s.start) * (i as f64 + 0.5) / n as f64,
+                            )
+                        })
+                        .sum::<f64>()
+                        / n as f64;
+                    let mid = 0.5 * (s.start + s.end);
+                    let word = curve
+                        .iter()
+                        .filter(|p| p.emotion.is_some())
+                        .min_by(|a, b| (a.time - mid).abs().total_cmp(&(b.time - mid).abs()))
+                        .and_then(|p| p.emotion.clone())
+                        .unwrap_or_else(|| sections::emotion_word(x, 0.5).to_string());
+                    (x, word)
+                })
+                .collect()
+        }
+        None => sections::section_intensity(audio, &secs),
+    };
+    let input = plan::section_loudness(audio, &secs);
+    Ok((secs, character, input))
+}
+
+/// Each section's loudness in the input and in the written master, and the
+/// planned and achieved contrast (loudest minus quietest section).
+fn section_report(plan: &[SectionPlan], blocks: &[f64], rate: u32) -> TargetReport {
+    let sections: Vec<SectionReport> = plan
+        .iter()
+        .map(|p| SectionReport {
+            section: p.section.clone(),
+            emotion: p.emotion.clone(),
+            start: p.start,
+            end: p.end,
+            input_lufs: p.input_lufs,
+            output_lufs: loopmind_dsp::bs1770::range_loudness(blocks, rate, p.start, p.end),
+        })
+        .collect();
+    let spread = |v: Vec<f64>| {
+        let v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    TargetReport {
+        planned_contrast_lu: spread(plan.iter().map(|p| p.planned_lufs).collect()),
+        achieved_contrast_lu: spread(sections.iter().map(|s| s.output_lufs).collect()),
+        sections,
+        ..TargetReport::default()
+    }
 }

@@ -18,7 +18,7 @@ pub struct InputLoudness {
     pub plr_db: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TargetReport {
     pub target: String,
     pub target_lufs: f64,
@@ -40,6 +40,27 @@ pub struct TargetReport {
     pub limiter_gr_mean_db: f64,
     /// Renders it took to land on target.
     pub passes: u32,
+    /// Each section in the input and in this master.
+    #[serde(default)]
+    pub sections: Vec<SectionReport>,
+    /// Loudest minus quietest section, as planned (input plus offsets).
+    #[serde(default)]
+    pub planned_contrast_lu: f64,
+    /// The same, measured on this master.
+    #[serde(default)]
+    pub achieved_contrast_lu: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SectionReport {
+    pub section: String,
+    pub emotion: String,
+    pub start: f64,
+    pub end: f64,
+    /// Integrated (gated) over the section, in the input.
+    pub input_lufs: f64,
+    /// The same, in this master.
+    pub output_lufs: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -76,8 +97,10 @@ pub struct MasterSettings {
     pub working_lufs: f64,
     pub global: ChainSettings,
     pub targets: Vec<TargetSettings>,
-    /// Per-section settings; empty while the chain is global.
-    pub sections: Vec<serde_json::Value>,
+    pub sliders: loopmind_dsp::plan::Sliders,
+    /// The section plan rendered: each section's span, character and
+    /// loudness offset (ramped over 1 s around boundaries).
+    pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

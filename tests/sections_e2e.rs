@@ -1,0 +1,166 @@
+//! Section-aware mastering through `loopmind master`: detected or given
+//! sections, the plan per mode, the report's per-section loudness.
+
+mod common;
+
+use common::*;
+use loopmind_dsp::testsignals::{demo_arrangement, song};
+use loopmind_worker::report::{MasterSettings, TrackReport};
+use std::path::Path;
+
+fn master(
+    dir: &Path,
+    mix: &Path,
+    tag: &str,
+    extra: &[&str],
+) -> (TrackReport, MasterSettings, String) {
+    let out = dir.join(tag);
+    let mut args = vec![
+        "master",
+        mix.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = loopmind(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let t = out.join("song");
+    let report = std::fs::read(t.join("report.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or_else(|_| panic!("{tag}: no report:\n{text}"));
+    let settings =
+        serde_json::from_slice(&std::fs::read(t.join("master_settings.json")).unwrap()).unwrap();
+    (report, settings, text)
+}
+
+#[test]
+fn modes_shape_section_contrast_and_documents_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (audio, truth) = song(44_100, &demo_arrangement(), 5);
+    let mix = dir.path().join("song.wav");
+    write_wav(&mix, &audio, 24, false);
+    let run = |tag: &str, extra: &[&str]| master(dir.path(), &mix, tag, extra);
+
+    // Transparent at a target that needs no limiting keeps the input's contrast.
+    let (r, s, _) = run(
+        "transparent",
+        &["--targets", "ebu-r128", "--mode", "transparent"],
+    );
+    let t = &r.targets[0];
+    assert!(s.sections.iter().all(|p| p.lufs_offset == 0.0));
+    let input: Vec<f64> = t.sections.iter().map(|x| x.input_lufs).collect();
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    assert!(
+        (t.achieved_contrast_lu - spread(&input)).abs() <= 1.0,
+        "transparent: {} LU vs the input's {}",
+        t.achieved_contrast_lu,
+        spread(&input)
+    );
+    // Detected sections follow the song.
+    assert_eq!(t.sections.len(), truth.len());
+    for (sec, (label, start, _)) in t.sections.iter().zip(&truth) {
+        assert!(
+            (sec.start - start).abs() <= 1.0,
+            "{label} at {start}: {sec:?}"
+        );
+    }
+    // Cinematic widens, Radio Loud narrows, each as planned (within 1.5 LU of
+    // what the limiter leaves), and both land on target.
+    let (c, _, _) = run(
+        "cinematic",
+        &["--targets", "ebu-r128", "--mode", "cinematic"],
+    );
+    let (l, _, _) = run("radio", &["--targets", "ebu-r128", "--mode", "radio-loud"]);
+    let (c, l) = (&c.targets[0], &l.targets[0]);
+    assert!(
+        c.achieved_contrast_lu > t.achieved_contrast_lu + 1.0,
+        "cinematic {c:?}"
+    );
+    assert!(
+        l.achieved_contrast_lu < t.achieved_contrast_lu - 3.0,
+        "radio {l:?}"
+    );
+    for x in [c, l] {
+        assert!(
+            (x.achieved_contrast_lu - x.planned_contrast_lu).abs() <= 1.5,
+            "{x:?}"
+        );
+        assert!((x.integrated_lufs + 23.0).abs() <= 0.1);
+    }
+    // Reactivity 0: one static setting for every section.
+    let (_, s0, _) = run(
+        "static",
+        &[
+            "--targets",
+            "ebu-r128",
+            "--mode",
+            "cinematic",
+            "--reactivity",
+            "0",
+        ],
+    );
+    assert!(s0.sections.iter().all(|p| p.lufs_offset == 0.0));
+
+    // A given arrangement and emotion graph are used as they are.
+    let arr = dir.path().join("arr.json");
+    std::fs::write(
+        &arr,
+        r#"{"structure": [{"section": "Opening", "start": 0, "end": 24}, {"section": "Peak", "start": 24, "end": 72}]}"#,
+    )
+    .unwrap();
+    let emo = dir.path().join("emo.json");
+    std::fs::write(&emo, r#"{"curve": [{"time": 0, "intensity": 0.1, "emotion": "tender"}, {"time": 50, "intensity": 0.95, "emotion": "triumphant"}]}"#).unwrap();
+    let (r, _, _) = run(
+        "given",
+        &[
+            "--targets",
+            "spotify",
+            "--arrangement",
+            arr.to_str().unwrap(),
+            "--emotion",
+            emo.to_str().unwrap(),
+        ],
+    );
+    let secs = &r.targets[0].sections;
+    assert_eq!(
+        (secs[0].section.as_str(), secs[1].section.as_str()),
+        ("Opening", "Peak")
+    );
+    assert_eq!(
+        (secs[0].emotion.as_str(), secs[1].emotion.as_str()),
+        ("tender", "triumphant")
+    );
+
+    // A malformed one is a named, per-track error.
+    std::fs::write(
+        &arr,
+        r#"{"structure": [{"section": "A", "start": 0, "end": 99}]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("bad");
+    let o = loopmind(&[
+        "master",
+        mix.to_str().unwrap(),
+        "--targets",
+        "spotify",
+        "--out",
+        out.to_str().unwrap(),
+        "--arrangement",
+        arr.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("song/error.json")).unwrap()).unwrap();
+    let msg = err["error"].as_str().unwrap();
+    assert!(
+        msg.contains("arrangement: structure[0].end") && msg.contains("beyond"),
+        "{msg}"
+    );
+    assert_eq!(err["action"], "abort");
+}
