@@ -77,6 +77,13 @@ fn block_sums(audio: &Audio, power: &[f32], env: &[f32]) -> Vec<Block> {
 impl Prepared {
     pub fn new(audio: Audio) -> Result<Self, DspError> {
         let power = crate::bs1770::k_power(&audio);
+        Self::with_power(audio, power)
+    }
+
+    /// With the K-weighted power per frame already known (the gain search's
+    /// model only; every reported number is measured on the written samples).
+    pub fn with_power(audio: Audio, power: Vec<f32>) -> Result<Self, DspError> {
+        assert_eq!(power.len(), audio.frames());
         let lufs = crate::bs1770::integrated_from_power(&power, audio.rate);
         if !lufs.is_finite() || lufs < -70.0 {
             return Err(DspError::Silent);

@@ -69,16 +69,7 @@ pub fn contrast_factor(mode: Mode, dynamics: f64) -> f64 {
 
 /// Each section's integrated loudness (BS.1770 gating over its span).
 pub fn section_loudness(audio: &Audio, sections: &[Section]) -> Vec<f64> {
-    let power = bs1770::k_power(audio);
-    let fs = audio.rate as f64;
-    sections
-        .iter()
-        .map(|s| {
-            let a = ((s.start * fs) as usize).min(power.len());
-            let b = ((s.end * fs) as usize).min(power.len());
-            bs1770::integrated_from_power(&power[a..b], audio.rate)
-        })
-        .collect()
+    section_loudness_from_power(&bs1770::k_power(audio), audio.rate, sections)
 }
 
 /// The plan: `sections` with their intensity and emotion word, and their
@@ -172,14 +163,28 @@ pub fn gain_curve(plan: &[SectionPlan], rate: u32, frames: usize) -> Vec<f32> {
     g
 }
 
-/// Applies the plan's automation in place.
-pub fn apply(audio: &mut Audio, plan: &[SectionPlan]) {
+/// Applies the plan's automation in place; returns the gain curve.
+pub fn apply(audio: &mut Audio, plan: &[SectionPlan]) -> Vec<f32> {
     let g = gain_curve(plan, audio.rate, audio.frames());
     for ch in &mut audio.channels {
         for (x, k) in ch.iter_mut().zip(&g) {
             *x *= k;
         }
     }
+    g
+}
+
+/// Each section's integrated loudness from K-weighted power per frame.
+pub fn section_loudness_from_power(power: &[f32], rate: u32, sections: &[Section]) -> Vec<f64> {
+    let fs = rate as f64;
+    sections
+        .iter()
+        .map(|s| {
+            let a = ((s.start * fs) as usize).min(power.len());
+            let b = ((s.end * fs) as usize).min(power.len());
+            bs1770::integrated_from_power(&power[a..b], rate)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -171,6 +171,9 @@ pub struct Features {
     pub loudness: Vec<f64>,
     /// Share of energy below 200 Hz, 200 Hz..3 kHz, above 3 kHz.
     pub bands: Vec<[f64; 3]>,
+    /// K-weighted energy per 100 ms sub-block (all channels).
+    pub k_blocks: Vec<f64>,
+    pub rate: u32,
 }
 
 fn band_filters(rate: u32) -> [Coeffs; 2] {
@@ -187,27 +190,24 @@ pub fn features(audio: &Audio) -> Features {
     let n = audio.frames() / hop;
     let power = crate::bs1770::k_power(audio);
     let filters = band_filters(audio.rate);
-    // Per hop: energy below 200 Hz, above 3 kHz, and in all.
+    // Band balance of the mono sum: one pass of two filters.
+    let nch = audio.num_channels() as f32;
     let mut band_e = vec![[0f64; 3]; n];
-    for ch in &audio.channels {
-        for (b, f) in filters.iter().enumerate() {
-            let mut st = State::default();
-            for (h, e) in band_e.iter_mut().enumerate() {
-                let mut acc = 0.0;
-                for &x in &ch[h * hop..(h + 1) * hop] {
-                    let y = st.tick(f, x as f64);
-                    acc += y * y;
-                }
-                e[b] += acc;
-            }
-        }
-        for (h, e) in band_e.iter_mut().enumerate() {
-            e[2] += ch[h * hop..(h + 1) * hop]
-                .iter()
-                .map(|&x| (x as f64) * (x as f64))
-                .sum::<f64>();
+    let (mut lo, mut hi) = (State::default(), State::default());
+    for (h, e) in band_e.iter_mut().enumerate() {
+        for i in h * hop..(h + 1) * hop {
+            let x = (audio.channels.iter().map(|c| c[i]).sum::<f32>() / nch) as f64;
+            let (l, t) = (lo.tick(&filters[0], x), hi.tick(&filters[1], x));
+            e[0] += l * l;
+            e[1] += t * t;
+            e[2] += x * x;
         }
     }
+    let sub = crate::bs1770::hop(audio.rate);
+    let k_blocks: Vec<f64> = power
+        .chunks_exact(sub)
+        .map(|c| c.iter().map(|&v| v as f64).sum())
+        .collect();
     let k: Vec<f64> = (0..n)
         .map(|h| {
             power[h * hop..(h + 1) * hop]
@@ -235,6 +235,16 @@ pub fn features(audio: &Audio) -> Features {
         hop_s: HOP_S,
         loudness,
         bands,
+        k_blocks,
+        rate: audio.rate,
+    }
+}
+
+impl Features {
+    /// A span's integrated (gated) loudness from the K-weighted energy the
+    /// features already hold.
+    pub fn range_loudness(&self, start: f64, end: f64) -> f64 {
+        crate::bs1770::range_loudness(&self.k_blocks, self.rate, start, end)
     }
 }
 
@@ -365,8 +375,12 @@ fn label(f: &Features, spans: &[(f64, f64)]) -> Vec<String> {
 
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
+    detect_with(audio, &features(audio))
+}
+
+/// Sections detected from already computed features.
+pub fn detect_with(audio: &Audio, f: &Features) -> Vec<Section> {
     let duration = audio.seconds();
-    let f = features(audio);
     if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
         return vec![Section {
             label: "Track".into(),
@@ -375,10 +389,10 @@ pub fn detect(audio: &Audio) -> Vec<Section> {
         }];
     }
     let mut edges = vec![0.0];
-    edges.extend(boundaries(&f, duration));
+    edges.extend(boundaries(f, duration));
     edges.push(duration);
     let spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
-    label(&f, &spans)
+    label(f, &spans)
         .into_iter()
         .zip(spans)
         .map(|(label, (start, end))| Section { label, start, end })
@@ -387,9 +401,8 @@ pub fn detect(audio: &Audio) -> Vec<Section> {
 
 /// Intensity in 0..1 per section, from its loudness relative to the track's
 /// range and its brightness; and an emotion word for it.
-pub fn section_intensity(audio: &Audio, sections: &[Section]) -> Vec<(f64, String)> {
-    let f = features(audio);
-    let st: Vec<SectionStats> = sections.iter().map(|s| stats(&f, s.start, s.end)).collect();
+pub fn section_intensity(f: &Features, sections: &[Section]) -> Vec<(f64, String)> {
+    let st: Vec<SectionStats> = sections.iter().map(|s| stats(f, s.start, s.end)).collect();
     let lo = st.iter().map(|s| s.loudness).fold(f64::INFINITY, f64::min);
     let hi = st
         .iter()

@@ -115,13 +115,21 @@ fn render_inner(
     chain.run(&mut audio, input_loudness.integrated_lufs);
     // Planned on the chain's output, so the plan's contrast is what the
     // limiter receives; the report keeps the raw input's section loudness.
-    let processed = plan::section_loudness(&audio, &secs);
+    let mut power = loopmind_dsp::bs1770::k_power(&audio);
+    let processed = plan::section_loudness_from_power(&power, audio.rate, &secs);
     let mut section_plan = plan::plan(&secs, &character, &processed, opts.mode, opts.sliders);
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
     }
     // The plan's loudness offsets, ramped across boundaries, before the limiter.
-    plan::apply(&mut audio, &section_plan);
+    let curve = plan::apply(&mut audio, &section_plan);
+    // The model's power follows the automation (the K-filter is linear and
+    // the gain slow), so it need not be filtered again.
+    for (p, g) in power.iter_mut().zip(&curve) {
+        *p *= g * g;
+    }
+    drop(curve);
+    let mut source_power = Some(power);
 
     // Targets grouped by output rate: each rate is prepared once. Other rates
     // resample from the processed audio first; the source rate goes last and
@@ -143,7 +151,15 @@ fn render_inner(
         } else {
             resample::resample(audio.as_ref().expect("source audio kept"), rate)?
         };
-        let mut prep = Prepared::new(buf)?;
+        let power = if rate == src_rate {
+            source_power.take()
+        } else {
+            None
+        };
+        let mut prep = match power {
+            Some(power) => Prepared::with_power(buf, power)?,
+            None => Prepared::new(buf)?,
+        };
         prep.section_blocks = true;
         for (idx, t) in opts
             .targets
@@ -228,11 +244,12 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         }
         other => other.into(),
     };
+    let features = sections::features(audio);
     let secs: Vec<Section> = match &opts.arrangement {
         Some(json) => {
             sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?
         }
-        None => sections::detect(audio),
+        None => sections::detect_with(audio, &features),
     };
     let character: Vec<(f64, String)> = match &opts.emotion {
         Some(json) => {
@@ -263,9 +280,12 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
                 })
                 .collect()
         }
-        None => sections::section_intensity(audio, &secs),
+        None => sections::section_intensity(&features, &secs),
     };
-    let input = plan::section_loudness(audio, &secs);
+    let input = secs
+        .iter()
+        .map(|s| features.range_loudness(s.start, s.end))
+        .collect();
     Ok((secs, character, input))
 }
 
