@@ -145,10 +145,14 @@ fn check_track(
         .unwrap_or_else(|| panic!("{id}: no report.json"));
     let report: TrackReport = serde_json::from_slice(&bytes).unwrap();
     assert!(report.job.is_some(), "{id}: report carries no job stamp");
-    assert!(rt
-        .block_on(store.head(&format!("{prefix}master_settings.json")))
-        .unwrap()
-        .is_some());
+    for f in ["master_settings.json", "loudness.png"] {
+        assert!(
+            rt.block_on(store.head(&format!("{prefix}{f}")))
+                .unwrap()
+                .is_some(),
+            "{id}: no {f}"
+        );
+    }
     assert!(rt
         .block_on(store.head(&format!("{prefix}error.json")))
         .unwrap()

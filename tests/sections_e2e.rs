@@ -34,6 +34,12 @@ fn master(
         .unwrap_or_else(|_| panic!("{tag}: no report:\n{text}"));
     let settings =
         serde_json::from_slice(&std::fs::read(t.join("master_settings.json")).unwrap()).unwrap();
+    let png =
+        std::fs::read(t.join("loudness.png")).unwrap_or_else(|_| panic!("{tag}: no loudness.png"));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{tag}: not a picture"
+    );
     (report, settings, text)
 }
 

@@ -18,6 +18,7 @@
 //!   and `/healthz`.
 //! - [`config`]: settings from defaults, a TOML file and the environment.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, listened to by every task.
+//! - [`plot`]: `loudness.png`, input and master loudness over the sections.
 //! - [`report`]: the shapes of `report.json`, `error.json` and
 //!   `master_settings.json`.
 //! - [`error`]: what went wrong and whether retrying could help.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod plot;
 pub mod process;
 pub mod rabbitmq;
 pub mod render;

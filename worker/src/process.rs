@@ -77,6 +77,7 @@ impl JobError {
 pub const REPORT: &str = "report.json";
 pub const ERROR: &str = "error.json";
 pub const SETTINGS: &str = "master_settings.json";
+pub const PICTURE: &str = "loudness.png";
 
 /// Runs `job`; `scratch` is a folder for temporary files (on the store's file
 /// system in local mode, so publishing is a rename).
@@ -239,7 +240,8 @@ async fn run(
         .targets
         .iter()
         .map(|t| t.output_file.clone())
-        .chain([SETTINGS.to_string()])
+        .chain([SETTINGS.to_string(), PICTURE.to_string()])
+        .filter(|f| out.join(f).exists())
         .map(|f| (job.output_key(&f), out.join(&f)))
         .collect();
     traffic.uploaded += files

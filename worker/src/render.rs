@@ -111,7 +111,8 @@ fn render_inner(
     };
     drop(inl);
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
-    let (secs, character, section_input) = analyse_sections(&audio, opts)?;
+    let (secs, character, section_input, input_blocks) = analyse_sections(&audio, opts)?;
+    let (in_rate, duration) = (audio.rate, audio.seconds());
     chain.run(&mut audio, input_loudness.integrated_lufs);
     // Planned on the chain's output, so the plan's contrast is what the
     // limiter receives; the report keeps the raw input's section loudness.
@@ -144,6 +145,8 @@ fn render_inner(
     rates.dedup();
     rates.sort_by_key(|&r| r == src_rate);
     let mut reports: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
+    // The first target's measured loudness, for the picture.
+    let mut pictured: Option<(String, f64, Vec<f64>, u32)> = None;
     let mut audio = Some(audio);
     for rate in rates {
         let buf: Audio = if rate == src_rate {
@@ -173,6 +176,14 @@ fn render_inner(
             let seed = seed_for(&t.name);
             let m = master_target(&prep, t, &chain.limiter, pre_gain_db, seed, &mut sink)?;
             sink.commit(&info.tags)?;
+            if idx == 0 {
+                pictured = Some((
+                    t.name.clone(),
+                    t.lufs,
+                    m.measured.block_energy.clone(),
+                    rate,
+                ));
+            }
             let l = &m.measured.loudness;
             reports.push((
                 idx,
@@ -219,6 +230,26 @@ fn render_inner(
         sections: section_plan,
     };
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
+    if let Some((name, lufs, blocks, rate)) = pictured {
+        let hop = loopmind_dsp::bs1770::hop;
+        let input = crate::plot::short_term(&input_blocks, hop(in_rate));
+        let master = crate::plot::short_term(&blocks, hop(rate));
+        let path = out_dir.join(crate::process::PICTURE);
+        let label = format!("{name} master");
+        crate::plot::draw(
+            &path,
+            &crate::plot::Picture {
+                title: &format!("{track}: short-term loudness, {} mode", opts.mode),
+                input: &input,
+                master: &master,
+                master_label: &label,
+                target_lufs: lufs,
+                sections: &settings.sections,
+                duration,
+            },
+        )
+        .map_err(|reason| WorkerError::Encode { path, reason })?;
+    }
     Ok(TrackReport {
         track: track.to_string(),
         source: input.display().to_string(),
@@ -232,7 +263,9 @@ fn render_inner(
     })
 }
 
-type SectionAnalysis = (Vec<Section>, Vec<(f64, String)>, Vec<f64>);
+/// Sections, their (intensity, emotion), their input loudness, and the
+/// input's K-weighted energy per 100 ms (for the picture).
+type SectionAnalysis = (Vec<Section>, Vec<(f64, String)>, Vec<f64>, Vec<f64>);
 
 /// Sections from the arrangement document or detection, their character
 /// from the emotion graph or the audio, and their loudness in the input.
@@ -286,7 +319,7 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         .iter()
         .map(|s| features.range_loudness(s.start, s.end))
         .collect();
-    Ok((secs, character, input))
+    Ok((secs, character, input, features.k_blocks))
 }
 
 /// Each section's loudness in the input and in the written master, and the
