@@ -99,6 +99,35 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
         );
         assert!((x.integrated_lufs + 23.0).abs() <= 0.1);
     }
+    // A/B clips: 30 s of mix and master around the most intense section,
+    // at the same loudness.
+    let (r, _, _) = run(
+        "preview",
+        &["--targets", "spotify,ebu-r128", "--mode", "cinematic"],
+    );
+    for t in &r.targets {
+        let p = t.preview.as_ref().expect("preview");
+        assert!((p.end - p.start - 30.0).abs() < 1e-9);
+        let chorus = truth.iter().find(|(l, _, _)| l == "Chorus").unwrap();
+        assert!(
+            p.start <= chorus.1 && p.end >= chorus.2 - 1.0,
+            "{p:?} misses the chorus"
+        );
+        let dir = dir.path().join("preview/song");
+        let level = |f: &str| {
+            let (a, _) = loopmind_worker::decode::decode_file(&dir.join(f)).unwrap();
+            assert!((a.seconds() - 30.0).abs() < 0.01);
+            loopmind_dsp::loudness::measure_with(&a, loopmind_dsp::loudness::Measure::INTEGRATED)
+                .unwrap()
+                .integrated_lufs
+        };
+        let (m, x) = (level(&p.mix_file), level(&p.master_file));
+        assert!(
+            (m - x).abs() < 0.1 && (m - p.lufs).abs() < 0.1,
+            "{}: mix {m}, master {x}",
+            t.target
+        );
+    }
     // Reactivity 0: one static setting for every section.
     let (_, s0, _) = run(
         "static",

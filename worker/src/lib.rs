@@ -19,6 +19,7 @@
 //! - [`config`]: settings from defaults, a TOML file and the environment.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, listened to by every task.
 //! - [`plot`]: `loudness.png`, input and master loudness over the sections.
+//! - [`preview`]: loudness-matched A/B clips of the mix and each master.
 //! - [`report`]: the shapes of `report.json`, `error.json` and
 //!   `master_settings.json`.
 //! - [`error`]: what went wrong and whether retrying could help.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 pub mod plot;
+pub mod preview;
 pub mod process;
 pub mod rabbitmq;
 pub mod render;

@@ -240,6 +240,13 @@ async fn run(
         .targets
         .iter()
         .map(|t| t.output_file.clone())
+        .chain(
+            report
+                .targets
+                .iter()
+                .filter_map(|t| t.preview.as_ref())
+                .flat_map(|p| [p.mix_file.clone(), p.master_file.clone()]),
+        )
         .chain([SETTINGS.to_string(), PICTURE.to_string()])
         .filter(|f| out.join(f).exists())
         .map(|f| (job.output_key(&f), out.join(&f)))

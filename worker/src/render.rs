@@ -3,7 +3,8 @@
 
 use crate::decode::decode_file;
 use crate::report::{
-    InputLoudness, MasterSettings, SectionReport, TargetReport, TargetSettings, TrackReport,
+    InputLoudness, MasterSettings, Preview, SectionReport, TargetReport, TargetSettings,
+    TrackReport,
 };
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
@@ -113,6 +114,14 @@ fn render_inner(
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
     let (secs, character, section_input, input_blocks) = analyse_sections(&audio, opts)?;
     let (in_rate, duration) = (audio.rate, audio.seconds());
+    // The raw mix's A/B clip, before the chain touches it.
+    let spans: Vec<(f64, f64, f64)> = secs
+        .iter()
+        .zip(&character)
+        .map(|(s, c)| (s.start, s.end, c.0))
+        .collect();
+    let (clip_a, clip_b) = crate::preview::span(&spans, duration);
+    let mix_clip = crate::preview::cut(&audio, clip_a, clip_b);
     chain.run(&mut audio, input_loudness.integrated_lufs);
     // Planned on the chain's output, so the plan's contrast is what the
     // limiter receives; the report keeps the raw input's section loudness.
@@ -176,6 +185,10 @@ fn render_inner(
             let seed = seed_for(&t.name);
             let m = master_target(&prep, t, &chain.limiter, pre_gain_db, seed, &mut sink)?;
             sink.commit(&info.tags)?;
+            let master_clip = crate::preview::read_master(&path, clip_a, clip_b)?;
+            let preview_dir = out_dir.join(crate::preview::DIR);
+            let preview_lufs =
+                crate::preview::write_pair(&preview_dir, &t.name, &mix_clip, &master_clip)?;
             if idx == 0 {
                 pictured = Some((
                     t.name.clone(),
@@ -203,6 +216,13 @@ fn render_inner(
                     limiter_gr_max_db: m.measured.limiter_gr_max_db,
                     limiter_gr_mean_db: m.measured.limiter_gr_mean_db,
                     passes: m.passes,
+                    preview: Some(Preview {
+                        start: clip_a,
+                        end: clip_b,
+                        lufs: preview_lufs,
+                        mix_file: format!("{}/{}-mix.wav", crate::preview::DIR, t.name),
+                        master_file: format!("{}/{}-master.wav", crate::preview::DIR, t.name),
+                    }),
                     ..section_report(&section_plan, &m.measured.block_energy, rate)
                 },
                 TargetSettings {

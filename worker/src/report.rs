@@ -49,6 +49,20 @@ pub struct TargetReport {
     /// The same, measured on this master.
     #[serde(default)]
     pub achieved_contrast_lu: f64,
+    /// The loudness-matched A/B clips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+/// The same span of the raw mix and of the master, at the same loudness.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Preview {
+    pub start: f64,
+    pub end: f64,
+    /// Both clips' integrated loudness.
+    pub lufs: f64,
+    pub mix_file: String,
+    pub master_file: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
