@@ -50,9 +50,10 @@ manifest() { # catalog -> manifest path
 }
 
 now() { date +%s.%N; }
+# Registered here: catalog_with runs in a subshell.
+catalogs+=("bench-$run-w1" "bench-$run-w2")
 catalog_with() { # workers -> wall seconds for the whole catalog
   local w=$1 c="bench-$run-w$1"
-  catalogs+=("$c")
   local m
   m=$(manifest "$c")
   workers=()
