@@ -3,11 +3,13 @@
 //! Map: [`local`] runs a batch of tracks through the worker's `process_job`
 //! on an in-process queue against a folder store; [`catalog`] is the
 //! distributed coordinator (manifest -> jobs on RabbitMQ -> follow results),
-//! with [`manifest`] validating catalogs; `worker` runs the worker crate's
+//! with [`manifest`] validating catalogs, [`broker`] publishing and
+//! following, and [`album`] computing album offsets; `worker` runs the worker crate's
 //! consumer; [`summary`] prints and saves what happened; [`demo`] writes a
 //! synthetic multi-section song to master.
 
 mod album;
+mod broker;
 mod catalog;
 mod demo;
 mod local;
