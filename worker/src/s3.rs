@@ -40,6 +40,20 @@ impl S3Store {
         })
     }
 
+    /// GetObject, failures classified.
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))
+    }
+
     fn what(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
     }
@@ -82,14 +96,7 @@ fn etag(e: Option<&str>) -> String {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError> {
-        let resp = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.classify(key, e))?;
+        let resp = self.get(key).await?;
         let meta = ObjectMeta {
             etag: etag(resp.e_tag()),
             size: resp.content_length().unwrap_or(0).max(0) as u64,
@@ -118,21 +125,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let resp = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let resp = match self.get(key).await {
             Ok(r) => r,
-            Err(e) => {
-                return match self.classify(key, e) {
-                    StoreError::NotFound(_) => Ok(None),
-                    e => Err(e),
-                }
-            }
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let body = resp
             .body
