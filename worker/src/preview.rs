@@ -11,6 +11,11 @@ use std::path::Path;
 pub const CLIP_S: f64 = 30.0;
 pub const DIR: &str = "preview";
 
+/// A clip's file, relative to the track's folder: `preview/<target>-<which>.wav`.
+pub fn clip_file(target: &str, which: &str) -> String {
+    format!("{DIR}/{target}-{which}.wav")
+}
+
 /// The clip's span: 30 s centred on the most intense section (the whole
 /// track if shorter). `sections` are (start, end, intensity).
 pub fn span(sections: &[(f64, f64, f64)], duration: f64) -> (f64, f64) {
@@ -106,7 +111,8 @@ pub fn write_pair(
             1.0
         }
     };
-    write_float(&dir.join(format!("{target}-mix.wav")), mix, gain(lm))?;
-    write_float(&dir.join(format!("{target}-master.wav")), master, gain(lt))?;
+    let file = |which| dir.join(format!("{target}-{which}.wav"));
+    write_float(&file("mix"), mix, gain(lm))?;
+    write_float(&file("master"), master, gain(lt))?;
     Ok(level)
 }

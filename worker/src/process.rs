@@ -6,7 +6,7 @@
 use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement, Status};
 use crate::render::{render_masters, RenderOptions};
 use crate::report::ErrorReport;
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::{Action, WorkerError};
 use std::path::Path;
 use std::time::Instant;
@@ -129,29 +129,29 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                 error: e.to_string(),
                 action,
             };
-            let mut disposition = Disposition::Ack;
-            if action == Action::Retry {
+            let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
+            let written = if action == Action::Retry {
                 warn!(error = %e, "job failed, will be retried");
-                disposition = Disposition::Requeue;
                 // Best effort: if retries run out, this says why.
-                let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
                 let _ = store.put_bytes(&job.output_key(ERROR), body).await;
+                Ok(())
             } else {
                 warn!(error = %e, "job failed for good");
                 // No master without a report: a failed run leaves only error.json.
-                for t in &job.targets {
-                    let _ = store
-                        .delete(&job.output_key(&format!("{}.wav", t.name)))
-                        .await;
+                for file in outputs(job) {
+                    let _ = store.delete(&job.output_key(&file)).await;
                 }
-                let _ = store.delete(&job.output_key(SETTINGS)).await;
-                let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
-                if let Err(se) = store.put_bytes(&job.output_key(ERROR), body).await {
+                store.put_bytes(&job.output_key(ERROR), body).await
+            };
+            let disposition = match written {
+                Ok(()) if action == Action::Abort => Disposition::Ack,
+                Ok(()) => Disposition::Requeue,
+                Err(se) => {
                     // Without its error.json the failure would be invisible: retry.
                     warn!(error = %se, "cannot write error.json");
-                    disposition = Disposition::Requeue;
+                    Disposition::Requeue
                 }
-            }
+            };
             Outcome {
                 reason: e.reason(),
                 traffic,
@@ -184,15 +184,7 @@ async fn run(
     // A reader must never take an old report for new masters.
     let (report_key, error_key) = (job.output_key(REPORT), job.output_key(ERROR));
     futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
-    std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
-    let dir = tempfile::Builder::new()
-        .prefix(".loopmind-job-")
-        .tempdir_in(scratch)
-        .map_err(|e| WorkerError::io(scratch, e))?;
-    let input = dir.path().join("input");
-    let meta = store.get_file(&job.source, &input).await?;
-    traffic.downloaded += meta.size;
-    info!(bytes = meta.size, "mix downloaded");
+    let (dir, input, meta) = fetch_mix(job, store, scratch, traffic).await?;
     let out = dir.path().join("out");
     let mut targets = job.targets.clone();
     if let Some(a) = &job.album {
@@ -273,6 +265,41 @@ async fn run(
     Ok(report)
 }
 
+/// Every file a render publishes besides the report.
+fn outputs(job: &Job) -> Vec<String> {
+    job.targets
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("{}.wav", t.name),
+                crate::preview::clip_file(&t.name, "mix"),
+                crate::preview::clip_file(&t.name, "master"),
+            ]
+        })
+        .chain([SETTINGS.to_string(), PICTURE.to_string()])
+        .collect()
+}
+
+/// A scratch folder of the job's own (removed when dropped) holding the
+/// downloaded mix: (folder, mix path, the object's ETag and size).
+async fn fetch_mix(
+    job: &Job,
+    store: &dyn ObjectStore,
+    scratch: &Path,
+    traffic: &mut Traffic,
+) -> Result<(tempfile::TempDir, std::path::PathBuf, ObjectMeta), JobError> {
+    std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".loopmind-job-")
+        .tempdir_in(scratch)
+        .map_err(|e| WorkerError::io(scratch, e))?;
+    let input = dir.path().join("input");
+    let meta = store.get_file(&job.source, &input).await?;
+    traffic.downloaded += meta.size;
+    info!(bytes = meta.size, "mix downloaded");
+    Ok((dir, input, meta))
+}
+
 /// An album's first pass: the mix's integrated loudness and length.
 async fn measure(
     job: &Job,
@@ -280,13 +307,8 @@ async fn measure(
     scratch: &Path,
     traffic: &mut Traffic,
 ) -> Result<Measurement, JobError> {
-    std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
-    let dir = tempfile::Builder::new()
-        .prefix(".loopmind-job-")
-        .tempdir_in(scratch)
-        .map_err(|e| WorkerError::io(scratch, e))?;
-    let input = dir.path().join("input");
-    traffic.downloaded += store.get_file(&job.source, &input).await?.size;
+    // The folder lives until the end: `input` is inside it.
+    let (_dir, input, _) = fetch_mix(job, store, scratch, traffic).await?;
     let measured = tokio::task::spawn_blocking(move || -> Result<Measurement, WorkerError> {
         let (audio, _) = crate::decode::decode_file(&input)?;
         audio.validate()?;

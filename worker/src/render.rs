@@ -126,7 +126,7 @@ fn render_inner(
     // Planned on the chain's output, so the plan's contrast is what the
     // limiter receives; the report keeps the raw input's section loudness.
     let mut power = loopmind_dsp::bs1770::k_power(&audio);
-    let processed = plan::section_loudness_from_power(&power, audio.rate, &secs);
+    let processed = plan::section_loudness(&power, audio.rate, &secs);
     let mut section_plan = plan::plan(&secs, &character, &processed, opts.mode, opts.sliders);
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
@@ -220,8 +220,8 @@ fn render_inner(
                         start: clip_a,
                         end: clip_b,
                         lufs: preview_lufs,
-                        mix_file: format!("{}/{}-mix.wav", crate::preview::DIR, t.name),
-                        master_file: format!("{}/{}-master.wav", crate::preview::DIR, t.name),
+                        mix_file: crate::preview::clip_file(&t.name, "mix"),
+                        master_file: crate::preview::clip_file(&t.name, "master"),
                     }),
                     ..section_report(&section_plan, &m.measured.block_energy, rate)
                 },
