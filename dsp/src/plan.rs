@@ -67,11 +67,6 @@ pub fn contrast_factor(mode: Mode, dynamics: f64) -> f64 {
     base * (1.25 - 0.5 * dynamics.clamp(0.0, 1.0))
 }
 
-/// Each section's integrated loudness (BS.1770 gating over its span).
-pub fn section_loudness(audio: &Audio, sections: &[Section]) -> Vec<f64> {
-    section_loudness_from_power(&bs1770::k_power(audio), audio.rate, sections)
-}
-
 /// The plan: `sections` with their intensity and emotion word, and their
 /// loudness as the plan finds them (after the chain); `input_lufs` is filled
 /// with the same and may be replaced by the caller with the raw input's.
@@ -174,8 +169,9 @@ pub fn apply(audio: &mut Audio, plan: &[SectionPlan]) -> Vec<f32> {
     g
 }
 
-/// Each section's integrated loudness from K-weighted power per frame.
-pub fn section_loudness_from_power(power: &[f32], rate: u32, sections: &[Section]) -> Vec<f64> {
+/// Each section's integrated loudness (BS.1770 gating over its span) from
+/// K-weighted power per frame.
+pub fn section_loudness(power: &[f32], rate: u32, sections: &[Section]) -> Vec<f64> {
     let fs = rate as f64;
     sections
         .iter()
