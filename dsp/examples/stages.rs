@@ -66,7 +66,7 @@ fn main() {
     time("one measure pass", || {
         measure_pass(&prep, &m.params, &mut NullSink).unwrap()
     });
-    let mut keep = Keep(vec![Vec::new(); 2]);
+    let mut keep = loopmind_dsp::master::MemorySink::new(2);
     measure_pass(&prep, &m.params, &mut keep).unwrap();
     let master = loopmind_dsp::Audio::new(44_100, keep.0).unwrap();
     time("master: ebur128 I + LRA", || {
@@ -78,20 +78,4 @@ fn main() {
     time("master: 16x true-peak meter", || {
         truepeak::true_peak_dbtp(&master)
     });
-}
-
-/// Keeps what a pass writes, to time the meters on a real master.
-struct Keep(Vec<Vec<f32>>);
-
-impl loopmind_dsp::master::MasterSink for Keep {
-    fn restart(&mut self) -> Result<(), String> {
-        self.0.iter_mut().for_each(Vec::clear);
-        Ok(())
-    }
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
-        for (d, s) in self.0.iter_mut().zip(chunk) {
-            d.extend_from_slice(s);
-        }
-        Ok(())
-    }
 }

@@ -120,6 +120,28 @@ impl MasterSink for NullSink {
     }
 }
 
+/// Keeps what is written in memory (tests, benchmarks).
+pub struct MemorySink(pub Vec<Vec<f32>>);
+
+impl MemorySink {
+    pub fn new(channels: usize) -> Self {
+        Self(vec![Vec::new(); channels])
+    }
+}
+
+impl MasterSink for MemorySink {
+    fn restart(&mut self) -> Result<(), String> {
+        self.0.iter_mut().for_each(Vec::clear);
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
+        for (d, s) in self.0.iter_mut().zip(chunk) {
+            d.extend_from_slice(s);
+        }
+        Ok(())
+    }
+}
+
 /// Everything that determines the written samples.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RenderParams {

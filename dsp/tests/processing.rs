@@ -4,25 +4,23 @@
 use loopmind_dsp::biquad::{run_cascade, Coeffs};
 use loopmind_dsp::compressor::CompressorSettings;
 use loopmind_dsp::limiter::LimiterSettings;
-use loopmind_dsp::master::{master_target, MasterSink, Prepared};
+use loopmind_dsp::master::{master_target, MemorySink, Prepared};
 use loopmind_dsp::targets::Target;
 use loopmind_dsp::testsignals::sine;
 use loopmind_dsp::{lin_to_db, loudness, truepeak, width, Audio};
 
-/// Keeps what the master pass writes, to measure it independently.
-struct Capture(Vec<Vec<f32>>);
-
-impl MasterSink for Capture {
-    fn restart(&mut self) -> Result<(), String> {
-        self.0.iter_mut().for_each(Vec::clear);
-        Ok(())
-    }
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
-        for (o, c) in self.0.iter_mut().zip(chunk) {
-            o.extend_from_slice(c);
-        }
-        Ok(())
-    }
+/// Differentiated white noise: energy rising to Nyquist.
+fn bright_noise(seed: u64, n: usize, gain: f64) -> Vec<f32> {
+    let mut noise = loopmind_dsp::testsignals::Noise::new(seed);
+    let mut prev = 0.0;
+    (0..n)
+        .map(|_| {
+            let v = noise.sample();
+            let y = gain * (v - prev);
+            prev = v;
+            y as f32
+        })
+        .collect()
 }
 
 fn ebur128_true_peak(a: &Audio) -> f64 {
@@ -45,7 +43,7 @@ fn master_and_check(name: &str, a: Audio, lufs: f64, ceiling: f64) {
         bits: 24,
     };
     let prep = Prepared::new(a).unwrap();
-    let mut cap = Capture(vec![Vec::new(); prep.audio.num_channels()]);
+    let mut cap = MemorySink::new(prep.audio.num_channels());
     let m = master_target(&prep, &t, &LimiterSettings::default(), 0.0, 7, &mut cap).unwrap();
     let out = Audio::new(prep.audio.rate, cap.0).unwrap();
     let ours = truepeak::true_peak_dbtp(&out);
@@ -197,16 +195,7 @@ fn width_one_is_the_identity_and_zero_is_mono() {
 #[test]
 fn detector_never_reads_below_ebur128() {
     // Bright noise: where ebur128's short interpolator over-reads.
-    let mut n = loopmind_dsp::testsignals::Noise::new(21);
-    let mut prev = 0.0;
-    let x: Vec<f32> = (0..96_000)
-        .map(|_| {
-            let v = n.sample();
-            let y = 0.4 * (v - prev);
-            prev = v;
-            y as f32
-        })
-        .collect();
+    let x = bright_noise(21, 96_000, 0.4);
     let a = Audio::new(48_000, vec![x.clone(), x]).unwrap();
     let env = truepeak::peak_envelope(&a).into_iter().fold(0f32, f32::max);
     let theirs = ebur128_true_peak(&a);
@@ -221,16 +210,7 @@ fn detector_never_reads_below_ebur128() {
 fn reference_reading_is_ebur128s() {
     // Bright noise, a near-Nyquist tone and a 45 degree fs/4 sine: where
     // interpolators disagree most.
-    let mut n = loopmind_dsp::testsignals::Noise::new(5);
-    let mut prev = 0.0;
-    let bright: Vec<f32> = (0..50_000)
-        .map(|_| {
-            let v = n.sample();
-            let y = 0.45 * (v - prev);
-            prev = v;
-            y as f32
-        })
-        .collect();
+    let bright = bright_noise(5, 50_000, 0.45);
     let signals = [
         Audio::new(44_100, vec![bright.clone(), bright]).unwrap(),
         sine(44_100, 1.0, 0.45 * 44_100.0, -3.0, 0.3),
