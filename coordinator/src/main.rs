@@ -107,6 +107,10 @@ pub struct MasterArgs {
     /// Emotion reactivity: 0 one static setting .. 1 the full section plan.
     #[arg(long, default_value_t = 1.0)]
     reactivity: f64,
+    /// How much of the planned EQ, width, saturation and compression to
+    /// apply, 0..1 each: e.g. eq=0.5,width=0.7 (others stay at 1).
+    #[arg(long, default_value = "")]
+    amount: String,
 }
 
 impl MasterArgs {
@@ -119,9 +123,12 @@ impl MasterArgs {
                 bail!("{name} {v} is outside 0..1");
             }
         }
+        let amount = loopmind_dsp::plan::Amounts::parse(&self.amount)
+            .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
         Ok(loopmind_dsp::plan::Sliders {
             dynamics: self.dynamics,
             reactivity: self.reactivity,
+            amount,
         })
     }
 

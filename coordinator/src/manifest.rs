@@ -3,7 +3,7 @@
 //! listed, not just the first.
 
 use loopmind_dsp::modes::Mode;
-use loopmind_dsp::plan::Sliders;
+use loopmind_dsp::plan::{Amounts, Sliders};
 use loopmind_dsp::targets::{self, Target};
 use loopmind_worker::job::safe_id;
 use serde::Deserialize;
@@ -22,6 +22,9 @@ pub struct Manifest {
     /// 0 one static setting .. 1 the full section plan (default 1).
     #[serde(default)]
     pub reactivity: Option<f64>,
+    /// How much of each planned dimension to apply, e.g. {"eq": 0.5}.
+    #[serde(default)]
+    pub amount: Amounts,
     pub tracks: Vec<TrackEntry>,
 }
 
@@ -123,6 +126,10 @@ impl Manifest {
                     problems.push(format!("{name}: {v} is outside 0..1"));
                 }
             }
+        }
+        match self.amount.out_of_range() {
+            Some((name, v)) => problems.push(format!("amount.{name}: {v} is outside 0..1")),
+            None => sliders.amount = self.amount,
         }
         let mut seen = HashSet::new();
         let mut planned = Vec::new();

@@ -131,6 +131,12 @@ impl State {
 /// Runs a cascade of sections over one channel, in place.
 pub fn run_cascade(sections: &[Coeffs], samples: &mut [f32]) {
     let mut states = vec![State::default(); sections.len()];
+    run_cascade_with(sections, &mut states, samples);
+}
+
+/// The same, continuing from (and updating) `states`: a signal processed in
+/// pieces, whose coefficients may change between pieces.
+pub fn run_cascade_with(sections: &[Coeffs], states: &mut [State], samples: &mut [f32]) {
     for s in samples.iter_mut() {
         let mut v = *s as f64;
         for (k, st) in sections.iter().zip(states.iter_mut()) {

@@ -1,16 +1,17 @@
 //! The processing chain before the limiter, run in place:
 //! working-level gain -> high-pass + EQ -> compressor -> saturation -> width.
+//! With a section plan, the EQ bands, ratio, saturation and width follow
+//! each section's values, crossfaded at the boundaries.
 
 use crate::compressor::CompressorSettings;
 use crate::eq::EqSettings;
 use crate::limiter::LimiterSettings;
+use crate::plan::{automation, SectionPlan};
 use crate::{saturation, width, Audio, DspError};
 use serde::{Deserialize, Serialize};
 
 /// Level the chain works at, so a mode sounds the same on quiet and hot mixes.
 pub const WORKING_LUFS: f64 = -18.0;
-/// Saturation amount 1.0 drives the clipper this hard.
-pub const SATURATION_MAX_DRIVE_DB: f64 = 12.0;
 
 /// The global settings: `master_settings.json`'s "global" block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,7 +20,7 @@ pub struct ChainSettings {
     pub eq_curve: String,
     pub eq: EqSettings,
     pub compressor: CompressorSettings,
-    /// 0..1; drive = saturation x SATURATION_MAX_DRIVE_DB.
+    /// 0..1 (see [`saturation::MAX_DRIVE`]).
     pub saturation: f64,
     pub stereo_width: f64,
     pub limiter: LimiterSettings,
@@ -85,10 +86,40 @@ impl ChainSettings {
 
     /// Runs the chain in place. `input_lufs` is the input's integrated loudness.
     pub fn run(&self, audio: &mut Audio, input_lufs: f64) {
+        self.run_planned(audio, input_lufs, &[]);
+    }
+
+    /// Runs the chain with each section's EQ gains, ratio, saturation and
+    /// width; where a dimension is the same in every section it runs static.
+    pub fn run_planned(&self, audio: &mut Audio, input_lufs: f64, plan: &[SectionPlan]) {
         audio.scale(crate::db_to_lin(WORKING_LUFS - input_lufs) as f32);
-        self.eq.apply(audio);
-        self.compressor.apply(audio);
-        saturation::apply(audio, self.saturation * SATURATION_MAX_DRIVE_DB);
-        width::apply(audio, self.stereo_width);
+        let bands = [
+            automation(plan, |p| p.eq.low, self.eq.low),
+            automation(plan, |p| p.eq.mid, self.eq.mid),
+            automation(plan, |p| p.eq.high, self.eq.high),
+        ];
+        if bands.iter().all(|a| a.is_constant()) {
+            let eq = EqSettings {
+                low: bands[0].first(),
+                mid: bands[1].first(),
+                high: bands[2].first(),
+                ..self.eq.clone()
+            };
+            eq.apply(audio);
+        } else {
+            self.eq.apply_automated(audio, &bands);
+        }
+        let ratio = automation(plan, |p| p.compression, self.compressor.ratio);
+        if ratio.is_constant() {
+            let c = CompressorSettings {
+                ratio: ratio.first(),
+                ..self.compressor.clone()
+            };
+            c.apply(audio);
+        } else {
+            self.compressor.apply_automated(audio, &ratio);
+        }
+        saturation::apply_automated(audio, &automation(plan, |p| p.saturation, self.saturation));
+        width::apply_automated(audio, &automation(plan, |p| p.width, self.stereo_width));
     }
 }

@@ -6,6 +6,7 @@
 //! sample would dominate the chain's cost, and attack times of a millisecond
 //! or more are far longer than a block.
 
+use crate::automation::{Automation, BLOCK};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
@@ -45,11 +46,11 @@ impl CompressorSettings {
 
     /// Output level for a steady input level (both dB): the static curve.
     pub fn static_curve(&self, x: f64) -> f64 {
-        let (t, r, w) = (
-            self.threshold_db,
-            self.ratio.max(1.0),
-            self.knee_db.max(0.0),
-        );
+        self.curve_at_ratio(x, self.ratio)
+    }
+
+    fn curve_at_ratio(&self, x: f64, ratio: f64) -> f64 {
+        let (t, r, w) = (self.threshold_db, ratio.max(1.0), self.knee_db.max(0.0));
         let over = x - t;
         if 2.0 * over < -w {
             x
@@ -64,6 +65,17 @@ impl CompressorSettings {
         if self.is_bypass() {
             return;
         }
+        self.run(audio, |_| self.ratio);
+    }
+
+    /// With the ratio following `ratio` (read per control block).
+    pub fn apply_automated(&self, audio: &mut Audio, ratio: &Automation) {
+        let curve = ratio.blocks(audio.rate, audio.frames());
+        self.run(audio, |frame| curve[frame / BLOCK]);
+    }
+
+    /// `ratio_at(frame)`: the ratio for the control block starting there.
+    fn run(&self, audio: &mut Audio, ratio_at: impl Fn(usize) -> f64) {
         let fs = audio.rate as f64;
         let det = (-1.0 / (RMS_MS * 1e-3 * fs)).exp();
         let blk = CONTROL_BLOCK as f64;
@@ -88,7 +100,7 @@ impl CompressorSettings {
                 ms = det * ms + (1.0 - det) * p;
             }
             let level = 10.0 * ms.max(1e-20).log10();
-            let want = level - self.static_curve(level);
+            let want = level - self.curve_at_ratio(level, ratio_at(start));
             let coef = if want > reduction { att } else { rel };
             reduction = coef * reduction + (1.0 - coef) * want;
             let next = crate::db_to_lin(self.makeup_db - reduction);

@@ -1,7 +1,8 @@
 //! The chain's tonal stage: DC-blocking high-pass, low shelf, mid bell, high
 //! shelf, and an optional low-pass for band-limited modes.
 
-use crate::biquad::{run_cascade, Coeffs};
+use crate::automation::{Automation, BLOCK};
+use crate::biquad::{run_cascade, run_cascade_with, Coeffs, State};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,12 @@ impl Default for EqSettings {
 impl EqSettings {
     /// The cascade at a sample rate; flat bands are left out.
     pub fn sections(&self, rate: u32) -> Vec<Coeffs> {
+        self.cascade(rate, false)
+    }
+
+    /// With `keep_flat`, every band is in the cascade even at 0 dB, so its
+    /// shape (and filter state) stays the same while gains move.
+    fn cascade(&self, rate: u32, keep_flat: bool) -> Vec<Coeffs> {
         let fs = rate as f64;
         let nyq = fs / 2.0;
         let mut v = vec![Coeffs::highpass(
@@ -47,14 +54,14 @@ impl EqSettings {
             std::f64::consts::FRAC_1_SQRT_2,
             fs,
         )];
-        if self.low != 0.0 {
+        if self.low != 0.0 || keep_flat {
             v.push(Coeffs::low_shelf(self.low_freq_hz, self.low, fs));
         }
-        if self.mid != 0.0 {
+        if self.mid != 0.0 || keep_flat {
             v.push(Coeffs::peaking(self.mid_freq_hz, self.mid, self.mid_q, fs));
         }
         // Corners above Nyquist make no sense at low rates: clamp them.
-        if self.high != 0.0 {
+        if self.high != 0.0 || keep_flat {
             v.push(Coeffs::high_shelf(
                 self.high_freq_hz.min(nyq * 0.8),
                 self.high,
@@ -73,6 +80,34 @@ impl EqSettings {
         let sections = self.sections(audio.rate);
         for c in &mut audio.channels {
             run_cascade(&sections, c);
+        }
+    }
+
+    /// With the low, mid and high gains following `bands`: coefficients are
+    /// redesigned per control block only while a gain moves.
+    pub fn apply_automated(&self, audio: &mut Audio, bands: &[Automation; 3]) {
+        let (rate, frames) = (audio.rate, audio.frames());
+        let curves: Vec<Vec<f64>> = bands.iter().map(|a| a.blocks(rate, frames)).collect();
+        let mut current = [f64::NAN; 3];
+        let mut coeffs = Vec::new();
+        let mut states: Vec<Vec<State>> = Vec::new();
+        for b in 0..curves[0].len() {
+            let want = [curves[0][b], curves[1][b], curves[2][b]];
+            if want != current {
+                current = want;
+                let eq = EqSettings {
+                    low: want[0],
+                    mid: want[1],
+                    high: want[2],
+                    ..self.clone()
+                };
+                coeffs = eq.cascade(rate, true);
+                states.resize(audio.num_channels(), vec![State::default(); coeffs.len()]);
+            }
+            let range = b * BLOCK..((b + 1) * BLOCK).min(frames);
+            for (c, st) in audio.channels.iter_mut().zip(states.iter_mut()) {
+                run_cascade_with(&coeffs, st, &mut c[range.clone()]);
+            }
         }
     }
 }

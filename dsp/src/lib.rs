@@ -15,11 +15,13 @@
 //! - [`modes`]: mastering modes and the chain settings they plan.
 //! - [`master`]: gain search that lands a master on its target, measured on
 //!   exactly the samples that get written.
-//! - [`plan`]: per-section loudness offsets and their smooth automation.
+//! - [`plan`]: per-section loudness, EQ, compression, saturation and width.
+//! - [`automation`]: per-section values crossfaded at the boundaries.
 //! - [`sections`]: arrangement and emotion documents, and section detection.
 //! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
 
 pub mod audio;
+pub mod automation;
 pub mod biquad;
 pub mod bs1770;
 pub mod chain;

@@ -62,7 +62,7 @@ impl Mode {
                     release_ms: 300.0,
                     makeup_db: 0.0,
                 },
-                saturation: 0.1,
+                saturation: 0.25,
                 stereo_width: 1.15,
                 ..base
             },
@@ -84,7 +84,7 @@ impl Mode {
                     release_ms: 120.0,
                     makeup_db: 0.0,
                 },
-                saturation: 0.25,
+                saturation: 0.35,
                 stereo_width: 1.05,
                 limiter: LimiterSettings {
                     lookahead_ms: 3.0,

@@ -1,29 +1,36 @@
-//! The section plan: sections + intensity + mode + two sliders -> each
-//! section's loudness offset, and the smooth gain automation that renders it.
+//! The section plan: sections + intensity + mode + sliders -> each section's
+//! loudness offset, EQ, compression, saturation and width.
 //!
-//! A section's offset moves its loudness away from (Cinematic: wider
+//! Loudness: a section's offset moves it away from (Cinematic: wider
 //! contrast) or towards (Radio Loud: narrower) the track's level; Transparent
-//! keeps the input's contrast. `dynamics` (0 punchy .. 1 compressed) scales
-//! the contrast further; `reactivity` (0..1) scales the whole plan: 0 gives
-//! every section the same setting.
+//! keeps the input's contrast. Tone: a section more intense than the track's
+//! mean gets more of what its mode leans on (Cinematic: fuller low end, more
+//! width in the chorus, narrower and darker intros). `dynamics` (0 punchy ..
+//! 1 compressed) scales contrast and compression; `reactivity` (0..1) scales
+//! every per-section difference: 0 gives every section the same setting;
+//! `amount` scales each planned dimension towards neutral.
 
+use crate::automation::Automation;
 use crate::bs1770;
+use crate::chain::ChainSettings;
 use crate::modes::Mode;
 use crate::sections::Section;
-use crate::Audio;
+use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
 
 /// Largest offset a section gets, either way.
 pub const MAX_SECTION_GAIN_DB: f64 = 8.0;
-/// Length of the raised-cosine crossfade centred on each boundary.
-pub const RAMP_S: f64 = 1.0;
+pub use crate::automation::RAMP_S;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sliders {
-    /// 0 punchy (more contrast) .. 1 compressed (less).
+    /// 0 punchy (more contrast, less compression) .. 1 compressed.
     pub dynamics: f64,
     /// 0 one static setting .. 1 the full per-section plan.
     pub reactivity: f64,
+    /// How much of each planned dimension to apply.
+    #[serde(default)]
+    pub amount: Amounts,
 }
 
 impl Default for Sliders {
@@ -31,6 +38,134 @@ impl Default for Sliders {
         Self {
             dynamics: 0.5,
             reactivity: 1.0,
+            amount: Amounts::default(),
+        }
+    }
+}
+
+/// How much of the planned EQ, width, saturation and compression to apply,
+/// 0..1 each: 0 leaves that dimension neutral (flat, 1.0 wide, clean, 1:1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Amounts {
+    pub eq: f64,
+    pub width: f64,
+    pub saturation: f64,
+    pub compression: f64,
+}
+
+impl Default for Amounts {
+    fn default() -> Self {
+        Self {
+            eq: 1.0,
+            width: 1.0,
+            saturation: 1.0,
+            compression: 1.0,
+        }
+    }
+}
+
+impl Amounts {
+    /// Parses `eq=0.5,width=0.7`; dimensions not named stay at 1.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut a = Self::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not name=value"))?;
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key}: '{value}' is not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{key}: {v} is outside 0..1"));
+            }
+            let slot = match key.trim() {
+                "eq" => &mut a.eq,
+                "width" => &mut a.width,
+                "saturation" => &mut a.saturation,
+                "compression" => &mut a.compression,
+                other => {
+                    return Err(format!(
+                        "unknown dimension '{other}' (eq, width, saturation, compression)"
+                    ))
+                }
+            };
+            *slot = v;
+        }
+        Ok(a)
+    }
+
+    /// The first value outside 0..1, by name.
+    pub fn out_of_range(&self) -> Option<(&'static str, f64)> {
+        [
+            ("eq", self.eq),
+            ("width", self.width),
+            ("saturation", self.saturation),
+            ("compression", self.compression),
+        ]
+        .into_iter()
+        .find(|(_, v)| !(0.0..=1.0).contains(v))
+    }
+
+    fn apply(&self, t: Tone) -> Tone {
+        Tone {
+            eq: BandGains {
+                low: t.eq.low * self.eq,
+                mid: t.eq.mid * self.eq,
+                high: t.eq.high * self.eq,
+            },
+            compression: 1.0 + (t.compression - 1.0) * self.compression,
+            saturation: t.saturation * self.saturation,
+            width: 1.0 + (t.width - 1.0) * self.width,
+        }
+    }
+}
+
+/// The three EQ bands' gains in dB (corners come from the global block).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandGains {
+    pub low: f64,
+    pub mid: f64,
+    pub high: f64,
+}
+
+/// The dimensions a section may change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tone {
+    eq: BandGains,
+    compression: f64,
+    saturation: f64,
+    width: f64,
+}
+
+impl Tone {
+    fn of(c: &ChainSettings) -> Self {
+        Self {
+            eq: BandGains {
+                low: c.eq.low,
+                mid: c.eq.mid,
+                high: c.eq.high,
+            },
+            compression: c.compressor.ratio,
+            saturation: c.saturation,
+            width: c.stereo_width,
+        }
+    }
+
+    /// Kept inside what [`ChainSettings::validate`] accepts.
+    fn clamped(self) -> Self {
+        let db = |v: f64| v.clamp(-12.0, 12.0);
+        Self {
+            eq: BandGains {
+                low: db(self.eq.low),
+                mid: db(self.eq.mid),
+                high: db(self.eq.high),
+            },
+            compression: self.compression.clamp(1.0, 20.0),
+            saturation: self.saturation.clamp(0.0, 1.0),
+            width: self.width.clamp(0.0, 2.0),
         }
     }
 }
@@ -53,6 +188,25 @@ pub struct SectionPlan {
     /// its loudness after the chain plus the offset (the master adds one
     /// gain to all sections, so contrasts carry over).
     pub planned_lufs: f64,
+    /// EQ band gains (dB) for this section.
+    pub eq: BandGains,
+    /// Compression ratio (1 = none).
+    pub compression: f64,
+    /// Saturation amount 0..1.
+    pub saturation: f64,
+    /// Stereo width (1 = as mixed).
+    pub width: f64,
+}
+
+impl SectionPlan {
+    fn tone(&self) -> Tone {
+        Tone {
+            eq: self.eq,
+            compression: self.compression,
+            saturation: self.saturation,
+            width: self.width,
+        }
+    }
 }
 
 /// How much a mode multiplies the sections' loudness contrast; `dynamics`
@@ -67,20 +221,121 @@ pub fn contrast_factor(mode: Mode, dynamics: f64) -> f64 {
     base * (1.25 - 0.5 * dynamics.clamp(0.0, 1.0))
 }
 
-/// The plan: `sections` with their intensity and emotion word, and their
-/// loudness as the plan finds them (after the chain); `input_lufs` is filled
-/// with the same and may be replaced by the caller with the raw input's.
+/// How a mode moves each dimension per unit of a section's intensity above
+/// the track's mean (intensity is 0..1): dB for EQ, a fraction of the ratio
+/// for compression, amounts for saturation and width.
+fn sensitivity(mode: Mode) -> Tone {
+    let t = |low, mid, high, compression, saturation, width| Tone {
+        eq: BandGains { low, mid, high },
+        compression,
+        saturation,
+        width,
+    };
+    match mode {
+        Mode::Transparent => t(0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        Mode::Cinematic => t(2.0, 0.0, 1.5, 0.5, 0.15, 0.3),
+        Mode::RadioLoud => t(1.0, 0.5, 1.0, 0.4, 0.15, 0.1),
+        Mode::LoFi => t(1.0, 0.0, 1.0, 0.3, 0.25, 0.2),
+    }
+}
+
+/// The global chain a mode plans under the sliders: `dynamics` scales the
+/// compression (0.5 as the mode has it), `amount` each dimension.
+pub fn global(mode_chain: &ChainSettings, sliders: Sliders) -> ChainSettings {
+    let mut c = mode_chain.clone();
+    let tone = sliders
+        .amount
+        .apply(dynamics_tone(Tone::of(&c), sliders))
+        .clamped();
+    set_tone(&mut c, tone);
+    c
+}
+
+fn dynamics_tone(mut t: Tone, sliders: Sliders) -> Tone {
+    t.compression = 1.0 + (t.compression - 1.0) * (0.5 + sliders.dynamics.clamp(0.0, 1.0));
+    t
+}
+
+fn set_tone(c: &mut ChainSettings, t: Tone) {
+    c.eq.low = t.eq.low;
+    c.eq.mid = t.eq.mid;
+    c.eq.high = t.eq.high;
+    c.compressor.ratio = t.compression;
+    c.saturation = t.saturation;
+    c.stereo_width = t.width;
+}
+
+/// The plan's tone for `sections` with their (intensity, emotion word):
+/// around the mode's chain, more of the mode's character where a section is
+/// more intense than the track. Loudness fields are left for [`set_loudness`].
 pub fn plan(
     sections: &[Section],
     character: &[(f64, String)],
-    input_lufs: &[f64],
+    mode_chain: &ChainSettings,
     mode: Mode,
     sliders: Sliders,
 ) -> Vec<SectionPlan> {
-    // The track's level as the sections' length-weighted mean power.
-    let audible: Vec<(f64, f64)> = sections
+    let total: f64 = sections.iter().map(|s| s.end - s.start).sum();
+    let mean = if total > 0.0 {
+        sections
+            .iter()
+            .zip(character)
+            .map(|(s, c)| (s.end - s.start) * c.0)
+            .sum::<f64>()
+            / total
+    } else {
+        0.0
+    };
+    let base = dynamics_tone(Tone::of(mode_chain), sliders);
+    let k = sensitivity(mode);
+    let r = sliders.reactivity.clamp(0.0, 1.0);
+    sections
         .iter()
-        .zip(input_lufs)
+        .zip(character)
+        .map(|(s, (intensity, emotion))| {
+            let d = r * (intensity - mean);
+            let tone = Tone {
+                eq: BandGains {
+                    low: base.eq.low + k.eq.low * d,
+                    mid: base.eq.mid + k.eq.mid * d,
+                    high: base.eq.high + k.eq.high * d,
+                },
+                compression: base.compression * (1.0 + k.compression * d),
+                saturation: base.saturation + k.saturation * d,
+                width: base.width + k.width * d,
+            };
+            let tone = sliders.amount.apply(tone.clamped()).clamped();
+            SectionPlan {
+                section: s.label.clone(),
+                emotion: emotion.clone(),
+                start: s.start,
+                end: s.end,
+                intensity: *intensity,
+                input_lufs: f64::NAN,
+                lufs_offset: 0.0,
+                planned_lufs: f64::NAN,
+                eq: tone.eq,
+                compression: tone.compression,
+                saturation: tone.saturation,
+                width: tone.width,
+            }
+        })
+        .collect()
+}
+
+/// Plans each section's loudness offset from its loudness after the chain
+/// (`processed_lufs`); `input_lufs` is set to the same and may be replaced
+/// by the caller with the raw input's.
+pub fn set_loudness(
+    plan: &mut [SectionPlan],
+    processed_lufs: &[f64],
+    mode: Mode,
+    sliders: Sliders,
+) {
+    // The track's level as the sections' length-weighted mean power.
+    let audible: Vec<(f64, f64)> = plan
+        .iter()
+        .zip(processed_lufs)
         .filter(|(_, l)| l.is_finite())
         .map(|(s, l)| (s.end - s.start, *l))
         .collect();
@@ -97,65 +352,72 @@ pub fn plan(
     };
     let k = contrast_factor(mode, sliders.dynamics) - 1.0;
     let r = sliders.reactivity.clamp(0.0, 1.0);
-    sections
-        .iter()
-        .zip(character)
-        .zip(input_lufs)
-        .map(|((s, (intensity, emotion)), &l)| {
-            let offset = if l.is_finite() {
-                (r * k * (l - reference)).clamp(-MAX_SECTION_GAIN_DB, MAX_SECTION_GAIN_DB)
-            } else {
-                0.0
-            };
-            SectionPlan {
-                section: s.label.clone(),
-                emotion: emotion.clone(),
-                start: s.start,
-                end: s.end,
-                intensity: *intensity,
-                input_lufs: l,
-                lufs_offset: offset,
-                planned_lufs: l + offset,
-            }
+    for (p, &l) in plan.iter_mut().zip(processed_lufs) {
+        p.lufs_offset = if l.is_finite() {
+            (r * k * (l - reference)).clamp(-MAX_SECTION_GAIN_DB, MAX_SECTION_GAIN_DB)
+        } else {
+            0.0
+        };
+        p.input_lufs = l;
+        p.planned_lufs = l + p.lufs_offset;
+    }
+}
+
+/// Checks a plan read from a file: sections in order, values in range; the
+/// error names the field (`sections[2].width`).
+pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
+    let bad = |i: usize, key: &str, reason: &str| {
+        Err(DspError::Setting {
+            key: format!("sections[{i}].{key}"),
+            reason: reason.into(),
         })
-        .collect()
+    };
+    let mut prev_end = f64::NEG_INFINITY;
+    for (i, p) in plan.iter().enumerate() {
+        if !(p.start.is_finite() && p.end.is_finite() && p.start >= 0.0 && p.end > p.start) {
+            return bad(i, "end", "must be after start, both finite and >= 0");
+        }
+        if p.start < prev_end - 1e-9 {
+            return bad(i, "start", "sections must be in order and not overlap");
+        }
+        prev_end = p.end;
+        if !p.lufs_offset.is_finite() || p.lufs_offset.abs() > MAX_SECTION_GAIN_DB {
+            return bad(i, "lufs_offset", "must be within -8..8 dB");
+        }
+        if p.tone().clamped() != p.tone() || !p.tone().compression.is_finite() {
+            return bad(
+                i,
+                "eq",
+                "eq within -12..12 dB, compression 1..20, saturation 0..1, width 0..2",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Linear gain per frame: each section's offset, crossfaded over [`RAMP_S`]
 /// around every boundary with a raised cosine (no step, no zipper).
 pub fn gain_curve(plan: &[SectionPlan], rate: u32, frames: usize) -> Vec<f32> {
-    let fs = rate as f64;
     let lin = |db: f64| 10f64.powf(db / 20.0);
-    let mut g = vec![1f32; frames];
-    let Some(first) = plan.first() else { return g };
-    // Piecewise constant first (before the first section: its gain).
-    let mut level = lin(first.lufs_offset);
-    let mut idx = 0usize;
-    for (i, v) in g.iter_mut().enumerate() {
-        let t = i as f64 / fs;
-        while idx + 1 < plan.len() && t >= plan[idx + 1].start {
-            idx += 1;
-            level = lin(plan[idx].lufs_offset);
-        }
-        *v = level as f32;
+    let a = automation(plan, |p| lin(p.lufs_offset), 1.0);
+    let fs = rate as f64;
+    if a.is_constant() {
+        return vec![a.first() as f32; frames];
     }
-    // Then a crossfade around each boundary, between the neighbours' levels.
-    let half = (RAMP_S * fs / 2.0) as usize;
-    for w in plan.windows(2) {
-        let (a, b) = (lin(w[0].lufs_offset), lin(w[1].lufs_offset));
-        if (a - b).abs() < 1e-12 {
-            continue;
-        }
-        let c = (w[1].start * fs) as usize;
-        let lo = c.saturating_sub(half);
-        let hi = (c + half).min(frames);
-        for (i, v) in g.iter_mut().enumerate().take(hi).skip(lo) {
-            let x = (i - lo) as f64 / (2 * half) as f64;
-            let s = 0.5 - 0.5 * (std::f64::consts::PI * x).cos();
-            *v = (a + (b - a) * s) as f32;
-        }
+    (0..frames).map(|i| a.at(i as f64 / fs) as f32).collect()
+}
+
+/// One parameter of the plan as automation; `global` when there are no sections.
+pub fn automation(
+    plan: &[SectionPlan],
+    f: impl Fn(&SectionPlan) -> f64,
+    global: f64,
+) -> Automation {
+    if plan.is_empty() {
+        return Automation::constant(global);
     }
-    g
+    let points: Vec<(f64, f64)> = plan.iter().map(|p| (p.start, f(p))).collect();
+    Automation::new(&points)
 }
 
 /// Applies the plan's automation in place; returns the gain curve.
@@ -208,6 +470,19 @@ mod tests {
         )
     }
 
+    /// The whole plan: tone, then loudness from `l`.
+    fn full(
+        s: &[Section],
+        c: &[(f64, String)],
+        l: &[f64],
+        m: Mode,
+        sl: Sliders,
+    ) -> Vec<SectionPlan> {
+        let mut p = plan(s, c, &m.chain(), m, sl);
+        set_loudness(&mut p, l, m, sl);
+        p
+    }
+
     fn contrast(p: &[SectionPlan]) -> f64 {
         let out: Vec<f64> = p.iter().map(|s| s.planned_lufs).collect();
         out.iter().cloned().fold(f64::MIN, f64::max) - out.iter().cloned().fold(f64::MAX, f64::min)
@@ -217,7 +492,7 @@ mod tests {
     fn modes_shape_contrast_and_reactivity_zero_is_static() {
         let (s, c, l) = sections();
         let input = 10.0;
-        let p = |m, sl| plan(&s, &c, &l, m, sl);
+        let p = |m, sl| full(&s, &c, &l, m, sl);
         let d = Sliders::default();
         assert!((contrast(&p(Mode::Transparent, d)) - input).abs() < 1e-9);
         assert!(p(Mode::Transparent, d).iter().all(|x| x.lufs_offset == 0.0));
@@ -235,13 +510,113 @@ mod tests {
                 offsets.iter().all(|o| *o == offsets[0]),
                 "{m:?}: {offsets:?}"
             );
+            // Every setting, not only loudness, is the same in every section,
+            // and the same as the global chain's.
+            let g = global(&m.chain(), still);
+            for x in p(m, still) {
+                assert_eq!(x.tone(), p(m, still)[0].tone(), "{m:?}");
+                assert_eq!(x.tone(), Tone::of(&g), "{m:?}");
+            }
         }
+    }
+
+    #[test]
+    fn intense_sections_get_more_of_the_modes_character() {
+        let (s, c, l) = sections();
+        let d = Sliders::default();
+        let cin = full(&s, &c, &l, Mode::Cinematic, d);
+        let (intro, chorus) = (&cin[0], &cin[1]);
+        assert!(
+            chorus.width > intro.width + 0.1,
+            "{} vs {}",
+            chorus.width,
+            intro.width
+        );
+        assert!(chorus.eq.low > intro.eq.low + 1.0);
+        assert!(chorus.compression > intro.compression);
+        assert!(chorus.saturation > intro.saturation);
+        // Transparent: the tone is the global chain's everywhere.
+        for x in full(&s, &c, &l, Mode::Transparent, d) {
+            assert_eq!(x.tone(), Tone::of(&Mode::Transparent.chain()));
+        }
+    }
+
+    #[test]
+    fn amounts_scale_each_dimension_towards_neutral() {
+        let (s, c, l) = sections();
+        let d = Sliders::default();
+        let none = Sliders {
+            amount: Amounts::parse("eq=0,width=0,saturation=0,compression=0").unwrap(),
+            ..d
+        };
+        for x in full(&s, &c, &l, Mode::Cinematic, none) {
+            assert_eq!(x.eq, BandGains::default());
+            assert_eq!((x.width, x.saturation, x.compression), (1.0, 0.0, 1.0));
+        }
+        let g = global(&Mode::Cinematic.chain(), none);
+        assert_eq!(
+            (g.stereo_width, g.saturation, g.compressor.ratio),
+            (1.0, 0.0, 1.0)
+        );
+        assert_eq!((g.eq.low, g.eq.mid, g.eq.high), (0.0, 0.0, 0.0));
+        // Half of the width: half the distance from 1.0, section by section;
+        // other dimensions untouched.
+        let half = Sliders {
+            amount: Amounts::parse("width=0.5").unwrap(),
+            ..d
+        };
+        let (a, b) = (
+            full(&s, &c, &l, Mode::Cinematic, d),
+            full(&s, &c, &l, Mode::Cinematic, half),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(((y.width - 1.0) - 0.5 * (x.width - 1.0)).abs() < 1e-12);
+            assert_eq!(
+                (x.eq, x.saturation, x.compression),
+                (y.eq, y.saturation, y.compression)
+            );
+        }
+        assert!(Amounts::parse("eq=2").unwrap_err().contains("outside 0..1"));
+        assert!(Amounts::parse("reverb=0.5")
+            .unwrap_err()
+            .contains("unknown dimension"));
+        assert!(Amounts::parse("eq").unwrap_err().contains("name=value"));
+    }
+
+    #[test]
+    fn dynamics_scales_compression() {
+        let punchy = Sliders {
+            dynamics: 0.0,
+            ..Sliders::default()
+        };
+        let dense = Sliders {
+            dynamics: 1.0,
+            ..Sliders::default()
+        };
+        let m = Mode::RadioLoud.chain();
+        let r = |sl| global(&m, sl).compressor.ratio;
+        assert!(r(punchy) < m.compressor.ratio && m.compressor.ratio < r(dense));
+        assert_eq!(r(Sliders::default()), m.compressor.ratio);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let (s, c, l) = sections();
+        let mut p = full(&s, &c, &l, Mode::Cinematic, Sliders::default());
+        assert!(validate(&p).is_ok());
+        p[2].width = 3.0;
+        let e = validate(&p).unwrap_err().to_string();
+        assert!(e.contains("sections[2]"), "{e}");
+        p[2].width = 1.0;
+        p[1].start = 5.0;
+        let e = validate(&p).unwrap_err().to_string();
+        assert!(e.contains("sections[1].start"), "{e}");
     }
 
     #[test]
     fn automation_is_smooth_through_boundaries() {
         let (s, c, l) = sections();
-        let p = plan(&s, &c, &l, Mode::Cinematic, Sliders::default());
+        let p = full(&s, &c, &l, Mode::Cinematic, Sliders::default());
         let rate = 48_000;
         let g = gain_curve(&p, rate, 40 * rate as usize);
         // Worst step of a raised cosine over RAMP_S between the two levels.
@@ -263,14 +638,14 @@ mod tests {
     #[test]
     fn a_sine_through_a_boundary_does_not_click() {
         let (s, c, l) = sections();
-        let p = plan(
+        let p = full(
             &s,
             &c,
             &l,
             Mode::Cinematic,
             Sliders {
                 dynamics: 0.0,
-                reactivity: 1.0,
+                ..Sliders::default()
             },
         );
         let rate = 48_000u32;

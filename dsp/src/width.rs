@@ -1,18 +1,31 @@
 //! Stereo width on mid/side: side scaled by `width`, mid untouched.
 
+use crate::automation::{Automation, BLOCK};
 use crate::Audio;
 
 pub fn apply(audio: &mut Audio, width: f64) {
+    apply_automated(audio, &Automation::constant(width));
+}
+
+/// With the width following `width` (read per control block).
+pub fn apply_automated(audio: &mut Audio, width: &Automation) {
     // Exactly 1.0 is the identity; skipping keeps it bit-exact.
-    if width == 1.0 || audio.num_channels() != 2 {
+    if (width.is_constant() && width.first() == 1.0) || audio.num_channels() != 2 {
         return;
     }
-    let w = width as f32;
+    let curve = width.blocks(audio.rate, audio.frames());
     let (l, r) = audio.channels.split_at_mut(1);
-    for (a, b) in l[0].iter_mut().zip(r[0].iter_mut()) {
-        let m = 0.5 * (*a + *b);
-        let s = 0.5 * (*a - *b) * w;
-        *a = m + s;
-        *b = m - s;
+    for ((lb, rb), w) in l[0]
+        .chunks_mut(BLOCK)
+        .zip(r[0].chunks_mut(BLOCK))
+        .zip(curve)
+    {
+        let w = w as f32;
+        for (a, b) in lb.iter_mut().zip(rb.iter_mut()) {
+            let m = 0.5 * (*a + *b);
+            let s = 0.5 * (*a - *b) * w;
+            *a = m + s;
+            *b = m - s;
+        }
     }
 }

@@ -33,8 +33,11 @@ pub struct RenderOptions {
 }
 
 impl RenderOptions {
+    /// The global chain: given, or the mode's under the sliders.
     pub fn chain(&self) -> ChainSettings {
-        self.chain.clone().unwrap_or_else(|| self.mode.chain())
+        self.chain
+            .clone()
+            .unwrap_or_else(|| plan::global(&self.mode.chain(), self.sliders))
     }
 
     pub fn validate(&self) -> Result<(), WorkerError> {
@@ -122,12 +125,15 @@ fn render_inner(
         .collect();
     let (clip_a, clip_b) = crate::preview::span(&spans, duration);
     let mix_clip = crate::preview::cut(&audio, clip_a, clip_b);
-    chain.run(&mut audio, input_loudness.integrated_lufs);
-    // Planned on the chain's output, so the plan's contrast is what the
-    // limiter receives; the report keeps the raw input's section loudness.
+    // Each section's tone first, from its intensity; the chain follows it.
+    let base = opts.chain.clone().unwrap_or_else(|| opts.mode.chain());
+    let mut section_plan = plan::plan(&secs, &character, &base, opts.mode, opts.sliders);
+    chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
+    // Loudness planned on the chain's output, so the plan's contrast is what
+    // the limiter receives; the report keeps the raw input's section loudness.
     let mut power = loopmind_dsp::bs1770::k_power(&audio);
     let processed = plan::section_loudness(&power, audio.rate, &secs);
-    let mut section_plan = plan::plan(&secs, &character, &processed, opts.mode, opts.sliders);
+    plan::set_loudness(&mut section_plan, &processed, opts.mode, opts.sliders);
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
     }
