@@ -87,12 +87,12 @@ impl EqSettings {
     /// redesigned per control block only while a gain moves.
     pub fn apply_automated(&self, audio: &mut Audio, bands: &[Automation; 3]) {
         let (rate, frames) = (audio.rate, audio.frames());
-        let curves: Vec<Vec<f64>> = bands.iter().map(|a| a.blocks(rate, frames)).collect();
+        let [low, mid, high] = bands.each_ref().map(|a| a.blocks(rate, frames));
         let mut current = [f64::NAN; 3];
         let mut coeffs = Vec::new();
         let mut states: Vec<Vec<State>> = Vec::new();
-        for b in 0..curves[0].len() {
-            let want = [curves[0][b], curves[1][b], curves[2][b]];
+        let gains = low.into_iter().zip(mid).zip(high).map(|((l, m), h)| [l, m, h]);
+        for (b, want) in gains.enumerate() {
             if want != current {
                 current = want;
                 let eq = EqSettings {
