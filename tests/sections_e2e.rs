@@ -78,10 +78,37 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
     }
     // Cinematic widens, Radio Loud narrows, each as planned (within 1.5 LU of
     // what the limiter leaves), and both land on target.
-    let (c, _, _) = run(
+    let (c, cs, _) = run(
         "cinematic",
         &["--targets", "ebu-r128", "--mode", "cinematic"],
     );
+    // Each section has its own tone: the chorus wider and fuller than the intro.
+    let (intro, chorus) = (&cs.sections[0], &cs.sections[2]);
+    assert_eq!(
+        (intro.section.as_str(), chorus.section.as_str()),
+        ("Intro", "Chorus")
+    );
+    assert!(chorus.width > intro.width + 0.1, "{chorus:?} vs {intro:?}");
+    assert!(chorus.eq.low > intro.eq.low + 0.5 && chorus.compression > intro.compression);
+    // --amount: no width at all, half the EQ; the rest as planned.
+    let (a, as_, _) = run(
+        "amount",
+        &[
+            "--targets",
+            "ebu-r128",
+            "--mode",
+            "cinematic",
+            "--amount",
+            "width=0,eq=0.5",
+        ],
+    );
+    assert_eq!(as_.global.stereo_width, 1.0);
+    for (x, y) in cs.sections.iter().zip(&as_.sections) {
+        assert_eq!(y.width, 1.0);
+        assert!((y.eq.low - 0.5 * x.eq.low).abs() < 1e-9, "{x:?} {y:?}");
+        assert_eq!((x.compression, x.saturation), (y.compression, y.saturation));
+    }
+    assert!((a.targets[0].integrated_lufs + 23.0).abs() <= 0.1);
     let (l, _, _) = run("radio", &["--targets", "ebu-r128", "--mode", "radio-loud"]);
     let (c, l) = (&c.targets[0], &l.targets[0]);
     assert!(
@@ -141,6 +168,13 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
         ],
     );
     assert!(s0.sections.iter().all(|p| p.lufs_offset == 0.0));
+    for p in &s0.sections {
+        let q = &s0.sections[0];
+        assert_eq!(
+            (p.eq, p.compression, p.saturation, p.width),
+            (q.eq, q.compression, q.saturation, q.width)
+        );
+    }
 
     // A given arrangement and emotion graph are used as they are.
     let arr = dir.path().join("arr.json");

@@ -91,7 +91,11 @@ impl EqSettings {
         let mut current = [f64::NAN; 3];
         let mut coeffs = Vec::new();
         let mut states: Vec<Vec<State>> = Vec::new();
-        let gains = low.into_iter().zip(mid).zip(high).map(|((l, m), h)| [l, m, h]);
+        let gains = low
+            .into_iter()
+            .zip(mid)
+            .zip(high)
+            .map(|((l, m), h)| [l, m, h]);
         for (b, want) in gains.enumerate() {
             if want != current {
                 current = want;
