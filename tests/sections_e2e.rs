@@ -233,3 +233,72 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
     );
     assert_eq!(err["action"], "abort");
 }
+
+#[test]
+fn settings_round_trip_bit_for_bit_and_edits_are_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (audio, _) = song(44_100, &demo_arrangement(), 9);
+    let mix = dir.path().join("song.wav");
+    write_wav(&mix, &audio, 24, false);
+    let run = |tag: &str, extra: &[&str]| master(dir.path(), &mix, tag, extra);
+    let (_, first, _) = run(
+        "first",
+        &[
+            "--targets",
+            "spotify,cd",
+            "--mode",
+            "cinematic",
+            "--dynamics",
+            "0.2",
+            "--amount",
+            "saturation=0.5",
+        ],
+    );
+    let settings = dir.path().join("first/song/master_settings.json");
+    // The emitted plan, fed back: the same masters, bit for bit.
+    let (r, again, _) = run("again", &["--settings", settings.to_str().unwrap()]);
+    assert_eq!(again, first, "the plan comes back as it was");
+    for t in &r.targets {
+        let a = std::fs::read(dir.path().join("first/song").join(&t.output_file)).unwrap();
+        let b = std::fs::read(dir.path().join("again/song").join(&t.output_file)).unwrap();
+        assert!(a == b, "{}: the re-render differs", t.output_file);
+    }
+    // An edited plan is rendered as edited, still on target.
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    edited["sections"][2]["width"] = 1.8.into();
+    edited["sections"][2]["eq"]["high"] = 3.0.into();
+    let edited_path = dir.path().join("edited.json");
+    std::fs::write(&edited_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let (r, e, _) = run(
+        "edited",
+        &[
+            "--settings",
+            edited_path.to_str().unwrap(),
+            "--targets",
+            "spotify",
+        ],
+    );
+    assert_eq!((e.sections[2].width, e.sections[2].eq.high), (1.8, 3.0));
+    assert_eq!(e.sections[1], first.sections[1]);
+    assert!((r.targets[0].integrated_lufs + 14.0).abs() <= 0.1);
+    let a = std::fs::read(dir.path().join("first/song/spotify.wav")).unwrap();
+    let b = std::fs::read(dir.path().join("edited/song/spotify.wav")).unwrap();
+    assert!(a != b, "the edit changed nothing");
+    // A bad value is a named error, and nothing is rendered.
+    edited["sections"][2]["width"] = 5.0.into();
+    std::fs::write(&edited_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let out = dir.path().join("bad");
+    let o = loopmind(&[
+        "master",
+        mix.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--settings",
+        edited_path.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("sections[2].width"), "{err}");
+    assert!(!out.join("song/spotify.wav").exists());
+}

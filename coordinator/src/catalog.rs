@@ -229,7 +229,7 @@ fn make_job(
     p: &PlannedTrack,
     album: Option<&str>,
 ) -> Job {
-    let hash = settings_hash(&p.targets, p.mode, p.sliders, album);
+    let hash = settings_hash(&p.targets, p.mode, p.sliders, album, None);
     Job {
         job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
         catalog: catalog.into(),
@@ -244,6 +244,7 @@ fn make_job(
         kind: JobKind::Render,
         sliders: p.sliders,
         album: None,
+        plan: None,
     }
 }
 

@@ -5,10 +5,12 @@
 
 use crate::summary::{Summary, TrackOutcome};
 use crate::MasterArgs;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use loopmind_worker::job::{settings_hash, Job, JobKind, JobResult};
+use loopmind_dsp::targets::Target;
+use loopmind_worker::job::{settings_hash, GivenPlan, Job, JobKind, JobResult};
 use loopmind_worker::process::{process_job, Disposition, ERROR};
+use loopmind_worker::report::MasterSettings;
 use loopmind_worker::store::{FolderStore, ObjectStore};
 use loopmind_worker::RenderOptions;
 use std::collections::HashMap;
@@ -183,7 +185,13 @@ pub fn run_jobs(
     threads: usize,
     album: Option<&str>,
 ) -> Result<Vec<TrackOutcome>> {
-    let hash = settings_hash(&opts.targets, opts.mode, opts.sliders, album);
+    let hash = settings_hash(
+        &opts.targets,
+        opts.mode,
+        opts.sliders,
+        album,
+        opts.plan.as_ref(),
+    );
     let mut jobs = Vec::new();
     for j in &files {
         jobs.push(Job {
@@ -201,6 +209,7 @@ pub fn run_jobs(
             settings_hash: hash.clone(),
             kind: JobKind::Render,
             album: None,
+            plan: opts.plan.clone(),
         });
     }
     let mut failed_early: HashMap<String, JobResult> = HashMap::new();
@@ -245,15 +254,21 @@ pub fn run_jobs(
 
 pub fn master(args: &MasterArgs) -> Result<bool> {
     let targets = args.resolve_targets()?;
-    let opts = RenderOptions {
+    let mut opts = RenderOptions {
         targets,
         mode: args.mode,
         sliders: args.sliders()?,
         ..Default::default()
     };
+    if let Some(path) = &args.settings {
+        given_settings(path, &mut opts)?;
+    }
     opts.validate()?;
     std::fs::create_dir_all(&args.out)?;
     let mut jobs = collect_jobs(&args.inputs, &args.out)?;
+    if args.settings.is_some() && jobs.len() != 1 {
+        bail!("--settings is the plan of one track; give one input");
+    }
     if args.arrangement.is_some() || args.emotion.is_some() {
         if jobs.len() != 1 {
             bail!("--arrangement and --emotion are for a single track; for batches put <stem>.arrangement.json / <stem>.emotion.json beside each mix");
@@ -275,6 +290,36 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     run_and_summarise(jobs, &args.out, &opts, threads, args.album.as_deref())
+}
+
+/// Takes the plan, mode and sliders of an earlier `master_settings.json`,
+/// and its targets unless others were asked for.
+fn given_settings(path: &Path, opts: &mut RenderOptions) -> Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let s: MasterSettings = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a master_settings.json", path.display()))?;
+    if opts.targets.is_empty() {
+        opts.targets = s
+            .targets
+            .iter()
+            .map(|t| Target {
+                name: t.target.clone(),
+                lufs: t.target_lufs,
+                ceiling_dbtp: t.true_peak_db,
+                rate: Some(t.sample_rate_hz),
+                bits: t.bit_depth,
+            })
+            .collect();
+    }
+    opts.mode = s.mode;
+    opts.sliders = s.sliders;
+    opts.plan = Some(GivenPlan {
+        global: s.global,
+        sections: s.sections,
+    });
+    opts.validate()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(())
 }
 
 /// Runs the jobs, prints the summary and saves it beside the outputs; true

@@ -111,6 +111,11 @@ pub struct MasterArgs {
     /// apply, 0..1 each: e.g. eq=0.5,width=0.7 (others stay at 1).
     #[arg(long, default_value = "")]
     amount: String,
+    /// Render exactly the plan of this master_settings.json (a single
+    /// track; its mode, sliders, sections and, unless --targets is given,
+    /// targets).
+    #[arg(long, conflicts_with_all = ["arrangement", "emotion", "album"])]
+    settings: Option<PathBuf>,
 }
 
 impl MasterArgs {
@@ -149,6 +154,9 @@ impl MasterArgs {
         }
         if let (Some(lufs), Some(ceiling)) = (self.lufs, self.ceiling) {
             out.push(Target::custom(lufs, ceiling));
+        }
+        if out.is_empty() && self.settings.is_some() {
+            return Ok(out);
         }
         if out.is_empty() {
             bail!("no target: give --targets (e.g. --targets spotify,apple-music) or --lufs and --ceiling");

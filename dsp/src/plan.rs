@@ -198,6 +198,7 @@ pub struct SectionPlan {
     pub width: f64,
 }
 
+#[cfg(test)]
 impl SectionPlan {
     fn tone(&self) -> Tone {
         Tone {
@@ -384,12 +385,18 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
         if !p.lufs_offset.is_finite() || p.lufs_offset.abs() > MAX_SECTION_GAIN_DB {
             return bad(i, "lufs_offset", "must be within -8..8 dB");
         }
-        if p.tone().clamped() != p.tone() || !p.tone().compression.is_finite() {
-            return bad(
-                i,
-                "eq",
-                "eq within -12..12 dB, compression 1..20, saturation 0..1, width 0..2",
-            );
+        let ranges = [
+            ("eq.low", p.eq.low, -12.0, 12.0),
+            ("eq.mid", p.eq.mid, -12.0, 12.0),
+            ("eq.high", p.eq.high, -12.0, 12.0),
+            ("compression", p.compression, 1.0, 20.0),
+            ("saturation", p.saturation, 0.0, 1.0),
+            ("width", p.width, 0.0, 2.0),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return bad(i, key, &format!("{v} is outside {lo}..{hi}"));
+            }
         }
     }
     Ok(())
@@ -606,7 +613,10 @@ mod tests {
         assert!(validate(&p).is_ok());
         p[2].width = 3.0;
         let e = validate(&p).unwrap_err().to_string();
-        assert!(e.contains("sections[2]"), "{e}");
+        assert!(
+            e.contains("sections[2].width") && e.contains("outside 0..2"),
+            "{e}"
+        );
         p[2].width = 1.0;
         p[1].start = 5.0;
         let e = validate(&p).unwrap_err().to_string();

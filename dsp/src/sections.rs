@@ -61,7 +61,7 @@ fn doc_err(field: String, reason: String) -> DspError {
 
 /// Times may overshoot the decoded length by this much (encoder padding,
 /// rounding in the document).
-const END_SLACK_S: f64 = 0.5;
+pub const END_SLACK_S: f64 = 0.5;
 
 /// Parses and checks an arrangement (`{"structure": [{"section", "start",
 /// "end"}, ...]}`) against a track of `duration` seconds: times inside the

@@ -31,6 +31,18 @@ pub struct Job {
     /// For a track of an album: the album's shared loudness offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<AlbumPlacement>,
+    /// A plan to render as it is (from an earlier `master_settings.json`),
+    /// instead of planning from the audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<GivenPlan>,
+}
+
+/// The part of `master_settings.json` that fixes the sound: the global chain
+/// and every section's span and settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GivenPlan {
+    pub global: loopmind_dsp::chain::ChainSettings,
+    pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
 }
 
 /// Render the masters, or only measure the mix (an album's first pass).
@@ -128,9 +140,17 @@ pub fn settings_hash(
     mode: Mode,
     sliders: loopmind_dsp::plan::Sliders,
     album: Option<&str>,
+    plan: Option<&GivenPlan>,
 ) -> String {
-    let body = serde_json::to_vec(&(targets, mode, sliders, env!("CARGO_PKG_VERSION"), album))
-        .expect("targets serialise");
+    let body = serde_json::to_vec(&(
+        targets,
+        mode,
+        sliders,
+        env!("CARGO_PKG_VERSION"),
+        album,
+        plan,
+    ))
+    .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
 }
 
@@ -161,18 +181,18 @@ mod tests {
             assert!(!safe_id(bad), "{bad}");
         }
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None);
+        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None);
         assert_eq!(
             a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), None)
+            settings_hash(&t, Mode::Cinematic, Default::default(), None, None)
         );
         assert_ne!(
             a,
-            settings_hash(&t, Mode::Transparent, Default::default(), None)
+            settings_hash(&t, Mode::Transparent, Default::default(), None, None)
         );
         assert_ne!(
             a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), Some("album"))
+            settings_hash(&t, Mode::Cinematic, Default::default(), Some("album"), None)
         );
     }
 

@@ -215,7 +215,7 @@ async fn run(
     let opts = RenderOptions {
         targets,
         mode: job.mode,
-        chain: None,
+        plan: job.plan.clone(),
         arrangement,
         emotion,
         sliders: job.sliders,

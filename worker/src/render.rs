@@ -2,6 +2,7 @@
 //! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::decode_file;
+use crate::job::GivenPlan;
 use crate::report::{
     InputLoudness, MasterSettings, Preview, SectionReport, TargetReport, TargetSettings,
     TrackReport,
@@ -23,8 +24,8 @@ use std::path::Path;
 pub struct RenderOptions {
     pub targets: Vec<Target>,
     pub mode: Mode,
-    /// Settings to render instead of the mode's plan.
-    pub chain: Option<ChainSettings>,
+    /// A plan to render as it is, instead of planning from the audio.
+    pub plan: Option<GivenPlan>,
     /// The user's arrangement document (JSON text); detected when absent.
     pub arrangement: Option<String>,
     /// The user's emotion graph (JSON text); measured when absent.
@@ -35,9 +36,10 @@ pub struct RenderOptions {
 impl RenderOptions {
     /// The global chain: given, or the mode's under the sliders.
     pub fn chain(&self) -> ChainSettings {
-        self.chain
-            .clone()
-            .unwrap_or_else(|| plan::global(&self.mode.chain(), self.sliders))
+        match &self.plan {
+            Some(p) => p.global.clone(),
+            None => plan::global(&self.mode.chain(), self.sliders),
+        }
     }
 
     pub fn validate(&self) -> Result<(), WorkerError> {
@@ -48,9 +50,11 @@ impl RenderOptions {
             t.validate()
                 .map_err(|e| WorkerError::Request(e.to_string()))?;
         }
-        self.chain()
-            .validate()
-            .map_err(|e| WorkerError::Request(e.to_string()))
+        let settings = |e: DspError| WorkerError::Request(format!("settings: {e}"));
+        if let Some(p) = &self.plan {
+            plan::validate(&p.sections).map_err(settings)?;
+        }
+        self.chain().validate().map_err(settings)
     }
 }
 
@@ -126,14 +130,24 @@ fn render_inner(
     let (clip_a, clip_b) = crate::preview::span(&spans, duration);
     let mix_clip = crate::preview::cut(&audio, clip_a, clip_b);
     // Each section's tone first, from its intensity; the chain follows it.
-    let base = opts.chain.clone().unwrap_or_else(|| opts.mode.chain());
-    let mut section_plan = plan::plan(&secs, &character, &base, opts.mode, opts.sliders);
+    let mut section_plan = match &opts.plan {
+        Some(given) => given.sections.clone(),
+        None => plan::plan(
+            &secs,
+            &character,
+            &opts.mode.chain(),
+            opts.mode,
+            opts.sliders,
+        ),
+    };
     chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
     // Loudness planned on the chain's output, so the plan's contrast is what
     // the limiter receives; the report keeps the raw input's section loudness.
     let mut power = loopmind_dsp::bs1770::k_power(&audio);
-    let processed = plan::section_loudness(&power, audio.rate, &secs);
-    plan::set_loudness(&mut section_plan, &processed, opts.mode, opts.sliders);
+    if opts.plan.is_none() {
+        let processed = plan::section_loudness(&power, audio.rate, &secs);
+        plan::set_loudness(&mut section_plan, &processed, opts.mode, opts.sliders);
+    }
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
     }
@@ -304,6 +318,9 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         other => other.into(),
     };
     let features = sections::features(audio);
+    if let Some(given) = &opts.plan {
+        return given_sections(given, duration, features);
+    }
     let secs: Vec<Section> = match &opts.arrangement {
         Some(json) => {
             sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?
@@ -341,6 +358,44 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         }
         None => sections::section_intensity(&features, &secs),
     };
+    let input = secs
+        .iter()
+        .map(|s| features.range_loudness(s.start, s.end))
+        .collect();
+    Ok((secs, character, input, features.k_blocks))
+}
+
+/// The sections of a given plan, which must lie inside the track.
+fn given_sections(
+    given: &GivenPlan,
+    duration: f64,
+    features: sections::Features,
+) -> Result<SectionAnalysis, WorkerError> {
+    if let Some((i, p)) = given
+        .sections
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.start >= duration || p.end > duration + sections::END_SLACK_S)
+    {
+        return Err(WorkerError::Request(format!(
+            "settings: sections[{i}]: {:.2}..{:.2} s is beyond the track's end at {duration:.2} s",
+            p.start, p.end
+        )));
+    }
+    let secs: Vec<Section> = given
+        .sections
+        .iter()
+        .map(|p| Section {
+            label: p.section.clone(),
+            start: p.start,
+            end: p.end,
+        })
+        .collect();
+    let character = given
+        .sections
+        .iter()
+        .map(|p| (p.intensity, p.emotion.clone()))
+        .collect();
     let input = secs
         .iter()
         .map(|s| features.range_loudness(s.start, s.end))
