@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Master files (or every audio file under directories) for each target.
-    Master(MasterArgs),
+    Master(Box<MasterArgs>),
     /// Write a synthetic multi-section song and master it: hear a result in one command.
     Demo {
         /// Where the song and its masters go.
