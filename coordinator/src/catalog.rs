@@ -56,6 +56,18 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
             Err(e) => problems.push(format!("track '{id}': {e}")),
         }
     }
+    // Reference tracks too, each once.
+    let references: std::collections::BTreeSet<&str> = planned
+        .iter()
+        .filter_map(|p| p.reference.as_deref())
+        .collect();
+    for key in references {
+        match store.head(key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!("reference {} does not exist", store.describe(key))),
+            Err(e) => problems.push(format!("reference {key}: {e}")),
+        }
+    }
     if !problems.is_empty() {
         bail!("invalid manifest:\n  - {}", problems.join("\n  - "));
     }
@@ -229,7 +241,14 @@ fn make_job(
     p: &PlannedTrack,
     album: Option<&str>,
 ) -> Job {
-    let hash = settings_hash(&p.targets, p.mode, p.sliders, album, None);
+    let hash = settings_hash(
+        &p.targets,
+        p.mode,
+        p.sliders,
+        album,
+        None,
+        p.reference.as_deref(),
+    );
     Job {
         job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
         catalog: catalog.into(),
@@ -245,6 +264,7 @@ fn make_job(
         sliders: p.sliders,
         album: None,
         plan: None,
+        reference: p.reference.clone(),
     }
 }
 

@@ -185,12 +185,19 @@ pub fn run_jobs(
     threads: usize,
     album: Option<&str>,
 ) -> Result<Vec<TrackOutcome>> {
+    // The folder store reads absolute paths where they are.
+    let reference = opts
+        .reference
+        .as_ref()
+        .map(|(_, p)| std::path::absolute(p).map(|p| p.display().to_string()))
+        .transpose()?;
     let hash = settings_hash(
         &opts.targets,
         opts.mode,
         opts.sliders,
         album,
         opts.plan.as_ref(),
+        reference.as_deref(),
     );
     let mut jobs = Vec::new();
     for j in &files {
@@ -210,6 +217,7 @@ pub fn run_jobs(
             kind: JobKind::Render,
             album: None,
             plan: opts.plan.clone(),
+            reference: reference.clone(),
         });
     }
     let mut failed_early: HashMap<String, JobResult> = HashMap::new();
@@ -262,6 +270,12 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
     };
     if let Some(path) = &args.settings {
         given_settings(path, &mut opts)?;
+    }
+    if let Some(path) = &args.reference {
+        if !path.is_file() {
+            bail!("--reference {}: no such file", path.display());
+        }
+        opts.reference = Some((path.display().to_string(), path.clone()));
     }
     opts.validate()?;
     std::fs::create_dir_all(&args.out)?;

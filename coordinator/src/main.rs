@@ -116,6 +116,10 @@ pub struct MasterArgs {
     /// targets).
     #[arg(long, conflicts_with_all = ["arrangement", "emotion", "album"])]
     settings: Option<PathBuf>,
+    /// A reference track: the masters take on its tonal balance (octave
+    /// bands, each within ±4 dB) and loudness character (LRA, PLR).
+    #[arg(long, conflicts_with = "settings")]
+    reference: Option<PathBuf>,
 }
 
 impl MasterArgs {

@@ -25,6 +25,9 @@ pub struct Manifest {
     /// How much of each planned dimension to apply, e.g. {"eq": 0.5}.
     #[serde(default)]
     pub amount: Amounts,
+    /// A reference track's key in the store, for every track.
+    #[serde(default)]
+    pub reference: Option<String>,
     pub tracks: Vec<TrackEntry>,
 }
 
@@ -50,6 +53,9 @@ pub struct TrackEntry {
     /// Tracks sharing an album share one loudness offset.
     #[serde(default)]
     pub album: Option<String>,
+    /// Overrides the catalog's reference track for this track.
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 /// A track ready to become a job.
@@ -59,6 +65,8 @@ pub struct PlannedTrack {
     pub targets: Vec<Target>,
     pub mode: Mode,
     pub sliders: Sliders,
+    /// The reference track's key, if any.
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +165,7 @@ impl Manifest {
                 targets,
                 mode: t.mode.unwrap_or(self.mode),
                 sliders,
+                reference: t.reference.clone().or_else(|| self.reference.clone()),
             });
         }
         (planned, problems)

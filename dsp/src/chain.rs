@@ -7,6 +7,7 @@ use crate::compressor::CompressorSettings;
 use crate::eq::EqSettings;
 use crate::limiter::LimiterSettings;
 use crate::plan::{automation, SectionPlan};
+use crate::reference::{match_cascade, BandGain};
 use crate::{saturation, width, Audio, DspError};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,10 @@ pub struct ChainSettings {
     pub saturation: f64,
     pub stereo_width: f64,
     pub limiter: LimiterSettings,
+    /// Octave-band corrections towards a reference track's tonal balance,
+    /// after the EQ (empty without a reference).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_eq: Vec<BandGain>,
 }
 
 impl Default for ChainSettings {
@@ -35,6 +40,7 @@ impl Default for ChainSettings {
             saturation: 0.0,
             stereo_width: 1.0,
             limiter: LimiterSettings::default(),
+            match_eq: Vec::new(),
         }
     }
 }
@@ -75,6 +81,14 @@ impl ChainSettings {
         if !(0.0..=2.0).contains(&self.stereo_width) {
             return bad("stereo_width", "must be within 0..2");
         }
+        for (i, b) in self.match_eq.iter().enumerate() {
+            if !(20.0..=20_000.0).contains(&b.freq_hz) || !(-12.0..=12.0).contains(&b.gain_db) {
+                return bad(
+                    &format!("match_eq[{i}]"),
+                    "freq_hz within 20..20000, gain_db within -12..12",
+                );
+            }
+        }
         if !(0.5..=20.0).contains(&self.limiter.lookahead_ms) {
             return bad("limiter.lookahead_ms", "must be within 0.5..20 ms");
         }
@@ -108,6 +122,12 @@ impl ChainSettings {
             eq.apply(audio);
         } else {
             self.eq.apply_automated(audio, &bands);
+        }
+        if !self.match_eq.is_empty() {
+            let cascade = match_cascade(&self.match_eq, audio.rate);
+            for c in &mut audio.channels {
+                crate::biquad::run_cascade(&cascade, c);
+            }
         }
         let ratio = automation(plan, |p| p.compression, self.compressor.ratio);
         if ratio.is_constant() {

@@ -17,6 +17,7 @@
 //!   exactly the samples that get written.
 //! - [`plan`]: per-section loudness, EQ, compression, saturation and width.
 //! - [`automation`]: per-section values crossfaded at the boundaries.
+//! - [`reference`]: tonal balance and loudness character of a reference track.
 //! - [`sections`]: arrangement and emotion documents, and section detection.
 //! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
 
@@ -35,6 +36,7 @@ pub mod loudness;
 pub mod master;
 pub mod modes;
 pub mod plan;
+pub mod reference;
 pub mod resample;
 pub mod saturation;
 pub mod sections;

@@ -90,6 +90,7 @@ impl Mode {
                     lookahead_ms: 3.0,
                     release_ms: 60.0,
                 },
+                ..base
             },
             Mode::LoFi => ChainSettings {
                 eq_curve: "lofi_bandlimited".into(),

@@ -326,12 +326,14 @@ pub fn plan(
 
 /// Plans each section's loudness offset from its loudness after the chain
 /// (`processed_lufs`); `input_lufs` is set to the same and may be replaced
-/// by the caller with the raw input's.
+/// by the caller with the raw input's. `contrast` multiplies the mode's
+/// contrast (a reference track's character; 1 otherwise).
 pub fn set_loudness(
     plan: &mut [SectionPlan],
     processed_lufs: &[f64],
     mode: Mode,
     sliders: Sliders,
+    contrast: f64,
 ) {
     // The track's level as the sections' length-weighted mean power.
     let audible: Vec<(f64, f64)> = plan
@@ -351,7 +353,7 @@ pub fn set_loudness(
     } else {
         0.0
     };
-    let k = contrast_factor(mode, sliders.dynamics) - 1.0;
+    let k = contrast_factor(mode, sliders.dynamics) * contrast - 1.0;
     let r = sliders.reactivity.clamp(0.0, 1.0);
     for (p, &l) in plan.iter_mut().zip(processed_lufs) {
         p.lufs_offset = if l.is_finite() {
@@ -486,7 +488,7 @@ mod tests {
         sl: Sliders,
     ) -> Vec<SectionPlan> {
         let mut p = plan(s, c, &m.chain(), m, sl);
-        set_loudness(&mut p, l, m, sl);
+        set_loudness(&mut p, l, m, sl, 1.0);
         p
     }
 

@@ -31,6 +31,10 @@ pub struct Job {
     /// For a track of an album: the album's shared loudness offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<AlbumPlacement>,
+    /// A reference track's key in the store: the masters take on its tonal
+    /// balance and loudness character.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// A plan to render as it is (from an earlier `master_settings.json`),
     /// instead of planning from the audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +145,7 @@ pub fn settings_hash(
     sliders: loopmind_dsp::plan::Sliders,
     album: Option<&str>,
     plan: Option<&GivenPlan>,
+    reference: Option<&str>,
 ) -> String {
     let body = serde_json::to_vec(&(
         targets,
@@ -149,6 +154,7 @@ pub fn settings_hash(
         env!("CARGO_PKG_VERSION"),
         album,
         plan,
+        reference,
     ))
     .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
@@ -181,18 +187,25 @@ mod tests {
             assert!(!safe_id(bad), "{bad}");
         }
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None);
+        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None);
         assert_eq!(
             a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), None, None)
+            settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None)
         );
         assert_ne!(
             a,
-            settings_hash(&t, Mode::Transparent, Default::default(), None, None)
+            settings_hash(&t, Mode::Transparent, Default::default(), None, None, None)
         );
         assert_ne!(
             a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), Some("album"), None)
+            settings_hash(
+                &t,
+                Mode::Cinematic,
+                Default::default(),
+                Some("album"),
+                None,
+                None
+            )
         );
     }
 

@@ -212,10 +212,26 @@ async fn run(
     };
     let arrangement = doc(job.arrangement.clone()).await?;
     let emotion = doc(job.emotion_graph.clone()).await?;
+    let reference = match &job.reference {
+        Some(key) => {
+            let path = dir.path().join("reference");
+            let meta = store.get_file(key, &path).await.map_err(|e| match e {
+                StoreError::NotFound(_) => JobError::Worker(WorkerError::Request(format!(
+                    "reference {}: no such object",
+                    store.describe(key)
+                ))),
+                other => other.into(),
+            })?;
+            traffic.downloaded += meta.size;
+            Some((key.clone(), path))
+        }
+        None => None,
+    };
     let opts = RenderOptions {
         targets,
         mode: job.mode,
         plan: job.plan.clone(),
+        reference,
         arrangement,
         emotion,
         sliders: job.sliders,

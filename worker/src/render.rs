@@ -4,8 +4,8 @@
 use crate::decode::decode_file;
 use crate::job::GivenPlan;
 use crate::report::{
-    InputLoudness, MasterSettings, Preview, SectionReport, TargetReport, TargetSettings,
-    TrackReport,
+    InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
+    TargetSettings, TrackReport,
 };
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
@@ -18,7 +18,7 @@ use loopmind_dsp::targets::Target;
 use loopmind_dsp::{loudness, resample, truepeak, Audio, DspError};
 use serde::Serialize;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
 pub struct RenderOptions {
@@ -26,6 +26,9 @@ pub struct RenderOptions {
     pub mode: Mode,
     /// A plan to render as it is, instead of planning from the audio.
     pub plan: Option<GivenPlan>,
+    /// A reference track (decodable file) whose tonal balance and loudness
+    /// character the masters take on; ignored with a given plan.
+    pub reference: Option<(String, PathBuf)>,
     /// The user's arrangement document (JSON text); detected when absent.
     pub arrangement: Option<String>,
     /// The user's emotion graph (JSON text); measured when absent.
@@ -96,7 +99,6 @@ fn render_inner(
     opts: &RenderOptions,
 ) -> Result<TrackReport, WorkerError> {
     opts.validate()?;
-    let chain = opts.chain();
     let (mut audio, info) = decode_file(input)?;
     audio.validate()?;
     // The input's true peak comes from our 16x meter below, not ebur128's.
@@ -129,16 +131,28 @@ fn render_inner(
         .collect();
     let (clip_a, clip_b) = crate::preview::span(&spans, duration);
     let mix_clip = crate::preview::cut(&audio, clip_a, clip_b);
+    // A reference moves the mode's chain and contrast before anything is planned.
+    let mut mode_chain = opts.mode.chain();
+    let (mut contrast, mut match_eq, mut reference) = (1.0, Vec::new(), None);
+    if let (Some((name, path)), None) = (&opts.reference, &opts.plan) {
+        let r = analyse_reference(name, path, &audio, &input_loudness, &mode_chain, opts)?;
+        mode_chain.compressor.ratio =
+            (mode_chain.compressor.ratio * r.report.compression_factor).clamp(1.0, 20.0);
+        contrast = r.report.contrast_factor;
+        match_eq = r.match_eq;
+        reference = Some(r.report);
+    }
+    let chain = match &opts.plan {
+        Some(given) => given.global.clone(),
+        None => ChainSettings {
+            match_eq,
+            ..plan::global(&mode_chain, opts.sliders)
+        },
+    };
     // Each section's tone first, from its intensity; the chain follows it.
     let mut section_plan = match &opts.plan {
         Some(given) => given.sections.clone(),
-        None => plan::plan(
-            &secs,
-            &character,
-            &opts.mode.chain(),
-            opts.mode,
-            opts.sliders,
-        ),
+        None => plan::plan(&secs, &character, &mode_chain, opts.mode, opts.sliders),
     };
     chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
     // Loudness planned on the chain's output, so the plan's contrast is what
@@ -146,7 +160,13 @@ fn render_inner(
     let mut power = loopmind_dsp::bs1770::k_power(&audio);
     if opts.plan.is_none() {
         let processed = plan::section_loudness(&power, audio.rate, &secs);
-        plan::set_loudness(&mut section_plan, &processed, opts.mode, opts.sliders);
+        plan::set_loudness(
+            &mut section_plan,
+            &processed,
+            opts.mode,
+            opts.sliders,
+            contrast,
+        );
     }
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
@@ -268,6 +288,7 @@ fn render_inner(
         targets: target_settings,
         sliders: opts.sliders,
         sections: section_plan,
+        reference,
     };
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
     if let Some((name, lufs, blocks, rate)) = pictured {
@@ -363,6 +384,67 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         .map(|s| features.range_loudness(s.start, s.end))
         .collect();
     Ok((secs, character, input, features.k_blocks))
+}
+
+struct ReferenceAnalysis {
+    report: ReferenceReport,
+    match_eq: Vec<loopmind_dsp::reference::BandGain>,
+}
+
+/// The reference's loudness character against the mix's, and the EQ that
+/// moves the mix's tonal balance towards it (on top of the mode's EQ; the
+/// EQ amount scales it like the rest of the EQ).
+fn analyse_reference(
+    name: &str,
+    path: &Path,
+    mix: &Audio,
+    mix_loudness: &InputLoudness,
+    mode_chain: &ChainSettings,
+    opts: &RenderOptions,
+) -> Result<ReferenceAnalysis, WorkerError> {
+    let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
+    let (audio, _) = decode_file(path).map_err(named)?;
+    audio.validate().map_err(|e| named(e.into()))?;
+    let what = loudness::Measure {
+        lra: true,
+        true_peak: false,
+        curve: false,
+    };
+    let l = loudness::measure_with(&audio, what).map_err(|e| named(e.into()))?;
+    if !l.integrated_lufs.is_finite() || l.integrated_lufs < -70.0 {
+        return Err(named(DspError::Silent.into()));
+    }
+    let plr = truepeak::true_peak_dbtp(&audio) - l.integrated_lufs;
+    let c =
+        loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, l.lra_lu, plr);
+    let eq = plan::global(mode_chain, opts.sliders).eq;
+    let rate = mix.rate;
+    let already = |f: f64| -> f64 {
+        eq.sections(rate)
+            .iter()
+            .map(|k| k.magnitude_db(f, rate as f64))
+            .sum()
+    };
+    let mut match_eq = loopmind_dsp::reference::match_eq(
+        &loopmind_dsp::reference::balance(mix),
+        &loopmind_dsp::reference::balance(&audio),
+        already,
+        rate,
+    );
+    for b in &mut match_eq {
+        b.gain_db *= opts.sliders.amount.eq;
+    }
+    Ok(ReferenceAnalysis {
+        report: ReferenceReport {
+            source: name.to_string(),
+            integrated_lufs: l.integrated_lufs,
+            lra_lu: l.lra_lu,
+            plr_db: plr,
+            contrast_factor: c.contrast,
+            compression_factor: c.compression,
+        },
+        match_eq,
+    })
 }
 
 /// The sections of a given plan, which must lie inside the track.

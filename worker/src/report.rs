@@ -115,6 +115,22 @@ pub struct MasterSettings {
     /// The section plan rendered: each section's span, character and
     /// loudness offset (ramped over 1 s around boundaries).
     pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
+    /// What a reference track contributed (its match EQ is in `global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceReport>,
+}
+
+/// A reference track's loudness character and what it changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReferenceReport {
+    pub source: String,
+    pub integrated_lufs: f64,
+    pub lra_lu: f64,
+    pub plr_db: f64,
+    /// Section contrast multiplied by this (its LRA over the mix's, limited).
+    pub contrast_factor: f64,
+    /// Compression ratio multiplied by this (from its PLR against the mix's).
+    pub compression_factor: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
