@@ -213,4 +213,33 @@ mod tests {
         assert_eq!(ok[1].mode, Mode::Cinematic);
         assert!(Manifest::parse(b"{\"catalog\": 1}").is_err());
     }
+
+    #[test]
+    fn reference_and_amount_come_from_the_catalog_or_the_track() {
+        let ok = Manifest::parse(
+            br#"{"catalog": "c1", "targets": ["spotify"], "reference": "refs/a.wav",
+                 "amount": {"width": 0.5}, "tracks": [
+                {"id": "a", "source": "mixes/a.wav"},
+                {"id": "b", "source": "mixes/b.wav", "reference": "refs/b.flac"}]}"#,
+        )
+        .unwrap()
+        .plan()
+        .unwrap();
+        assert_eq!(ok[0].reference.as_deref(), Some("refs/a.wav"));
+        assert_eq!(ok[1].reference.as_deref(), Some("refs/b.flac"));
+        assert_eq!(
+            (ok[0].sliders.amount.width, ok[0].sliders.amount.eq),
+            (0.5, 1.0)
+        );
+        let bad = Manifest::parse(
+            br#"{"catalog": "c1", "targets": ["spotify"], "amount": {"eq": 3},
+                 "tracks": [{"id": "a", "source": "mixes/a.wav"}]}"#,
+        )
+        .unwrap()
+        .plan()
+        .unwrap_err()
+        .0
+        .join("\n");
+        assert!(bad.contains("amount.eq: 3 is outside 0..1"), "{bad}");
+    }
 }
