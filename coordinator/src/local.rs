@@ -330,6 +330,7 @@ fn given_settings(path: &Path, opts: &mut RenderOptions) -> Result<()> {
     opts.plan = Some(GivenPlan {
         global: s.global,
         sections: s.sections,
+        tempo_bpm: s.tempo_bpm,
     });
     opts.validate()
         .with_context(|| format!("{}", path.display()))?;

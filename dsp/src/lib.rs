@@ -16,6 +16,7 @@
 //! - [`master`]: gain search that lands a master on its target, measured on
 //!   exactly the samples that get written.
 //! - [`plan`]: per-section loudness, EQ, compression, saturation and width.
+//! - [`beats`]: tempo and beat grid (boundaries snap to beats).
 //! - [`automation`]: per-section values crossfaded at the boundaries.
 //! - [`reference`]: tonal balance and loudness character of a reference track.
 //! - [`sections`]: arrangement and emotion documents, and section detection.
@@ -23,6 +24,7 @@
 
 pub mod audio;
 pub mod automation;
+pub mod beats;
 pub mod biquad;
 pub mod bs1770;
 pub mod chain;

@@ -9,6 +9,7 @@
 //! opening the intro, a quiet ending the outro, a quiet middle the bridge,
 //! the rest verses.
 
+use crate::beats::BeatGrid;
 use crate::biquad::{Coeffs, State};
 use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
@@ -375,11 +376,12 @@ fn label(f: &Features, spans: &[(f64, f64)]) -> Vec<String> {
 
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
-    detect_with(audio, &features(audio))
+    detect_with(audio, &features(audio), crate::beats::track(audio).as_ref())
 }
 
-/// Sections detected from already computed features.
-pub fn detect_with(audio: &Audio, f: &Features) -> Vec<Section> {
+/// Sections detected from already computed features; boundaries snap to
+/// the nearest beat of `grid` when there is one.
+pub fn detect_with(audio: &Audio, f: &Features, grid: Option<&BeatGrid>) -> Vec<Section> {
     let duration = audio.seconds();
     if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
         return vec![Section {
@@ -390,6 +392,14 @@ pub fn detect_with(audio: &Audio, f: &Features) -> Vec<Section> {
     }
     let mut edges = vec![0.0];
     edges.extend(boundaries(f, duration));
+    if let Some(g) = grid {
+        for e in edges.iter_mut().skip(1) {
+            *e = snap(*e, g, f, duration);
+        }
+        // Two boundaries on one beat, or one snapped onto the start, merge.
+        edges.dedup_by(|b, a| *b - *a < 0.5 * MIN_SECTION_S);
+    }
+    edges.retain(|&e| e < duration - 0.5 * MIN_SECTION_S || e == 0.0);
     edges.push(duration);
     let spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
     label(f, &spans)
@@ -397,6 +407,43 @@ pub fn detect_with(audio: &Audio, f: &Features) -> Vec<Section> {
         .zip(spans)
         .map(|(label, (start, end))| Section { label, start, end })
         .collect()
+}
+
+/// How far from a coarse boundary its beat is looked for.
+const SNAP_S: f64 = 1.5;
+
+/// The beat within [`SNAP_S`] of a coarse boundary `e` where the level steps
+/// most between the two beats before and the two after it (the feature grid is
+/// 0.5 s, and its 1 s windows put a boundary up to about a second off).
+fn snap(e: f64, g: &BeatGrid, f: &Features, duration: f64) -> f64 {
+    // Two beats each side: a kick and a snare, and short enough that a
+    // window straddling the boundary shows it (a bar's chord changes would).
+    let bar = 2.0 * g.period;
+    // Mean level in dB of the 100 ms blocks wholly inside [a, b): ungated
+    // (gating would drop the quiet part of a window), and in dB so one loud
+    // block cannot stand for a quiet window.
+    let sub = crate::bs1770::hop(f.rate) as f64 / f.rate as f64;
+    let level = |a: f64, b: f64| {
+        let i = (a.max(0.0) / sub).ceil() as usize;
+        let j = ((b.min(duration) / sub).floor() as usize).min(f.k_blocks.len());
+        let db: Vec<f64> = f.k_blocks[i.min(j)..j]
+            .iter()
+            .map(|e| 10.0 * e.max(1e-12).log10())
+            .collect();
+        db.iter().sum::<f64>() / db.len().max(1) as f64
+    };
+    let mut best = (g.nearest(e), f64::MIN);
+    let mut b = g.nearest(e - SNAP_S);
+    while b <= e + SNAP_S {
+        if b > 0.0 && b < duration {
+            let step = (level(b, b + bar) - level(b - bar, b)).abs();
+            if step > best.1 {
+                best = (b, step);
+            }
+        }
+        b += g.period;
+    }
+    best.0
 }
 
 /// Intensity in 0..1 per section, from its loudness relative to the track's

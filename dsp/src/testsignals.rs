@@ -93,11 +93,23 @@ pub fn demo_arrangement() -> Vec<SongSection> {
 /// Renders a stereo song at 120 BPM: pad chords, bass, kick, snare, hats.
 /// Returns the audio and each section's (label, start s, end s).
 pub fn song(rate: u32, sections: &[SongSection], seed: u64) -> (Audio, Vec<(String, f64, f64)>) {
+    song_at(rate, sections, seed, 120.0, 0.0)
+}
+
+/// The same at `bpm`, after `lead_in` seconds of silence (counted in the
+/// first section): boundaries off any round-number grid.
+pub fn song_at(
+    rate: u32,
+    sections: &[SongSection],
+    seed: u64,
+    bpm: f64,
+    lead_in: f64,
+) -> (Audio, Vec<(String, f64, f64)>) {
     let fs = rate as f64;
-    let beat = 0.5; // seconds at 120 BPM
+    let beat = 60.0 / bpm;
     let bar = 4.0 * beat;
     let total_bars: usize = sections.iter().map(|s| s.bars).sum();
-    let n = (total_bars as f64 * bar * fs) as usize;
+    let n = ((total_bars as f64 * bar + lead_in) * fs) as usize;
     let (mut l, mut r) = (vec![0f32; n], vec![0f32; n]);
     let mut noise = Noise::new(seed);
     // A minor-key progression (roots in Hz): Am, F, C, G.
@@ -111,13 +123,17 @@ pub fn song(rate: u32, sections: &[SongSection], seed: u64) -> (Audio, Vec<(Stri
     let mut bar0 = 0usize;
     let mut lp = 0f64; // one-pole state for hats
     for sec in sections {
-        let start = bar0 as f64 * bar;
-        let end = (bar0 + sec.bars) as f64 * bar;
-        bounds.push((sec.label.to_string(), start, end));
+        let start = bar0 as f64 * bar + lead_in;
+        let end = (bar0 + sec.bars) as f64 * bar + lead_in;
+        bounds.push((
+            sec.label.to_string(),
+            if bar0 == 0 { 0.0 } else { start },
+            end,
+        ));
         let gain = db_to_lin(sec.level_db);
         let (i0, i1) = ((start * fs) as usize, ((end * fs) as usize).min(n));
         for i in i0..i1 {
-            let t = i as f64 / fs;
+            let t = i as f64 / fs - lead_in;
             let bar_idx = (t / bar) as usize;
             let chord = chords[bar_idx % 4];
             let tb = t % beat; // time within the beat

@@ -1,7 +1,7 @@
 //! Section detection on songs of known structure, and the user's documents.
 
 use loopmind_dsp::sections::{self, parse_arrangement, parse_emotion};
-use loopmind_dsp::testsignals::{demo_arrangement, song, SongSection};
+use loopmind_dsp::testsignals::{demo_arrangement, song, song_at, SongSection};
 use loopmind_dsp::DspError;
 
 fn check(name: &str, layout: &[SongSection], seed: u64) {
@@ -49,6 +49,25 @@ fn boundaries_and_chorus_of_known_songs() {
         ],
         9,
     );
+}
+
+#[test]
+fn boundaries_snap_to_the_beat() {
+    // 100 BPM after a 0.37 s lead-in: bars every 2.4 s, nowhere near the
+    // detector's 0.5 s feature grid.
+    let (audio, truth) = song_at(44_100, &demo_arrangement(), 4, 100.0, 0.37);
+    let grid = loopmind_dsp::beats::track(&audio).expect("a tempo");
+    assert!((grid.bpm - 100.0).abs() < 0.5, "{grid:?}");
+    let found = sections::detect(&audio);
+    assert_eq!(found.len(), truth.len(), "{found:?}");
+    for (f, (label, start, _)) in found.iter().zip(&truth).skip(1) {
+        // On the true boundary (a beat), to within 20 ms.
+        assert!(
+            (f.start - start).abs() < 0.02,
+            "{label} at {start:.3} s found at {:.3} s",
+            f.start
+        );
+    }
 }
 
 #[test]

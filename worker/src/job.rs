@@ -47,6 +47,9 @@ pub struct Job {
 pub struct GivenPlan {
     pub global: loopmind_dsp::chain::ChainSettings,
     pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
+    /// Carried into the new settings file (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tempo_bpm: Option<f64>,
 }
 
 /// Render the masters, or only measure the mix (an album's first pass).

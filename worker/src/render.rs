@@ -121,7 +121,13 @@ fn render_inner(
     };
     drop(inl);
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
-    let (secs, character, section_input, input_blocks) = analyse_sections(&audio, opts)?;
+    let SectionAnalysis {
+        sections: secs,
+        character,
+        input_lufs: section_input,
+        input_blocks,
+        tempo_bpm,
+    } = analyse_sections(&audio, opts)?;
     let (in_rate, duration) = (audio.rate, audio.seconds());
     // The raw mix's A/B clip, before the chain touches it.
     let spans: Vec<(f64, f64, f64)> = secs
@@ -289,6 +295,7 @@ fn render_inner(
         sliders: opts.sliders,
         sections: section_plan,
         reference,
+        tempo_bpm,
     };
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
     if let Some((name, lufs, blocks, rate)) = pictured {
@@ -324,9 +331,17 @@ fn render_inner(
     })
 }
 
-/// Sections, their (intensity, emotion), their input loudness, and the
-/// input's K-weighted energy per 100 ms (for the picture).
-type SectionAnalysis = (Vec<Section>, Vec<(f64, String)>, Vec<f64>, Vec<f64>);
+struct SectionAnalysis {
+    sections: Vec<Section>,
+    /// Each section's (intensity, emotion word).
+    character: Vec<(f64, String)>,
+    /// Each section's loudness in the input.
+    input_lufs: Vec<f64>,
+    /// The input's K-weighted energy per 100 ms (for the picture).
+    input_blocks: Vec<f64>,
+    /// The tempo detected boundaries were snapped to.
+    tempo_bpm: Option<f64>,
+}
 
 /// Sections from the arrangement document or detection, their character
 /// from the emotion graph or the audio, and their loudness in the input.
@@ -342,11 +357,18 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
     if let Some(given) = &opts.plan {
         return given_sections(given, duration, features);
     }
-    let secs: Vec<Section> = match &opts.arrangement {
-        Some(json) => {
-            sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?
+    let (secs, tempo_bpm): (Vec<Section>, Option<f64>) = match &opts.arrangement {
+        Some(json) => (
+            sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?,
+            None,
+        ),
+        None => {
+            let grid = loopmind_dsp::beats::track(audio);
+            (
+                sections::detect_with(audio, &features, grid.as_ref()),
+                grid.map(|g| g.bpm),
+            )
         }
-        None => sections::detect_with(audio, &features),
     };
     let character: Vec<(f64, String)> = match &opts.emotion {
         Some(json) => {
@@ -379,11 +401,17 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         }
         None => sections::section_intensity(&features, &secs),
     };
-    let input = secs
+    let input_lufs = secs
         .iter()
         .map(|s| features.range_loudness(s.start, s.end))
         .collect();
-    Ok((secs, character, input, features.k_blocks))
+    Ok(SectionAnalysis {
+        sections: secs,
+        character,
+        input_lufs,
+        input_blocks: features.k_blocks,
+        tempo_bpm,
+    })
 }
 
 struct ReferenceAnalysis {
@@ -478,11 +506,17 @@ fn given_sections(
         .iter()
         .map(|p| (p.intensity, p.emotion.clone()))
         .collect();
-    let input = secs
+    let input_lufs = secs
         .iter()
         .map(|s| features.range_loudness(s.start, s.end))
         .collect();
-    Ok((secs, character, input, features.k_blocks))
+    Ok(SectionAnalysis {
+        sections: secs,
+        character,
+        input_lufs,
+        input_blocks: features.k_blocks,
+        tempo_bpm: given.tempo_bpm,
+    })
 }
 
 /// Each section's loudness in the input and in the written master, and the

@@ -115,6 +115,9 @@ pub struct MasterSettings {
     /// The section plan rendered: each section's span, character and
     /// loudness offset (ramped over 1 s around boundaries).
     pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
+    /// The tempo found in the mix; detected boundaries sit on its beats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tempo_bpm: Option<f64>,
     /// What a reference track contributed (its match EQ is in `global`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
