@@ -6,6 +6,7 @@ use loopmind_dsp::chain::WORKING_LUFS;
 use loopmind_dsp::loudness::{measure_with, Measure};
 use loopmind_dsp::master::{master_target, measure_pass, NullSink, Prepared};
 use loopmind_dsp::modes::Mode;
+use loopmind_dsp::plan::{self, Sliders};
 use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_dsp::truepeak;
 use std::time::Instant;
@@ -42,16 +43,48 @@ fn main() {
         measure_with(&audio, tp).unwrap()
     });
     time("16x true-peak meter", || truepeak::true_peak_dbtp(&audio));
-    let found = time("section detection", || {
-        loopmind_dsp::sections::detect(&audio)
+    // What section-aware mastering adds: analysis, planning, automation.
+    let features = time("sections: features", || {
+        loopmind_dsp::sections::features(&audio)
     });
-    println!("  {} sections", found.len());
-    time("bs1770 model power", || {
+    let grid = time("sections: beat grid", || loopmind_dsp::beats::track(&audio));
+    let found = time("sections: detection + snapping", || {
+        loopmind_dsp::sections::detect_with(&audio, &features, grid.as_ref())
+    });
+    let character = time("sections: intensity", || {
+        loopmind_dsp::sections::section_intensity(&features, &found)
+    });
+    println!(
+        "  {} sections, {:.1} BPM",
+        found.len(),
+        grid.map_or(0.0, |g| g.bpm)
+    );
+    let sliders = Sliders::default();
+    let chain = plan::global(&Mode::Cinematic.chain(), sliders);
+    let mut section_plan = time("sections: plan", || {
+        plan::plan(
+            &found,
+            &character,
+            &Mode::Cinematic.chain(),
+            Mode::Cinematic,
+            sliders,
+        )
+    });
+    let mut fixed = audio.clone();
+    time("chain (cinematic, one setting)", || {
+        chain.run(&mut fixed, inl.integrated_lufs)
+    });
+    drop(fixed);
+    time("chain (cinematic, per-section settings)", || {
+        chain.run_planned(&mut audio, inl.integrated_lufs, &section_plan)
+    });
+    let power = time("bs1770 model power", || {
         loopmind_dsp::bs1770::k_power(&audio)
     });
-    let chain = Mode::Cinematic.chain();
-    time("chain (cinematic)", || {
-        chain.run(&mut audio, inl.integrated_lufs)
+    time("sections: loudness plan + gain automation", || {
+        let l = plan::section_loudness(&power, audio.rate, &found);
+        plan::set_loudness(&mut section_plan, &l, Mode::Cinematic, sliders, 1.0);
+        plan::apply(&mut audio, &section_plan)
     });
     time("detector envelope", || truepeak::peak_envelope(&audio));
     let prep = time("prepare (power + envelope)", || {
