@@ -8,8 +8,8 @@
 //! most onset strength. One tempo for the whole track: songs that change
 //! tempo get a grid that drifts, and no grid where no clear pulse is found.
 
+use crate::stft::MidStft;
 use crate::Audio;
-use realfft::RealFftPlanner;
 
 const MIN_BPM: f64 = 60.0;
 const MAX_BPM: f64 = 180.0;
@@ -44,26 +44,13 @@ fn onset_envelope(audio: &Audio) -> (Vec<f64>, f64) {
     if frames < n {
         return (Vec::new(), hop as f64 / rate);
     }
-    let nch = audio.num_channels() as f32;
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
-    let window: Vec<f32> = (0..n)
-        .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
-        .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
-    let mut prev = vec![0f32; spectrum.len()];
+    let mut stft = MidStft::new(n, hop);
+    let mut prev = vec![0f32; n / 2 + 1];
     let mut env = Vec::with_capacity(frames / hop);
-    let mut start = 0;
-    while start + n <= frames {
-        for (i, v) in input.iter_mut().enumerate() {
-            let t = start + i;
-            *v = window[i] * audio.channels.iter().map(|c| c[t]).sum::<f32>() / nch;
-        }
-        fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-            .expect("buffers sized by the planner");
+    for k in 0..stft.frames(audio) {
+        stft.load(audio, k);
         let mut flux = 0f64;
-        for (p, c) in prev.iter_mut().zip(&spectrum) {
+        for (p, c) in prev.iter_mut().zip(stft.spectrum()) {
             // Log compression: quiet and loud onsets both count.
             let m = (1.0 + 1000.0 * c.norm()).ln();
             if m > *p {
@@ -72,7 +59,6 @@ fn onset_envelope(audio: &Audio) -> (Vec<f64>, f64) {
             *p = m;
         }
         env.push(flux);
-        start += hop;
     }
     // Take out the slow trend (a local mean over about 0.5 s).
     let w = ((0.25 * rate / hop as f64) as usize).max(1);

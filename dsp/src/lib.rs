@@ -20,6 +20,7 @@
 //! - [`automation`]: per-section values crossfaded at the boundaries.
 //! - [`reference`]: tonal balance and loudness character of a reference track.
 //! - [`sections`]: arrangement and emotion documents, and section detection.
+//! - [`stft`]: windowed spectra of the mid signal (beats, reference).
 //! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
 
 pub mod audio;
@@ -42,6 +43,7 @@ pub mod reference;
 pub mod resample;
 pub mod saturation;
 pub mod sections;
+pub mod stft;
 pub mod targets;
 pub mod testsignals;
 pub mod truepeak;

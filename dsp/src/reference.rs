@@ -3,8 +3,8 @@
 //! loudness character (section contrast from its LRA, density from its PLR).
 
 use crate::biquad::Coeffs;
+use crate::stft::MidStft;
 use crate::Audio;
-use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 
 /// Octave band centres the match works on.
@@ -39,42 +39,21 @@ pub struct Balance {
 pub fn balance(audio: &Audio) -> Balance {
     let rate = audio.rate as f64;
     let n = ((rate / 5.0) as usize).next_power_of_two().max(1024);
-    let hop = n / 2;
-    let frames = audio.frames();
-    let nch = audio.num_channels() as f32;
-    let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
-    let window: Vec<f32> = (0..n)
-        .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
+    let mut stft = MidStft::new(n, n / 2);
+    // Gate on each frame's energy first, so only the spectra that count are
+    // computed and none is kept.
+    let energy: Vec<f64> = (0..stft.frames(audio))
+        .map(|k| stft.load(audio, k))
         .collect();
-    let mut input = fft.make_input_vec();
-    let mut spectrum = fft.make_output_vec();
-    let mut scratch = fft.make_scratch_vec();
-    // Per frame: its power spectrum and total, so quiet frames can be gated.
-    let mut per_frame: Vec<(f64, Vec<f32>)> = Vec::new();
-    let mut start = 0;
-    while start + n <= frames.max(n) {
-        for (i, v) in input.iter_mut().enumerate() {
-            let t = start + i;
-            *v = if t < frames {
-                window[i] * audio.channels.iter().map(|c| c[t]).sum::<f32>() / nch
-            } else {
-                0.0
-            };
-        }
-        fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-            .expect("buffers sized by the planner");
-        let p: Vec<f32> = spectrum.iter().map(|c| c.norm_sqr()).collect();
-        let total = p.iter().map(|&v| v as f64).sum::<f64>();
-        per_frame.push((total, p));
-        start += hop;
-    }
-    let loudest = per_frame.iter().map(|f| f.0).fold(0.0, f64::max);
-    let gate = loudest * 10f64.powf(-GATE_DB / 10.0);
+    let gate = energy.iter().cloned().fold(0.0, f64::max) * 10f64.powf(-GATE_DB / 10.0);
     let mut avg = vec![0f64; n / 2 + 1];
-    for (total, p) in per_frame.iter().filter(|f| f.0 >= gate && f.0 > 0.0) {
-        let _ = total;
-        for (a, v) in avg.iter_mut().zip(p) {
-            *a += *v as f64;
+    for (k, &e) in energy.iter().enumerate() {
+        if e < gate || e <= 0.0 {
+            continue;
+        }
+        stft.load(audio, k);
+        for (a, c) in avg.iter_mut().zip(stft.spectrum()) {
+            *a += c.norm_sqr() as f64;
         }
     }
     let bin_hz = rate / n as f64;

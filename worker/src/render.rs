@@ -343,9 +343,37 @@ struct SectionAnalysis {
     tempo_bpm: Option<f64>,
 }
 
-/// Sections from the arrangement document or detection, their character
-/// from the emotion graph or the audio, and their loudness in the input.
+/// Sections (given in a plan, or found), their character, and their
+/// loudness in the input.
 fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalysis, WorkerError> {
+    let features = sections::features(audio);
+    let (secs, character, tempo_bpm) = match &opts.plan {
+        Some(given) => given_sections(given, audio.seconds())?,
+        None => found_sections(audio, &features, opts)?,
+    };
+    let input_lufs = secs
+        .iter()
+        .map(|s| features.range_loudness(s.start, s.end))
+        .collect();
+    Ok(SectionAnalysis {
+        sections: secs,
+        character,
+        input_lufs,
+        input_blocks: features.k_blocks,
+        tempo_bpm,
+    })
+}
+
+/// Sections, each one's (intensity, emotion word), and the tempo.
+type Found = (Vec<Section>, Vec<(f64, String)>, Option<f64>);
+
+/// Sections from the arrangement document or detection (on the beat where
+/// there is one), their character from the emotion graph or the audio.
+fn found_sections(
+    audio: &Audio,
+    features: &sections::Features,
+    opts: &RenderOptions,
+) -> Result<Found, WorkerError> {
     let duration = audio.seconds();
     let named = |doc: &str, e: DspError| match e {
         DspError::Document { field, reason } => {
@@ -353,10 +381,6 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         }
         other => other.into(),
     };
-    let features = sections::features(audio);
-    if let Some(given) = &opts.plan {
-        return given_sections(given, duration, features);
-    }
     let (secs, tempo_bpm): (Vec<Section>, Option<f64>) = match &opts.arrangement {
         Some(json) => (
             sections::parse_arrangement(json, duration).map_err(|e| named("arrangement", e))?,
@@ -365,7 +389,7 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
         None => {
             let grid = loopmind_dsp::beats::track(audio);
             (
-                sections::detect_with(audio, &features, grid.as_ref()),
+                sections::detect_with(audio, features, grid.as_ref()),
                 grid.map(|g| g.bpm),
             )
         }
@@ -399,19 +423,9 @@ fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalys
                 })
                 .collect()
         }
-        None => sections::section_intensity(&features, &secs),
+        None => sections::section_intensity(features, &secs),
     };
-    let input_lufs = secs
-        .iter()
-        .map(|s| features.range_loudness(s.start, s.end))
-        .collect();
-    Ok(SectionAnalysis {
-        sections: secs,
-        character,
-        input_lufs,
-        input_blocks: features.k_blocks,
-        tempo_bpm,
-    })
+    Ok((secs, character, tempo_bpm))
 }
 
 struct ReferenceAnalysis {
@@ -476,11 +490,7 @@ fn analyse_reference(
 }
 
 /// The sections of a given plan, which must lie inside the track.
-fn given_sections(
-    given: &GivenPlan,
-    duration: f64,
-    features: sections::Features,
-) -> Result<SectionAnalysis, WorkerError> {
+fn given_sections(given: &GivenPlan, duration: f64) -> Result<Found, WorkerError> {
     if let Some((i, p)) = given
         .sections
         .iter()
@@ -506,17 +516,7 @@ fn given_sections(
         .iter()
         .map(|p| (p.intensity, p.emotion.clone()))
         .collect();
-    let input_lufs = secs
-        .iter()
-        .map(|s| features.range_loudness(s.start, s.end))
-        .collect();
-    Ok(SectionAnalysis {
-        sections: secs,
-        character,
-        input_lufs,
-        input_blocks: features.k_blocks,
-        tempo_bpm: given.tempo_bpm,
-    })
+    Ok((secs, character, given.tempo_bpm))
 }
 
 /// Each section's loudness in the input and in the written master, and the
