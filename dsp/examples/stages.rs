@@ -95,7 +95,7 @@ fn main() {
     let m = time("master_target spotify (null sink)", || {
         master_target(&prep, &t, &chain.limiter, pre, 1, &mut NullSink).unwrap()
     });
-    println!("  passes: {}", m.passes);
+    println!("  renders: {}, model passes: {}", m.passes, m.model_passes);
     time("one measure pass", || {
         measure_pass(&prep, &m.params, &mut NullSink).unwrap()
     });

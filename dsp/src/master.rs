@@ -11,6 +11,7 @@ use crate::targets::Target;
 use crate::truepeak::{peak_envelope, TruePeakMeter};
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 
 /// Most loudness gain (target minus input loudness) LoopMind applies; more
 /// would be boosting noise, and silence is never boosted.
@@ -27,6 +28,10 @@ const MODEL_TOLERANCE: f64 = 0.005;
 /// Starting headroom under the ceiling for the detector's worst miss (about
 /// 0.05 dB for content up to 0.45 fs).
 const CEILING_MARGIN_DB: f64 = 0.05;
+/// The most headroom a learnt detector miss adds (a render further over is
+/// a different problem, and lowering the next target's ceiling by more would
+/// only cost loudness).
+const MAX_DETECTOR_MISS_DB: f64 = 0.5;
 const CHUNK: usize = 16_384;
 /// Largest mean a written channel may keep (about -74 dBFS).
 const MAX_DC: f64 = 2e-4;
@@ -46,6 +51,11 @@ pub struct Prepared {
     /// Measure the master's K-weighted energy per sub-block too (for
     /// per-section loudness).
     pub section_blocks: bool,
+    /// How far (dB) the written true peak went over the limiter's own
+    /// ceiling in the last render of this audio: very bright material gets
+    /// past the detector by a tenth of a dB or two, and the next target
+    /// starts with that much more headroom instead of finding out again.
+    detector_miss_db: Cell<f64>,
 }
 
 /// Sums over one loudness sub-block, so the model can step over it whole
@@ -97,6 +107,7 @@ impl Prepared {
             lufs,
             blocks,
             section_blocks: false,
+            detector_miss_db: Cell::new(0.0),
         })
     }
 }
@@ -181,7 +192,10 @@ pub struct Measured {
 pub struct TargetMaster {
     pub params: RenderParams,
     pub measured: Measured,
+    /// Real renders (each measured); the last is what was written.
     pub passes: u32,
+    /// Evaluations of the loudness model by the gain search.
+    pub model_passes: u32,
 }
 
 struct PassStats {
@@ -467,20 +481,20 @@ pub fn master_target(
     }
     let mut p = RenderParams {
         gain_db: target.lufs - prep.lufs,
-        limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB,
+        limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB - prep.detector_miss_db.get(),
         limiter: limiter.clone(),
         bits: target.bits,
         seed,
         dc: Vec::new(),
     };
-    let mut passes = 0;
+    let (mut passes, mut model_passes) = (0, 0);
     // What the real meter reads minus what the model predicts, learnt per pass.
     let mut offset = 0.0;
     let mut best: Option<(f64, TargetMaster)> = None;
     let mut dc_residual = vec![0f32; prep.audio.num_channels()];
     for _ in 0..5 {
         match search_gain(prep, &mut p, target.lufs - offset, target, pre_gain_db) {
-            Ok(n) => passes += n,
+            Ok(n) => model_passes += n,
             // Flat out near the top: a real pass already within the promise
             // is the answer.
             Err(_) if best.is_some() => break,
@@ -495,6 +509,11 @@ pub fn master_target(
         let tp = measured.true_peak_dbtp.max(measured.true_peak_bs1770_dbtp);
         let err = (lufs - target.lufs).abs();
         let tp_ok = tp <= target.ceiling_dbtp;
+        if measured.limiter_gr_max_db > 0.01 {
+            // Only a render the limiter worked on says how well it detects.
+            prep.detector_miss_db
+                .set((tp - p.limit_dbtp).clamp(0.0, MAX_DETECTOR_MISS_DB));
+        }
         let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
         let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;
         if !dc_ok {
@@ -507,6 +526,7 @@ pub fn master_target(
             params: p.clone(),
             measured,
             passes,
+            model_passes,
         };
         if done {
             return Ok(result);

@@ -262,6 +262,7 @@ fn render_inner(
                     limiter_gr_max_db: m.measured.limiter_gr_max_db,
                     limiter_gr_mean_db: m.measured.limiter_gr_mean_db,
                     passes: m.passes,
+                    model_passes: m.model_passes,
                     preview: Some(Preview {
                         start: clip_a,
                         end: clip_b,

@@ -40,6 +40,9 @@ pub struct TargetReport {
     pub limiter_gr_mean_db: f64,
     /// Renders it took to land on target.
     pub passes: u32,
+    /// Loudness-model evaluations the gain search made before them.
+    #[serde(default)]
+    pub model_passes: u32,
     /// Each section in the input and in this master.
     #[serde(default)]
     pub sections: Vec<SectionReport>,
