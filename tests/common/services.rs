@@ -184,8 +184,18 @@ impl Cluster {
         assert!(st.success());
     }
 
+    /// Waits for worker `i` to exit; on time out, fails with its log.
     pub fn wait_worker(&mut self, i: usize, limit: Duration) -> ExitStatus {
-        wait_child(&mut self.workers[i], limit)
+        match poll_child(&mut self.workers[i], limit) {
+            Some(st) => st,
+            None => {
+                let _ = self.workers[i].kill();
+                panic!(
+                    "worker {i} did not exit within {limit:?}; its log:\n{}",
+                    self.log(i)
+                );
+            }
+        }
     }
 }
 
@@ -208,14 +218,21 @@ pub fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String, String)
 }
 
 fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
+    poll_child(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("process {} did not finish within {limit:?}", child.id())
+    })
+}
+
+/// The child's exit status, or None if it is still running after `limit`.
+fn poll_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let t = Instant::now();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            return st;
+            return Some(st);
         }
         if t.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
+            return None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -76,6 +76,10 @@ pub struct StoreSettings {
     pub path_style: bool,
     /// Attempts per store operation before it fails (with backoff).
     pub attempts: u32,
+    /// Longest wait for a store's answer to a request (upload included), in
+    /// seconds: a store that never answers fails the attempt instead of
+    /// holding the job.
+    pub response_timeout_s: u64,
 }
 
 impl Default for StoreSettings {
@@ -88,6 +92,7 @@ impl Default for StoreSettings {
             region: "us-east-1".into(),
             path_style: false,
             attempts: 5,
+            response_timeout_s: 300,
         }
     }
 }
@@ -191,6 +196,9 @@ impl Settings {
                 "queue.consumer_timeout_ms",
                 "must be at least 60000 (a render takes time)",
             );
+        }
+        if self.store.response_timeout_s < 5 {
+            return bad("store.response_timeout_s", "must be at least 5 seconds");
         }
         if self.store.attempts == 0 {
             return bad("store.attempts", "must be at least 1");

@@ -149,13 +149,15 @@ pub fn message_properties(catalog: &str, message_id: &str) -> BasicProperties {
 
 /// Publishes to a queue through the default exchange and waits for the
 /// broker's confirm.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn publish_confirmed(
     ch: &Channel,
     queue: &str,
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), lapin::Error> {
-    let confirm = ch
+    let pending = ch
         .basic_publish(
             "".into(),
             queue.into(),
@@ -163,8 +165,12 @@ pub async fn publish_confirmed(
             body,
             props,
         )
-        .await?
         .await?;
+    // A confirm that never comes would hold the job (and a stopping worker)
+    // forever; as an error, the connection is rebuilt and the job redelivered.
+    let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, pending)
+        .await
+        .map_err(|_| std::io::Error::other("no publisher confirm within 60 s"))??;
     if confirm.is_nack() {
         return Err(std::io::Error::other("publish nacked by the broker").into());
     }

@@ -33,6 +33,15 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(s.attempts))
+            // No first-byte limit by default: a store that accepts a request
+            // and never answers would hold a job forever. Stalled bodies are
+            // already cut by the SDK's stalled-stream protection.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .read_timeout(std::time::Duration::from_secs(s.response_timeout_s))
+                    .build(),
+            )
             .build();
         Ok(Self {
             client: Client::from_conf(conf),
