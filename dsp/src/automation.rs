@@ -82,12 +82,9 @@ impl Automation {
         self.values[k]
     }
 
-    /// The value at the middle of each [`BLOCK`]-frame control block.
-    pub fn blocks(&self, rate: u32, frames: usize) -> Vec<f64> {
-        let fs = rate as f64;
-        (0..frames.div_ceil(BLOCK))
-            .map(|b| self.at((b * BLOCK) as f64 / fs + BLOCK as f64 / (2.0 * fs)))
-            .collect()
+    /// The value for control block `b` (at its middle): [`BLOCK`] frames each.
+    pub fn at_block(&self, b: usize, rate: u32) -> f64 {
+        self.at((b * BLOCK) as f64 / rate as f64 + BLOCK as f64 / (2.0 * rate as f64))
     }
 }
 

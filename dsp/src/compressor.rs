@@ -70,8 +70,8 @@ impl CompressorSettings {
 
     /// With the ratio following `ratio` (read per control block).
     pub fn apply_automated(&self, audio: &mut Audio, ratio: &Automation) {
-        let curve = ratio.blocks(audio.rate, audio.frames());
-        self.run(audio, |frame| curve[frame / BLOCK]);
+        let rate = audio.rate;
+        self.run(audio, |frame| ratio.at_block(frame / BLOCK, rate));
     }
 
     /// `ratio_at(frame)`: the ratio for the control block starting there.

@@ -87,16 +87,11 @@ impl EqSettings {
     /// redesigned per control block only while a gain moves.
     pub fn apply_automated(&self, audio: &mut Audio, bands: &[Automation; 3]) {
         let (rate, frames) = (audio.rate, audio.frames());
-        let [low, mid, high] = bands.each_ref().map(|a| a.blocks(rate, frames));
         let mut current = [f64::NAN; 3];
         let mut coeffs = Vec::new();
         let mut states: Vec<Vec<State>> = Vec::new();
-        let gains = low
-            .into_iter()
-            .zip(mid)
-            .zip(high)
-            .map(|((l, m), h)| [l, m, h]);
-        for (b, want) in gains.enumerate() {
+        for b in 0..frames.div_ceil(BLOCK) {
+            let want = bands.each_ref().map(|a| a.at_block(b, rate));
             if want != current {
                 current = want;
                 let eq = EqSettings {

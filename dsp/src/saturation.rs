@@ -54,16 +54,12 @@ pub fn apply_automated(audio: &mut Audio, amount: &Automation) {
     if amount.is_constant() && amount.first() <= 0.0 {
         return;
     }
-    let drive: Vec<f64> = amount
-        .blocks(audio.rate, audio.frames())
-        .into_iter()
-        .map(|a| a.max(0.0) * MAX_DRIVE)
-        .collect();
+    let rate = audio.rate;
     for c in &mut audio.channels {
         let mut prev_u = 0f64;
         let mut prev_f = residual_integral(0.0);
         for (b, block) in c.chunks_mut(BLOCK).enumerate() {
-            let k = drive[b];
+            let k = amount.at_block(b, rate).max(0.0) * MAX_DRIVE;
             if k <= 0.0 {
                 // Clean: the identity, and the ADAA state starts again at rest.
                 prev_u = 0.0;

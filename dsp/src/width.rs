@@ -13,14 +13,14 @@ pub fn apply_automated(audio: &mut Audio, width: &Automation) {
     if (width.is_constant() && width.first() == 1.0) || audio.num_channels() != 2 {
         return;
     }
-    let curve = width.blocks(audio.rate, audio.frames());
+    let rate = audio.rate;
     let (l, r) = audio.channels.split_at_mut(1);
-    for ((lb, rb), w) in l[0]
+    for (b, (lb, rb)) in l[0]
         .chunks_mut(BLOCK)
         .zip(r[0].chunks_mut(BLOCK))
-        .zip(curve)
+        .enumerate()
     {
-        let w = w as f32;
+        let w = width.at_block(b, rate) as f32;
         for (a, b) in lb.iter_mut().zip(rb.iter_mut()) {
             let m = 0.5 * (*a + *b);
             let s = 0.5 * (*a - *b) * w;
