@@ -96,7 +96,8 @@ pub fn track(audio: &Audio) -> Option<BeatGrid> {
     let acs: Vec<(usize, f64)> = (lag_min..=lag_max).map(|l| (l, ac(l))).collect();
     let prior = |lag: usize| {
         let bpm = 60.0 / (lag as f64 * hop_s);
-        (-0.5 * ((bpm / 120.0).log2() / 1.0).powi(2)).exp()
+        // One octave's standard deviation.
+        (-0.5 * (bpm / 120.0).log2().powi(2)).exp()
     };
     let &(best, clarity) = acs
         .iter()

@@ -148,17 +148,17 @@ fn render_inner(
         match_eq = r.match_eq;
         reference = Some(r.report);
     }
-    let chain = match &opts.plan {
-        Some(given) => given.global.clone(),
-        None => ChainSettings {
-            match_eq,
-            ..plan::global(&mode_chain, opts.sliders)
-        },
-    };
-    // Each section's tone first, from its intensity; the chain follows it.
-    let mut section_plan = match &opts.plan {
-        Some(given) => given.sections.clone(),
-        None => plan::plan(&secs, &character, &mode_chain, opts.mode, opts.sliders),
+    // The chain and each section's tone (from its intensity), or the plan
+    // given; the chain follows the sections.
+    let (chain, mut section_plan) = match &opts.plan {
+        Some(given) => (given.global.clone(), given.sections.clone()),
+        None => (
+            ChainSettings {
+                match_eq,
+                ..plan::global(&mode_chain, opts.sliders)
+            },
+            plan::plan(&secs, &character, &mode_chain, opts.mode, opts.sliders),
+        ),
     };
     chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
     // Loudness planned on the chain's output, so the plan's contrast is what
