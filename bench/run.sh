@@ -32,6 +32,6 @@ awk -v f="$ff_cpu" -v o="$one_cpu" -v v="$five_cpu" -v r1="$one_rss" -v r5="$fiv
   printf "peak memory / decoded f32: %.2fx one target, %.2fx five (goal <= 2.5x)\n", r1 / d, r5 / d
 }'
 # Where one target's time goes, stage by stage (same kind of material), and
-# the floor the ebur128 measurements set: I + LRA on the input and the master.
+# our BS.1770 meter against the ebur128 crate on the same audio.
 echo
 cargo run --release --locked -q -p loopmind-dsp --example stages

@@ -42,6 +42,9 @@ fn main() {
     time("ebur128 I + 4x true peak", || {
         measure_with(&audio, tp).unwrap()
     });
+    time("our meter: I + LRA (bs1770)", || {
+        loopmind_dsp::bs1770::measure(&audio)
+    });
     time("16x true-peak meter", || truepeak::true_peak_dbtp(&audio));
     // What section-aware mastering adds: analysis, planning, automation.
     let features = time("sections: features", || {
@@ -104,6 +107,9 @@ fn main() {
     let master = loopmind_dsp::Audio::new(44_100, keep.0).unwrap();
     time("master: ebur128 I + LRA", || {
         measure_with(&master, i_lra).unwrap()
+    });
+    time("master: our meter I + LRA", || {
+        loopmind_dsp::bs1770::measure(&master)
     });
     time("master: ebur128 I + 4x true peak", || {
         measure_with(&master, tp).unwrap()

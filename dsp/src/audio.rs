@@ -60,6 +60,14 @@ impl Audio {
         Ok(())
     }
 
+    /// Largest |sample| of any channel.
+    pub fn sample_peak(&self) -> f32 {
+        self.channels
+            .iter()
+            .flatten()
+            .fold(0f32, |m, v| m.max(v.abs()))
+    }
+
     /// Multiplies every sample by `gain`.
     pub fn scale(&mut self, gain: f32) {
         for c in &mut self.channels {

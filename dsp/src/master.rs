@@ -6,7 +6,7 @@
 //! the same bits; a checksum proves it.
 
 use crate::limiter::{GainComputer, LimiterSettings};
-use crate::loudness::{Loudness, Measure, Meter};
+use crate::loudness::Loudness;
 use crate::targets::Target;
 use crate::truepeak::{peak_envelope, TruePeakMeter};
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
@@ -48,9 +48,6 @@ pub struct Prepared {
     pub lufs: f64,
     /// Per 100 ms sub-block: what the model needs where the limiter is idle.
     blocks: Vec<Block>,
-    /// Measure the master's K-weighted energy per sub-block too (for
-    /// per-section loudness).
-    pub section_blocks: bool,
     /// How far (dB) the written true peak went over the limiter's own
     /// ceiling in the last render of this audio: very bright material gets
     /// past the detector by a tenth of a dB or two, and the next target
@@ -106,7 +103,6 @@ impl Prepared {
             power,
             lufs,
             blocks,
-            section_blocks: false,
             detector_miss_db: Cell::new(0.0),
         })
     }
@@ -182,8 +178,7 @@ pub struct Measured {
     /// Mean of each written channel (DC).
     pub dc: Vec<f64>,
     pub checksum: u64,
-    /// K-weighted energy per 100 ms of the written samples, when the
-    /// prepared audio asked for it.
+    /// K-weighted energy per 100 ms of the written samples.
     #[serde(default, skip_serializing)]
     pub block_energy: Vec<f64>,
 }
@@ -363,31 +358,19 @@ pub fn measure_pass(
     sink: &mut dyn MasterSink,
 ) -> Result<Measured, DspError> {
     sink.restart().map_err(DspError::Sink)?;
-    // Everything the report states; no curve (it would sum a 3 s window
-    // every 100 ms). The 4x true peak comes from our meter: ebur128's own
-    // costs as much as its loudness measurement.
-    let what = Measure {
-        lra: true,
-        true_peak: false,
-        curve: false,
-    };
-    let mut meter = Meter::new(prep.audio.num_channels(), prep.audio.rate, what)?;
+    // One K-weighting pass gives integrated loudness, LRA and the per-section
+    // energies; the true peaks (near-ideal and BS.1770's 4x) come from one
+    // interpolation pass.
+    let mut meter = crate::bs1770::BlockMeter::new(prep.audio.num_channels(), prep.audio.rate);
     let mut tp = TruePeakMeter::new(prep.audio.num_channels(), prep.audio.rate);
-    let mut blocks = prep
-        .section_blocks
-        .then(|| crate::bs1770::BlockMeter::new(prep.audio.num_channels(), prep.audio.rate));
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {
         if err.is_some() {
             return;
         }
         tp.add(c);
-        if let Some(b) = blocks.as_mut() {
-            b.add(c);
-        }
-        if let Err(e) = meter.add(c) {
-            err = Some(e);
-        } else if let Err(e) = sink.write(c) {
+        meter.add(c);
+        if let Err(e) = sink.write(c) {
             err = Some(DspError::Sink(e));
         }
     });
@@ -395,15 +378,23 @@ pub fn measure_pass(
         return Err(e);
     }
     let peaks = tp.finish_both();
+    let (integrated_lufs, lra_lu) = meter.loudness();
+    let loudness = Loudness {
+        integrated_lufs,
+        lra_lu,
+        sample_peak_dbfs: lin_to_db(meter.sample_peak() as f64),
+        true_peak_ebur128_dbtp: f64::NAN,
+        short_term_lufs: Vec::new(),
+    };
     Ok(Measured {
-        loudness: meter.finish()?,
+        loudness,
         true_peak_dbtp: lin_to_db(peaks.ideal as f64),
         true_peak_bs1770_dbtp: lin_to_db(peaks.reference as f64),
         limiter_gr_max_db: stats.gr_max_db,
         limiter_gr_mean_db: stats.gr_mean_db,
         dc: stats.dc,
         checksum: stats.checksum,
-        block_energy: blocks.map_or(Vec::new(), |b| b.finish()),
+        block_energy: meter.finish(),
     })
 }
 

@@ -242,6 +242,15 @@ pub fn features(audio: &Audio) -> Features {
 }
 
 impl Features {
+    /// The whole track's integrated loudness (LUFS) and loudness range (LU).
+    pub fn loudness(&self) -> (f64, f64) {
+        let hop = crate::bs1770::hop(self.rate);
+        (
+            crate::bs1770::gated_loudness(&self.k_blocks, hop),
+            crate::bs1770::loudness_range(&self.k_blocks, hop),
+        )
+    }
+
     /// A span's integrated (gated) loudness from the K-weighted energy the
     /// features already hold.
     pub fn range_loudness(&self, start: f64, end: f64) -> f64 {

@@ -328,15 +328,12 @@ async fn measure(
     let measured = tokio::task::spawn_blocking(move || -> Result<Measurement, WorkerError> {
         let (audio, _) = crate::decode::decode_file(&input)?;
         audio.validate()?;
-        let l = loopmind_dsp::loudness::measure_with(
-            &audio,
-            loopmind_dsp::loudness::Measure::INTEGRATED,
-        )?;
-        if !l.integrated_lufs.is_finite() || l.integrated_lufs < -70.0 {
+        let (integrated_lufs, _) = loopmind_dsp::bs1770::measure(&audio);
+        if !integrated_lufs.is_finite() || integrated_lufs < -70.0 {
             return Err(loopmind_dsp::DspError::Silent.into());
         }
         Ok(Measurement {
-            integrated_lufs: l.integrated_lufs,
+            integrated_lufs,
             duration_seconds: audio.seconds(),
         })
     })

@@ -15,7 +15,7 @@ use loopmind_dsp::modes::Mode;
 use loopmind_dsp::plan::{self, SectionPlan, Sliders};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
-use loopmind_dsp::{loudness, resample, truepeak, Audio, DspError};
+use loopmind_dsp::{resample, truepeak, Audio, DspError};
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -101,25 +101,21 @@ fn render_inner(
     opts.validate()?;
     let (mut audio, info) = decode_file(input)?;
     audio.validate()?;
-    // The input's true peak comes from our 16x meter below, not ebur128's.
-    let what = loudness::Measure {
-        lra: true,
-        true_peak: false,
-        curve: false,
-    };
-    let inl = loudness::measure_with(&audio, what)?;
-    if !inl.integrated_lufs.is_finite() || inl.integrated_lufs < -70.0 {
+    // One K-weighting pass serves the input's loudness and the section
+    // analysis; the true peak comes from our 16x meter.
+    let features = sections::features(&audio);
+    let (integrated_lufs, lra_lu) = features.loudness();
+    if !integrated_lufs.is_finite() || integrated_lufs < -70.0 {
         return Err(loopmind_dsp::DspError::Silent.into());
     }
     let input_tp = truepeak::true_peak_dbtp(&audio);
     let input_loudness = InputLoudness {
-        integrated_lufs: inl.integrated_lufs,
-        lra_lu: inl.lra_lu,
-        sample_peak_dbfs: inl.sample_peak_dbfs,
+        integrated_lufs,
+        lra_lu,
+        sample_peak_dbfs: loopmind_dsp::lin_to_db(audio.sample_peak() as f64),
         true_peak_dbtp: input_tp,
-        plr_db: input_tp - inl.integrated_lufs,
+        plr_db: input_tp - integrated_lufs,
     };
-    drop(inl);
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
     let SectionAnalysis {
         sections: secs,
@@ -127,7 +123,7 @@ fn render_inner(
         input_lufs: section_input,
         input_blocks,
         tempo_bpm,
-    } = analyse_sections(&audio, opts)?;
+    } = analyse_sections(&audio, features, opts)?;
     let (in_rate, duration) = (audio.rate, audio.seconds());
     // The raw mix's A/B clip, before the chain touches it.
     let spans: Vec<(f64, f64, f64)> = secs
@@ -214,11 +210,10 @@ fn render_inner(
         } else {
             None
         };
-        let mut prep = match power {
+        let prep = match power {
             Some(power) => Prepared::with_power(buf, power)?,
             None => Prepared::new(buf)?,
         };
-        prep.section_blocks = true;
         for (idx, t) in opts
             .targets
             .iter()
@@ -346,8 +341,11 @@ struct SectionAnalysis {
 
 /// Sections (given in a plan, or found), their character, and their
 /// loudness in the input.
-fn analyse_sections(audio: &Audio, opts: &RenderOptions) -> Result<SectionAnalysis, WorkerError> {
-    let features = sections::features(audio);
+fn analyse_sections(
+    audio: &Audio,
+    features: sections::Features,
+    opts: &RenderOptions,
+) -> Result<SectionAnalysis, WorkerError> {
     let (secs, character, tempo_bpm) = match &opts.plan {
         Some(given) => given_sections(given, audio.seconds())?,
         None => found_sections(audio, &features, opts)?,
@@ -448,18 +446,12 @@ fn analyse_reference(
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
     let (audio, _) = decode_file(path).map_err(named)?;
     audio.validate().map_err(|e| named(e.into()))?;
-    let what = loudness::Measure {
-        lra: true,
-        true_peak: false,
-        curve: false,
-    };
-    let l = loudness::measure_with(&audio, what).map_err(|e| named(e.into()))?;
-    if !l.integrated_lufs.is_finite() || l.integrated_lufs < -70.0 {
+    let (integrated, lra) = loopmind_dsp::bs1770::measure(&audio);
+    if !integrated.is_finite() || integrated < -70.0 {
         return Err(named(DspError::Silent.into()));
     }
-    let plr = truepeak::true_peak_dbtp(&audio) - l.integrated_lufs;
-    let c =
-        loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, l.lra_lu, plr);
+    let plr = truepeak::true_peak_dbtp(&audio) - integrated;
+    let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
     let eq = plan::global(mode_chain, opts.sliders).eq;
     let rate = mix.rate;
     let already = |f: f64| -> f64 {
@@ -480,8 +472,8 @@ fn analyse_reference(
     Ok(ReferenceAnalysis {
         report: ReferenceReport {
             source: name.to_string(),
-            integrated_lufs: l.integrated_lufs,
-            lra_lu: l.lra_lu,
+            integrated_lufs: integrated,
+            lra_lu: lra,
             plr_db: plr,
             contrast_factor: c.contrast,
             compression_factor: c.compression,
