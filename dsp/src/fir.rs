@@ -41,3 +41,23 @@ fn convolve_generic(x: &[f32], h: &[f32], out: &mut [f32]) {
 unsafe fn convolve_avx2(x: &[f32], h: &[f32], out: &mut [f32]) {
     convolve_generic(x, h, out)
 }
+
+/// `sum a[i] * b[i]` over the shorter of the two, in eight partial sums so
+/// the compiler vectorises it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail = n / 8 * 8;
+    let mut s: f32 = acc.iter().sum();
+    for i in tail..n {
+        s += a[i] * b[i];
+    }
+    s
+}

@@ -16,7 +16,6 @@
 //! never steps.
 
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LimiterSettings {
@@ -43,14 +42,25 @@ impl LimiterSettings {
 const RELEASED: f32 = 1.0 - 1e-5;
 
 /// Streaming gain computer: push `r[n]`, get `g[n]` (for frame n-L+1).
+///
+/// The sliding minimum is van Herk / Gil-Werman's: the stream is cut into
+/// blocks of L; a window ending at position p of a block is the tail of the
+/// previous block after p (its suffix minima, computed once when it
+/// completes) plus this block up to p (a running minimum). Three `min`s per
+/// frame and no branches on the data.
 pub struct GainComputer {
     len: usize,
     release: f32,
-    mins: VecDeque<(usize, f32)>,
-    n: usize,
+    /// Suffix minima of the previous block; `suf[len]` is 1 (no limit).
+    suf: Vec<f32>,
+    /// This block's required gains so far.
+    block: Vec<f32>,
+    /// Position in the block (also in the smoothing ring: both are L long).
+    pos: usize,
+    /// Minimum of this block so far.
+    pre: f32,
     h: f32,
     ring: Vec<f32>,
-    pos: usize,
     sum: f64,
     /// Consecutive pushes that left h at 1: idle once it reaches `len`.
     ones: usize,
@@ -63,11 +73,12 @@ impl GainComputer {
         Self {
             len,
             release: (1.0 - (-1.0 / tau).exp()) as f32,
-            mins: VecDeque::with_capacity(len + 1),
-            n: 0,
+            suf: vec![1.0; len + 1],
+            block: vec![1.0; len],
+            pos: 0,
+            pre: 1.0,
             h: 1.0,
             ring: vec![1.0; len],
-            pos: 0,
             sum: len as f64,
             ones: 0,
         }
@@ -79,73 +90,126 @@ impl GainComputer {
     }
 
     /// Released, nothing to limit in the window, and unity gain throughout
-    /// the smoothing window: pushing r = 1 now yields exactly 1.
+    /// the smoothing window: pushing r = 1 now yields exactly 1. (h stayed
+    /// at 1 for L pushes, so every r in the window was 1.)
     pub fn is_idle(&self) -> bool {
-        self.ones >= self.len && self.mins.len() == 1 && self.mins[0].1 >= 1.0
+        self.ones >= self.len
     }
 
     /// Pushes `count` times r = 1 while idle (every output exactly 1).
     pub fn skip_idle(&mut self, count: usize) {
         debug_assert!(self.is_idle());
-        if count == 0 {
-            return;
-        }
-        self.n += count;
-        self.mins[0].0 = self.n - 1;
+        // The last L pushes (every position of the block and the ring) were
+        // 1, and so are the suffix minima that are ever read again (suf[1..]:
+        // they cover only frames after the last reduction): only the
+        // position moves.
         self.pos = (self.pos + count) % self.len;
+        self.pre = 1.0;
         self.ones += count;
-        // Every ring entry is 1: the running sum is exact again.
-        self.sum = self.len as f64;
     }
 
     #[inline]
     pub fn push(&mut self, r: f32) -> f32 {
-        // Idle (released, nothing to limit in the window): the common case.
-        if r >= 1.0 && self.h >= 1.0 && self.mins.len() == 1 && self.mins[0].1 >= 1.0 {
-            self.mins[0].0 = self.n;
-            self.n += 1;
-            self.ones += 1;
-            if self.ring[self.pos] < 1.0 {
-                self.sum += 1.0 - self.ring[self.pos] as f64;
-                self.ring[self.pos] = 1.0;
-            }
-            self.pos += 1;
-            if self.pos == self.len {
-                self.pos = 0;
-                self.sum = self.ring.iter().map(|&v| v as f64).sum();
-            }
-            return ((self.sum / self.len as f64) as f32).min(1.0);
-        }
-        while matches!(self.mins.back(), Some(&(_, v)) if v >= r) {
-            self.mins.pop_back();
-        }
-        self.mins.push_back((self.n, r));
-        while self
-            .mins
-            .front()
-            .is_some_and(|&(i, _)| i + self.len <= self.n)
-        {
-            self.mins.pop_front();
-        }
-        let m = self.mins.front().map_or(1.0, |&(_, v)| v);
+        let p = self.pos;
+        self.block[p] = r;
+        self.pre = if p == 0 { r } else { self.pre.min(r) };
+        let m = self.suf[p + 1].min(self.pre);
         let mut released = self.h + (1.0 - self.h) * self.release;
         if released > RELEASED {
-            // f32 rounding would hold h just under 1 forever (and the idle
-            // path off); the step to 1 is 1e-5 (-100 dB).
+            // f32 rounding would hold h just under 1 forever (and never
+            // idle); the step to 1 is 1e-5 (-100 dB).
             released = 1.0;
         }
         self.h = released.min(m);
         self.ones = if self.h >= 1.0 { self.ones + 1 } else { 0 };
-        self.sum += self.h as f64 - self.ring[self.pos] as f64;
-        self.ring[self.pos] = self.h;
+        self.sum += self.h as f64 - self.ring[p] as f64;
+        self.ring[p] = self.h;
         self.pos += 1;
         if self.pos == self.len {
-            // Re-sum now and then so rounding in the running sum cannot drift.
             self.pos = 0;
+            for i in (0..self.len).rev() {
+                self.suf[i] = self.suf[i + 1].min(self.block[i]);
+            }
+            // Re-sum now and then so rounding in the running sum cannot drift.
             self.sum = self.ring.iter().map(|&v| v as f64).sum();
         }
-        self.n += 1;
         // The mean of values each <= r of the frame it serves; guard rounding.
         ((self.sum / self.len as f64) as f32).min(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, spelt out: sliding minimum, release, box mean.
+    fn reference(r: &[f32], len: usize, release: f32) -> Vec<f32> {
+        let mut h = 1f32;
+        let mut hs = vec![1f32; len - 1];
+        let mut out = Vec::new();
+        for n in 0..r.len() {
+            let m = r[n.saturating_sub(len - 1)..=n]
+                .iter()
+                .fold(1f32, |a, &b| a.min(b));
+            let mut rel = h + (1.0 - h) * release;
+            if rel > RELEASED {
+                rel = 1.0;
+            }
+            h = rel.min(m);
+            hs.push(h);
+            let w = &hs[hs.len() - len..];
+            out.push((w.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32);
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_definition_and_never_exceeds_the_required_gain() {
+        // The shortest release: idle comes as soon as it can after a reduction.
+        let settings = LimiterSettings {
+            lookahead_ms: 1.0,
+            release_ms: 1.0,
+        };
+        let rate = 8000; // L = 8
+        let mut gc = GainComputer::new(&settings, rate);
+        let len = settings.lookahead_frames(rate);
+        // Bursts of reductions of every shape, idle stretches between them.
+        let mut seed = 9u32;
+        let r: Vec<f32> = (0..4000)
+            .map(|n| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let u = (seed >> 8) as f32 / (1 << 24) as f32;
+                if (n / 300) % 2 == 0 && u < 0.3 {
+                    0.3 + 0.7 * u
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let want = reference(&r, len, gc.release);
+        let (mut n, mut skipped) = (0, 0);
+        while n < r.len() {
+            // Idle: skip the run of 1s ahead (up to 3 blocks) in one step.
+            let run = r[n..]
+                .iter()
+                .take(3 * len)
+                .take_while(|&&x| x >= 1.0)
+                .count();
+            let gains: Vec<f32> = if gc.is_idle() && run > 0 {
+                gc.skip_idle(run);
+                skipped += run;
+                vec![1.0; run]
+            } else {
+                vec![gc.push(r[n])]
+            };
+            for g in gains {
+                assert!((g - want[n]).abs() < 1e-6, "frame {n}: {g} vs {}", want[n]);
+                if n >= len - 1 {
+                    assert!(g <= r[n - (len - 1)] + 1e-7, "frame {n} over its limit");
+                }
+                n += 1;
+            }
+        }
+        assert!(skipped > 1000, "the idle path ran: {skipped} frames");
     }
 }

@@ -202,6 +202,36 @@ struct PassStats {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The limiter's gains for output frames `from..from + out.len()`, pushing
+/// the required gain of the frames entering its lookahead (`gc` has taken
+/// every frame before them: see [`prime`]).
+fn limiter_gains(
+    prep: &Prepared,
+    gc: &mut GainComputer,
+    gain: f32,
+    ceil: f32,
+    from: usize,
+    out: &mut [f32],
+) {
+    let frames = prep.env.len();
+    let d = gc.delay();
+    for (k, g) in out.iter_mut().enumerate() {
+        let n = from + k + d;
+        let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
+        *g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
+    }
+}
+
+/// A gain computer that has taken the frames its first output looks ahead to.
+fn prime(prep: &Prepared, p: &RenderParams, gain: f32, ceil: f32) -> GainComputer {
+    let mut gc = GainComputer::new(&p.limiter, prep.audio.rate);
+    for n in 0..gc.delay() {
+        let pk = prep.env.get(n).map_or(0.0, |&e| e * gain);
+        gc.push(if pk > ceil { ceil / pk } else { 1.0 });
+    }
+    gc
+}
+
 /// Renders the master in chunks, handing each to `emit`.
 fn run_pass(
     prep: &Prepared,
@@ -211,10 +241,9 @@ fn run_pass(
 ) -> PassStats {
     let audio = &prep.audio;
     let (nch, frames) = (audio.num_channels(), audio.frames());
-    let mut gc = GainComputer::new(&p.limiter, audio.rate);
-    let d = gc.delay();
     let gain = db_to_lin(p.gain_db) as f32;
     let ceil = db_to_lin(p.limit_dbtp) as f32;
+    let mut gc = prime(prep, p, gain, ceil);
     let mut dither: Vec<_> = (0..nch)
         .map(|c| {
             crate::dither::Dither::new(
@@ -223,7 +252,8 @@ fn run_pass(
             )
         })
         .collect();
-    let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(CHUNK); nch];
+    let mut out: Vec<Vec<f32>> = vec![vec![0.0; CHUNK]; nch];
+    let mut g = vec![0f32; CHUNK];
     let scale = (1u64 << (p.bits - 1)) as f32;
     let mut hash = FNV_OFFSET;
     let dc: Vec<f32> = (0..nch)
@@ -231,45 +261,39 @@ fn run_pass(
         .collect();
     let mut sums = vec![0f64; nch];
     let (mut g_min, mut gr_sum, mut gr_count) = (1f32, 0f64, 0u64);
-    let mut flush = |out: &mut Vec<Vec<f32>>, hash: &mut u64| {
+    let mut i = 0;
+    while i < frames {
+        let len = CHUNK.min(frames - i);
+        let g = &mut g[..len];
+        limiter_gains(prep, &mut gc, gain, ceil, i, g);
+        // Gain reduction statistics every 8th frame (CHUNK is a multiple).
+        for &v in g.iter().step_by(8) {
+            gr_count += 1;
+            if v < 1.0 {
+                gr_sum -= lin_to_db(v as f64);
+            }
+        }
+        g_min = g.iter().fold(g_min, |m, &v| m.min(v));
+        for c in 0..nch {
+            let (x, o) = (&audio.channels[c][i..i + len], &mut out[c][..len]);
+            let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
+            for ((o, &x), &g) in o.iter_mut().zip(x).zip(g.iter()) {
+                *o = q.quantise(x * (gain * g) - dc);
+                s += *o as f64;
+            }
+            sums[c] += s;
+        }
         if checksum {
-            for i in 0..out[0].len() {
-                for ch in out.iter() {
-                    *hash ^= (ch[i] * scale) as i32 as u32 as u64;
-                    *hash = hash.wrapping_mul(0x100_0000_01b3);
+            for k in 0..len {
+                for ch in &out {
+                    hash ^= (ch[k] * scale) as i32 as u32 as u64;
+                    hash = hash.wrapping_mul(0x100_0000_01b3);
                 }
             }
         }
-        let slices: Vec<&[f32]> = out.iter().map(|c| c.as_slice()).collect();
+        let slices: Vec<&[f32]> = out.iter().map(|c| &c[..len]).collect();
         emit(&slices);
-        out.iter_mut().for_each(Vec::clear);
-    };
-    for n in 0..frames + d {
-        let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
-        let g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
-        if n < d {
-            continue;
-        }
-        let i = n - d;
-        g_min = g_min.min(g);
-        if i.is_multiple_of(8) {
-            gr_count += 1;
-            if g < 1.0 {
-                gr_sum -= lin_to_db(g as f64);
-            }
-        }
-        let k = gain * g;
-        for (c, o) in out.iter_mut().enumerate() {
-            let y = dither[c].quantise(audio.channels[c][i] * k - dc[c]);
-            sums[c] += y as f64;
-            o.push(y);
-        }
-        if out[0].len() == CHUNK {
-            flush(&mut out, &mut hash);
-        }
-    }
-    if !out[0].is_empty() {
-        flush(&mut out, &mut hash);
+        i += len;
     }
     PassStats {
         dc: sums.iter().map(|s| s / frames.max(1) as f64).collect(),
@@ -294,53 +318,46 @@ fn model_integrated(prep: &Prepared, p: &RenderParams) -> f64 {
 /// (before dither, which has none), so the DC the limiter makes can be
 /// removed before anything is written.
 fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
-    let nch = prep.audio.num_channels();
-    let mut sums = vec![0f64; nch];
-    let frames = prep.audio.frames();
-    let hop = crate::bs1770::hop(prep.audio.rate);
-    let mut gc = GainComputer::new(&p.limiter, prep.audio.rate);
-    let d = gc.delay();
+    let audio = &prep.audio;
+    let (nch, frames) = (audio.num_channels(), audio.frames());
+    let hop = crate::bs1770::hop(audio.rate);
     let gain = db_to_lin(p.gain_db) as f32;
     let ceil = db_to_lin(p.limit_dbtp) as f32;
+    let mut gc = prime(prep, p, gain, ceil);
+    let mut sums = vec![0f64; nch];
     let mut subs = Vec::with_capacity(frames / hop + 1);
-    let mut acc = 0f64;
-    let mut in_sub = 0;
-    let mut n = 0;
-    while n < frames + d {
+    let mut g = vec![0f32; hop];
+    let mut i = 0;
+    while i < frames {
+        let len = hop.min(frames - i);
+        let b = i / hop;
         // A whole sub-block the limiter leaves alone (idle, and no frame
-        // entering during it needs gain reduction) is added from its sums.
-        if n >= d && in_sub == 0 && n - d + hop <= frames && gc.is_idle() {
-            let b = (n - d) / hop;
-            let ahead = prep.blocks[b]
-                .env_max
-                .max(prep.blocks.get(b + 1).map_or(0.0, |x| x.env_max));
-            if ahead * gain <= ceil {
-                let blk = &prep.blocks[b];
-                for (s, v) in sums.iter_mut().zip(&blk.channel_sums) {
-                    *s += v;
-                }
-                subs.push(blk.power);
-                gc.skip_idle(hop);
-                n += hop;
-                continue;
+        // entering its lookahead meanwhile needs reduction: the lookahead,
+        // at most 20 ms, reaches only into the next sub-block) is added from
+        // its sums.
+        let ahead = prep.blocks[b]
+            .env_max
+            .max(prep.blocks.get(b + 1).map_or(0.0, |x| x.env_max));
+        if len == hop && gc.is_idle() && ahead * gain <= ceil {
+            let blk = &prep.blocks[b];
+            for (s, v) in sums.iter_mut().zip(&blk.channel_sums) {
+                *s += v;
             }
+            subs.push(blk.power);
+            gc.skip_idle(hop);
+            i += len;
+            continue;
         }
-        let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
-        let g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
-        if n >= d {
-            let i = n - d;
-            for (s, ch) in sums.iter_mut().zip(&prep.audio.channels) {
-                *s += (g * ch[i]) as f64;
-            }
-            acc += (g * g * prep.power[i]) as f64;
-            in_sub += 1;
-            if in_sub == hop {
-                subs.push(acc);
-                acc = 0.0;
-                in_sub = 0;
-            }
+        let g = &mut g[..len];
+        limiter_gains(prep, &mut gc, gain, ceil, i, g);
+        for (s, ch) in sums.iter_mut().zip(&audio.channels) {
+            *s += crate::fir::dot(g, &ch[i..i + len]) as f64;
         }
-        n += 1;
+        g.iter_mut().for_each(|v| *v *= *v);
+        if len == hop {
+            subs.push(crate::fir::dot(g, &prep.power[i..i + len]) as f64);
+        }
+        i += len;
     }
     let g2 = (gain as f64).powi(2);
     subs.iter_mut().for_each(|v| *v *= g2);

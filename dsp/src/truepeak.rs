@@ -136,25 +136,8 @@ impl Interpolator {
         let start = n + 1 - self.taps / 2;
         let w = &self.phases[phase];
         let s = &x[start..start + self.taps];
-        dot(s, w)
+        crate::fir::dot(s, w)
     }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the compiler vectorises.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for k in 0..8 {
-            acc[k] += a[i * 8 + k] * b[i * 8 + k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
 }
 
 const BLOCK: usize = 1024;
