@@ -11,7 +11,7 @@ use crate::targets::Target;
 use crate::truepeak::{peak_envelope, TruePeakMeter};
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// Most loudness gain (target minus input loudness) LoopMind applies; more
 /// would be boosting noise, and silence is never boosted.
@@ -53,6 +53,38 @@ pub struct Prepared {
     /// past the detector by a tenth of a dB or two, and the next target
     /// starts with that much more headroom instead of finding out again.
     detector_miss_db: Cell<f64>,
+    /// Every model evaluation of this audio so far, for later searches.
+    points: RefCell<Vec<ModelPoint>>,
+    /// Model evaluations run (not answered from `points`).
+    model_runs: Cell<u32>,
+}
+
+/// One run of the loudness model. The limiter's gain curve depends on the
+/// gain and its ceiling only through their ratio (r = ceiling / (gain x
+/// peak)), so a run at `c_db` = ceiling - gain answers exactly for any gain
+/// at ceiling `gain_db + c_db`: gain only scales the result. Targets sharing
+/// a ceiling share runs, and the others start from a close guess.
+struct ModelPoint {
+    c_db: f64,
+    limiter: LimiterSettings,
+    /// K-weighted energy per sub-block under the gain curve, at unity gain.
+    subs: Vec<f64>,
+    /// Sum of each channel under the gain curve, at unity gain.
+    sums: Vec<f64>,
+}
+
+impl ModelPoint {
+    /// Integrated loudness and each channel's mean at `gain_db`.
+    fn eval(&self, gain_db: f64, frames: usize, hop: usize) -> (f64, Vec<f32>) {
+        let gain = db_to_lin(gain_db) as f32 as f64;
+        let subs: Vec<f64> = self.subs.iter().map(|v| v * gain * gain).collect();
+        let dc = self
+            .sums
+            .iter()
+            .map(|s| (s * gain / frames.max(1) as f64) as f32)
+            .collect();
+        (crate::bs1770::gated_loudness(&subs, hop), dc)
+    }
 }
 
 /// Sums over one loudness sub-block, so the model can step over it whole
@@ -82,13 +114,16 @@ fn block_sums(audio: &Audio, power: &[f32], env: &[f32]) -> Vec<Block> {
 }
 
 impl Prepared {
-    pub fn new(audio: Audio) -> Result<Self, DspError> {
+    /// Band-limits `audio` ([`crate::truepeak::band_limit`]) and prepares it.
+    pub fn new(mut audio: Audio) -> Result<Self, DspError> {
+        crate::truepeak::band_limit(&mut audio);
         let power = crate::bs1770::k_power(&audio);
         Self::with_power(audio, power)
     }
 
-    /// With the K-weighted power per frame already known (the gain search's
-    /// model only; every reported number is measured on the written samples).
+    /// Audio band-limited already, with its K-weighted power per frame known
+    /// (the gain search's model only; every reported number is measured on
+    /// the written samples).
     pub fn with_power(audio: Audio, power: Vec<f32>) -> Result<Self, DspError> {
         assert_eq!(power.len(), audio.frames());
         let lufs = crate::bs1770::integrated_from_power(&power, audio.rate);
@@ -104,6 +139,8 @@ impl Prepared {
             lufs,
             blocks,
             detector_miss_db: Cell::new(0.0),
+            points: RefCell::new(Vec::new()),
+            model_runs: Cell::new(0),
         })
     }
 }
@@ -318,6 +355,27 @@ fn model_integrated(prep: &Prepared, p: &RenderParams) -> f64 {
 /// (before dither, which has none), so the DC the limiter makes can be
 /// removed before anything is written.
 fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
+    let (frames, hop) = (prep.audio.frames(), crate::bs1770::hop(prep.audio.rate));
+    let c_db = p.limit_dbtp - p.gain_db;
+    let known = prep
+        .points
+        .borrow()
+        .iter()
+        .find(|q| q.c_db == c_db && q.limiter == p.limiter)
+        .map(|q| q.eval(p.gain_db, frames, hop));
+    if let Some(v) = known {
+        return v;
+    }
+    let point = model_run(prep, p);
+    prep.model_runs.set(prep.model_runs.get() + 1);
+    let v = point.eval(p.gain_db, frames, hop);
+    prep.points.borrow_mut().push(point);
+    v
+}
+
+/// The model's gain curve over the whole track for `p`'s gain-to-ceiling
+/// ratio.
+fn model_run(prep: &Prepared, p: &RenderParams) -> ModelPoint {
     let audio = &prep.audio;
     let (nch, frames) = (audio.num_channels(), audio.frames());
     let hop = crate::bs1770::hop(audio.rate);
@@ -359,13 +417,32 @@ fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
         }
         i += len;
     }
-    let g2 = (gain as f64).powi(2);
-    subs.iter_mut().for_each(|v| *v *= g2);
-    let dc = sums
+    // Sums at unity gain: the curve is the point, the gain a scale.
+    ModelPoint {
+        c_db: p.limit_dbtp - p.gain_db,
+        limiter: p.limiter.clone(),
+        subs,
+        sums,
+    }
+}
+
+/// What earlier model runs say at `p`'s ceiling: (gain, loudness), one per
+/// run, nearest to `want` first.
+fn known_gains(prep: &Prepared, p: &RenderParams, want: f64) -> Vec<(f64, f64)> {
+    let (frames, hop) = (prep.audio.frames(), crate::bs1770::hop(prep.audio.rate));
+    let mut known: Vec<(f64, f64)> = prep
+        .points
+        .borrow()
         .iter()
-        .map(|s| (s * gain as f64 / frames.max(1) as f64) as f32)
+        .filter(|q| q.limiter == p.limiter)
+        .map(|q| {
+            let gain = p.limit_dbtp - q.c_db;
+            (gain, q.eval(gain, frames, hop).0)
+        })
+        .filter(|(_, l)| l.is_finite())
         .collect();
-    (crate::bs1770::gated_loudness(&subs, hop), dc)
+    known.sort_by(|a, b| (a.1 - want).abs().total_cmp(&(b.1 - want).abs()));
+    known
 }
 
 /// Renders, measures and hands every chunk to `sink`.
@@ -423,9 +500,22 @@ fn search_gain(
     want: f64,
     target: &Target,
     pre_gain_db: f64,
-) -> Result<u32, DspError> {
+) -> Result<(), DspError> {
+    // Earlier runs at this ceiling: one may already be the answer, and the
+    // two nearest give the first step.
+    let known = known_gains(prep, p, want);
     let mut last: Option<(f64, f64)> = None;
-    for pass in 1..=16 {
+    let peak = prep.blocks.iter().fold(0f32, |m, b| m.max(b.env_max)) as f64;
+    let unlimited = peak * db_to_lin(p.gain_db) <= db_to_lin(p.limit_dbtp);
+    // (Where the first guess leaves the limiter idle it is exact already.)
+    if let (Some(&(g0, l0)), false) = (known.first(), unlimited) {
+        p.gain_db = g0;
+        last = known
+            .get(1)
+            .copied()
+            .filter(|_| (l0 - want).abs() > MODEL_TOLERANCE);
+    }
+    for _ in 1..=16 {
         if p.gain_db + pre_gain_db > GAIN_CAP_DB + MAX_DRIVE_DB {
             // Driving the limiter this hard is no longer mastering.
             return Err(DspError::Unreachable {
@@ -438,7 +528,7 @@ fn search_gain(
         let err = want - lufs;
         if err.abs() <= MODEL_TOLERANCE {
             p.dc = dc;
-            return Ok(pass);
+            return Ok(());
         }
         let slope = match last {
             Some((g0, l0)) if (p.gain_db - g0).abs() > 1e-9 => {
@@ -450,7 +540,7 @@ fn search_gain(
             if err <= SEARCH_TOLERANCE {
                 // Flat out, but close enough: the real pass decides.
                 p.dc = dc;
-                return Ok(pass);
+                return Ok(());
             }
             return Err(DspError::Unreachable {
                 target_lufs: target.lufs,
@@ -495,14 +585,15 @@ pub fn master_target(
         seed,
         dc: Vec::new(),
     };
-    let (mut passes, mut model_passes) = (0, 0);
+    let mut passes = 0;
+    let runs_before = prep.model_runs.get();
     // What the real meter reads minus what the model predicts, learnt per pass.
     let mut offset = 0.0;
     let mut best: Option<(f64, TargetMaster)> = None;
     let mut dc_residual = vec![0f32; prep.audio.num_channels()];
     for _ in 0..5 {
         match search_gain(prep, &mut p, target.lufs - offset, target, pre_gain_db) {
-            Ok(n) => model_passes += n,
+            Ok(()) => {}
             // Flat out near the top: a real pass already within the promise
             // is the answer.
             Err(_) if best.is_some() => break,
@@ -534,7 +625,7 @@ pub fn master_target(
             params: p.clone(),
             measured,
             passes,
-            model_passes,
+            model_passes: prep.model_runs.get() - runs_before,
         };
         if done {
             return Ok(result);

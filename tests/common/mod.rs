@@ -17,7 +17,10 @@ pub fn loopmind(args: &[&str]) -> Output {
 pub fn short_song(rate: u32) -> Audio {
     let s = SongSection::new;
     let sections = [
-        s("Intro", 2, -12.0, false, false, false),
+        // The intro well above the relative gate (-10 LU): a section sitting
+        // on it makes meters that bin block loudness (ffmpeg: 0.01 LU) flip
+        // blocks in or out and read up to 0.2 LU apart.
+        s("Intro", 2, -9.0, false, false, false),
         s("Verse", 3, -6.0, true, true, false),
         s("Chorus", 4, 0.0, true, true, true),
     ];

@@ -157,6 +157,9 @@ fn render_inner(
         ),
     };
     chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
+    // What the limiter gets has nothing above 0.46 fs, where true-peak
+    // meters disagree (other output rates are band-limited after resampling).
+    truepeak::band_limit(&mut audio);
     // Loudness planned on the chain's output, so the plan's contrast is what
     // the limiter receives; the report keeps the raw input's section loudness.
     let mut power = loopmind_dsp::bs1770::k_power(&audio);
