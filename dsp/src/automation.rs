@@ -84,13 +84,79 @@ impl Automation {
 
     /// The value for control block `b` (at its middle): [`BLOCK`] frames each.
     pub fn at_block(&self, b: usize, rate: u32) -> f64 {
-        self.at((b * BLOCK) as f64 / rate as f64 + BLOCK as f64 / (2.0 * rate as f64))
+        self.at(block_time(b, rate))
+    }
+
+    /// A reader for times that mostly move forward: it remembers the steady
+    /// stretch it is in, so reading there is a comparison, not a search
+    /// (the chain reads every parameter once per 8 frames).
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            a: self,
+            steady: (f64::INFINITY, f64::NEG_INFINITY),
+            value: 0.0,
+        }
+    }
+}
+
+/// The time a control block's value is read at: its middle.
+fn block_time(b: usize, rate: u32) -> f64 {
+    (b * BLOCK) as f64 / rate as f64 + BLOCK as f64 / (2.0 * rate as f64)
+}
+
+/// See [`Automation::cursor`].
+pub struct Cursor<'a> {
+    a: &'a Automation,
+    /// [from, to): where the value is `value` and no ramp runs.
+    steady: (f64, f64),
+    value: f64,
+}
+
+impl Cursor<'_> {
+    pub fn at(&mut self, t: f64) -> f64 {
+        if t >= self.steady.0 && t < self.steady.1 {
+            return self.value;
+        }
+        let a = self.a;
+        let k = a.boundaries.partition_point(|&b| b <= t);
+        // Section k holds its value from the end of the ramp before it to
+        // the start of the ramp after it.
+        let from = k
+            .checked_sub(1)
+            .map_or(f64::NEG_INFINITY, |j| a.boundaries[j] + a.half[j]);
+        let to = a
+            .boundaries
+            .get(k)
+            .map_or(f64::INFINITY, |&b| b - a.half[k]);
+        if t >= from && t < to {
+            self.steady = (from, to);
+            self.value = a.values[k];
+            return self.value;
+        }
+        a.at(t)
+    }
+
+    pub fn at_block(&mut self, b: usize, rate: u32) -> f64 {
+        self.at(block_time(b, rate))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cursor_reads_what_at_reads() {
+        let a = Automation::new(&[(0.0, 0.0), (5.0, 1.0), (5.4, 0.0), (5.8, 1.0), (9.0, 2.0)]);
+        let mut c = a.cursor();
+        // Forward, as the chain reads, then back and forth.
+        let times = (0..12_000)
+            .map(|i| i as f64 * 1e-3)
+            .chain([7.0, 5.2, 0.1, 9.6, 4.6, 5.01]);
+        for t in times {
+            assert_eq!(c.at(t), a.at(t), "at {t}");
+        }
+    }
 
     #[test]
     fn holds_each_value_and_ramps_smoothly() {

@@ -128,6 +128,39 @@ impl State {
     }
 }
 
+/// Runs a cascade over frames `range` of every channel, each continuing
+/// from its own states. Stereo in lockstep: a biquad waits on its own
+/// feedback every sample, and two independent channels fill that wait.
+pub fn run_cascade_all(
+    sections: &[Coeffs],
+    states: &mut [Vec<State>],
+    channels: &mut [Vec<f32>],
+    range: std::ops::Range<usize>,
+) {
+    if let ([l, r], [sl, sr]) = (&mut *channels, &mut *states) {
+        for (a, b) in l[range.clone()].iter_mut().zip(&mut r[range]) {
+            let (mut x, mut y) = (*a as f64, *b as f64);
+            for ((k, s1), s2) in sections.iter().zip(sl.iter_mut()).zip(sr.iter_mut()) {
+                x = s1.tick(k, x);
+                y = s2.tick(k, y);
+            }
+            *a = x as f32;
+            *b = y as f32;
+        }
+        return;
+    }
+    for (c, st) in channels.iter_mut().zip(states.iter_mut()) {
+        run_cascade_with(sections, st, &mut c[range.clone()]);
+    }
+}
+
+/// Runs a cascade over every channel of `audio` from rest, in place.
+pub fn run_cascade_audio(sections: &[Coeffs], audio: &mut crate::Audio) {
+    let mut states = vec![vec![State::default(); sections.len()]; audio.num_channels()];
+    let frames = audio.frames();
+    run_cascade_all(sections, &mut states, &mut audio.channels, 0..frames);
+}
+
 /// Runs a cascade of sections over one channel, in place.
 pub fn run_cascade(sections: &[Coeffs], samples: &mut [f32]) {
     let mut states = vec![State::default(); sections.len()];

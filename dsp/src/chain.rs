@@ -125,9 +125,7 @@ impl ChainSettings {
         }
         if !self.match_eq.is_empty() {
             let cascade = match_cascade(&self.match_eq, audio.rate);
-            for c in &mut audio.channels {
-                crate::biquad::run_cascade(&cascade, c);
-            }
+            crate::biquad::run_cascade_audio(&cascade, audio);
         }
         let ratio = automation(plan, |p| p.compression, self.compressor.ratio);
         if ratio.is_constant() {

@@ -71,11 +71,12 @@ impl CompressorSettings {
     /// With the ratio following `ratio` (read per control block).
     pub fn apply_automated(&self, audio: &mut Audio, ratio: &Automation) {
         let rate = audio.rate;
+        let mut ratio = ratio.cursor();
         self.run(audio, |frame| ratio.at_block(frame / BLOCK, rate));
     }
 
     /// `ratio_at(frame)`: the ratio for the control block starting there.
-    fn run(&self, audio: &mut Audio, ratio_at: impl Fn(usize) -> f64) {
+    fn run(&self, audio: &mut Audio, mut ratio_at: impl FnMut(usize) -> f64) {
         let fs = audio.rate as f64;
         let det = (-1.0 / (RMS_MS * 1e-3 * fs)).exp();
         let blk = CONTROL_BLOCK as f64;

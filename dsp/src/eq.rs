@@ -2,7 +2,7 @@
 //! shelf, and an optional low-pass for band-limited modes.
 
 use crate::automation::{Automation, BLOCK};
-use crate::biquad::{run_cascade, run_cascade_with, Coeffs, State};
+use crate::biquad::{run_cascade_all, run_cascade_audio, Coeffs, State};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
@@ -77,10 +77,7 @@ impl EqSettings {
     }
 
     pub fn apply(&self, audio: &mut Audio) {
-        let sections = self.sections(audio.rate);
-        for c in &mut audio.channels {
-            run_cascade(&sections, c);
-        }
+        run_cascade_audio(&self.sections(audio.rate), audio);
     }
 
     /// With the low, mid and high gains following `bands`: coefficients are
@@ -90,8 +87,11 @@ impl EqSettings {
         let mut current = [f64::NAN; 3];
         let mut coeffs = Vec::new();
         let mut states: Vec<Vec<State>> = Vec::new();
-        for b in 0..frames.div_ceil(BLOCK) {
-            let want = bands.each_ref().map(|a| a.at_block(b, rate));
+        let mut bands = bands.each_ref().map(Automation::cursor);
+        let blocks = frames.div_ceil(BLOCK);
+        let mut b = 0;
+        while b < blocks {
+            let want = bands.each_mut().map(|a| a.at_block(b, rate));
             if want != current {
                 current = want;
                 let eq = EqSettings {
@@ -103,10 +103,14 @@ impl EqSettings {
                 coeffs = eq.cascade(rate, true);
                 states.resize(audio.num_channels(), vec![State::default(); coeffs.len()]);
             }
-            let range = b * BLOCK..((b + 1) * BLOCK).min(frames);
-            for (c, st) in audio.channels.iter_mut().zip(states.iter_mut()) {
-                run_cascade_with(&coeffs, st, &mut c[range.clone()]);
+            // Every following block with the same gains in one run.
+            let mut end = b + 1;
+            while end < blocks && bands.each_mut().map(|a| a.at_block(end, rate)) == current {
+                end += 1;
             }
+            let range = b * BLOCK..(end * BLOCK).min(frames);
+            run_cascade_all(&coeffs, &mut states, &mut audio.channels, range);
+            b = end;
         }
     }
 }

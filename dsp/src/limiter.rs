@@ -38,7 +38,7 @@ impl LimiterSettings {
     }
 }
 
-/// Where the release snaps to unity gain.
+/// Where the release snaps to unity gain (a reduction of 1e-5, -100 dB).
 const RELEASED: f32 = 1.0 - 1e-5;
 
 /// Streaming gain computer: push `r[n]`, get `g[n]` (for frame n-L+1).
@@ -50,7 +50,8 @@ const RELEASED: f32 = 1.0 - 1e-5;
 /// frame and no branches on the data.
 pub struct GainComputer {
     len: usize,
-    release: f32,
+    /// What is left of a reduction after a frame of release.
+    keep: f32,
     /// Suffix minima of the previous block; `suf[len]` is 1 (no limit).
     suf: Vec<f32>,
     /// This block's required gains so far.
@@ -59,11 +60,15 @@ pub struct GainComputer {
     pos: usize,
     /// Minimum of this block so far.
     pre: f32,
-    h: f32,
+    /// How deep the released gain is, 1 - h: the recursion runs on it
+    /// (u = max(1 - m, keep * u), a multiply and a max per frame, where
+    /// h's own form waits on a subtract, a multiply-add and a min).
+    u: f32,
     ring: Vec<f32>,
     sum: f64,
     /// Consecutive pushes that left h at 1: idle once it reaches `len`.
     ones: usize,
+    inv_len: f64,
 }
 
 impl GainComputer {
@@ -72,15 +77,16 @@ impl GainComputer {
         let tau = settings.release_ms.max(1.0) * 1e-3 * rate as f64;
         Self {
             len,
-            release: (1.0 - (-1.0 / tau).exp()) as f32,
+            keep: (-1.0 / tau).exp() as f32,
             suf: vec![1.0; len + 1],
             block: vec![1.0; len],
             pos: 0,
             pre: 1.0,
-            h: 1.0,
+            u: 0.0,
             ring: vec![1.0; len],
             sum: len as f64,
             ones: 0,
+            inv_len: 1.0 / len as f64,
         }
     }
 
@@ -114,16 +120,18 @@ impl GainComputer {
         self.block[p] = r;
         self.pre = if p == 0 { r } else { self.pre.min(r) };
         let m = self.suf[p + 1].min(self.pre);
-        let mut released = self.h + (1.0 - self.h) * self.release;
-        if released > RELEASED {
-            // f32 rounding would hold h just under 1 forever (and never
-            // idle); the step to 1 is 1e-5 (-100 dB).
-            released = 1.0;
+        let mut u = self.u * self.keep;
+        if u < 1.0 - RELEASED {
+            // A tail this small would otherwise decay for ever (and never
+            // idle); the step to unity is -100 dB.
+            u = 0.0;
         }
-        self.h = released.min(m);
-        self.ones = if self.h >= 1.0 { self.ones + 1 } else { 0 };
-        self.sum += self.h as f64 - self.ring[p] as f64;
-        self.ring[p] = self.h;
+        self.u = u.max(1.0 - m);
+        // Never above m itself, whatever 1 - (1 - m) rounds to.
+        let h = (1.0 - self.u).min(m);
+        self.ones = if h >= 1.0 { self.ones + 1 } else { 0 };
+        self.sum += h as f64 - self.ring[p] as f64;
+        self.ring[p] = h;
         self.pos += 1;
         if self.pos == self.len {
             self.pos = 0;
@@ -134,7 +142,7 @@ impl GainComputer {
             self.sum = self.ring.iter().map(|&v| v as f64).sum();
         }
         // The mean of values each <= r of the frame it serves; guard rounding.
-        ((self.sum / self.len as f64) as f32).min(1.0)
+        ((self.sum * self.inv_len) as f32).min(1.0)
     }
 }
 
@@ -186,7 +194,7 @@ mod tests {
                 }
             })
             .collect();
-        let want = reference(&r, len, gc.release);
+        let want = reference(&r, len, 1.0 - gc.keep);
         let (mut n, mut skipped) = (0, 0);
         while n < r.len() {
             // Idle: skip the run of 1s ahead (up to 3 blocks) in one step.

@@ -413,6 +413,7 @@ pub fn gain_curve(plan: &[SectionPlan], rate: u32, frames: usize) -> Vec<f32> {
     if a.is_constant() {
         return vec![a.first() as f32; frames];
     }
+    let mut a = a.cursor();
     (0..frames).map(|i| a.at(i as f64 / fs) as f32).collect()
 }
 

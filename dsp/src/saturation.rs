@@ -56,6 +56,7 @@ pub fn apply_automated(audio: &mut Audio, amount: &Automation) {
     }
     let rate = audio.rate;
     for c in &mut audio.channels {
+        let mut amount = amount.cursor();
         let mut prev_u = 0f64;
         let mut prev_f = residual_integral(0.0);
         for (b, block) in c.chunks_mut(BLOCK).enumerate() {

@@ -162,9 +162,7 @@ pub fn band_limit(audio: &mut Audio) {
         crate::biquad::Coeffs::lowpass(BAND_LIMIT * rate, 0.541_196_1, rate),
         crate::biquad::Coeffs::lowpass(BAND_LIMIT * rate, 1.306_563, rate),
     ];
-    for c in &mut audio.channels {
-        crate::biquad::run_cascade(&sections, c);
-    }
+    crate::biquad::run_cascade_audio(&sections, audio);
 }
 
 /// The 4x interpolator of the limiter's detector and the meter's coarse scan:

@@ -15,6 +15,7 @@ pub fn apply_automated(audio: &mut Audio, width: &Automation) {
     }
     let rate = audio.rate;
     let (l, r) = audio.channels.split_at_mut(1);
+    let mut width = width.cursor();
     for (b, (lb, rb)) in l[0]
         .chunks_mut(BLOCK)
         .zip(r[0].chunks_mut(BLOCK))
