@@ -126,6 +126,15 @@ impl Interpolator {
         self.factor
     }
 
+    /// The most any interpolated value can exceed the largest |sample| in
+    /// its context by: the largest sum of |weights| of a phase.
+    pub fn gain_bound(&self) -> f32 {
+        self.phases
+            .iter()
+            .map(|h| h.iter().map(|v| v.abs()).sum::<f32>())
+            .fold(1.0, f32::max)
+    }
+
     /// Left context (samples before n) and right context (after n) one output needs.
     pub fn context(&self) -> (usize, usize) {
         (self.taps / 2 - 1, self.taps / 2)
@@ -146,6 +155,8 @@ impl Interpolator {
 }
 
 const BLOCK: usize = 1024;
+/// Frames the meter screens at a time.
+const PIECE: usize = 256;
 
 /// Where the limiter's input is band-limited: above it, interpolators that
 /// are all "near ideal" still disagree by tenths of a dB (their transition
@@ -281,6 +292,12 @@ pub struct TruePeakMeter {
     fine: Interpolator,
     reference: Option<Interpolator>,
     reference_best: f32,
+    /// What a piece's largest |sample| (with context) can grow to on the
+    /// refined coarse grid, and on the reference interpolator.
+    coarse_bound: f32,
+    reference_bound: f32,
+    /// Pieces skipped whole.
+    skipped: u64,
     /// Per channel: `keep` frames of examined context, then `pending` frames
     /// not yet examined because they lacked right context.
     history: Vec<Vec<f32>>,
@@ -295,11 +312,16 @@ impl TruePeakMeter {
         let coarse = detector();
         let fine = Interpolator::new(16, 96, 6.0);
         let keep = fine.context().0.max(coarse.context().0) + 1;
+        let reference = Interpolator::bs1770_reference(rate);
         Self {
+            // The parabolic refinement adds at most 1/8 of the grid maximum.
+            coarse_bound: 1.125 * coarse.gain_bound(),
+            reference_bound: reference.as_ref().map_or(1.0, Interpolator::gain_bound),
             coarse,
             fine,
-            reference: Interpolator::bs1770_reference(rate),
+            reference,
             reference_best: 0.0,
+            skipped: 0,
             history: vec![vec![0.0; keep]; channels],
             pending: 0,
             best: 0.0,
@@ -324,11 +346,23 @@ impl TruePeakMeter {
         // Nyquist); anything within 0.3 dB of the best is checked at 16x.
         let margin = 0.966f32;
         let mut coarse = std::mem::take(&mut self.scratch);
+        let (left, right) = (self.keep(), self.right());
         let mut start = from;
         while start < to {
-            let end = (start + BLOCK).min(to);
+            let end = (start + PIECE).min(to);
             coarse.resize(end - start, 0.0);
-            let reference = self.reference.as_ref();
+            // Pieces whose samples (and context) are too quiet for any
+            // interpolated value to reach the best so far are skipped: the
+            // readings are the same, at a fraction of the cost.
+            let xmax = x[start.saturating_sub(left)..(end + right).min(x.len())]
+                .iter()
+                .fold(0f32, |m, v| m.max(v.abs()));
+            let m = x[start..end].iter().fold(0f32, |m, v| m.max(v.abs()));
+            self.reference_best = self.reference_best.max(m);
+            let reference = self
+                .reference
+                .as_ref()
+                .filter(|_| xmax * self.reference_bound > self.reference_best);
             for p in 1..reference.map_or(1, Interpolator::factor) {
                 let r = reference.expect("factor above 1");
                 r.phase_block(x, start, end, p, &mut self.phases[0]);
@@ -337,8 +371,11 @@ impl TruePeakMeter {
                     .fold(0f32, |m, v| m.max(v.abs()));
                 self.reference_best = self.reference_best.max(m);
             }
-            let m = x[start..end].iter().fold(0f32, |m, v| m.max(v.abs()));
-            self.reference_best = self.reference_best.max(m);
+            if xmax * self.coarse_bound < self.best * margin {
+                self.skipped += 1;
+                start = end;
+                continue;
+            }
             grid_peaks(&self.coarse, x, start, end, &mut self.phases, &mut coarse);
             for (k, &m) in coarse.iter().enumerate() {
                 if m >= self.best * margin {
@@ -416,4 +453,46 @@ pub fn true_peak_dbtp(audio: &Audio) -> f64 {
         start = end;
     }
     crate::lin_to_db(m.finish() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(a: &Audio, screen: bool) -> (TruePeaks, u64) {
+        let mut m = TruePeakMeter::new(a.num_channels(), a.rate);
+        if !screen {
+            m.coarse_bound = f32::INFINITY;
+            m.reference_bound = f32::INFINITY;
+        }
+        let mut start = 0;
+        while start < a.frames() {
+            let end = (start + 5_000).min(a.frames());
+            let chunk: Vec<&[f32]> = a.channels.iter().map(|c| &c[start..end]).collect();
+            m.add(&chunk);
+            start = end;
+        }
+        let skipped = m.skipped;
+        (m.finish_both(), skipped)
+    }
+
+    #[test]
+    fn screening_skips_quiet_pieces_and_changes_no_reading() {
+        use crate::testsignals::{demo_arrangement, sine, song};
+        let (mix, _) = song(44_100, &demo_arrangement(), 5);
+        // The loudest moment last, after everything the screen may skip.
+        let mut late = sine(44_100, 3.0, 0.45 * 44_100.0, -30.0, 0.3);
+        let n = late.frames();
+        for c in &mut late.channels {
+            c[n / 2] = 0.9;
+        }
+        for a in [mix, late] {
+            let (full, none) = read(&a, false);
+            let (screened, skipped) = read(&a, true);
+            assert_eq!(none, 0);
+            assert_eq!(full.ideal, screened.ideal);
+            assert_eq!(full.reference, screened.reference);
+            assert!(skipped > 10, "the screen skipped {skipped} pieces");
+        }
+    }
 }
