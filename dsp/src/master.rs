@@ -25,9 +25,12 @@ pub const LUFS_TOLERANCE: f64 = 0.1;
 const SEARCH_TOLERANCE: f64 = 0.02;
 /// How close the model search goes before a real pass checks it.
 const MODEL_TOLERANCE: f64 = 0.005;
-/// Starting headroom under the ceiling for the detector's worst miss (about
-/// 0.05 dB for content up to 0.45 fs).
-const CEILING_MARGIN_DB: f64 = 0.05;
+/// Headroom under the ceiling: the detector's worst miss (about 0.05 dB for
+/// content up to 0.45 fs), and as much again for meters with short
+/// interpolation filters, which read band-limited bright material up to
+/// 0.05 dB above ideal reconstruction (scipy's default polyphase filter, for
+/// one; a converter's may do the same).
+const CEILING_MARGIN_DB: f64 = 0.1;
 /// The most headroom a learnt detector miss adds (a render further over is
 /// a different problem, and lowering the next target's ceiling by more would
 /// only cost loudness).
@@ -49,9 +52,10 @@ pub struct Prepared {
     /// Per 100 ms sub-block: what the model needs where the limiter is idle.
     blocks: Vec<Block>,
     /// How far (dB) the written true peak went over the limiter's own
-    /// ceiling in the last render of this audio: very bright material gets
-    /// past the detector by a tenth of a dB or two, and the next target
-    /// starts with that much more headroom instead of finding out again.
+    /// ceiling in the last render of this audio, beyond what
+    /// [`CEILING_MARGIN_DB`] allows for: material that gets past the
+    /// detector by more makes the next target start with that much more
+    /// headroom instead of finding out again.
     detector_miss_db: Cell<f64>,
     /// Every model evaluation of this audio so far, for later searches.
     points: RefCell<Vec<ModelPoint>>,
@@ -610,8 +614,11 @@ pub fn master_target(
         let tp_ok = tp <= target.ceiling_dbtp;
         if measured.limiter_gr_max_db > 0.01 {
             // Only a render the limiter worked on says how well it detects.
-            prep.detector_miss_db
-                .set((tp - p.limit_dbtp).clamp(0.0, MAX_DETECTOR_MISS_DB));
+            // (A miss within the margin changes nothing: later targets keep
+            // their ceilings, and so share model runs.)
+            prep.detector_miss_db.set(
+                (tp - p.limit_dbtp - CEILING_MARGIN_DB + 0.01).clamp(0.0, MAX_DETECTOR_MISS_DB),
+            );
         }
         let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
         let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;

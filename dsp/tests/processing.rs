@@ -150,7 +150,7 @@ fn bright_material_lands_on_its_ceiling_in_one_render() {
             "{rate} Hz: the limiter worked: {} dB",
             m.measured.limiter_gr_max_db
         );
-        assert!((-1.1..=-1.0).contains(&tp), "{rate} Hz: true peak {tp}");
+        assert!((-1.2..=-1.0).contains(&tp), "{rate} Hz: true peak {tp}");
         // A second target at the same ceiling is answered by the first's
         // model runs (the limiter's curve depends only on ceiling / gain).
         let again = master_target(
