@@ -60,6 +60,14 @@ impl Audio {
         Ok(())
     }
 
+    /// Planar chunks of up to `len` frames, in order (for streaming meters).
+    pub fn chunks(&self, len: usize) -> impl Iterator<Item = Vec<&[f32]>> + '_ {
+        (0..self.frames()).step_by(len.max(1)).map(move |start| {
+            let end = (start + len).min(self.frames());
+            self.channels.iter().map(|c| &c[start..end]).collect()
+        })
+    }
+
     /// Largest |sample| of any channel.
     pub fn sample_peak(&self) -> f32 {
         self.channels

@@ -72,15 +72,11 @@ pub fn k_power(audio: &Audio) -> Vec<f32> {
     let mut states = vec![[State::default(); 2]; audio.num_channels()];
     let mut power = Vec::with_capacity(audio.frames());
     let mut scratch = vec![0f64; CHUNK];
-    let mut start = 0;
-    while start < audio.frames() {
-        let end = (start + CHUNK).min(audio.frames());
-        let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| &c[start..end]).collect();
-        let out = &mut scratch[..end - start];
+    for chunk in audio.chunks(CHUNK) {
+        let out = &mut scratch[..chunk[0].len()];
         out.fill(0.0);
         k_filter(&k, &mut states, &chunk, out);
         power.extend(out.iter().map(|&p| p as f32));
-        start = end;
     }
     power
 }
@@ -228,13 +224,7 @@ impl BlockMeter {
 /// A whole buffer's integrated loudness (LUFS) and loudness range (LU).
 pub fn measure(audio: &Audio) -> (f64, f64) {
     let mut m = BlockMeter::new(audio.num_channels(), audio.rate);
-    let mut start = 0;
-    while start < audio.frames() {
-        let end = (start + 65_536).min(audio.frames());
-        let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| &c[start..end]).collect();
-        m.add(&chunk);
-        start = end;
-    }
+    audio.chunks(65_536).for_each(|c| m.add(&c));
     m.loudness()
 }
 

@@ -445,13 +445,7 @@ pub struct TruePeaks {
 pub fn true_peak_dbtp(audio: &Audio) -> f64 {
     let mut m = TruePeakMeter::new(audio.num_channels(), audio.rate);
     // In chunks: the meter copies what it is given.
-    let mut start = 0;
-    while start < audio.frames() {
-        let end = (start + 65_536).min(audio.frames());
-        let chunk: Vec<&[f32]> = audio.channels.iter().map(|c| &c[start..end]).collect();
-        m.add(&chunk);
-        start = end;
-    }
+    audio.chunks(65_536).for_each(|c| m.add(&c));
     crate::lin_to_db(m.finish() as f64)
 }
 
@@ -465,13 +459,7 @@ mod tests {
             m.coarse_bound = f32::INFINITY;
             m.reference_bound = f32::INFINITY;
         }
-        let mut start = 0;
-        while start < a.frames() {
-            let end = (start + 5_000).min(a.frames());
-            let chunk: Vec<&[f32]> = a.channels.iter().map(|c| &c[start..end]).collect();
-            m.add(&chunk);
-            start = end;
-        }
+        a.chunks(5_000).for_each(|c| m.add(&c));
         let skipped = m.skipped;
         (m.finish_both(), skipped)
     }

@@ -130,15 +130,11 @@ fn bright_material_lands_on_its_ceiling_in_one_render() {
             bits: 24,
         };
         let prep = Prepared::new(a).unwrap();
-        let m = master_target(
-            &prep,
-            &t,
-            &LimiterSettings::default(),
-            0.0,
-            7,
-            &mut MemorySink::new(2),
-        )
-        .unwrap();
+        let render = |seed| {
+            let limiter = LimiterSettings::default();
+            master_target(&prep, &t, &limiter, 0.0, seed, &mut MemorySink::new(2)).unwrap()
+        };
+        let m = render(7);
         let tp = m.measured.true_peak_dbtp;
         assert_eq!(
             m.passes, 1,
@@ -153,15 +149,7 @@ fn bright_material_lands_on_its_ceiling_in_one_render() {
         assert!((-1.2..=-1.0).contains(&tp), "{rate} Hz: true peak {tp}");
         // A second target at the same ceiling is answered by the first's
         // model runs (the limiter's curve depends only on ceiling / gain).
-        let again = master_target(
-            &prep,
-            &t,
-            &LimiterSettings::default(),
-            0.0,
-            8,
-            &mut MemorySink::new(2),
-        )
-        .unwrap();
+        let again = render(8);
         assert_eq!((again.passes, again.model_passes), (1, 0), "{rate} Hz");
         let l = again.measured.loudness.integrated_lufs;
         assert!((l + 9.0).abs() <= 0.02, "{rate} Hz: {l} LUFS");
@@ -308,13 +296,7 @@ fn reference_reading_is_ebur128s() {
     for (i, a) in signals.iter().enumerate() {
         let mut m = truepeak::TruePeakMeter::new(a.num_channels(), a.rate);
         // Odd chunk sizes: the reading must not depend on them.
-        let mut start = 0;
-        while start < a.frames() {
-            let end = (start + 7_777).min(a.frames());
-            let chunk: Vec<&[f32]> = a.channels.iter().map(|c| &c[start..end]).collect();
-            m.add(&chunk);
-            start = end;
-        }
+        a.chunks(7_777).for_each(|c| m.add(&c));
         let ours = lin_to_db(m.finish_both().reference as f64);
         let theirs = ebur128_true_peak(a);
         assert!(
