@@ -96,12 +96,10 @@ fn every_bad_input_fails_alone_with_its_reason() {
         ("short", "too short"),
         ("silence", "silent"),
     ];
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary = read_json(&out.join("summary.json"));
     for (track, reason) in expect {
         let tdir = out.join(track);
-        let err: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(tdir.join("error.json")).unwrap()).unwrap();
+        let err = read_json(&tdir.join("error.json"));
         let msg = err["error"].as_str().unwrap();
         assert!(
             msg.contains(reason),

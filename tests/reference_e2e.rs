@@ -116,8 +116,7 @@ fn reference_moves_the_tonal_balance_towards_it() {
         junk.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let err: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("song/error.json")).unwrap()).unwrap();
+    let err = read_json(&out.join("song/error.json"));
     let msg = err["error"].as_str().unwrap();
     assert!(
         msg.contains("reference") && msg.contains("junk.wav"),

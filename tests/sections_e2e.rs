@@ -224,8 +224,7 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
         arr.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let err: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("song/error.json")).unwrap()).unwrap();
+    let err = read_json(&out.join("song/error.json"));
     let msg = err["error"].as_str().unwrap();
     assert!(
         msg.contains("arrangement: structure[0].end") && msg.contains("beyond"),

@@ -112,3 +112,8 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 pub mod services;
+
+/// A JSON file LoopMind wrote (error.json, summary.json, ...).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
