@@ -162,7 +162,6 @@ pub struct BlockMeter {
     acc: f64,
     blocks: Vec<f64>,
     scratch: Vec<f64>,
-    peak: f32,
 }
 
 impl BlockMeter {
@@ -175,15 +174,11 @@ impl BlockMeter {
             acc: 0.0,
             blocks: Vec::new(),
             scratch: Vec::new(),
-            peak: 0.0,
         }
     }
 
     pub fn add(&mut self, chunk: &[&[f32]]) {
         let frames = chunk.first().map_or(0, |c| c.len());
-        for ch in chunk {
-            self.peak = ch.iter().fold(self.peak, |m, v| m.max(v.abs()));
-        }
         let mut i = 0;
         while i < frames {
             let take = (self.hop - self.filled).min(frames - i);
@@ -202,11 +197,6 @@ impl BlockMeter {
         }
     }
 
-    /// Largest |sample| added.
-    pub fn sample_peak(&self) -> f32 {
-        self.peak
-    }
-
     /// Integrated loudness and loudness range of everything added.
     pub fn loudness(&self) -> (f64, f64) {
         (
@@ -218,6 +208,16 @@ impl BlockMeter {
     /// Energy sums per whole sub-block.
     pub fn finish(self) -> Vec<f64> {
         self.blocks
+    }
+}
+
+/// `lufs` if there is something to master: silence (nothing above the
+/// -70 LUFS gate) is never boosted.
+pub fn audible(lufs: f64) -> Result<f64, crate::DspError> {
+    if lufs.is_finite() && lufs >= -70.0 {
+        Ok(lufs)
+    } else {
+        Err(crate::DspError::Silent)
     }
 }
 

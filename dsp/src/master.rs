@@ -130,10 +130,8 @@ impl Prepared {
     /// the written samples).
     pub fn with_power(audio: Audio, power: Vec<f32>) -> Result<Self, DspError> {
         assert_eq!(power.len(), audio.frames());
-        let lufs = crate::bs1770::integrated_from_power(&power, audio.rate);
-        if !lufs.is_finite() || lufs < -70.0 {
-            return Err(DspError::Silent);
-        }
+        let lufs =
+            crate::bs1770::audible(crate::bs1770::integrated_from_power(&power, audio.rate))?;
         let env = peak_envelope(&audio);
         let blocks = block_sums(&audio, &power, &env);
         Ok(Self {
@@ -243,6 +241,18 @@ struct PassStats {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The gain frame `n` needs to stay under `ceil` after `gain` (1 where it
+/// needs none, and past the end).
+#[inline]
+fn required_gain(prep: &Prepared, n: usize, gain: f32, ceil: f32) -> f32 {
+    let pk = prep.env.get(n).map_or(0.0, |&e| e * gain);
+    if pk > ceil {
+        ceil / pk
+    } else {
+        1.0
+    }
+}
+
 /// The limiter's gains for output frames `from..from + out.len()`, pushing
 /// the required gain of the frames entering its lookahead (`gc` has taken
 /// every frame before them: see [`prime`]).
@@ -254,12 +264,9 @@ fn limiter_gains(
     from: usize,
     out: &mut [f32],
 ) {
-    let frames = prep.env.len();
     let d = gc.delay();
     for (k, g) in out.iter_mut().enumerate() {
-        let n = from + k + d;
-        let pk = if n < frames { prep.env[n] * gain } else { 0.0 };
-        *g = gc.push(if pk > ceil { ceil / pk } else { 1.0 });
+        *g = gc.push(required_gain(prep, from + k + d, gain, ceil));
     }
 }
 
@@ -267,8 +274,7 @@ fn limiter_gains(
 fn prime(prep: &Prepared, p: &RenderParams, gain: f32, ceil: f32) -> GainComputer {
     let mut gc = GainComputer::new(&p.limiter, prep.audio.rate);
     for n in 0..gc.delay() {
-        let pk = prep.env.get(n).map_or(0.0, |&e| e * gain);
-        gc.push(if pk > ceil { ceil / pk } else { 1.0 });
+        gc.push(required_gain(prep, n, gain, ceil));
     }
     gc
 }
@@ -480,7 +486,7 @@ pub fn measure_pass(
     let loudness = Loudness {
         integrated_lufs,
         lra_lu,
-        sample_peak_dbfs: lin_to_db(meter.sample_peak() as f64),
+        sample_peak_dbfs: lin_to_db(peaks.sample as f64),
         true_peak_ebur128_dbtp: f64::NAN,
         short_term_lufs: Vec::new(),
     };

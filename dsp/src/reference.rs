@@ -180,7 +180,7 @@ pub fn character(mix_lra: f64, mix_plr: f64, ref_lra: f64, ref_plr: f64) -> Char
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::biquad::run_cascade;
+    use crate::biquad::run_cascade_audio;
     use crate::testsignals::Noise;
 
     fn noise(rate: u32, seconds: f64, seed: u64) -> Audio {
@@ -192,9 +192,7 @@ mod tests {
     }
 
     fn filtered(mut a: Audio, cascade: &[Coeffs]) -> Audio {
-        for c in &mut a.channels {
-            run_cascade(cascade, c);
-        }
+        run_cascade_audio(cascade, &mut a);
         a
     }
 

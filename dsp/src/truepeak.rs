@@ -292,6 +292,8 @@ pub struct TruePeakMeter {
     fine: Interpolator,
     reference: Option<Interpolator>,
     reference_best: f32,
+    /// Largest |sample|.
+    sample: f32,
     /// What a piece's largest |sample| (with context) can grow to on the
     /// refined coarse grid, and on the reference interpolator.
     coarse_bound: f32,
@@ -321,6 +323,7 @@ impl TruePeakMeter {
             fine,
             reference,
             reference_best: 0.0,
+            sample: 0.0,
             skipped: 0,
             history: vec![vec![0.0; keep]; channels],
             pending: 0,
@@ -358,6 +361,7 @@ impl TruePeakMeter {
                 .iter()
                 .fold(0f32, |m, v| m.max(v.abs()));
             let m = x[start..end].iter().fold(0f32, |m, v| m.max(v.abs()));
+            self.sample = self.sample.max(m);
             self.reference_best = self.reference_best.max(m);
             let reference = self
                 .reference
@@ -427,6 +431,7 @@ impl TruePeakMeter {
         TruePeaks {
             ideal: self.best,
             reference: self.reference_best,
+            sample: self.sample,
         }
     }
 }
@@ -439,6 +444,8 @@ pub struct TruePeaks {
     /// The BS.1770 reference interpolator (what ebur128 and ffmpeg read):
     /// 4x below 96 kHz, 2x below 192 kHz, the sample peak above.
     pub reference: f32,
+    /// The sample peak.
+    pub sample: f32,
 }
 
 /// True peak of a whole buffer in dBTP by the near-ideal meter.

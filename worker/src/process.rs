@@ -329,11 +329,8 @@ async fn measure(
         let (audio, _) = crate::decode::decode_file(&input)?;
         audio.validate()?;
         let (integrated_lufs, _) = loopmind_dsp::bs1770::measure(&audio);
-        if !integrated_lufs.is_finite() || integrated_lufs < -70.0 {
-            return Err(loopmind_dsp::DspError::Silent.into());
-        }
         Ok(Measurement {
-            integrated_lufs,
+            integrated_lufs: loopmind_dsp::bs1770::audible(integrated_lufs)?,
             duration_seconds: audio.seconds(),
         })
     })

@@ -105,9 +105,7 @@ fn render_inner(
     // analysis; the true peak comes from our 16x meter.
     let features = sections::features(&audio);
     let (integrated_lufs, lra_lu) = features.loudness();
-    if !integrated_lufs.is_finite() || integrated_lufs < -70.0 {
-        return Err(loopmind_dsp::DspError::Silent.into());
-    }
+    let integrated_lufs = loopmind_dsp::bs1770::audible(integrated_lufs)?;
     let input_tp = truepeak::true_peak_dbtp(&audio);
     let input_loudness = InputLoudness {
         integrated_lufs,
@@ -450,9 +448,7 @@ fn analyse_reference(
     let (audio, _) = decode_file(path).map_err(named)?;
     audio.validate().map_err(|e| named(e.into()))?;
     let (integrated, lra) = loopmind_dsp::bs1770::measure(&audio);
-    if !integrated.is_finite() || integrated < -70.0 {
-        return Err(named(DspError::Silent.into()));
-    }
+    let integrated = loopmind_dsp::bs1770::audible(integrated).map_err(|e| named(e.into()))?;
     let plr = truepeak::true_peak_dbtp(&audio) - integrated;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
     let eq = plan::global(mode_chain, opts.sliders).eq;
