@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use tracing::info;
 
+/// Largest manifest read (about 200,000 tracks of typical entries).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
 /// Store lookups in flight while validating and resuming.
 const LOOKUPS: usize = 32;
 
@@ -27,7 +30,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let manifest = Manifest::parse(&bytes)?;
     let (planned, mut problems) = manifest.plan_all();
     let name = manifest.catalog.clone();
-    let prefix = format!("masters/{name}/");
+    let prefix = loopmind_worker::layout::catalog_prefix(&name);
 
     // Every source must exist before anything is published.
     let started = std::time::Instant::now();
@@ -96,7 +99,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         .iter()
         .map(|p| {
             let key = p.entry.album.as_ref().map(|a| album_keys[a].as_str());
-            make_job(&name, &prefix, &run_id, p, key)
+            make_job(&name, &run_id, p, key)
         })
         .collect();
 
@@ -234,13 +237,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     Ok(summary.all_ok())
 }
 
-fn make_job(
-    catalog: &str,
-    prefix: &str,
-    run_id: &str,
-    p: &PlannedTrack,
-    album: Option<&str>,
-) -> Job {
+fn make_job(catalog: &str, run_id: &str, p: &PlannedTrack, album: Option<&str>) -> Job {
     let hash = settings_hash(
         &p.targets,
         p.mode,
@@ -258,7 +255,7 @@ fn make_job(
         emotion_graph: p.entry.emotion_graph.clone(),
         targets: p.targets.clone(),
         mode: p.mode,
-        output_prefix: format!("{prefix}{}/", p.entry.id),
+        output_prefix: loopmind_worker::layout::track_prefix(catalog, &p.entry.id),
         settings_hash: hash,
         kind: JobKind::Render,
         sliders: p.sliders,
@@ -269,21 +266,45 @@ fn make_job(
 }
 
 async fn read_manifest(settings: &Settings, store: &dyn ObjectStore, at: &str) -> Result<Vec<u8>> {
+    let too_big = |size: u64| {
+        (size > MAX_MANIFEST_BYTES).then(|| {
+            anyhow::anyhow!(
+                "{at}: {} MiB is over the manifest limit of {} MiB",
+                size >> 20,
+                MAX_MANIFEST_BYTES >> 20
+            )
+        })
+    };
     if let Some(rest) = at.strip_prefix("s3://") {
         let (bucket, key) = rest
             .split_once('/')
             .with_context(|| format!("{at}: want s3://bucket/key"))?;
-        let bytes = if bucket == settings.store.bucket {
-            store.get_bytes(key).await?
+        let other;
+        let store: &dyn ObjectStore = if bucket == settings.store.bucket {
+            store
         } else {
             let mut s = settings.store.clone();
             s.bucket = bucket.into();
-            loopmind_worker::s3::S3Store::new(&s)
-                .await?
-                .get_bytes(key)
-                .await?
+            other = loopmind_worker::s3::S3Store::new(&s).await?;
+            &other
         };
-        return bytes.with_context(|| format!("{at}: no such object"));
+        let meta = store
+            .head(key)
+            .await?
+            .with_context(|| format!("{at}: no such object"))?;
+        if let Some(e) = too_big(meta.size) {
+            return Err(e);
+        }
+        return store
+            .get_bytes(key)
+            .await?
+            .with_context(|| format!("{at}: no such object"));
+    }
+    let size = std::fs::metadata(at)
+        .with_context(|| format!("reading manifest {at}"))?
+        .len();
+    if let Some(e) = too_big(size) {
+        return Err(e);
     }
     std::fs::read(Path::new(at)).with_context(|| format!("reading manifest {at}"))
 }

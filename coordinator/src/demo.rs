@@ -9,7 +9,7 @@ use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::RenderOptions;
 use std::path::Path;
 
-pub fn run(out: &Path) -> Result<bool> {
+pub fn run(out: &Path, iso: &loopmind_worker::isolate::Isolation) -> Result<bool> {
     std::fs::create_dir_all(out)?;
     let (audio, sections) = song(44_100, &demo_arrangement(), 2026);
     let mix = out.join("demo-song.wav");
@@ -37,6 +37,7 @@ pub fn run(out: &Path) -> Result<bool> {
     let opts = RenderOptions {
         targets,
         mode: Mode::Cinematic,
+        limits: (&iso.limits).into(),
         ..Default::default()
     };
     let masters = out.join("masters");
@@ -51,6 +52,7 @@ pub fn run(out: &Path) -> Result<bool> {
         &opts,
         1,
         None,
+        iso,
     )?;
     println!(
         "masters and report.json in {}",

@@ -8,7 +8,9 @@ use crate::MasterArgs;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use loopmind_dsp::targets::Target;
+use loopmind_worker::isolate::Isolation;
 use loopmind_worker::job::{settings_hash, GivenPlan, Job, JobKind, JobResult};
+use loopmind_worker::layout::{safe_name, track_prefix, LOCAL_CATALOG};
 use loopmind_worker::process::{process_job, Disposition, ERROR};
 use loopmind_worker::report::MasterSettings;
 use loopmind_worker::store::{FolderStore, ObjectStore};
@@ -73,10 +75,9 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
             bail!("{}: no such file or directory", input.display());
         }
     }
-    let stem = |p: &Path| {
-        p.file_stem()
-            .map_or("track".into(), |s| s.to_string_lossy().to_string())
-    };
+    // Track names become folder names: made safe (a file called `...wav`
+    // has the stem `..`).
+    let stem = |p: &Path| safe_name(&p.file_stem().map_or("".into(), |s| s.to_string_lossy()));
     let mut counts: HashMap<String, usize> = HashMap::new();
     for f in &files {
         *counts.entry(stem(f)).or_default() += 1;
@@ -89,7 +90,7 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
             let ext = f
                 .extension()
                 .map_or(String::new(), |e| e.to_string_lossy().to_string());
-            track = format!("{track}-{ext}");
+            track = safe_name(&format!("{track}-{ext}"));
             let n = seen.entry(track.clone()).or_insert(0usize);
             *n += 1;
             if *n > 1 {
@@ -97,7 +98,8 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
             }
         }
         let beside = |kind: &str| {
-            let p = f.with_file_name(format!("{}.{kind}.json", stem(&f)));
+            let raw = f.file_stem().map_or("".into(), |s| s.to_string_lossy());
+            let p = f.with_file_name(format!("{raw}.{kind}.json"));
             p.exists().then(|| std::path::absolute(&p).unwrap_or(p))
         };
         jobs.push(LocalJob {
@@ -116,7 +118,13 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
 /// Runs every job through the worker's [`process_job`] against a folder
 /// store rooted at `out`, `threads` at a time from an in-process queue;
 /// returns results in input order.
-fn run_queue(jobs: Vec<Job>, out: &Path, threads: usize, what: &str) -> Result<Vec<JobResult>> {
+fn run_queue(
+    jobs: Vec<Job>,
+    out: &Path,
+    threads: usize,
+    what: &str,
+    iso: &Isolation,
+) -> Result<Vec<JobResult>> {
     let total = jobs.len();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -141,8 +149,13 @@ fn run_queue(jobs: Vec<Job>, out: &Path, threads: usize, what: &str) -> Result<V
     let mut results = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..threads.clamp(1, total.max(1)) {
-            let (rx, store, scratch, bar) =
-                (rx.clone(), store.clone(), scratch.clone(), bar.clone());
+            let (rx, store, scratch, bar, iso) = (
+                rx.clone(),
+                store.clone(),
+                scratch.clone(),
+                bar.clone(),
+                iso.clone(),
+            );
             tasks.spawn(async move {
                 let mut done = Vec::new();
                 loop {
@@ -150,7 +163,7 @@ fn run_queue(jobs: Vec<Job>, out: &Path, threads: usize, what: &str) -> Result<V
                         break;
                     };
                     bar.set_message(job.track.clone());
-                    let o = process_job(&job, store.as_ref(), &scratch).await;
+                    let o = process_job(&job, store.as_ref(), &scratch, &iso).await;
                     if o.disposition == Disposition::Requeue {
                         // No queue to hand it back to: record the failure.
                         if let Some(e) = &o.result.error {
@@ -184,6 +197,7 @@ pub fn run_jobs(
     opts: &RenderOptions,
     threads: usize,
     album: Option<&str>,
+    iso: &Isolation,
 ) -> Result<Vec<TrackOutcome>> {
     // The folder store reads absolute paths where they are.
     let reference = opts
@@ -202,8 +216,8 @@ pub fn run_jobs(
     let mut jobs = Vec::new();
     for j in &files {
         jobs.push(Job {
-            job_id: format!("local/{}@{hash}", j.track),
-            catalog: "local".into(),
+            job_id: format!("{LOCAL_CATALOG}/{}@{hash}", j.track),
+            catalog: LOCAL_CATALOG.into(),
             track: j.track.clone(),
             // An absolute path: the folder store reads the mix where it is.
             source: std::path::absolute(&j.input)?.display().to_string(),
@@ -212,7 +226,7 @@ pub fn run_jobs(
             sliders: opts.sliders,
             targets: opts.targets.clone(),
             mode: opts.mode,
-            output_prefix: format!("{}/", j.track),
+            output_prefix: track_prefix(LOCAL_CATALOG, &j.track),
             settings_hash: hash.clone(),
             kind: JobKind::Render,
             album: None,
@@ -230,7 +244,7 @@ pub fn run_jobs(
             })
             .collect();
         let mut measured = HashMap::new();
-        for r in run_queue(measure, out, threads, "measuring")? {
+        for r in run_queue(measure, out, threads, "measuring", iso)? {
             match r.measurement {
                 Some(m) => {
                     measured.insert(r.track.clone(), m);
@@ -248,7 +262,7 @@ pub fn run_jobs(
         jobs.retain(|j| j.album.is_some());
     }
     let mut by_track: HashMap<String, JobResult> = failed_early;
-    for r in run_queue(jobs, out, threads, "mastering")? {
+    for r in run_queue(jobs, out, threads, "mastering", iso)? {
         by_track.insert(r.track.clone(), r);
     }
     Ok(files
@@ -260,12 +274,13 @@ pub fn run_jobs(
         .collect())
 }
 
-pub fn master(args: &MasterArgs) -> Result<bool> {
+pub fn master(args: &MasterArgs, iso: &Isolation) -> Result<bool> {
     let targets = args.resolve_targets()?;
     let mut opts = RenderOptions {
         targets,
         mode: args.mode,
         sliders: args.sliders()?,
+        limits: (&iso.limits).into(),
         ..Default::default()
     };
     if let Some(path) = &args.settings {
@@ -303,7 +318,7 @@ pub fn master(args: &MasterArgs) -> Result<bool> {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    run_and_summarise(jobs, &args.out, &opts, threads, args.album.as_deref())
+    run_and_summarise(jobs, &args.out, &opts, threads, args.album.as_deref(), iso)
 }
 
 /// Takes the plan, mode and sliders of an earlier `master_settings.json`,
@@ -345,8 +360,9 @@ pub fn run_and_summarise(
     opts: &RenderOptions,
     threads: usize,
     album: Option<&str>,
+    iso: &Isolation,
 ) -> Result<bool> {
-    let outcomes = run_jobs(jobs, out, opts, threads, album)?;
+    let outcomes = run_jobs(jobs, out, opts, threads, album, iso)?;
     let summary = Summary::new("local", &outcomes);
     summary.print();
     let store = FolderStore::new(out);

@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::targets::{self, Target};
 use loopmind_worker::config::{LogFormat, Settings};
+use loopmind_worker::isolate::Isolation;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -38,6 +39,9 @@ struct Cli {
 enum Command {
     /// Master files (or every audio file under directories) for each target.
     Master(Box<MasterArgs>),
+    /// Runs one render for a parent process (internal).
+    #[command(name = "render-child", hide = true)]
+    RenderChild,
     /// Write a synthetic multi-section song and master it: hear a result in one command.
     Demo {
         /// Where the song and its masters go.
@@ -120,6 +124,10 @@ pub struct MasterArgs {
     /// bands, each within ±4 dB) and loudness character (LRA, PLR).
     #[arg(long, conflicts_with = "settings")]
     reference: Option<PathBuf>,
+    /// Settings file (TOML) for the `[render]` limits and budgets;
+    /// LOOPMIND_RENDER__* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 impl MasterArgs {
@@ -219,6 +227,13 @@ fn settings(config: Option<&std::path::Path>) -> Result<Settings> {
     Ok(s)
 }
 
+/// Local commands' render limits: `[render]` of the settings file and the
+/// environment.
+fn isolation(config: Option<&std::path::Path>) -> Result<Isolation> {
+    let s = Settings::load(config)?;
+    Isolation::new(s.render).context("cannot find the running executable to start renders")
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -230,12 +245,13 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Master(args) => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
-            local::master(&args)
+            local::master(&args, &isolation(args.config.as_deref())?)
         }
         Command::Demo { out } => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
-            demo::run(&out)
+            demo::run(&out, &isolation(None)?)
         }
+        Command::RenderChild => Ok(loopmind_worker::isolate::child_main(init_logs) == 0),
         Command::Coordinator { catalog, config } => {
             let s = settings(config.as_deref())?;
             runtime()?.block_on(catalog::run(s, &catalog))

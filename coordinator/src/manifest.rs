@@ -101,6 +101,12 @@ impl Manifest {
                 self.catalog
             ));
         }
+        if self.catalog == loopmind_worker::layout::LOCAL_CATALOG {
+            problems.push(format!(
+                "catalog '{}' is reserved for `loopmind master`; pick another name",
+                self.catalog
+            ));
+        }
         if self.tracks.is_empty() {
             problems.push("no tracks".into());
         }

@@ -34,6 +34,7 @@ pub mod dither;
 pub mod eq;
 pub mod error;
 pub mod fir;
+pub mod level;
 pub mod limiter;
 pub mod loudness;
 pub mod master;

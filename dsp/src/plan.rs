@@ -181,12 +181,14 @@ pub struct SectionPlan {
     /// 0..1, from the emotion graph or the audio.
     pub intensity: f64,
     /// The section's loudness in the input (integrated over the section).
+    #[serde(with = "crate::level")]
     pub input_lufs: f64,
     /// Gain applied to this section relative to the rest of the track.
     pub lufs_offset: f64,
     /// The loudness the plan gives the section at the chain's working level:
     /// its loudness after the chain plus the offset (the master adds one
     /// gain to all sections, so contrasts carry over).
+    #[serde(with = "crate::level")]
     pub planned_lufs: f64,
     /// EQ band gains (dB) for this section.
     pub eq: BandGains,
@@ -375,8 +377,25 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
             reason: reason.into(),
         })
     };
+    if plan.len() > crate::sections::MAX_SECTIONS {
+        return Err(DspError::Setting {
+            key: "sections".into(),
+            reason: format!(
+                "{} sections; at most {}",
+                plan.len(),
+                crate::sections::MAX_SECTIONS
+            ),
+        });
+    }
     let mut prev_end = f64::NEG_INFINITY;
     for (i, p) in plan.iter().enumerate() {
+        for (key, v) in [("section", &p.section), ("emotion", &p.emotion)] {
+            if let Err(DspError::Document { reason, .. }) =
+                crate::sections::check_label(String::new(), v)
+            {
+                return bad(i, key, &reason);
+            }
+        }
         if !(p.start.is_finite() && p.end.is_finite() && p.start >= 0.0 && p.end > p.start) {
             return bad(i, "end", "must be after start, both finite and >= 0");
         }
@@ -394,6 +413,7 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
             ("compression", p.compression, 1.0, 20.0),
             ("saturation", p.saturation, 0.0, 1.0),
             ("width", p.width, 0.0, 2.0),
+            ("intensity", p.intensity, 0.0, 1.0),
         ];
         for (key, v, lo, hi) in ranges {
             if !(lo..=hi).contains(&v) {

@@ -63,6 +63,26 @@ fn doc_err(field: String, reason: String) -> DspError {
 /// Times may overshoot the decoded length by this much (encoder padding,
 /// rounding in the document).
 pub const END_SLACK_S: f64 = 0.5;
+/// Most sections an arrangement (or a settings file) may hold.
+pub const MAX_SECTIONS: usize = 1000;
+/// Most points an emotion graph may hold.
+pub const MAX_POINTS: usize = 100_000;
+/// Longest section label or emotion word, in bytes.
+pub const MAX_LABEL: usize = 64;
+
+/// A label or word that is present and of a sane length.
+pub fn check_label(field: String, v: &str) -> Result<(), DspError> {
+    if v.trim().is_empty() {
+        return Err(doc_err(field, "empty label".into()));
+    }
+    if v.len() > MAX_LABEL || v.chars().any(char::is_control) {
+        return Err(doc_err(
+            field,
+            format!("must be at most {MAX_LABEL} bytes of text without control characters"),
+        ));
+    }
+    Ok(())
+}
 
 /// Parses and checks an arrangement (`{"structure": [{"section", "start",
 /// "end"}, ...]}`) against a track of `duration` seconds: times inside the
@@ -74,17 +94,28 @@ pub fn parse_arrangement(json: &str, duration: f64) -> Result<Vec<Section>, DspE
     if doc.structure.is_empty() {
         return Err(doc_err("structure".into(), "no sections".into()));
     }
+    if doc.structure.len() > MAX_SECTIONS {
+        return Err(doc_err(
+            "structure".into(),
+            format!("{} sections; at most {MAX_SECTIONS}", doc.structure.len()),
+        ));
+    }
     let mut prev_end = 0.0;
     let mut out = Vec::new();
     for (i, s) in doc.structure.into_iter().enumerate() {
         let f = |k: &str| format!("structure[{i}].{k}");
-        if s.section.trim().is_empty() {
-            return Err(doc_err(f("section"), "empty label".into()));
-        }
+        check_label(f("section"), &s.section)?;
         if !s.start.is_finite() || s.start < 0.0 {
             return Err(doc_err(
                 f("start"),
                 format!("{} is before the track starts", s.start),
+            ));
+        }
+        // The end is clamped to the track: the start must leave it a span.
+        if s.start >= duration {
+            return Err(doc_err(
+                f("start"),
+                format!("{} is beyond the track's end at {duration:.2} s", s.start),
             ));
         }
         if !s.end.is_finite() || s.end <= s.start {
@@ -127,6 +158,12 @@ pub fn parse_emotion(json: &str, duration: f64) -> Result<Vec<EmotionPoint>, Dsp
     if doc.curve.is_empty() {
         return Err(doc_err("curve".into(), "no points".into()));
     }
+    if doc.curve.len() > MAX_POINTS {
+        return Err(doc_err(
+            "curve".into(),
+            format!("{} points; at most {MAX_POINTS}", doc.curve.len()),
+        ));
+    }
     let mut prev = -1.0;
     for (i, p) in doc.curve.iter().enumerate() {
         let f = |k: &str| format!("curve[{i}].{k}");
@@ -148,6 +185,9 @@ pub fn parse_emotion(json: &str, duration: f64) -> Result<Vec<EmotionPoint>, Dsp
                 format!("{} is outside 0..1", p.intensity),
             ));
         }
+        if let Some(word) = &p.emotion {
+            check_label(f("emotion"), word)?;
+        }
         prev = p.time;
     }
     Ok(doc.curve)
@@ -155,10 +195,12 @@ pub fn parse_emotion(json: &str, duration: f64) -> Result<Vec<EmotionPoint>, Dsp
 
 /// The emotion graph's intensity at `t` (linear between points, held beyond).
 pub fn intensity_at(curve: &[EmotionPoint], t: f64) -> f64 {
-    match curve.iter().position(|p| p.time > t) {
-        None => curve.last().map_or(0.5, |p| p.intensity),
-        Some(0) => curve[0].intensity,
-        Some(i) => {
+    // Times increase (checked on parsing): a binary search keeps a long
+    // graph's cost logarithmic per lookup.
+    match curve.partition_point(|p| p.time <= t) {
+        i if i == curve.len() => curve.last().map_or(0.5, |p| p.intensity),
+        0 => curve[0].intensity,
+        i => {
             let (a, b) = (&curve[i - 1], &curve[i]);
             a.intensity + (b.intensity - a.intensity) * (t - a.time) / (b.time - a.time)
         }

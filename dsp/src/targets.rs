@@ -65,6 +65,24 @@ impl Target {
                 reason,
             })
         };
+        // The name becomes a file name (`<name>.wav`): a preset's, or a
+        // custom one made of safe characters.
+        let safe = !self.name.is_empty()
+            && self.name.len() <= 64
+            && !self.name.starts_with('.')
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !safe {
+            return Err(crate::DspError::Setting {
+                key: "target name".into(),
+                reason: format!(
+                    "{:?} is not a safe name (letters, digits, - _ . up to 64 bytes, not starting with a dot)",
+                    self.name.chars().take(80).collect::<String>()
+                ),
+            });
+        }
         if !(-40.0..=-5.0).contains(&self.lufs) {
             return bad("lufs", format!("{} is outside -40..-5 LUFS", self.lufs));
         }

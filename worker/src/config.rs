@@ -21,6 +21,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub store: StoreSettings,
     pub worker: WorkerSettings,
+    pub render: RenderSettings,
     pub log: LogSettings,
 }
 
@@ -120,6 +121,47 @@ impl Default for WorkerSettings {
     }
 }
 
+/// What one render may ask for. Each render runs in a child process that
+/// the worker (or `loopmind master`) watches: over its memory budget, past its
+/// deadline or silent too long, it is stopped and the track fails with the
+/// reason; the process that owns the queue and the batch is never touched.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderSettings {
+    /// Address space a render child may map, in MiB (RLIMIT_AS). Today's
+    /// engine holds about 2.4x the decoded track, so 2048 MiB fits about 40
+    /// minutes of 48 kHz stereo; the Kubernetes worker's 900 fits about 15.
+    pub memory_budget_mib: u64,
+    /// Wall-clock time one render may take, in seconds.
+    pub deadline_s: u64,
+    /// Longest a render may go without reporting progress (a decoder stuck in
+    /// a loop), in seconds.
+    pub stall_s: u64,
+    /// Longest track accepted, in seconds of decoded audio.
+    pub max_duration_s: u64,
+    /// Highest input sample rate accepted.
+    pub max_sample_rate_hz: u32,
+    /// Most input channels accepted (mono and stereo are mastered; more
+    /// are refused with this limit named before decoding).
+    pub max_channels: u32,
+    /// Largest arrangement, emotion graph or settings document, in KiB.
+    pub max_document_kib: u64,
+}
+
+impl Default for RenderSettings {
+    fn default() -> Self {
+        Self {
+            memory_budget_mib: 2048,
+            deadline_s: 3600,
+            stall_s: 600,
+            max_duration_s: 3 * 3600,
+            max_sample_rate_hz: 192_000,
+            max_channels: 2,
+            max_document_kib: 1024,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -202,6 +244,38 @@ impl Settings {
         }
         if self.store.attempts == 0 {
             return bad("store.attempts", "must be at least 1");
+        }
+        let r = &self.render;
+        if r.memory_budget_mib < 64 {
+            return bad(
+                "render.memory_budget_mib",
+                "must be at least 64 (the render process itself needs room)",
+            );
+        }
+        if r.deadline_s == 0 || r.stall_s == 0 {
+            return bad(
+                if r.deadline_s == 0 {
+                    "render.deadline_s"
+                } else {
+                    "render.stall_s"
+                },
+                "must be at least 1 second",
+            );
+        }
+        if r.max_duration_s == 0 {
+            return bad("render.max_duration_s", "must be at least 1 second");
+        }
+        if !(8000..=768_000).contains(&r.max_sample_rate_hz) {
+            return bad("render.max_sample_rate_hz", "must be within 8000..768000");
+        }
+        if !(1..=2).contains(&r.max_channels) {
+            return bad(
+                "render.max_channels",
+                "must be 1 or 2 (LoopMind masters mono and stereo)",
+            );
+        }
+        if r.max_document_kib == 0 {
+            return bad("render.max_document_kib", "must be at least 1");
         }
         match self.store.kind {
             StoreKind::Local if self.store.root.as_os_str().is_empty() => bad(

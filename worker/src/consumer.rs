@@ -5,6 +5,7 @@
 //! backoff whenever they fail; a stop request finishes the jobs in hand.
 
 use crate::config::Settings;
+use crate::isolate::Isolation;
 use crate::job::{Job, Status};
 use crate::metrics::Metrics;
 use crate::process::{process_job, Disposition};
@@ -32,6 +33,8 @@ pub enum RunError {
     Queue(#[from] lapin::Error),
     #[error("cannot serve metrics on {0}: {1}")]
     Http(std::net::SocketAddr, std::io::Error),
+    #[error("cannot find the running executable to start renders: {0}")]
+    Exe(std::io::Error),
 }
 
 struct Ctx {
@@ -39,6 +42,7 @@ struct Ctx {
     store: Arc<dyn ObjectStore>,
     scratch: PathBuf,
     metrics: Arc<Metrics>,
+    iso: Isolation,
 }
 
 /// Runs until `shutdown`; returns after the jobs in hand are finished.
@@ -48,6 +52,11 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         std::env::temp_dir()
     } else {
         settings.worker.scratch.clone()
+    };
+    let iso = Isolation {
+        log_level: settings.log.level.clone(),
+        log_json: settings.log.format == crate::config::LogFormat::Json,
+        ..Isolation::new(settings.render.clone()).map_err(RunError::Exe)?
     };
     let metrics = Arc::new(Metrics::new());
     let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.worker.metrics_port));
@@ -60,6 +69,7 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         store,
         scratch,
         metrics,
+        iso,
     });
     let url = ctx.settings.queue.url.clone();
     info!(queue = %ctx.settings.queue_url_redacted(), jobs = %ctx.settings.queue.jobs, "worker starting");
@@ -148,11 +158,14 @@ async fn serve(
 }
 
 async fn handle(delivery: Delivery, ctx: Arc<Ctx>, results: Channel) -> Result<(), lapin::Error> {
-    let job: Job = match serde_json::from_slice(&delivery.data) {
+    let job: Job = match serde_json::from_slice::<Job>(&delivery.data)
+        .map_err(|e| e.to_string())
+        .and_then(|j| j.validate().map(|()| j))
+    {
         Ok(j) => j,
         Err(e) => {
-            // Not a job at all: straight to the dead letters.
-            warn!(error = %e, "malformed job message rejected");
+            // Not a job we may act on: straight to the dead letters.
+            warn!(error = %e, "malformed or unsafe job message rejected");
             delivery
                 .reject(BasicRejectOptions { requeue: false })
                 .await?;
@@ -164,7 +177,7 @@ async fn handle(delivery: Delivery, ctx: Arc<Ctx>, results: Channel) -> Result<(
         let deliveries = rabbitmq::delivery_count(&delivery.properties) + 1;
         info!(delivery = deliveries, "job started");
         let token = ctx.metrics.job_started();
-        let outcome = process_job(&job, ctx.store.as_ref(), &ctx.scratch).await;
+        let outcome = process_job(&job, ctx.store.as_ref(), &ctx.scratch, &ctx.iso).await;
         let label = match (outcome.disposition, outcome.result.status) {
             (Disposition::Requeue, _) => "requeued",
             (_, Status::Failed) => "failed",

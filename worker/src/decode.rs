@@ -54,6 +54,16 @@ fn read_tags(rev: &MetadataRevision, tags: &mut Tags) {
     }
 }
 
+/// 10800 -> "3 h", 5400 -> "1 h 30 min", 90 -> "90 s".
+fn hms(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match (s / 3600, (s % 3600) / 60) {
+        (0, _) => format!("{s} s"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
 fn describe(e: SymError) -> WorkerError {
     WorkerError::Decode(match e {
         SymError::Unsupported(what) => format!("unsupported format or codec ({what})"),
@@ -65,8 +75,62 @@ fn describe(e: SymError) -> WorkerError {
     })
 }
 
-/// Decodes a whole file to planar f32.
+/// What a file may ask of the decoder (from `[render]` settings). The
+/// header's length is never trusted: buffers grow from what was decoded, and
+/// decoding stops with an error at the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodeLimits {
+    pub max_seconds: f64,
+    pub max_rate: u32,
+    pub max_channels: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        (&crate::config::RenderSettings::default()).into()
+    }
+}
+
+impl From<&crate::config::RenderSettings> for DecodeLimits {
+    fn from(s: &crate::config::RenderSettings) -> Self {
+        Self {
+            max_seconds: s.max_duration_s as f64,
+            max_rate: s.max_sample_rate_hz,
+            max_channels: s.max_channels as usize,
+        }
+    }
+}
+
+impl DecodeLimits {
+    fn check_format(&self, rate: u32, channels: usize) -> Result<(), WorkerError> {
+        if rate > self.max_rate {
+            return Err(WorkerError::Limit {
+                what: format!("sample rate {rate} Hz"),
+                limit: format!("{} Hz", self.max_rate),
+                setting: "render.max_sample_rate_hz",
+            });
+        }
+        if channels > self.max_channels {
+            return Err(WorkerError::Limit {
+                what: format!("{channels} channels"),
+                limit: self.max_channels.to_string(),
+                setting: "render.max_channels",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a whole file to planar f32 under the default limits.
 pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
+    decode_file_limited(path, &DecodeLimits::default())
+}
+
+/// Decodes a whole file to planar f32, refusing what exceeds `limits`.
+pub fn decode_file_limited(
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<(Audio, SourceInfo), WorkerError> {
     let file = File::open(path).map_err(|e| WorkerError::io(path, e))?;
     let len = file.metadata().map_err(|e| WorkerError::io(path, e))?.len();
     if len == 0 {
@@ -105,15 +169,13 @@ pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
     let mut decoder = symphonia::default::get_codecs()
         .make(params, &DecoderOptions::default())
         .map_err(describe)?;
+    // Only for the truncation check below: a header's length sizes nothing.
     let expected = params.n_frames;
     let mut rate = params.sample_rate.unwrap_or(0);
+    // Refused before a packet is decoded where the container says enough.
+    limits.check_format(rate, params.channels.map_or(0, |c| c.count()))?;
     let mut channels: Vec<Vec<f32>> = Vec::new();
-    if let (Some(n), Some(ch)) = (expected, params.channels) {
-        // Reserve once: growing by doubling would briefly need twice the track.
-        channels = (0..ch.count())
-            .map(|_| Vec::with_capacity(n as usize))
-            .collect();
-    }
+    let mut max_frames = u64::MAX;
     let mut sample_buf: Option<SampleBuffer<f32>> = None;
     let mut bad_packets = 0usize;
     loop {
@@ -140,10 +202,15 @@ pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
             Err(e) => return Err(describe(e)),
         };
         let spec = *decoded.spec();
-        rate = spec.rate;
         let nch = spec.channels.count();
         if channels.is_empty() {
+            limits.check_format(spec.rate, nch)?;
+            rate = spec.rate;
+            max_frames = (limits.max_seconds * rate as f64) as u64;
             channels = vec![Vec::new(); nch];
+        }
+        if spec.rate != rate {
+            return Err(WorkerError::Decode("sample rate changes mid-stream".into()));
         }
         if channels.len() != nch {
             return Err(WorkerError::Decode(
@@ -160,6 +227,19 @@ pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
                 channels[c].push(s);
             }
         }
+        let frames = channels[0].len() as u64;
+        if frames > max_frames {
+            return Err(WorkerError::Limit {
+                what: format!("more than {} of audio", hms(limits.max_seconds)),
+                limit: hms(limits.max_seconds),
+                setting: "render.max_duration_s",
+            });
+        }
+        crate::progress::tick();
+    }
+    // Growth by doubling leaves up to half of each buffer unused.
+    for c in &mut channels {
+        c.shrink_to_fit();
     }
     let frames = channels.first().map_or(0, Vec::len) as u64;
     if let Some(n) = expected {
@@ -167,7 +247,7 @@ pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
         // was cut short. (Lossy streams may legitimately differ by a frame.)
         if frames + 4096 < n {
             return Err(WorkerError::Decode(format!(
-                "truncated: the header promises {n} frames, the data holds {frames}"
+                "truncated or a lying header: the header promises {n} frames, the data holds {frames}"
             )));
         }
     }

@@ -28,12 +28,26 @@ pub enum WorkerError {
     },
     #[error("writing {path}: {reason}")]
     Encode { path: PathBuf, reason: String },
+    /// A fault of LoopMind's own (a document that would not read back):
+    /// the same job would meet it again.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The input asks for more than the settings allow.
+    #[error("{what} is over the limit of {limit} ({setting})")]
+    Limit {
+        what: String,
+        limit: String,
+        setting: &'static str,
+    },
 }
 
 impl WorkerError {
     pub fn action(&self) -> Action {
         match self {
-            WorkerError::Decode(_) | WorkerError::Request(_) => Action::Abort,
+            WorkerError::Decode(_)
+            | WorkerError::Request(_)
+            | WorkerError::Limit { .. }
+            | WorkerError::Internal(_) => Action::Abort,
             WorkerError::Input(DspError::Sink(_)) => Action::Retry,
             WorkerError::Input(_) => Action::Abort,
             WorkerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -54,5 +68,42 @@ impl WorkerError {
 impl From<DspError> for WorkerError {
     fn from(e: DspError) -> Self {
         WorkerError::Input(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_to_do_next_is_truthful() {
+        let io = |kind| WorkerError::io("/x", std::io::Error::from(kind));
+        let limit = WorkerError::Limit {
+            what: "x".into(),
+            limit: "y".into(),
+            setting: "render.max_duration_s",
+        };
+        for (e, want) in [
+            (WorkerError::Decode("corrupt".into()), Action::Abort),
+            (WorkerError::Request("bad".into()), Action::Abort),
+            (limit, Action::Abort),
+            (WorkerError::Internal("bug".into()), Action::Abort),
+            (WorkerError::Input(DspError::Silent), Action::Abort),
+            (
+                WorkerError::Input(DspError::Sink("disk".into())),
+                Action::Retry,
+            ),
+            (io(std::io::ErrorKind::NotFound), Action::Abort),
+            (io(std::io::ErrorKind::StorageFull), Action::Retry),
+            (
+                WorkerError::Encode {
+                    path: "/x".into(),
+                    reason: "disk".into(),
+                },
+                Action::Retry,
+            ),
+        ] {
+            assert_eq!(e.action(), want, "{e}");
+        }
     }
 }

@@ -74,6 +74,7 @@ pub struct AlbumPlacement {
 /// A mix's integrated loudness and length (a measure job's answer).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Measurement {
+    #[serde(with = "loopmind_dsp::level")]
     pub integrated_lufs: f64,
     pub duration_seconds: f64,
 }
@@ -133,9 +134,85 @@ pub struct JobResult {
     pub uploaded_bytes: u64,
 }
 
+/// Longest store key a message may name.
+pub const MAX_KEY: usize = 1024;
+
 impl Job {
     pub fn output_key(&self, file: &str) -> String {
         format!("{}{file}", self.output_prefix)
+    }
+
+    /// Checks every field of a job as the coordinator made it, before
+    /// anything is read or written for it: names that are safe, the output
+    /// prefix the layout gives them (so no message can point a worker
+    /// elsewhere), keys of sane length, targets, sliders and plan in range.
+    /// The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::layout::{safe_id, track_prefix};
+        for (field, v) in [("catalog", &self.catalog), ("track", &self.track)] {
+            if !safe_id(v) {
+                return Err(format!(
+                    "{field} {:?} is not a safe name (letters, digits, - _ . up to {} bytes, not starting with a dot)",
+                    crate::layout::safe_name(v),
+                    crate::layout::MAX_NAME
+                ));
+            }
+        }
+        let prefix = track_prefix(&self.catalog, &self.track);
+        if self.output_prefix != prefix {
+            return Err(format!(
+                "output_prefix must be {prefix:?} for this catalog and track"
+            ));
+        }
+        if self.job_id.is_empty() || self.job_id.len() > 2 * MAX_KEY {
+            return Err("job_id must be 1 to 2048 bytes".into());
+        }
+        for (field, key) in [
+            ("source", Some(&self.source)),
+            ("arrangement", self.arrangement.as_ref()),
+            ("emotion_graph", self.emotion_graph.as_ref()),
+            ("reference", self.reference.as_ref()),
+        ] {
+            if let Some(k) = key {
+                if k.is_empty() || k.len() > MAX_KEY || k.contains('\0') {
+                    return Err(format!(
+                        "{field} must be a key of 1 to {MAX_KEY} bytes without NUL"
+                    ));
+                }
+            }
+        }
+        if self.targets.is_empty() {
+            return Err("targets: none".into());
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            t.validate().map_err(|e| format!("targets[{i}]: {e}"))?;
+        }
+        let sl = &self.sliders;
+        for (field, v) in [
+            ("sliders.dynamics", sl.dynamics),
+            ("sliders.reactivity", sl.reactivity),
+            ("sliders.amount.eq", sl.amount.eq),
+            ("sliders.amount.width", sl.amount.width),
+            ("sliders.amount.saturation", sl.amount.saturation),
+            ("sliders.amount.compression", sl.amount.compression),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{field}: {v} is outside 0..1"));
+            }
+        }
+        if let Some(a) = &self.album {
+            if !a.lufs_offset.is_finite() || a.lufs_offset.abs() > 60.0 {
+                return Err(format!(
+                    "album.lufs_offset: {} is not a sane offset",
+                    a.lufs_offset
+                ));
+            }
+        }
+        if let Some(p) = &self.plan {
+            loopmind_dsp::plan::validate(&p.sections).map_err(|e| format!("plan: {e}"))?;
+            p.global.validate().map_err(|e| format!("plan: {e}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -169,26 +246,68 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Track ids and catalog names become parts of keys and queue names.
-pub fn safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+pub use crate::layout::safe_id;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_safe_for_keys_and_hash_stable() {
-        assert!(safe_id("t-01_a.b"));
-        for bad in ["", "../x", "a/b", ".hidden", "a b", "é"] {
-            assert!(!safe_id(bad), "{bad}");
+    fn job() -> Job {
+        let targets = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
+        Job {
+            job_id: "c/t@1".into(),
+            catalog: "c".into(),
+            track: "t".into(),
+            source: "mixes/t.wav".into(),
+            arrangement: None,
+            emotion_graph: None,
+            targets,
+            mode: Mode::Cinematic,
+            output_prefix: "masters/c/t/".into(),
+            settings_hash: "1".into(),
+            kind: JobKind::Render,
+            sliders: Default::default(),
+            album: None,
+            reference: None,
+            plan: None,
         }
+    }
+
+    #[test]
+    fn a_message_cannot_point_a_worker_elsewhere() {
+        assert_eq!(job().validate(), Ok(()));
+        let cases: Vec<(Box<dyn Fn(&mut Job)>, &str)> = vec![
+            (
+                Box::new(|j| j.output_prefix = "../../etc/".into()),
+                "output_prefix",
+            ),
+            (
+                Box::new(|j| j.output_prefix = "masters/c/other/".into()),
+                "output_prefix",
+            ),
+            (Box::new(|j| j.track = "..".into()), "track"),
+            (Box::new(|j| j.catalog = "a/b".into()), "catalog"),
+            (
+                Box::new(|j| j.targets[0].name = "../x".into()),
+                "targets[0]",
+            ),
+            (Box::new(|j| j.targets.clear()), "targets"),
+            (Box::new(|j| j.source = "a\0b".into()), "source"),
+            (
+                Box::new(|j| j.sliders.dynamics = f64::NAN),
+                "sliders.dynamics",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut j = job();
+            edit(&mut j);
+            let e = j.validate().unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn hash_stable() {
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
         let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None);
         assert_eq!(

@@ -9,6 +9,9 @@
 //! - [`process`]: one job end to end against an object store: fetch, render,
 //!   publish, `report.json` last (or `error.json`). Local mode and queue
 //!   workers both run it.
+//! - [`isolate`]: every render in a child process of its own, under a
+//!   memory budget and a deadline; [`progress`]: the stages it reports.
+//! - [`layout`]: every output key and path, from validated parts.
 //! - [`job`]: the job and result messages, settings hash, safe ids.
 //! - [`store`]: the object store trait and the folder store; [`s3`]: S3 and
 //!   S3-compatible stores.
@@ -29,11 +32,14 @@ pub mod consumer;
 pub mod decode;
 pub mod error;
 pub mod http;
+pub mod isolate;
 pub mod job;
+pub mod layout;
 pub mod metrics;
 pub mod plot;
 pub mod preview;
 pub mod process;
+pub mod progress;
 pub mod rabbitmq;
 pub mod render;
 pub mod report;

@@ -3,8 +3,9 @@
 //! masters and `master_settings.json`, and `report.json` last, which marks
 //! the track complete. Queue workers and local mode both run exactly this.
 
+use crate::isolate::{Answer, Failure, Isolation, Work};
 use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement, Status};
-use crate::render::{render_masters, RenderOptions};
+use crate::render::RenderOptions;
 use crate::report::ErrorReport;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::{Action, WorkerError};
@@ -44,8 +45,9 @@ enum JobError {
     Worker(#[from] WorkerError),
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("internal error (panic) while rendering")]
-    Panic,
+    /// The render child's answer, or why it gave none.
+    #[error("{0}")]
+    Render(#[from] Failure),
 }
 
 impl JobError {
@@ -56,10 +58,12 @@ impl JobError {
             JobError::Worker(WorkerError::Request(_)) => "request",
             JobError::Worker(WorkerError::Io { .. }) => "io",
             JobError::Worker(WorkerError::Encode { .. }) => "encode",
+            JobError::Worker(WorkerError::Limit { .. }) => "limit",
+            JobError::Worker(WorkerError::Internal(_)) => "internal",
             JobError::Store(StoreError::NotFound(_)) => "store_not_found",
             JobError::Store(StoreError::Transient { .. }) => "store_transient",
             JobError::Store(StoreError::Permanent { .. }) => "store",
-            JobError::Panic => "panic",
+            JobError::Render(f) => f.kind.label(),
         }
     }
 
@@ -68,8 +72,7 @@ impl JobError {
             JobError::Worker(e) => e.action(),
             JobError::Store(StoreError::Transient { .. }) => Action::Retry,
             JobError::Store(_) => Action::Abort,
-            // A bug: the same input would panic again.
-            JobError::Panic => Action::Abort,
+            JobError::Render(f) => f.action,
         }
     }
 }
@@ -79,16 +82,44 @@ pub const ERROR: &str = "error.json";
 pub const SETTINGS: &str = "master_settings.json";
 pub const PICTURE: &str = "loudness.png";
 
-/// Runs `job`; `scratch` is a folder for temporary files (on the store's file
+/// Runs `job`, its decoding and rendering in a child process as `iso`
+/// says; `scratch` is a folder for temporary files (on the store's file
 /// system in local mode, so publishing is a rename).
-pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> Outcome {
+pub async fn process_job(
+    job: &Job,
+    store: &dyn ObjectStore,
+    scratch: &Path,
+    iso: &Isolation,
+) -> Outcome {
     let started = Instant::now();
     let mut traffic = Traffic::default();
+    if let Err(e) = job.validate() {
+        // Its names cannot be trusted to make keys: nothing is written.
+        warn!(error = %e, "job refused");
+        return Outcome {
+            reason: "request",
+            traffic,
+            audio_seconds: 0.0,
+            result: JobResult::failed(
+                job,
+                ErrorReport {
+                    track: job.track.clone(),
+                    source: job.source.clone(),
+                    error: format!("invalid job: {e}"),
+                    action: Action::Abort,
+                },
+                "request",
+                0.0,
+                traffic,
+            ),
+            disposition: Disposition::Ack,
+        };
+    }
     let result = match job.kind {
-        JobKind::Render => run(job, store, scratch, &mut traffic)
+        JobKind::Render => run(job, store, scratch, iso, &mut traffic)
             .await
             .map(|r| (Some(r), None)),
-        JobKind::Measure => measure(job, store, scratch, &mut traffic)
+        JobKind::Measure => measure(job, store, scratch, iso, &mut traffic)
             .await
             .map(|m| (None, Some(m))),
     };
@@ -156,19 +187,7 @@ pub async fn process_job(job: &Job, store: &dyn ObjectStore, scratch: &Path) -> 
                 reason: e.reason(),
                 traffic,
                 audio_seconds: 0.0,
-                result: JobResult {
-                    job_id: job.job_id.clone(),
-                    catalog: job.catalog.clone(),
-                    track: job.track.clone(),
-                    status: Status::Failed,
-                    report: None,
-                    error: Some(error),
-                    measurement: None,
-                    render_seconds,
-                    reason: e.reason().to_string(),
-                    downloaded_bytes: traffic.downloaded,
-                    uploaded_bytes: traffic.uploaded,
-                },
+                result: JobResult::failed(job, error, e.reason(), render_seconds, traffic),
                 disposition,
             }
         }
@@ -179,6 +198,7 @@ async fn run(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
+    iso: &Isolation,
     traffic: &mut Traffic,
 ) -> Result<crate::report::TrackReport, JobError> {
     // A reader must never take an old report for new masters.
@@ -193,10 +213,16 @@ async fn run(
             t.lufs += a.lufs_offset;
         }
     }
+    let max_doc = iso.limits.max_document_kib.saturating_mul(1024);
     let doc = |key: Option<String>| async move {
         match key {
             None => Ok(None),
             Some(k) => match store.get_bytes(&k).await? {
+                Some(b) if b.len() as u64 > max_doc => Err(JobError::Worker(WorkerError::Limit {
+                    what: format!("{} ({} KiB)", store.describe(&k), b.len() / 1024),
+                    limit: format!("{} KiB", max_doc / 1024),
+                    setting: "render.max_document_kib",
+                })),
                 Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
                     JobError::Worker(WorkerError::Request(format!(
                         "{}: not UTF-8 text",
@@ -235,14 +261,18 @@ async fn run(
         arrangement,
         emotion,
         sliders: job.sliders,
+        limits: (&iso.limits).into(),
     };
-    let (track, out2) = (job.track.clone(), out.clone());
-    // Rendering is CPU-bound: off the runtime, or heartbeats starve.
-    let rendered =
-        tokio::task::spawn_blocking(move || render_masters(&input, &track, &out2, &opts))
-            .await
-            .map_err(|_| JobError::Panic)?;
-    let mut report = rendered?;
+    let work = Work::Render {
+        input,
+        track: job.track.clone(),
+        out_dir: out.clone(),
+        opts,
+    };
+    let mut report = match iso.run(&work).await? {
+        Answer::Rendered(r) => *r,
+        Answer::Measured(_) => return Err(mismatched_answer()),
+    };
     // Masters and settings upload side by side; the report waits for all.
     let files: Vec<(String, std::path::PathBuf)> = report
         .targets
@@ -272,13 +302,35 @@ async fn run(
         source_etag: meta.etag,
         settings_hash: job.settings_hash.clone(),
     });
-    let body = serde_json::to_vec_pretty(&report).map_err(|e| WorkerError::Encode {
-        path: job.output_key(REPORT).into(),
-        reason: e.to_string(),
-    })?;
+    let body = crate::report::document(&report)
+        .map_err(|reason| WorkerError::Internal(format!("{REPORT}: {reason}")))?;
     traffic.uploaded += body.len() as u64;
     store.put_bytes(&job.output_key(REPORT), body).await?;
     Ok(report)
+}
+
+impl JobResult {
+    fn failed(
+        job: &Job,
+        error: ErrorReport,
+        reason: &str,
+        render_seconds: f64,
+        traffic: Traffic,
+    ) -> Self {
+        JobResult {
+            job_id: job.job_id.clone(),
+            catalog: job.catalog.clone(),
+            track: job.track.clone(),
+            status: Status::Failed,
+            report: None,
+            error: Some(error),
+            measurement: None,
+            render_seconds,
+            reason: reason.to_string(),
+            downloaded_bytes: traffic.downloaded,
+            uploaded_bytes: traffic.uploaded,
+        }
+    }
 }
 
 /// Every file a render publishes besides the report.
@@ -321,20 +373,26 @@ async fn measure(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
+    iso: &Isolation,
     traffic: &mut Traffic,
 ) -> Result<Measurement, JobError> {
     // The folder lives until the end: `input` is inside it.
     let (_dir, input, _) = fetch_mix(job, store, scratch, traffic).await?;
-    let measured = tokio::task::spawn_blocking(move || -> Result<Measurement, WorkerError> {
-        let (audio, _) = crate::decode::decode_file(&input)?;
-        audio.validate()?;
-        let (integrated_lufs, _) = loopmind_dsp::bs1770::measure(&audio);
-        Ok(Measurement {
-            integrated_lufs: loopmind_dsp::bs1770::audible(integrated_lufs)?,
-            duration_seconds: audio.seconds(),
-        })
+    let work = Work::Measure {
+        input,
+        limits: (&iso.limits).into(),
+    };
+    match iso.run(&work).await? {
+        Answer::Measured(m) => Ok(m),
+        Answer::Rendered(_) => Err(mismatched_answer()),
+    }
+}
+
+/// A child that answered another question (a mismatched binary).
+fn mismatched_answer() -> JobError {
+    JobError::Render(Failure {
+        kind: crate::isolate::FailureKind::Crash,
+        message: "the render process answered a different request".into(),
+        action: Action::Abort,
     })
-    .await
-    .map_err(|_| JobError::Panic)?;
-    Ok(measured?)
 }

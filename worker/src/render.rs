@@ -1,7 +1,7 @@
 //! One track to every target, rendered into a scratch folder. Local mode and
 //! queue workers both reach it through [`crate::process::process_job`].
 
-use crate::decode::decode_file;
+use crate::decode::decode_file_limited;
 use crate::job::GivenPlan;
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
@@ -16,11 +16,11 @@ use loopmind_dsp::plan::{self, SectionPlan, Sliders};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
 use loopmind_dsp::{resample, truepeak, Audio, DspError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RenderOptions {
     pub targets: Vec<Target>,
     pub mode: Mode,
@@ -34,6 +34,9 @@ pub struct RenderOptions {
     /// The user's emotion graph (JSON text); measured when absent.
     pub emotion: Option<String>,
     pub sliders: Sliders,
+    /// What the mix (and the reference) may ask of the decoder.
+    #[serde(default)]
+    pub limits: crate::decode::DecodeLimits,
 }
 
 impl RenderOptions {
@@ -62,12 +65,13 @@ impl RenderOptions {
 }
 
 /// Writes JSON to `<path>.partial` then renames, so readers see all or nothing.
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), WorkerError> {
+pub fn write_json_atomic<T: Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    value: &T,
+) -> Result<(), WorkerError> {
     let tmp = partial_path(path);
-    let body = serde_json::to_vec_pretty(value).map_err(|e| WorkerError::Encode {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
+    let body = crate::report::document(value)
+        .map_err(|reason| WorkerError::Internal(format!("{}: {reason}", path.display())))?;
     fs::write(&tmp, body).map_err(|e| WorkerError::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| WorkerError::io(path, e))
 }
@@ -99,8 +103,10 @@ fn render_inner(
     opts: &RenderOptions,
 ) -> Result<TrackReport, WorkerError> {
     opts.validate()?;
-    let (mut audio, info) = decode_file(input)?;
+    crate::progress::stage("decoding");
+    let (mut audio, info) = decode_file_limited(input, &opts.limits)?;
     audio.validate()?;
+    crate::progress::stage("analysing");
     // One K-weighting pass serves the input's loudness and the section
     // analysis; the true peak comes from our 16x meter.
     let features = sections::features(&audio);
@@ -115,6 +121,15 @@ fn render_inner(
         plr_db: input_tp - integrated_lufs,
     };
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
+    for t in &opts.targets {
+        crate::wav::check_size(
+            &t.name,
+            audio.seconds(),
+            audio.num_channels(),
+            t.rate.unwrap_or(audio.rate),
+            t.bits,
+        )?;
+    }
     let SectionAnalysis {
         sections: secs,
         character,
@@ -154,6 +169,7 @@ fn render_inner(
             plan::plan(&secs, &character, &mode_chain, opts.mode, opts.sliders),
         ),
     };
+    crate::progress::stage("processing");
     chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
     // What the limiter gets has nothing above 0.46 fs, where true-peak
     // meters disagree (other output rates are band-limited after resampling).
@@ -221,6 +237,7 @@ fn render_inner(
             .enumerate()
             .filter(|(_, t)| t.rate.unwrap_or(src_rate) == rate)
         {
+            crate::progress::stage(&format!("rendering {}", t.name));
             let file = format!("{}.wav", t.name);
             let path = out_dir.join(&file);
             let mut sink = WavSink::new(&path, prep.audio.num_channels(), rate, t.bits);
@@ -294,6 +311,7 @@ fn render_inner(
         reference,
         tempo_bpm,
     };
+    crate::progress::stage("writing");
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
     if let Some((name, lufs, blocks, rate)) = pictured {
         let hop = loopmind_dsp::bs1770::hop;
@@ -445,7 +463,8 @@ fn analyse_reference(
     opts: &RenderOptions,
 ) -> Result<ReferenceAnalysis, WorkerError> {
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
-    let (audio, _) = decode_file(path).map_err(named)?;
+    crate::progress::stage("decoding the reference");
+    let (audio, _) = decode_file_limited(path, &opts.limits).map_err(named)?;
     audio.validate().map_err(|e| named(e.into()))?;
     let (integrated, lra) = loopmind_dsp::bs1770::measure(&audio);
     let integrated = loopmind_dsp::bs1770::audible(integrated).map_err(|e| named(e.into()))?;

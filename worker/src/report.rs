@@ -5,14 +5,28 @@ use crate::decode::SourceInfo;
 use crate::Action;
 use loopmind_dsp::chain::ChainSettings;
 use loopmind_dsp::modes::Mode;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// A document as LoopMind writes it (pretty JSON), proven to read back into
+/// its own type first: a number JSON cannot hold would otherwise become a
+/// file that `--settings`, resuming or the coordinator refuses later.
+pub fn document<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>, String> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<T>(&body)
+        .map_err(|e| format!("would not read back ({e}); not written"))?;
+    Ok(body)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InputLoudness {
+    #[serde(with = "loopmind_dsp::level")]
     pub integrated_lufs: f64,
     pub lra_lu: f64,
+    #[serde(with = "loopmind_dsp::level")]
     pub sample_peak_dbfs: f64,
     /// Near-ideal (16x) true peak.
+    #[serde(with = "loopmind_dsp::level")]
     pub true_peak_dbtp: f64,
     /// Peak-to-loudness ratio: true peak minus integrated loudness.
     pub plr_db: f64,
@@ -26,13 +40,17 @@ pub struct TargetReport {
     pub output_file: String,
     pub sample_rate_hz: u32,
     pub bit_depth: u16,
+    #[serde(with = "loopmind_dsp::level")]
     pub integrated_lufs: f64,
     pub lra_lu: f64,
     /// Near-ideal (16x) true peak of the written file.
+    #[serde(with = "loopmind_dsp::level")]
     pub true_peak_dbtp: f64,
     /// The same by BS.1770's reference interpolator (the reading of the
     /// ebur128 crate and ffmpeg's ebur128 filter).
+    #[serde(with = "loopmind_dsp::level")]
     pub true_peak_bs1770_dbtp: f64,
+    #[serde(with = "loopmind_dsp::level")]
     pub sample_peak_dbfs: f64,
     /// Total gain from the input to the master, before limiting.
     pub gain_db: f64,
@@ -63,6 +81,7 @@ pub struct Preview {
     pub start: f64,
     pub end: f64,
     /// Both clips' integrated loudness.
+    #[serde(with = "loopmind_dsp::level")]
     pub lufs: f64,
     pub mix_file: String,
     pub master_file: String,
@@ -75,8 +94,10 @@ pub struct SectionReport {
     pub start: f64,
     pub end: f64,
     /// Integrated (gated) over the section, in the input.
+    #[serde(with = "loopmind_dsp::level")]
     pub input_lufs: f64,
     /// The same, in this master.
+    #[serde(with = "loopmind_dsp::level")]
     pub output_lufs: f64,
 }
 
@@ -130,6 +151,7 @@ pub struct MasterSettings {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ReferenceReport {
     pub source: String,
+    #[serde(with = "loopmind_dsp::level")]
     pub integrated_lufs: f64,
     pub lra_lu: f64,
     pub plr_db: f64,

@@ -83,10 +83,10 @@ impl S3Store {
                         .message()
                         .map_or(code.clone(), |m| format!("{code}: {m}"))
                 );
-                match status {
-                    404 => StoreError::NotFound(what),
-                    408 | 429 | 500..=599 => StoreError::Transient { what, reason },
-                    _ => StoreError::Permanent { what, reason },
+                match classify_status(status, &code) {
+                    Class::NotFound => StoreError::NotFound(what),
+                    Class::Transient => StoreError::Transient { what, reason },
+                    Class::Permanent => StoreError::Permanent { what, reason },
                 }
             }
             // Timeouts, connection failures, cut responses: the store may come back.
@@ -215,5 +215,63 @@ impl ObjectStore for S3Store {
 
     fn describe(&self, key: &str) -> String {
         self.what(key)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    NotFound,
+    Transient,
+    Permanent,
+}
+
+/// What an S3 error answer means for the job. Refusals that pass with time
+/// are worth a retry: throttling and server faults, and the 400/403s of a
+/// skewed clock or an expiring session token (the credential chain refreshes
+/// it); other refusals (no access, no bucket, a bad request) are final.
+fn classify_status(status: u16, code: &str) -> Class {
+    const PASSING: &[&str] = &[
+        "RequestTimeTooSkewed",
+        "RequestExpired",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "RequestTimeout",
+        "SlowDown",
+        "OperationAborted",
+        "InternalError",
+        "ServiceUnavailable",
+    ];
+    match status {
+        404 if code != "NoSuchBucket" => Class::NotFound,
+        408 | 429 | 500..=599 => Class::Transient,
+        _ if PASSING.contains(&code) => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classify_status, Class};
+
+    #[test]
+    fn refusals_that_pass_with_time_are_retried() {
+        for (status, code, want) in [
+            (404, "NoSuchKey", Class::NotFound),
+            (404, "NoSuchBucket", Class::Permanent),
+            (403, "RequestTimeTooSkewed", Class::Transient),
+            (400, "ExpiredToken", Class::Transient),
+            (403, "ExpiredToken", Class::Transient),
+            (400, "RequestTimeout", Class::Transient),
+            (409, "OperationAborted", Class::Transient),
+            (503, "SlowDown", Class::Transient),
+            (500, "", Class::Transient),
+            (429, "", Class::Transient),
+            (403, "AccessDenied", Class::Permanent),
+            (403, "InvalidAccessKeyId", Class::Permanent),
+            (403, "SignatureDoesNotMatch", Class::Permanent),
+            (400, "InvalidArgument", Class::Permanent),
+        ] {
+            assert_eq!(classify_status(status, code), want, "{status} {code}");
+        }
     }
 }

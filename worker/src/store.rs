@@ -67,6 +67,17 @@ impl FolderStore {
     pub fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
+
+    /// Where a write to `key` goes: only ever under the root.
+    fn write_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if !crate::layout::relative_key(key) {
+            return Err(StoreError::Permanent {
+                what: key.to_string(),
+                reason: "refused: not a key inside the store's folder".into(),
+            });
+        }
+        Ok(self.root.join(key))
+    }
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
@@ -138,7 +149,7 @@ impl ObjectStore for FolderStore {
     }
 
     async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError> {
-        let dest = self.path(key);
+        let dest = self.write_path(key)?;
         // Same file system (a scratch folder under the root): a rename.
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -150,11 +161,11 @@ impl ObjectStore for FolderStore {
     }
 
     async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        write_atomic(&self.path(key), |tmp| std::fs::write(tmp, &body))
+        write_atomic(&self.write_path(key)?, |tmp| std::fs::write(tmp, &body))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let p = self.path(key);
+        let p = self.write_path(key)?;
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&p, e)),
             _ => Ok(()),

@@ -21,6 +21,31 @@ pub struct WavSink {
     packed: Vec<u8>,
 }
 
+/// Refuses, before any rendering, a master a WAV file cannot hold (its
+/// sizes are 32-bit: 4 GiB in all).
+pub fn check_size(
+    target: &str,
+    seconds: f64,
+    channels: usize,
+    rate: u32,
+    bits: u16,
+) -> Result<(), WorkerError> {
+    let bytes = seconds * rate as f64 * channels as f64 * (bits / 8) as f64;
+    // Headers and the INFO chunk take the rest.
+    let room = (u32::MAX - 64 * 1024) as f64;
+    if bytes > room {
+        return Err(WorkerError::Limit {
+            what: format!(
+                "the {target} master ({:.1} GiB)",
+                bytes / (1u64 << 30) as f64
+            ),
+            limit: "4 GiB".into(),
+            setting: "the WAV format: lower the target's rate or bit depth, or split the track",
+        });
+    }
+    Ok(())
+}
+
 /// The temporary name a file is written under.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
