@@ -559,3 +559,97 @@ fn a_manifest_with_problems_publishes_nothing() {
         "jobs were published:\n{listing}"
     );
 }
+
+/// The hostile set of `tests/hostile.rs` as a catalog, two workers: every
+/// track ends mastered or with an error.json naming its problem, the
+/// coordinator finishes on its own, and both workers are the same processes
+/// at the end (every render ran in a child of theirs).
+#[test]
+fn a_hostile_catalog_finishes_and_no_worker_dies() {
+    use common::hostile::*;
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new(
+        "hostile",
+        &[
+            ("LOOPMIND_RENDER__MAX_DURATION_S", "60"),
+            ("LOOPMIND_RENDER__MEMORY_BUDGET_MIB", "160"),
+        ],
+    );
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("hostile");
+    let dir = c.dir.path().to_path_buf();
+    let good = dir.join("good.wav");
+    write_wav(&good, &short_song(44_100), 24, false);
+    let files = [
+        ("good", good.clone()),
+        ("lying-flac", dir.join("lying.flac")),
+        ("lying-mp3", dir.join("lying.mp3")),
+        ("long", dir.join("long.flac")),
+        ("budget", dir.join("budget.flac")),
+        ("silences", dir.join("silences.wav")),
+    ];
+    lying_flac(&good, &files[1].1);
+    lying_mp3(&good, &files[2].1);
+    // 90 s against a 60 s limit; 50 s at 192 kHz decode to 77 MB, which
+    // the engine's 2.4x does not fit in 160 MiB.
+    tone_flac(&files[3].1, 8_000, 90.0);
+    tone_flac(&files[4].1, 192_000, 50.0);
+    write_wav(&files[5].1, &song_with_silence(), 24, false);
+    let arrangement = format!("mixes/{catalog}/silences.arrangement.json");
+    rt.block_on(store.put_bytes(&arrangement, SILENCES_ARRANGEMENT.as_bytes().to_vec()))
+        .unwrap();
+    let mut entries = Vec::new();
+    for (id, f) in &files {
+        let key = format!(
+            "mixes/{catalog}/{}",
+            f.file_name().unwrap().to_string_lossy()
+        );
+        rt.block_on(store.put_file(&key, f)).unwrap();
+        let mut e = serde_json::json!({"id": id, "source": key});
+        if *id == "silences" {
+            e["arrangement"] = serde_json::json!(arrangement);
+        }
+        entries.push(e);
+    }
+    let manifest = dir.join("hostile.json");
+    let m = serde_json::json!({"catalog": catalog, "targets": ["spotify"], "mode": "cinematic", "tracks": entries});
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let (w0, w1) = (c.spawn_worker(), c.spawn_worker());
+    let pids = (c.workers[w0].id(), c.workers[w1].id());
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("6 tracks: 2 mastered, 4 failed"),
+        "{out}\n{err}"
+    );
+    for i in [w0, w1] {
+        assert!(
+            c.workers[i].try_wait().unwrap().is_none(),
+            "worker {i} died:\n{}",
+            c.log(i)
+        );
+    }
+    assert_eq!(pids, (c.workers[w0].id(), c.workers[w1].id()));
+    for (id, want) in [
+        ("lying-flac", "the header promises"),
+        ("lying-mp3", "the header promises"),
+        ("long", "(render.max_duration_s)"),
+        ("budget", "ran out of its 160 MiB memory budget"),
+    ] {
+        let body = rt
+            .block_on(store.get_bytes(&format!("masters/{catalog}/{id}/error.json")))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}: no error.json"));
+        let e: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(e["error"].as_str().unwrap().contains(want), "{id}: {e}");
+    }
+    let body = rt
+        .block_on(store.get_bytes(&format!("masters/{catalog}/silences/report.json")))
+        .unwrap()
+        .expect("silences mastered");
+    let r: TrackReport = serde_json::from_slice(&body).unwrap();
+    assert_eq!(r.targets[0].sections[2].output_lufs, f64::NEG_INFINITY);
+}

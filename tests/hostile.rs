@@ -7,9 +7,9 @@
 
 mod common;
 
+use common::hostile::*;
 use common::*;
-use loopmind_dsp::testsignals::{sine, song, SongSection};
-use loopmind_dsp::Audio;
+use loopmind_dsp::testsignals::sine;
 use loopmind_worker::report::{MasterSettings, TrackReport};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,51 +36,6 @@ fn text(o: &Output) -> String {
 fn error_of(out: &Path, track: &str) -> String {
     let e = read_json(&out.join(track).join("error.json"));
     e["error"].as_str().unwrap().to_string()
-}
-
-/// A FLAC made by ffmpeg whose STREAMINFO total-samples field (36 bits) is
-/// set to all ones: a header promising 432 hours.
-fn lying_flac(src: &Path, dst: &Path) {
-    ffmpeg_convert(src, dst, &["-c:a", "flac"]);
-    let mut b = std::fs::read(dst).unwrap();
-    assert_eq!(&b[..4], b"fLaC");
-    // fLaC, block header (4), then STREAMINFO: total samples start at bit 4
-    // of its 14th byte.
-    let at = 8 + 13;
-    b[at] |= 0x0f;
-    b[at + 1..at + 5].fill(0xff);
-    std::fs::write(dst, b).unwrap();
-}
-
-/// An MP3 whose Xing/Info frame count is all ones.
-fn lying_mp3(src: &Path, dst: &Path) {
-    ffmpeg_convert(src, dst, &["-c:a", "libmp3lame", "-b:a", "128k"]);
-    let mut b = std::fs::read(dst).unwrap();
-    let at = b
-        .windows(4)
-        .position(|w| w == b"Xing" || w == b"Info")
-        .expect("ffmpeg writes a Xing/Info header");
-    assert!(b[at + 7] & 1 == 1, "frame count present");
-    b[at + 8..at + 12].fill(0xff);
-    std::fs::write(dst, b).unwrap();
-}
-
-/// A song with 2 s of digital silence in its middle.
-fn song_with_silence() -> Audio {
-    let s = SongSection::new;
-    let (mut a, _) = song(
-        44_100,
-        &[
-            s("Intro", 2, -9.0, false, false, false),
-            s("Verse", 3, -6.0, true, true, false),
-            s("Chorus", 4, 0.0, true, true, true),
-        ],
-        5,
-    );
-    for c in &mut a.channels {
-        c[5 * 44_100..7 * 44_100].fill(0.0);
-    }
-    a
 }
 
 fn everything_under(dir: &Path) -> Vec<PathBuf> {
@@ -115,11 +70,7 @@ fn a_hostile_batch_finishes_and_every_track_is_accounted_for() {
     write_wav(&mixes.join("silences.wav"), &song_with_silence(), 24, false);
     std::fs::write(
         mixes.join("silences.arrangement.json"),
-        r#"{"structure": [
-            {"section": "intro", "start": 0.0, "end": 4.0},
-            {"section": "blip", "start": 4.0, "end": 4.2},
-            {"section": "gap", "start": 5.2, "end": 6.8},
-            {"section": "chorus", "start": 6.8, "end": 18.0}]}"#,
+        SILENCES_ARRANGEMENT,
     )
     .unwrap();
     // The last section starts after the track's end (18 s).
@@ -247,19 +198,6 @@ fn a_hostile_batch_finishes_and_every_track_is_accounted_for() {
     );
     assert!(!dir.path().join("escaped.wav").exists());
     assert!(everything_under(dir.path()).len() <= before + 1, "{log}");
-}
-
-/// A 4-minute 48 kHz stereo FLAC (a tone: a few hundred KB that decode to
-/// 92 MB of samples).
-fn long_flac(path: &Path) {
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("sine=frequency=220:sample_rate=48000:duration=240")
-        .args(["-ac", "2", "-c:a", "flac"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg");
-    assert!(st.success());
 }
 
 /// Runs `loopmind master` and, while it runs, does `to_child` to each render

@@ -111,6 +111,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod hostile;
 pub mod services;
 
 /// A JSON file LoopMind wrote (error.json, summary.json, ...).
