@@ -39,7 +39,7 @@ pub enum Work {
         input: PathBuf,
         track: String,
         out_dir: PathBuf,
-        opts: RenderOptions,
+        opts: Box<RenderOptions>,
     },
     /// An album's first pass: loudness and length only.
     Measure {

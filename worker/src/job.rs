@@ -276,7 +276,8 @@ mod tests {
     #[test]
     fn a_message_cannot_point_a_worker_elsewhere() {
         assert_eq!(job().validate(), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Job)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Job)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|j| j.output_prefix = "../../etc/".into()),
                 "output_prefix",

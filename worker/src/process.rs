@@ -267,7 +267,7 @@ async fn run(
         input,
         track: job.track.clone(),
         out_dir: out.clone(),
-        opts,
+        opts: Box::new(opts),
     };
     let mut report = match iso.run(&work).await? {
         Answer::Rendered(r) => *r,
