@@ -252,17 +252,5 @@ async fn dead_lettered(settings: &Settings, store: &dyn ObjectStore, job: &Job) 
     if let Err(e) = store.put_bytes(&job.output_key(ERROR), body).await {
         warn!(error = %e, track = %job.track, "cannot write error.json");
     }
-    JobResult {
-        job_id: job.job_id.clone(),
-        catalog: job.catalog.clone(),
-        track: job.track.clone(),
-        status: Status::Failed,
-        report: None,
-        error: Some(err),
-        measurement: None,
-        render_seconds: 0.0,
-        reason: "dead_lettered".into(),
-        downloaded_bytes: 0,
-        uploaded_bytes: 0,
-    }
+    JobResult::failed(job, err, "dead_lettered", 0.0, (0, 0))
 }

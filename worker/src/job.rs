@@ -134,6 +134,31 @@ pub struct JobResult {
     pub uploaded_bytes: u64,
 }
 
+impl JobResult {
+    /// A failed job's result; `bytes` moved (downloaded, uploaded).
+    pub fn failed(
+        job: &Job,
+        error: ErrorReport,
+        reason: &str,
+        render_seconds: f64,
+        bytes: (u64, u64),
+    ) -> Self {
+        JobResult {
+            job_id: job.job_id.clone(),
+            catalog: job.catalog.clone(),
+            track: job.track.clone(),
+            status: Status::Failed,
+            report: None,
+            error: Some(error),
+            measurement: None,
+            render_seconds,
+            reason: reason.to_string(),
+            downloaded_bytes: bytes.0,
+            uploaded_bytes: bytes.1,
+        }
+    }
+}
+
 /// Longest store key a message may name.
 pub const MAX_KEY: usize = 1024;
 

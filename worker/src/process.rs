@@ -110,7 +110,7 @@ pub async fn process_job(
                 },
                 "request",
                 0.0,
-                traffic,
+                (0, 0),
             ),
             disposition: Disposition::Ack,
         };
@@ -187,7 +187,13 @@ pub async fn process_job(
                 reason: e.reason(),
                 traffic,
                 audio_seconds: 0.0,
-                result: JobResult::failed(job, error, e.reason(), render_seconds, traffic),
+                result: JobResult::failed(
+                    job,
+                    error,
+                    e.reason(),
+                    render_seconds,
+                    (traffic.downloaded, traffic.uploaded),
+                ),
                 disposition,
             }
         }
@@ -307,30 +313,6 @@ async fn run(
     traffic.uploaded += body.len() as u64;
     store.put_bytes(&job.output_key(REPORT), body).await?;
     Ok(report)
-}
-
-impl JobResult {
-    fn failed(
-        job: &Job,
-        error: ErrorReport,
-        reason: &str,
-        render_seconds: f64,
-        traffic: Traffic,
-    ) -> Self {
-        JobResult {
-            job_id: job.job_id.clone(),
-            catalog: job.catalog.clone(),
-            track: job.track.clone(),
-            status: Status::Failed,
-            report: None,
-            error: Some(error),
-            measurement: None,
-            render_seconds,
-            reason: reason.to_string(),
-            downloaded_bytes: traffic.downloaded,
-            uploaded_bytes: traffic.uploaded,
-        }
-    }
 }
 
 /// Every file a render publishes besides the report.
