@@ -6,7 +6,9 @@
 //! with [`manifest`] validating catalogs, [`broker`] publishing and
 //! following, and [`album`] computing album offsets; `worker` runs the worker crate's
 //! consumer; [`summary`] prints and saves what happened; [`demo`] writes a
-//! synthetic multi-section song to master.
+//! synthetic multi-section song to master. The hidden `render-child`
+//! subcommand is one isolated render, started by `master` and `worker` alike
+//! (`loopmind_worker::isolate`).
 
 mod album;
 mod broker;
