@@ -284,7 +284,7 @@ pub fn master(args: &MasterArgs, iso: &Isolation) -> Result<bool> {
         ..Default::default()
     };
     if let Some(path) = &args.settings {
-        given_settings(path, &mut opts)?;
+        given_settings(path, &mut opts, iso.limits.max_document_kib)?;
     }
     if let Some(path) = &args.reference {
         if !path.is_file() {
@@ -323,7 +323,17 @@ pub fn master(args: &MasterArgs, iso: &Isolation) -> Result<bool> {
 
 /// Takes the plan, mode and sliders of an earlier `master_settings.json`,
 /// and its targets unless others were asked for.
-fn given_settings(path: &Path, opts: &mut RenderOptions) -> Result<()> {
+fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result<()> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .len();
+    if size > max_kib * 1024 {
+        bail!(
+            "{}: {} KiB is over the limit of {max_kib} KiB (render.max_document_kib)",
+            path.display(),
+            size / 1024
+        );
+    }
     let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let s: MasterSettings = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a master_settings.json", path.display()))?;

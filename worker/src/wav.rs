@@ -198,6 +198,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_master_over_4_gib_is_refused_before_rendering() {
+        // 3 h at 96 kHz, 24-bit stereo: 6.2 GB.
+        let e = check_size("film", 3.0 * 3600.0, 2, 96_000, 24).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the film master (5.8 GiB) is over the limit of 4 GiB"),
+            "{e}"
+        );
+        assert_eq!(e.action(), crate::Action::Abort);
+        // 3 h at 44.1 kHz, 16-bit stereo: 1.9 GB.
+        assert!(check_size("cd", 3.0 * 3600.0, 2, 44_100, 16).is_ok());
+    }
+
+    #[test]
     fn written_samples_read_back_exactly_with_tags_after_data() {
         let dir = tempfile::tempdir().unwrap();
         for bits in [16u16, 24] {
