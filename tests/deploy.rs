@@ -237,31 +237,94 @@ fn compose_stack_agrees_with_the_worker() {
     }
 }
 
+/// A Dockerfile's instructions: comments dropped, continuation lines joined,
+/// as (INSTRUCTION, rest) pairs.
+fn dockerfile(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && cur.is_empty()) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(head) => {
+                cur.push_str(head);
+                cur.push(' ');
+            }
+            None => {
+                cur.push_str(t);
+                let (i, rest) = cur.trim().split_once(' ').unwrap_or((cur.trim(), ""));
+                out.push((i.to_uppercase(), rest.trim().to_string()));
+                cur.clear();
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn image_builds_like_ci_and_runs_unprivileged() {
-    let df = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
+    let df = dockerfile(&std::fs::read_to_string(deploy("Dockerfile")).unwrap());
     let ci = std::fs::read_to_string(deploy("../.ci/run")).unwrap();
-    assert!(
-        df.contains("cargo build --release --locked")
-            && ci.contains("cargo build --release --locked")
-    );
-    assert!(df.contains("USER 10001"), "runs as root");
-    assert!(df.contains("ca-certificates"));
-    assert!(df.contains(r#"CMD ["worker"]"#));
-    assert!(df.contains(&format!("EXPOSE {METRICS_PORT}")));
-    assert!(df.contains(&format!("127.0.0.1:{METRICS_PORT}{HEALTH_PATH}")));
-    // The dependency layer stubs every test target the manifest declares.
-    let manifest = std::fs::read_to_string(deploy("../coordinator/Cargo.toml")).unwrap();
-    for line in manifest
+    let runs: Vec<&str> = df
+        .iter()
+        .filter(|(i, _)| i == "RUN")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    // The same build command as CI, in instructions (not in a comment).
+    assert!(ci
         .lines()
-        .filter(|l| l.starts_with("path = \"../tests/"))
-    {
-        let name = line
-            .trim_start_matches("path = \"../tests/")
-            .trim_end_matches(".rs\"");
-        assert!(
-            df.contains(name),
-            "Dockerfile does not stub tests/{name}.rs"
-        );
+        .any(|l| l.trim_start().starts_with("cargo build --release --locked")));
+    assert!(runs
+        .iter()
+        .any(|r| r.contains("cargo build --release --locked")));
+    // The runtime stage: everything after the last FROM.
+    let last_from = df.iter().rposition(|(i, _)| i == "FROM").unwrap();
+    let runtime = &df[last_from..];
+    let has = |ins: &str, want: &str| runtime.iter().any(|(i, r)| i == ins && r == want);
+    assert!(has("USER", "10001"), "the runtime stage runs as root");
+    assert!(has("CMD", r#"["worker"]"#));
+    assert!(has("EXPOSE", &METRICS_PORT.to_string()));
+    assert!(runtime.iter().any(|(i, r)| i == "HEALTHCHECK"
+        && r.contains(&format!("127.0.0.1:{METRICS_PORT}{HEALTH_PATH}"))));
+    assert!(runtime
+        .iter()
+        .any(|(i, r)| i == "RUN" && r.contains("ca-certificates")));
+    // The image's environment names settings, and none the Kubernetes
+    // ConfigMap sets: the environment would override the mounted file.
+    let cm = &yaml_docs("k8s/configmap.yaml")[0];
+    let cm_toml: toml::Table = str_of(cm, &["data", "loopmind.toml"]).parse().unwrap();
+    for (_, rest) in df.iter().filter(|(i, _)| i == "ENV") {
+        let var = rest.split(['=', ' ']).next().unwrap();
+        if let Some(setting) = var.strip_prefix("LOOPMIND_") {
+            assert_setting(var, "Dockerfile ENV");
+            let (section, key) = setting.split_once("__").unwrap();
+            let (section, key) = (section.to_lowercase(), key.to_lowercase());
+            assert!(
+                cm_toml
+                    .get(&section)
+                    .and_then(|t| t.get(&key))
+                    .is_none(),
+                "the image's {var} overrides the ConfigMap's {section}.{key}"
+            );
+        }
     }
+    // The dependency layer stubs exactly the test targets the manifest
+    // declares (a missing stub fails the image build).
+    let manifest = std::fs::read_to_string(deploy("../coordinator/Cargo.toml")).unwrap();
+    let mut declared: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("path = \"../tests/"))
+        .map(|l| l.trim_end_matches(".rs\""))
+        .collect();
+    declared.sort_unstable();
+    let stub = runs
+        .iter()
+        .find(|r| r.contains("for t in"))
+        .expect("a RUN stubbing the test targets");
+    let list = &stub[stub.find("for t in").unwrap() + "for t in".len()..];
+    let mut stubbed: Vec<&str> = list[..list.find(';').unwrap()].split_whitespace().collect();
+    stubbed.sort_unstable();
+    assert_eq!(stubbed, declared, "Dockerfile test stubs vs coordinator/Cargo.toml");
 }

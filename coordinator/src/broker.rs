@@ -240,6 +240,7 @@ async fn dead_lettered(settings: &Settings, store: &dyn ObjectStore, job: &Job) 
             |e| format!("last error: {}", e.error),
         );
     let err = ErrorReport {
+        schema_version: Default::default(),
         track: job.track.clone(),
         source: store.describe(&job.source),
         error: format!(

@@ -120,6 +120,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
             Some(report) => {
                 measured.insert(job.track.clone(), album::measurement_of(&report));
                 let r = JobResult {
+                    schema_version: Default::default(),
                     job_id: job.job_id.clone(),
                     catalog: name.clone(),
                     track: job.track.clone(),
@@ -247,6 +248,7 @@ fn make_job(catalog: &str, run_id: &str, p: &PlannedTrack, album: Option<&str>) 
         p.reference.as_deref(),
     );
     Job {
+        schema_version: Default::default(),
         job_id: format!("{catalog}/{}@{hash}#{run_id}", p.entry.id),
         catalog: catalog.into(),
         track: p.entry.id.clone(),

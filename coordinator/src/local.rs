@@ -216,6 +216,7 @@ pub fn run_jobs(
     let mut jobs = Vec::new();
     for j in &files {
         jobs.push(Job {
+            schema_version: Default::default(),
             job_id: format!("{LOCAL_CATALOG}/{}@{hash}", j.track),
             catalog: LOCAL_CATALOG.into(),
             track: j.track.clone(),

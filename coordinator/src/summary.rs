@@ -8,7 +8,9 @@ use serde::Serialize;
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetLine {
     pub target: String,
+    #[serde(serialize_with = "loopmind_dsp::level::serialize")]
     pub integrated_lufs: f64,
+    #[serde(serialize_with = "loopmind_dsp::level::serialize")]
     pub true_peak_dbtp: f64,
     pub file: String,
 }
@@ -83,6 +85,7 @@ impl TrackOutcome {
 
 #[derive(Serialize)]
 pub struct Summary<'a> {
+    pub schema_version: loopmind_worker::schema::SchemaVersion,
     pub catalog: &'a str,
     pub total: usize,
     pub mastered: usize,
@@ -140,6 +143,7 @@ impl<'a> Summary<'a> {
     pub fn new(catalog: &'a str, tracks: &'a [TrackOutcome]) -> Self {
         let failed = tracks.iter().filter(|o| o.error.is_some()).count();
         Self {
+            schema_version: Default::default(),
             catalog,
             total: tracks.len(),
             mastered: tracks.len() - failed,
@@ -210,11 +214,11 @@ impl<'a> Summary<'a> {
                     for (i, t) in o.targets.iter().enumerate() {
                         let name = if i == 0 { esc(&o.track) } else { String::new() };
                         rows.push_str(&format!(
-                            "<tr><td>{name}</td><td>{}</td><td class=n>{:.2}</td><td class=n>{:.2}</td><td><a href=\"{f}\">{f}</a></td></tr>\n",
+                            "<tr><td>{name}</td><td>{}</td><td class=n>{:.2}</td><td class=n>{:.2}</td><td>{}</td></tr>\n",
                             esc(&t.target),
                             t.integrated_lufs,
                             t.true_peak_dbtp,
-                            f = esc(&t.file)
+                            link(&o.track, &t.target, &t.file),
                         ));
                     }
                 }
@@ -252,9 +256,89 @@ impl<'a> Summary<'a> {
     }
 }
 
+/// A link to a master, made from the track and target names (never from a
+/// file name a report carried): a relative path (`./`), each segment
+/// percent-encoded, so no name can become a `javascript:` or off-site URL.
+/// Names that are not safe ids get no link, only their escaped text.
+fn link(track: &str, target: &str, file: &str) -> String {
+    use loopmind_worker::layout::safe_id;
+    if !(safe_id(track) && safe_id(target)) {
+        return esc(file);
+    }
+    let href = format!(
+        "./{}/{}",
+        percent(track),
+        percent(&loopmind_worker::layout::master_file(target))
+    );
+    format!("<a href=\"{}\">{}</a>", esc(&href), esc(file))
+}
+
+/// RFC 3986 unreserved characters stay, every other byte is `%XX`.
+fn percent(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(track: &str, target: &str, file: &str) -> TrackOutcome {
+        TrackOutcome {
+            track: track.into(),
+            source: format!("{track}.wav"),
+            targets: vec![TargetLine {
+                target: target.into(),
+                integrated_lufs: -14.0,
+                true_peak_dbtp: -1.0,
+                file: file.into(),
+            }],
+            error: None,
+            skipped: false,
+            album: None,
+            album_lufs_offset: None,
+            duration_seconds: 1.0,
+        }
+    }
+
+    /// Every href in the page, as written.
+    fn hrefs(html: &str) -> Vec<String> {
+        html.split("href=\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn links_are_relative_paths_the_summary_made() {
+        let tracks = [
+            outcome("javascript:alert(1)", "spotify", "javascript:alert(1)/spotify.wav"),
+            // A report whose output_file was tampered with.
+            outcome("song", "spotify", "javascript:alert(document.cookie)"),
+            outcome("<b>x</b>", "cd", "<script>alert(1)</script>"),
+        ];
+        let html = Summary::new("c\"><script>", &tracks).html();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>x"), "{html}");
+        let links = hrefs(&html);
+        assert_eq!(links, vec!["./song/spotify.wav".to_string()], "{html}");
+        // A safe name with characters a URL treats specially stays a path.
+        assert_eq!(percent("a:b"), "a%3Ab");
+    }
 }

@@ -104,8 +104,12 @@ pub struct WorkerSettings {
     /// Where jobs download mixes and render before upload; empty for the
     /// system's temporary directory.
     pub scratch: PathBuf,
-    /// Port of `/healthz` and `/metrics` (all interfaces); 0 picks a free
-    /// one and logs it.
+    /// Address `/healthz` and `/metrics` listen on.
+    pub metrics_addr: String,
+    /// Their port; 0 picks a free one. A port already taken (a second
+    /// worker on the machine) moves to the next free one of the following
+    /// 16, or, with none free, the worker runs without them; its log says
+    /// which.
     pub metrics_port: u16,
 }
 
@@ -116,6 +120,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             scratch: PathBuf::new(),
+            metrics_addr: "0.0.0.0".into(),
             metrics_port: METRICS_PORT,
         }
     }
@@ -239,6 +244,12 @@ impl Settings {
                 "must be at least 60000 (a render takes time)",
             );
         }
+        if self.worker.metrics_addr.parse::<std::net::IpAddr>().is_err() {
+            return bad(
+                "worker.metrics_addr",
+                "must be an IP address (0.0.0.0 for all interfaces, 127.0.0.1 for this machine only)",
+            );
+        }
         if self.store.response_timeout_s < 5 {
             return bad("store.response_timeout_s", "must be at least 5 seconds");
         }
@@ -338,6 +349,20 @@ mod tests {
         assert!(s.store.path_style);
         assert_eq!(s.queue.prefetch, 1);
 
+        // The environment overrides the file (variables only this test uses).
+        std::env::set_var("LOOPMIND_STORE__BUCKET", "from-env");
+        std::env::set_var("LOOPMIND_WORKER__METRICS_ADDR", "127.0.0.1");
+        let s = Settings::load(Some(&f));
+        std::env::remove_var("LOOPMIND_STORE__BUCKET");
+        std::env::remove_var("LOOPMIND_WORKER__METRICS_ADDR");
+        let s = s.unwrap();
+        assert_eq!(s.store.bucket, "from-env");
+        assert_eq!(s.worker.metrics_addr, "127.0.0.1");
+        assert_eq!(s.store.endpoint, "http://127.0.0.1:3900");
+
+        std::fs::write(&f, "[worker]\nmetrics_addr = \"everywhere\"\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("worker.metrics_addr"), "{e}");
         std::fs::write(&f, "[queue]\nprefetch = 0\n").unwrap();
         let e = Settings::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("queue.prefetch"), "{e}");

@@ -31,11 +31,12 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("RabbitMQ: {0}")]
     Queue(#[from] lapin::Error),
-    #[error("cannot serve metrics on {0}: {1}")]
-    Http(std::net::SocketAddr, std::io::Error),
     #[error("cannot find the running executable to start renders: {0}")]
     Exe(std::io::Error),
 }
+
+/// A connection that lasted this long resets the reconnect backoff.
+const RESET_BACKOFF_AFTER: Duration = Duration::from_secs(30);
 
 struct Ctx {
     settings: Settings,
@@ -59,11 +60,16 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         ..Isolation::new(settings.render.clone()).map_err(RunError::Exe)?
     };
     let metrics = Arc::new(Metrics::new());
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.worker.metrics_port));
-    let bound = crate::http::serve(addr, metrics.clone())
-        .await
-        .map_err(|e| RunError::Http(addr, e))?;
-    info!(addr = %bound, "serving /healthz and /metrics");
+    let ip = settings
+        .worker
+        .metrics_addr
+        .parse()
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    if let Some(bound) =
+        crate::http::serve_first_free(ip, settings.worker.metrics_port, metrics.clone()).await
+    {
+        info!(addr = %bound, "serving /healthz and /metrics");
+    }
     let ctx = Arc::new(Ctx {
         settings,
         store,
@@ -86,6 +92,7 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         };
         info!("connected to RabbitMQ");
         ctx.metrics.set_connected(true);
+        let connected_at = std::time::Instant::now();
         let served = serve(&conn, &ctx, shutdown.clone()).await;
         ctx.metrics.set_connected(false);
         match served {
@@ -94,6 +101,11 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
                 return Ok(());
             }
             Err(e) => {
+                // A connection that served a while was a success: the next
+                // failure starts the backoff over.
+                if connected_at.elapsed() > RESET_BACKOFF_AFTER {
+                    delay = Duration::from_millis(200);
+                }
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lost RabbitMQ, reconnecting");
                 let _ = conn.close(200, "reconnecting".into()).await;
                 tokio::time::sleep(delay).await;

@@ -41,6 +41,37 @@ async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
+/// Ports tried after a taken one before giving up on serving.
+pub const PORT_TRIES: u16 = 16;
+
+/// Serves on `ip:port`, or, when that port is taken (another worker on this
+/// machine), the next free one of the following [`PORT_TRIES`]; None when
+/// none is free: the worker goes on without `/metrics` (its log says so).
+pub async fn serve_first_free(
+    ip: std::net::IpAddr,
+    port: u16,
+    metrics: Arc<Metrics>,
+) -> Option<SocketAddr> {
+    let last = if port == 0 { 0 } else { port.saturating_add(PORT_TRIES) };
+    for p in port..=last {
+        match serve(SocketAddr::new(ip, p), metrics.clone()).await {
+            Ok(bound) => {
+                if p != port {
+                    tracing::warn!(wanted = port, serving = bound.port(), "metrics port taken; serving /healthz and /metrics on the next free one");
+                }
+                return Some(bound);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                tracing::warn!(addr = %SocketAddr::new(ip, p), error = %e, "cannot serve /healthz and /metrics; running without them");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(from = port, to = last, "every metrics port is taken; running without /healthz and /metrics");
+    None
+}
+
 /// Serves until the process ends; the bound address is returned so a port
 /// of 0 (any) can be reported.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {

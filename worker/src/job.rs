@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Job {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
     /// `<catalog>/<track>@<settings hash>`: the same job twice is the same id.
     pub job_id: String,
     pub catalog: String,
@@ -114,6 +116,8 @@ pub enum Status {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobResult {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
     pub job_id: String,
     pub catalog: String,
     pub track: String,
@@ -144,6 +148,7 @@ impl JobResult {
         bytes: (u64, u64),
     ) -> Self {
         JobResult {
+            schema_version: Default::default(),
             job_id: job.job_id.clone(),
             catalog: job.catalog.clone(),
             track: job.track.clone(),
@@ -280,6 +285,7 @@ mod tests {
     fn job() -> Job {
         let targets = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
         Job {
+            schema_version: Default::default(),
             job_id: "c/t@1".into(),
             catalog: "c".into(),
             track: "t".into(),

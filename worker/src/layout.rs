@@ -54,6 +54,11 @@ pub fn track_prefix(catalog: &str, track: &str) -> String {
     }
 }
 
+/// A target's master inside its track's folder.
+pub fn master_file(target: &str) -> String {
+    format!("{target}.wav")
+}
+
 /// A catalog's folder of shared outputs (its summary): `masters/<catalog>/`.
 pub fn catalog_prefix(catalog: &str) -> String {
     format!("masters/{catalog}/")

@@ -25,6 +25,7 @@
 //! - [`preview`]: loudness-matched A/B clips of the mix and each master.
 //! - [`report`]: the shapes of `report.json`, `error.json` and
 //!   `master_settings.json`.
+//! - [`schema`]: the `schema_version` every document and message carries.
 //! - [`error`]: what went wrong and whether retrying could help.
 
 pub mod config;
@@ -44,6 +45,7 @@ pub mod rabbitmq;
 pub mod render;
 pub mod report;
 pub mod s3;
+pub mod schema;
 pub mod shutdown;
 pub mod store;
 pub mod wav;

@@ -103,6 +103,7 @@ pub async fn process_job(
             result: JobResult::failed(
                 job,
                 ErrorReport {
+                    schema_version: Default::default(),
                     track: job.track.clone(),
                     source: job.source.clone(),
                     error: format!("invalid job: {e}"),
@@ -134,6 +135,7 @@ pub async fn process_job(
                 .or(measurement.map(|m| m.duration_seconds))
                 .unwrap_or(0.0),
             result: JobResult {
+                schema_version: Default::default(),
                 job_id: job.job_id.clone(),
                 catalog: job.catalog.clone(),
                 track: job.track.clone(),
@@ -155,6 +157,7 @@ pub async fn process_job(
         Err(e) => {
             let action = e.action();
             let error = ErrorReport {
+                schema_version: Default::default(),
                 track: job.track.clone(),
                 source: store.describe(&job.source),
                 error: e.to_string(),
@@ -321,7 +324,7 @@ fn outputs(job: &Job) -> Vec<String> {
         .iter()
         .flat_map(|t| {
             [
-                format!("{}.wav", t.name),
+                crate::layout::master_file(&t.name),
                 crate::preview::clip_file(&t.name, "mix"),
                 crate::preview::clip_file(&t.name, "master"),
             ]

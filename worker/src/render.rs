@@ -238,7 +238,7 @@ fn render_inner(
             .filter(|(_, t)| t.rate.unwrap_or(src_rate) == rate)
         {
             crate::progress::stage(&format!("rendering {}", t.name));
-            let file = format!("{}.wav", t.name);
+            let file = crate::layout::master_file(&t.name);
             let path = out_dir.join(&file);
             let mut sink = WavSink::new(&path, prep.audio.num_channels(), rate, t.bits);
             let seed = seed_for(&t.name);
@@ -302,6 +302,7 @@ fn render_inner(
     let (targets, target_settings): (Vec<_>, Vec<_>) =
         reports.into_iter().map(|(_, r, s)| (r, s)).unzip();
     let settings = MasterSettings {
+        schema_version: Default::default(),
         mode: opts.mode,
         working_lufs: WORKING_LUFS,
         global: chain,
@@ -334,6 +335,7 @@ fn render_inner(
         .map_err(|reason| WorkerError::Encode { path, reason })?;
     }
     Ok(TrackReport {
+        schema_version: Default::default(),
         track: track.to_string(),
         source: input.display().to_string(),
         input: info,

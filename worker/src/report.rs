@@ -103,6 +103,8 @@ pub struct SectionReport {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrackReport {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
     pub track: String,
     pub source: String,
     pub input: SourceInfo,
@@ -121,6 +123,8 @@ pub struct TrackReport {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ErrorReport {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
     pub track: String,
     pub source: String,
     pub error: String,
@@ -130,6 +134,8 @@ pub struct ErrorReport {
 /// `master_settings.json`: the plan actually rendered.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MasterSettings {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
     pub mode: Mode,
     /// Level the chain works at; the input is brought there first.
     pub working_lufs: f64,

@@ -1,0 +1,63 @@
+//! The version of every document and message LoopMind writes: job messages,
+//! results, `report.json`, `master_settings.json`, error reports and
+//! summaries carry `"schema_version": 1`. A reader takes its own version and
+//! older ones (a document without the field is version 1, written before it
+//! existed) and refuses a newer one by name, so a mixed fleet during an
+//! upgrade fails loudly instead of misreading a field.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The major version this build writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A document's `schema_version` field: always written as
+/// [`SCHEMA_VERSION`]; reading a newer one is an error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemaVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v > SCHEMA_VERSION {
+            return Err(serde::de::Error::custom(format!(
+                "schema_version {v} is newer than this LoopMind reads ({SCHEMA_VERSION}); upgrade LoopMind to read it"
+            )));
+        }
+        Ok(SchemaVersion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        schema_version: SchemaVersion,
+        x: u32,
+    }
+
+    #[test]
+    fn newer_versions_are_refused_by_name() {
+        let text = serde_json::to_string(&Doc {
+            schema_version: SchemaVersion,
+            x: 1,
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"schema_version":1,"x":1}"#);
+        assert!(serde_json::from_str::<Doc>(r#"{"x":1}"#).is_ok());
+        assert!(serde_json::from_str::<Doc>(r#"{"schema_version":1,"x":1}"#).is_ok());
+        let e = serde_json::from_str::<Doc>(r#"{"schema_version":2,"x":1}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("schema_version 2 is newer"), "{e}");
+    }
+}
