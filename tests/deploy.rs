@@ -302,10 +302,7 @@ fn image_builds_like_ci_and_runs_unprivileged() {
             let (section, key) = setting.split_once("__").unwrap();
             let (section, key) = (section.to_lowercase(), key.to_lowercase());
             assert!(
-                cm_toml
-                    .get(&section)
-                    .and_then(|t| t.get(&key))
-                    .is_none(),
+                cm_toml.get(&section).and_then(|t| t.get(&key)).is_none(),
                 "the image's {var} overrides the ConfigMap's {section}.{key}"
             );
         }
@@ -326,5 +323,8 @@ fn image_builds_like_ci_and_runs_unprivileged() {
     let list = &stub[stub.find("for t in").unwrap() + "for t in".len()..];
     let mut stubbed: Vec<&str> = list[..list.find(';').unwrap()].split_whitespace().collect();
     stubbed.sort_unstable();
-    assert_eq!(stubbed, declared, "Dockerfile test stubs vs coordinator/Cargo.toml");
+    assert_eq!(
+        stubbed, declared,
+        "Dockerfile test stubs vs coordinator/Cargo.toml"
+    );
 }

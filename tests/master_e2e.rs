@@ -235,3 +235,99 @@ fn album_mode_keeps_relative_levels_and_lands_the_album() {
         serde_json::from_slice(&std::fs::read(out.join("quiet/report.json")).unwrap()).unwrap();
     assert!(r.album.unwrap().lufs_offset < -5.0);
 }
+
+#[test]
+fn a_second_run_renders_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let song = short_song(44_100);
+    write_wav(&mixes.join("a.wav"), &song, 24, false);
+    write_wav(&mixes.join("b.wav"), &song, 16, false);
+    let out = dir.path().join("out");
+    let run = |targets: &str| {
+        let o = loopmind(&[
+            "master",
+            mixes.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--targets",
+            targets,
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+        text
+    };
+    let mtime = |p: &str| std::fs::metadata(out.join(p)).unwrap().modified().unwrap();
+    let first = run("spotify");
+    assert!(first.contains("0 already complete"), "{first}");
+    let before = (mtime("a/spotify.wav"), mtime("b/spotify.wav"));
+
+    // Unchanged: nothing rendered, and it says why.
+    let second = run("spotify");
+    assert!(
+        second.contains("2 already complete and unchanged (same source and settings: skipped), 0 to render"),
+        "{second}"
+    );
+    assert_eq!(before, (mtime("a/spotify.wav"), mtime("b/spotify.wav")));
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["skipped"], 2, "{summary}");
+    assert_eq!(summary["mastered"], 2, "{summary}");
+
+    // A changed mix renders again; the other is still skipped.
+    let mut louder = short_song(44_100);
+    louder.scale(0.5);
+    write_wav(&mixes.join("b.wav"), &louder, 16, false);
+    let third = run("spotify");
+    assert!(third.contains("1 already complete"), "{third}");
+    assert!(third.contains("1 to render"), "{third}");
+    assert_eq!(before.0, mtime("a/spotify.wav"));
+    assert_ne!(before.1, mtime("b/spotify.wav"));
+
+    // Other settings: everything renders.
+    let fourth = run("spotify,cd");
+    assert!(fourth.contains("0 already complete"), "{fourth}");
+    assert!(out.join("a/cd.wav").exists());
+}
+
+#[test]
+fn a_second_run_on_the_same_folder_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    for i in 0..4 {
+        write_wav(&mixes.join(format!("s{i}.wav")), &short_song(48_000), 24, false);
+    }
+    let out = dir.path().join("out");
+    let args = |o: &Path| {
+        vec![
+            "master".to_string(),
+            mixes.display().to_string(),
+            "--out".into(),
+            o.display().to_string(),
+            "--targets".into(),
+            "spotify,apple-music,youtube,cd".into(),
+            "--jobs".into(),
+            "1".into(),
+        ]
+    };
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_loopmind"))
+        .args(args(&out))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !out.join("running.json").exists() && t0.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(out.join("running.json").exists(), "the first run never started");
+    let a: Vec<String> = args(&out);
+    let second = loopmind(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains("another `loopmind master` is writing to"), "{err}");
+    assert!(err.contains(&format!("\"pid\":{}", first.id())), "{err}");
+    assert!(first.wait().unwrap().success());
+    assert!(!out.join("running.json").exists());
+}

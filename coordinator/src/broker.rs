@@ -1,257 +1,246 @@
-//! The coordinator's side of RabbitMQ: publishing jobs with confirms in
-//! batches, and following their results and dead letters to the end, with a
-//! progress bar; connections are rebuilt with backoff whenever they fail.
+//! The coordinator's side of RabbitMQ, as a [`JobQueue`]: a catalog is taken
+//! with exclusive consumers on its results and dead-letter queues (a second
+//! coordinator on the same catalog is refused while the first holds them);
+//! jobs are published with confirms in batches (each batch's confirms
+//! within [`rabbitmq::CONFIRM_TIMEOUT`]); results, start notes and dead
+//! letters come back as [`Event`]s. Connections are rebuilt with backoff
+//! whenever they fail; a finished catalog's queues are deleted.
 
-use anyhow::Result;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::Connection;
 use loopmind_worker::config::Settings;
-use loopmind_worker::job::{Job, JobResult, Status};
-use loopmind_worker::process::ERROR;
+use loopmind_worker::job::{Job, JobResult};
+use loopmind_worker::queue::{Event, JobQueue, QueueError};
 use loopmind_worker::rabbitmq;
-use loopmind_worker::report::ErrorReport;
-use loopmind_worker::store::ObjectStore;
-use loopmind_worker::Action;
-use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
 /// Jobs published per batch of publisher confirms.
 const BATCH: usize = 1000;
 
-async fn connect(settings: &Settings) -> Result<Connection> {
-    Ok(rabbitmq::connect(&settings.queue.url, "loopmind-coordinator", || false).await?)
+type Incoming = BoxStream<'static, (bool, Result<Delivery, lapin::Error>)>;
+
+pub struct RabbitQueue {
+    settings: Settings,
+    catalog: String,
+    conn: Option<Connection>,
+    incoming: Option<Incoming>,
+    /// Backoff between reconnects while following.
+    delay: Duration,
 }
 
-/// Publishes `jobs` and follows them until each has a result (or was
-/// dead-lettered); reuses and replaces `conn` as connections come and go.
-pub async fn publish_and_follow(
-    settings: &Settings,
-    conn: &mut Option<Connection>,
-    catalog: &str,
-    store: &dyn ObjectStore,
-    mut jobs: Vec<Job>,
-) -> Result<Vec<JobResult>> {
-    jobs.sort_by(|a, b| a.track.cmp(&b.track));
-    let refs: Vec<&Job> = jobs.iter().collect();
-    publish(settings, conn, catalog, &refs).await?;
-    let mut pending: HashMap<String, Job> =
-        jobs.into_iter().map(|j| (j.job_id.clone(), j)).collect();
-    follow(settings, conn, catalog, store, &mut pending).await
-}
-
-/// Publishes every job (persistent, confirmed), reconnecting as needed.
-async fn publish(
-    settings: &Settings,
-    conn: &mut Option<Connection>,
-    catalog: &str,
-    jobs: &[&Job],
-) -> Result<()> {
-    let bar = bar(jobs.len(), "publishing");
-    let started = std::time::Instant::now();
-    if conn.is_none() {
-        *conn = Some(connect(settings).await?);
-    }
-    let mut next = 0;
-    let mut delay = Duration::from_millis(200);
-    while next < jobs.len() {
-        let batch = &jobs[next..(next + BATCH).min(jobs.len())];
-        let c = conn.as_ref().expect("connected");
-        match publish_batch(c, settings, catalog, batch).await {
-            Ok(()) => {
-                next += batch.len();
-                bar.inc(batch.len() as u64);
-                delay = Duration::from_millis(200);
-            }
-            Err(e) => {
-                // Unconfirmed: publish the batch again (duplicates are harmless).
-                warn!(error = %e, "publishing interrupted, reconnecting");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                *conn = Some(connect(settings).await?);
-            }
+impl RabbitQueue {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            settings: settings.clone(),
+            catalog: String::new(),
+            conn: None,
+            incoming: None,
+            delay: Duration::from_millis(200),
         }
     }
-    bar.finish_and_clear();
-    info!(
-        jobs = jobs.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "published"
-    );
-    Ok(())
-}
 
-async fn publish_batch(
-    conn: &Connection,
-    settings: &Settings,
-    catalog: &str,
-    batch: &[&Job],
-) -> Result<(), lapin::Error> {
-    let ch = rabbitmq::confirm_channel(conn).await?;
-    rabbitmq::declare_jobs(&ch, &settings.queue).await?;
-    rabbitmq::declare_catalog(&ch, catalog).await?;
-    let reply = rabbitmq::results_queue(catalog);
-    for job in batch {
-        let body = serde_json::to_vec(job).expect("job serialises");
-        let props =
-            rabbitmq::message_properties(catalog, &job.job_id).with_reply_to(reply.as_str().into());
-        // Confirms are awaited for the whole batch below.
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                settings.queue.jobs.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await?;
-        drop(confirm);
-    }
-    let returned = ch.wait_for_confirms().await?;
-    if !returned.is_empty() {
-        return Err(std::io::Error::other("broker returned published jobs").into());
-    }
-    let _ = ch.close(200, "batch published".into()).await;
-    Ok(())
-}
-
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(len as u64);
-    b.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}}  {{per_sec}}  eta {{eta}}  {{msg}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    b
-}
-
-/// Consumes results and dead letters until every pending job has ended.
-async fn follow(
-    settings: &Settings,
-    conn: &mut Option<Connection>,
-    catalog: &str,
-    store: &dyn ObjectStore,
-    pending: &mut HashMap<String, Job>,
-) -> Result<Vec<JobResult>> {
-    let bar = bar(pending.len(), "rendering");
-    let mut results = Vec::new();
-    let mut delay = Duration::from_millis(200);
-    while !pending.is_empty() {
-        if conn.is_none() {
-            *conn = Some(connect(settings).await?);
+    async fn connection(&mut self) -> Result<&Connection, QueueError> {
+        if self.conn.is_none() {
+            let c = rabbitmq::connect(&self.settings.queue.url, "loopmind-coordinator", || false)
+                .await?;
+            self.conn = Some(c);
         }
-        let c = conn.as_ref().expect("connected");
-        match follow_on(c, settings, catalog, store, pending, &mut results, &bar).await {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(error = %e, "lost RabbitMQ while following, reconnecting");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                if let Some(old) = conn.take() {
-                    let _ = old.close(200, "reconnecting".into()).await;
-                }
-            }
+        Ok(self.conn.as_ref().expect("connected"))
+    }
+
+    /// Declares the catalog's queues and holds them with exclusive consumers.
+    async fn take(&mut self) -> Result<(), QueueError> {
+        let catalog = self.catalog.clone();
+        let q = self.settings.queue.clone();
+        let conn = self.connection().await?;
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(100, BasicQosOptions::default()).await?;
+        rabbitmq::declare_jobs(&ch, &q).await?;
+        rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
+        let exclusive = BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        let mut streams = Vec::new();
+        for (dead, name) in [
+            (false, rabbitmq::results_queue(&catalog)),
+            (true, rabbitmq::dead_queue(&catalog)),
+        ] {
+            let consumer = ch
+                .basic_consume(name.as_str().into(), "".into(), exclusive, FieldTable::default())
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("ACCESS_REFUSED") || text.contains("exclusive") {
+                        QueueError::Busy(format!(
+                            "catalog '{catalog}' is being run by another coordinator (it holds {name})"
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+            streams.push(consumer.map(move |d| (dead, d)).boxed());
+        }
+        self.incoming = Some(futures_util::stream::select_all(streams).boxed());
+        Ok(())
+    }
+
+    async fn drop_connection(&mut self) {
+        self.incoming = None;
+        if let Some(c) = self.conn.take() {
+            let _ = c.close(200, "reconnecting".into()).await;
         }
     }
-    bar.finish_and_clear();
-    Ok(results)
-}
 
-async fn follow_on(
-    conn: &Connection,
-    settings: &Settings,
-    catalog: &str,
-    store: &dyn ObjectStore,
-    pending: &mut HashMap<String, Job>,
-    results: &mut Vec<JobResult>,
-    bar: &ProgressBar,
-) -> Result<(), lapin::Error> {
-    let ch: Channel = conn.create_channel().await?;
-    ch.basic_qos(100, BasicQosOptions::default()).await?;
-    rabbitmq::declare_jobs(&ch, &settings.queue).await?;
-    rabbitmq::declare_catalog(&ch, catalog).await?;
-    let consume = |q: String| {
-        let ch = ch.clone();
-        async move {
-            ch.basic_consume(
-                q.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+    async fn publish_batch(&mut self, batch: &[&Job]) -> Result<(), lapin::Error> {
+        let catalog = self.catalog.clone();
+        let jobs_queue = self.settings.queue.jobs.clone();
+        let conn = self.conn.as_ref().expect("connected");
+        let ch = rabbitmq::confirm_channel(conn).await?;
+        let reply = rabbitmq::results_queue(&catalog);
+        for job in batch {
+            let body = serde_json::to_vec(job).expect("job serialises");
+            let props = rabbitmq::message_properties(&catalog, &job.job_id)
+                .with_reply_to(reply.as_str().into());
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    jobs_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await?;
+            // Confirms are awaited for the whole batch below.
+            drop(confirm);
+        }
+        let returned = tokio::time::timeout(rabbitmq::CONFIRM_TIMEOUT, ch.wait_for_confirms())
             .await
+            .map_err(|_| std::io::Error::other("no publisher confirms within 60 s"))??;
+        if !returned.is_empty() {
+            return Err(std::io::Error::other("broker returned published jobs").into());
         }
-    };
-    let from_results = consume(rabbitmq::results_queue(catalog)).await?;
-    let dead = consume(rabbitmq::dead_queue(catalog)).await?;
-    let mut merged =
-        futures_util::stream::select(from_results.map(|d| (false, d)), dead.map(|d| (true, d)));
-    let mut failed = results
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    while !pending.is_empty() {
-        let Some((is_dead, delivery)) = merged.next().await else {
-            return Err(std::io::Error::other("consumers cancelled by the broker").into());
-        };
-        let delivery = delivery?;
-        // Results of other runs, and duplicates, are dropped.
-        let result = if is_dead {
-            match serde_json::from_slice::<Job>(&delivery.data) {
-                Ok(job) if pending.contains_key(&job.job_id) => {
-                    Some(dead_lettered(settings, store, &job).await)
-                }
-                _ => None,
-            }
-        } else {
-            serde_json::from_slice::<JobResult>(&delivery.data)
-                .ok()
-                .filter(|r| pending.contains_key(&r.job_id))
-        };
-        if let Some(r) = result {
-            pending.remove(&r.job_id);
-            if r.status == Status::Failed {
-                failed += 1;
-                bar.set_message(format!("{failed} failed"));
-            }
-            bar.inc(1);
-            results.push(r);
-        }
-        delivery.ack(BasicAckOptions::default()).await?;
+        let _ = ch.close(200, "batch published".into()).await;
+        Ok(())
     }
-    Ok(())
 }
 
-/// A job the queue gave up on: error.json says so (with the last attempt's
-/// error, if it could write one), and it counts as failed.
-async fn dead_lettered(settings: &Settings, store: &dyn ObjectStore, job: &Job) -> JobResult {
-    let last = store
-        .get_bytes(&job.output_key(ERROR))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<ErrorReport>(&b).ok())
-        .map_or(
-            "every attempt failed or stopped its worker".to_string(),
-            |e| format!("last error: {}", e.error),
-        );
-    let err = ErrorReport {
-        schema_version: Default::default(),
-        track: job.track.clone(),
-        source: store.describe(&job.source),
-        error: format!(
-            "gave up after the delivery limit ({}); {last}",
-            settings.queue.delivery_limit
-        ),
-        action: Action::Abort,
+/// One delivery as an event (acked: the runner keeps what it needs).
+async fn event_of(dead: bool, d: Delivery) -> Result<Event, lapin::Error> {
+    let id = d.properties.message_id().as_ref().map(|s| s.to_string());
+    let event = if dead {
+        Event::DeadLettered(
+            serde_json::from_slice::<Job>(&d.data)
+                .map_err(|e| format!("a dead letter that is not a job: {e}")),
+        )
+    } else if d.properties.kind().as_ref().map(|k| k.as_str()) == Some(rabbitmq::STARTED) {
+        match serde_json::from_slice::<rabbitmq::StartedNote>(&d.data) {
+            Ok(n) => Event::Started { job_id: n.job_id },
+            Err(e) => Event::Unreadable {
+                job_id: id,
+                reason: format!("unreadable start note: {e}"),
+            },
+        }
+    } else {
+        match serde_json::from_slice::<JobResult>(&d.data) {
+            Ok(r) => Event::Finished(r),
+            Err(e) => Event::Unreadable {
+                job_id: id,
+                reason: format!("unreadable result: {e}"),
+            },
+        }
     };
-    let body = serde_json::to_vec_pretty(&err).expect("serialises");
-    if let Err(e) = store.put_bytes(&job.output_key(ERROR), body).await {
-        warn!(error = %e, track = %job.track, "cannot write error.json");
+    d.ack(BasicAckOptions::default()).await?;
+    Ok(event)
+}
+
+#[async_trait::async_trait]
+impl JobQueue for RabbitQueue {
+    async fn open(&mut self, catalog: &str) -> Result<(), QueueError> {
+        self.catalog = catalog.to_string();
+        self.take().await
     }
-    JobResult::failed(job, err, "dead_lettered", 0.0, (0, 0))
+
+    async fn publish(&mut self, jobs: &[Job]) -> Result<(), QueueError> {
+        let started = std::time::Instant::now();
+        let refs: Vec<&Job> = jobs.iter().collect();
+        let mut next = 0;
+        let mut delay = Duration::from_millis(200);
+        while next < refs.len() {
+            let batch = &refs[next..(next + BATCH).min(refs.len())];
+            self.connection().await?;
+            match self.publish_batch(batch).await {
+                Ok(()) => {
+                    next += batch.len();
+                    delay = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    // Unconfirmed: publish the batch again (duplicates are harmless).
+                    warn!(error = %e, "publishing interrupted, reconnecting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    self.drop_connection().await;
+                    self.take().await?;
+                }
+            }
+        }
+        info!(
+            jobs = jobs.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "published"
+        );
+        Ok(())
+    }
+
+    async fn next_event(&mut self, wait: Duration) -> Result<Option<Event>, QueueError> {
+        if self.incoming.is_none() {
+            match self.take().await {
+                Ok(()) => self.delay = Duration::from_millis(200),
+                Err(QueueError::Busy(m)) => return Err(QueueError::Busy(m)),
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = self.delay.as_millis() as u64, "lost RabbitMQ while following, reconnecting");
+                    self.drop_connection().await;
+                    tokio::time::sleep(self.delay.min(wait)).await;
+                    self.delay = (self.delay * 2).min(Duration::from_secs(10));
+                    return Ok(None);
+                }
+            }
+        }
+        let incoming = self.incoming.as_mut().expect("following");
+        let next = match tokio::time::timeout(wait, incoming.next()).await {
+            Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        let failed = match next {
+            Some((dead, Ok(d))) => match event_of(dead, d).await {
+                Ok(e) => return Ok(Some(e)),
+                Err(e) => e,
+            },
+            Some((_, Err(e))) => e,
+            None => std::io::Error::other("consumers cancelled by the broker").into(),
+        };
+        warn!(error = %failed, "lost RabbitMQ while following, reconnecting");
+        self.drop_connection().await;
+        Ok(None)
+    }
+
+    async fn close(&mut self, finished: bool) -> Result<(), QueueError> {
+        self.incoming = None;
+        if finished {
+            let catalog = self.catalog.clone();
+            let conn = self.connection().await?;
+            let ch = conn.create_channel().await?;
+            rabbitmq::delete_catalog(&ch, &catalog).await?;
+            info!(catalog = %catalog, "catalog queues deleted");
+        }
+        if let Some(c) = self.conn.take() {
+            let _ = c.close(200, "catalog done".into()).await;
+        }
+        Ok(())
+    }
 }

@@ -1,7 +1,7 @@
 //! `loopmind demo`: a synthetic song with a quiet intro, verse, loud chorus,
 //! breakdown and outro, written as WAV and mastered for a few targets.
 
-use crate::local::{run_and_summarise, LocalJob};
+use crate::local::{run_batch, LocalJob};
 use anyhow::Result;
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::targets;
@@ -9,7 +9,11 @@ use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::RenderOptions;
 use std::path::Path;
 
-pub fn run(out: &Path, iso: &loopmind_worker::isolate::Isolation) -> Result<bool> {
+pub fn run(
+    out: &Path,
+    settings: &loopmind_worker::config::Settings,
+    iso: &loopmind_worker::isolate::Isolation,
+) -> Result<bool> {
     std::fs::create_dir_all(out)?;
     let (audio, sections) = song(44_100, &demo_arrangement(), 2026);
     let mix = out.join("demo-song.wav");
@@ -41,7 +45,7 @@ pub fn run(out: &Path, iso: &loopmind_worker::isolate::Isolation) -> Result<bool
         ..Default::default()
     };
     let masters = out.join("masters");
-    let ok = run_and_summarise(
+    let ok = run_batch(
         vec![LocalJob {
             track: "demo-song".into(),
             input: mix,
@@ -52,6 +56,7 @@ pub fn run(out: &Path, iso: &loopmind_worker::isolate::Isolation) -> Result<bool
         &opts,
         1,
         None,
+        settings,
         iso,
     )?;
     println!(

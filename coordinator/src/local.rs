@@ -1,24 +1,28 @@
-//! Local mode: the distributed pipeline on one machine. Tracks become jobs on
-//! an in-process queue; a few tasks take them and run the worker's
-//! [`process_job`], the function queue workers run, against a folder store
-//! rooted at the output directory.
+//! Local mode: the distributed pipeline on one machine. The files become a
+//! catalog run by the same [`runner`](crate::runner) as `loopmind
+//! coordinator`, on an in-process queue whose tasks run the worker's job
+//! step, against a folder store rooted at the output directory: the same
+//! validation, jobs, album passes, retries, resume and summary.
 
-use crate::summary::{Summary, TrackOutcome};
+use crate::runner::{self, Catalog};
 use crate::MasterArgs;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use loopmind_dsp::targets::Target;
+use loopmind_worker::config::Settings;
 use loopmind_worker::isolate::Isolation;
-use loopmind_worker::job::{settings_hash, GivenPlan, Job, JobKind, JobResult};
-use loopmind_worker::layout::{safe_name, track_prefix, LOCAL_CATALOG};
-use loopmind_worker::process::{process_job, Disposition, ERROR};
+use loopmind_worker::job::{GivenPlan, TrackSpec};
+use loopmind_worker::layout::{safe_name, LOCAL_CATALOG};
+use loopmind_worker::metrics::Metrics;
+use loopmind_worker::queue::breaker::StoreBreaker;
+use loopmind_worker::queue::inprocess::InProcessQueue;
+use loopmind_worker::queue::WorkerCtx;
 use loopmind_worker::report::MasterSettings;
 use loopmind_worker::store::{FolderStore, ObjectStore};
 use loopmind_worker::RenderOptions;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 /// Extensions picked up when walking a directory (files named explicitly are
 /// always tried: their format is detected from their bytes).
@@ -115,167 +119,7 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
     Ok(jobs)
 }
 
-/// Runs every job through the worker's [`process_job`] against a folder
-/// store rooted at `out`, `threads` at a time from an in-process queue;
-/// returns results in input order.
-fn run_queue(
-    jobs: Vec<Job>,
-    out: &Path,
-    threads: usize,
-    what: &str,
-    iso: &Isolation,
-) -> Result<Vec<JobResult>> {
-    let total = jobs.len();
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}} tracks  {{elapsed_precise}}  {{msg}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let (tx, rx) = mpsc::unbounded_channel();
-    for job in jobs.into_iter().enumerate() {
-        tx.send(job).expect("queue open");
-    }
-    drop(tx);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(out));
-    // Scratch beside the outputs: publishing a master is a rename.
-    let scratch = out.join(".loopmind-scratch");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut results = rt.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..threads.clamp(1, total.max(1)) {
-            let (rx, store, scratch, bar, iso) = (
-                rx.clone(),
-                store.clone(),
-                scratch.clone(),
-                bar.clone(),
-                iso.clone(),
-            );
-            tasks.spawn(async move {
-                let mut done = Vec::new();
-                loop {
-                    let Some((idx, job)) = rx.lock().await.recv().await else {
-                        break;
-                    };
-                    bar.set_message(job.track.clone());
-                    let o = process_job(&job, store.as_ref(), &scratch, &iso).await;
-                    if o.disposition == Disposition::Requeue {
-                        // No queue to hand it back to: record the failure.
-                        if let Some(e) = &o.result.error {
-                            let body = serde_json::to_vec_pretty(e).expect("serialises");
-                            let _ = store.put_bytes(&job.output_key(ERROR), body).await;
-                        }
-                    }
-                    done.push((idx, o.result));
-                    bar.inc(1);
-                }
-                done
-            });
-        }
-        let mut all = Vec::with_capacity(total);
-        while let Some(r) = tasks.join_next().await {
-            all.extend(r.expect("local worker task"));
-        }
-        all
-    });
-    bar.finish_and_clear();
-    let _ = std::fs::remove_dir(&scratch);
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, r)| r).collect())
-}
-
-/// Masters every file as one job each; with `album`, all of them form one
-/// album sharing a loudness offset (measured first, then rendered).
-pub fn run_jobs(
-    files: Vec<LocalJob>,
-    out: &Path,
-    opts: &RenderOptions,
-    threads: usize,
-    album: Option<&str>,
-    iso: &Isolation,
-) -> Result<Vec<TrackOutcome>> {
-    // The folder store reads absolute paths where they are.
-    let reference = opts
-        .reference
-        .as_ref()
-        .map(|(_, p)| std::path::absolute(p).map(|p| p.display().to_string()))
-        .transpose()?;
-    let hash = settings_hash(
-        &opts.targets,
-        opts.mode,
-        opts.sliders,
-        album,
-        opts.plan.as_ref(),
-        reference.as_deref(),
-    );
-    let mut jobs = Vec::new();
-    for j in &files {
-        jobs.push(Job {
-            schema_version: Default::default(),
-            job_id: format!("{LOCAL_CATALOG}/{}@{hash}", j.track),
-            catalog: LOCAL_CATALOG.into(),
-            track: j.track.clone(),
-            // An absolute path: the folder store reads the mix where it is.
-            source: std::path::absolute(&j.input)?.display().to_string(),
-            arrangement: j.arrangement.as_ref().map(|p| p.display().to_string()),
-            emotion_graph: j.emotion.as_ref().map(|p| p.display().to_string()),
-            sliders: opts.sliders,
-            targets: opts.targets.clone(),
-            mode: opts.mode,
-            output_prefix: track_prefix(LOCAL_CATALOG, &j.track),
-            settings_hash: hash.clone(),
-            kind: JobKind::Render,
-            album: None,
-            plan: opts.plan.clone(),
-            reference: reference.clone(),
-        });
-    }
-    let mut failed_early: HashMap<String, JobResult> = HashMap::new();
-    if let Some(name) = album {
-        let measure: Vec<Job> = jobs
-            .iter()
-            .map(|j| Job {
-                kind: JobKind::Measure,
-                ..j.clone()
-            })
-            .collect();
-        let mut measured = HashMap::new();
-        for r in run_queue(measure, out, threads, "measuring", iso)? {
-            match r.measurement {
-                Some(m) => {
-                    measured.insert(r.track.clone(), m);
-                }
-                None => {
-                    failed_early.insert(r.track.clone(), r);
-                }
-            }
-        }
-        let members: Vec<(&str, &str)> = jobs.iter().map(|j| (j.track.as_str(), name)).collect();
-        let offsets = crate::album::offsets(&members, &measured);
-        for j in &mut jobs {
-            j.album = offsets.get(&j.track).cloned();
-        }
-        jobs.retain(|j| j.album.is_some());
-    }
-    let mut by_track: HashMap<String, JobResult> = failed_early;
-    for r in run_queue(jobs, out, threads, "mastering", iso)? {
-        by_track.insert(r.track.clone(), r);
-    }
-    Ok(files
-        .iter()
-        .map(|f| {
-            let r = &by_track[&f.track];
-            TrackOutcome::from_result(r, &f.input.display().to_string(), &format!("{}/", f.track))
-        })
-        .collect())
-}
-
-pub fn master(args: &MasterArgs, iso: &Isolation) -> Result<bool> {
+pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result<bool> {
     let targets = args.resolve_targets()?;
     let mut opts = RenderOptions {
         targets,
@@ -319,7 +163,15 @@ pub fn master(args: &MasterArgs, iso: &Isolation) -> Result<bool> {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    run_and_summarise(jobs, &args.out, &opts, threads, args.album.as_deref(), iso)
+    run_batch(
+        jobs,
+        &args.out,
+        &opts,
+        threads,
+        args.album.as_deref(),
+        settings,
+        iso,
+    )
 }
 
 /// Takes the plan, mode and sliders of an earlier `master_settings.json`,
@@ -363,22 +215,89 @@ fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result
     Ok(())
 }
 
-/// Runs the jobs, prints the summary and saves it beside the outputs; true
-/// when every track was mastered.
-pub fn run_and_summarise(
-    jobs: Vec<LocalJob>,
+/// Masters `files` into `out` as one catalog run: prints the summary and
+/// saves it beside the outputs; true when every track was mastered. With
+/// `album`, the files are one album sharing a loudness offset.
+pub fn run_batch(
+    files: Vec<LocalJob>,
     out: &Path,
     opts: &RenderOptions,
     threads: usize,
     album: Option<&str>,
+    settings: &Settings,
     iso: &Isolation,
 ) -> Result<bool> {
-    let outcomes = run_jobs(jobs, out, opts, threads, album, iso)?;
-    let summary = Summary::new("local", &outcomes);
-    summary.print();
-    let store = FolderStore::new(out);
-    tokio::runtime::Builder::new_current_thread()
-        .build()?
-        .block_on(summary.save(&store, ""))?;
-    Ok(summary.all_ok())
+    std::fs::create_dir_all(out)?;
+    let _lock = lock_folder(out)?;
+    let abs = |p: &Path| std::path::absolute(p).map(|p| p.display().to_string());
+    let mut tracks = Vec::new();
+    for f in &files {
+        tracks.push(TrackSpec {
+            track: f.track.clone(),
+            // Absolute paths: the folder store reads them where they are.
+            source: abs(&f.input)?,
+            arrangement: f.arrangement.as_deref().map(abs).transpose()?,
+            emotion_graph: f.emotion.as_deref().map(abs).transpose()?,
+            targets: opts.targets.clone(),
+            mode: opts.mode,
+            sliders: opts.sliders,
+            album: album.map(str::to_string),
+            reference: opts.reference.as_ref().map(|(_, p)| abs(p)).transpose()?,
+            plan: opts.plan.clone(),
+        });
+    }
+    let cat = Catalog {
+        name: LOCAL_CATALOG.into(),
+        tracks,
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(out));
+    // Scratch beside the outputs: publishing a master is a rename.
+    let scratch = out.join(".loopmind-scratch");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let finished = rt.block_on(async {
+        let ctx = WorkerCtx {
+            store: store.clone(),
+            scratch: scratch.clone(),
+            iso: iso.clone(),
+            metrics: Arc::new(Metrics::new()),
+            breaker: Arc::new(StoreBreaker::new(Duration::from_secs(
+                settings.worker.store_probe_s,
+            ))),
+            max_backoff: Duration::from_secs(8),
+        };
+        let mut queue = InProcessQueue::new(ctx, threads, settings.queue.delivery_limit);
+        runner::run(&cat, store, &mut queue, settings).await
+    });
+    let _ = std::fs::remove_dir(&scratch);
+    Ok(finished?.all_ok)
+}
+
+/// One run per output folder at a time: a second is refused, naming the
+/// first (its `running.json`).
+fn lock_folder(out: &Path) -> Result<std::fs::File> {
+    let path = out.join(".loopmind.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let who = std::fs::read_to_string(out.join("running.json"))
+                .unwrap_or_else(|_| "unknown".into());
+            bail!(
+                "another `loopmind master` is writing to {} ({}); wait for it to finish, then run again (finished tracks are skipped)",
+                out.display(),
+                who.trim()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{}", path.display()))
+        }
+    }
 }

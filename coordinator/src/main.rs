@@ -16,6 +16,7 @@ mod catalog;
 mod demo;
 mod local;
 mod manifest;
+mod runner;
 mod summary;
 
 use anyhow::{bail, Context, Result};
@@ -229,11 +230,14 @@ fn settings(config: Option<&std::path::Path>) -> Result<Settings> {
     Ok(s)
 }
 
-/// Local commands' render limits: `[render]` of the settings file and the
-/// environment.
-fn isolation(config: Option<&std::path::Path>) -> Result<Isolation> {
+/// Local commands' settings (`[render]` limits, `[coordinator]` deadlines,
+/// `queue.delivery_limit` for retries) from the settings file and the
+/// environment, and the render isolation they give.
+fn local_settings(config: Option<&std::path::Path>) -> Result<(Settings, Isolation)> {
     let s = Settings::load(config)?;
-    Isolation::new(s.render).context("cannot find the running executable to start renders")
+    let iso = Isolation::new(s.render.clone())
+        .context("cannot find the running executable to start renders")?;
+    Ok((s, iso))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -247,11 +251,13 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Master(args) => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
-            local::master(&args, &isolation(args.config.as_deref())?)
+            let (s, iso) = local_settings(args.config.as_deref())?;
+            local::master(&args, &s, &iso)
         }
         Command::Demo { out } => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
-            demo::run(&out, &isolation(None)?)
+            let (s, iso) = local_settings(None)?;
+            demo::run(&out, &s, &iso)
         }
         Command::RenderChild => Ok(loopmind_worker::isolate::child_main(init_logs) == 0),
         Command::Coordinator { catalog, config } => {

@@ -45,6 +45,20 @@ pub struct AlbumLine {
 }
 
 impl TrackOutcome {
+    /// A track with nothing to say yet.
+    pub fn empty(track: &str, source: &str) -> Self {
+        Self {
+            track: track.into(),
+            source: source.into(),
+            targets: Vec::new(),
+            error: None,
+            skipped: false,
+            album: None,
+            album_lufs_offset: None,
+            duration_seconds: 0.0,
+        }
+    }
+
     /// `prefix` is where the track's files sit, relative to the summary.
     pub fn from_result(r: &JobResult, source: &str, prefix: &str) -> Self {
         let album = r.report.as_ref().and_then(|rep| rep.album.clone());
@@ -328,7 +342,11 @@ mod tests {
     #[test]
     fn links_are_relative_paths_the_summary_made() {
         let tracks = [
-            outcome("javascript:alert(1)", "spotify", "javascript:alert(1)/spotify.wav"),
+            outcome(
+                "javascript:alert(1)",
+                "spotify",
+                "javascript:alert(1)/spotify.wav",
+            ),
             // A report whose output_file was tampered with.
             outcome("song", "spotify", "javascript:alert(document.cookie)"),
             outcome("<b>x</b>", "cd", "<script>alert(1)</script>"),

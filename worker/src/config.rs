@@ -22,7 +22,35 @@ pub struct Settings {
     pub store: StoreSettings,
     pub worker: WorkerSettings,
     pub render: RenderSettings,
+    pub coordinator: CoordinatorSettings,
     pub log: LogSettings,
+}
+
+/// How a catalog run waits for its jobs (`loopmind coordinator` and
+/// `loopmind master` alike).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorSettings {
+    /// A job with no result this long after a worker took it is reported as
+    /// timed out, not waited for, in seconds (a render's own deadline is
+    /// `render.deadline_s`; this adds download, upload and retries).
+    pub job_deadline_s: u64,
+    /// With no job running and no word from any worker for this long, the
+    /// jobs nobody took are reported as timed out, in seconds.
+    pub idle_timeout_s: u64,
+    /// How long the summary's write is retried while the store does not
+    /// answer, in seconds.
+    pub summary_retry_s: u64,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        Self {
+            job_deadline_s: 2 * 3600,
+            idle_timeout_s: 3600,
+            summary_retry_s: 900,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,6 +68,9 @@ pub struct QueueSettings {
     /// How long a delivery may stay unacknowledged (a render in progress)
     /// before the broker gives up on the consumer.
     pub consumer_timeout_ms: u64,
+    /// A catalog's results and dead-letter queues expire after this long
+    /// unused (its coordinator died and was not run again), in seconds.
+    pub catalog_expiry_s: u64,
 }
 
 impl Default for QueueSettings {
@@ -50,6 +81,7 @@ impl Default for QueueSettings {
             prefetch: 1,
             delivery_limit: 5,
             consumer_timeout_ms: 2 * 3600 * 1000,
+            catalog_expiry_s: 7 * 24 * 3600,
         }
     }
 }
@@ -111,6 +143,9 @@ pub struct WorkerSettings {
     /// 16, or, with none free, the worker runs without them; its log says
     /// which.
     pub metrics_port: u16,
+    /// While the store does not answer, the worker takes no jobs and asks
+    /// again after this many seconds (doubling up to 8x).
+    pub store_probe_s: u64,
 }
 
 /// The port `/healthz` and `/metrics` are served on by default.
@@ -122,6 +157,7 @@ impl Default for WorkerSettings {
             scratch: PathBuf::new(),
             metrics_addr: "0.0.0.0".into(),
             metrics_port: METRICS_PORT,
+            store_probe_s: 5,
         }
     }
 }
@@ -244,11 +280,31 @@ impl Settings {
                 "must be at least 60000 (a render takes time)",
             );
         }
-        if self.worker.metrics_addr.parse::<std::net::IpAddr>().is_err() {
+        if self
+            .worker
+            .metrics_addr
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
             return bad(
                 "worker.metrics_addr",
                 "must be an IP address (0.0.0.0 for all interfaces, 127.0.0.1 for this machine only)",
             );
+        }
+        if self.worker.store_probe_s == 0 {
+            return bad("worker.store_probe_s", "must be at least 1 second");
+        }
+        if self.queue.catalog_expiry_s < 60 {
+            return bad("queue.catalog_expiry_s", "must be at least 60 seconds");
+        }
+        let c = &self.coordinator;
+        for (key, v) in [
+            ("coordinator.job_deadline_s", c.job_deadline_s),
+            ("coordinator.idle_timeout_s", c.idle_timeout_s),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1 second");
+            }
         }
         if self.store.response_timeout_s < 5 {
             return bad("store.response_timeout_s", "must be at least 5 seconds");

@@ -1,29 +1,32 @@
-//! `loopmind worker`: consume jobs from RabbitMQ, run each through
-//! [`process_job`], publish its result, then acknowledge. A job is acked only
-//! after all its outputs are written; a crash before that redelivers it.
-//! Up to `queue.prefetch` jobs run at once. Connections are rebuilt with
-//! backoff whenever they fail; a stop request finishes the jobs in hand.
+//! `loopmind worker`: consume jobs from RabbitMQ and run the one worker step
+//! ([`work_on`]) on each: its result is published, then the job acked, so a
+//! crash before that redelivers it. Up to `queue.prefetch` jobs run at once.
+//! Connections are rebuilt with backoff whenever they fail. A stop request,
+//! or the store breaker tripping, cancels the consumer first (no delivery
+//! arrives after it), hands back uncounted whatever the broker sent
+//! meanwhile, and finishes the jobs in hand.
 
 use crate::config::Settings;
 use crate::isolate::Isolation;
-use crate::job::{Job, Status};
+use crate::job::{Job, JobResult};
 use crate::metrics::Metrics;
-use crate::process::{process_job, Disposition};
+use crate::queue::breaker::StoreBreaker;
+use crate::queue::{work_on, Delivery, QueueError, WorkerCtx};
 use crate::rabbitmq;
 use crate::shutdown::Shutdown;
-use crate::store::{self, ObjectStore, StoreError};
+use crate::store::{self, StoreError};
+use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -40,10 +43,7 @@ const RESET_BACKOFF_AFTER: Duration = Duration::from_secs(30);
 
 struct Ctx {
     settings: Settings,
-    store: Arc<dyn ObjectStore>,
-    scratch: PathBuf,
-    metrics: Arc<Metrics>,
-    iso: Isolation,
+    work: WorkerCtx,
 }
 
 /// Runs until `shutdown`; returns after the jobs in hand are finished.
@@ -70,12 +70,19 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
     {
         info!(addr = %bound, "serving /healthz and /metrics");
     }
+    let breaker = Arc::new(StoreBreaker::new(Duration::from_secs(
+        settings.worker.store_probe_s,
+    )));
     let ctx = Arc::new(Ctx {
+        work: WorkerCtx {
+            store,
+            scratch,
+            iso,
+            metrics,
+            breaker,
+            max_backoff: Duration::from_secs(32),
+        },
         settings,
-        store,
-        scratch,
-        metrics,
-        iso,
     });
     let url = ctx.settings.queue.url.clone();
     info!(queue = %ctx.settings.queue_url_redacted(), jobs = %ctx.settings.queue.jobs, "worker starting");
@@ -86,15 +93,15 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         }
         let sd = shutdown.clone();
         let conn = match rabbitmq::connect(&url, "loopmind-worker", || sd.requested()).await {
-            Ok(c) => c,
+            Ok(c) => Arc::new(c),
             Err(_) if shutdown.requested() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         info!("connected to RabbitMQ");
-        ctx.metrics.set_connected(true);
+        ctx.work.metrics.set_connected(true);
         let connected_at = std::time::Instant::now();
         let served = serve(&conn, &ctx, shutdown.clone()).await;
-        ctx.metrics.set_connected(false);
+        ctx.work.metrics.set_connected(false);
         match served {
             Ok(()) => {
                 let _ = conn.close(200, "worker stopping".into()).await;
@@ -115,9 +122,16 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
     }
 }
 
+/// Why a consumer stopped.
+enum Stop {
+    Shutdown,
+    StoreDown,
+    Failed(lapin::Error),
+}
+
 /// Consumes on one connection until shutdown (Ok) or a failure (Err).
 async fn serve(
-    conn: &Connection,
+    conn: &Arc<Connection>,
     ctx: &Arc<Ctx>,
     mut shutdown: Shutdown,
 ) -> Result<(), lapin::Error> {
@@ -126,39 +140,85 @@ async fn serve(
     ch.basic_qos(q.prefetch, BasicQosOptions::default()).await?;
     rabbitmq::declare_jobs(&ch, q).await?;
     let results = rabbitmq::confirm_channel(conn).await?;
-    let mut consumer = ch
-        .basic_consume(
-            q.jobs.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut running = JoinSet::new();
-    let outcome = loop {
-        let next = tokio::select! {
-            _ = shutdown.wait() => break Ok(()),
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                match done {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => { warn!(error = %e, "job task failed"); continue; }
+    let mut running: JoinSet<Result<(), QueueError>> = JoinSet::new();
+    let stop = loop {
+        let breaker = &ctx.work.breaker;
+        if breaker.is_open() {
+            tokio::select! {
+                _ = shutdown.wait() => break Stop::Shutdown,
+                _ = breaker.wait_for_store(ctx.work.store.as_ref()) => {}
+            }
+            ctx.work.metrics.set_store_up(true);
+        }
+        let mut consumer = ch
+            .basic_consume(
+                q.jobs.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let stop = loop {
+            let next = tokio::select! {
+                _ = shutdown.wait() => break Stop::Shutdown,
+                _ = breaker.tripped() => break Stop::StoreDown,
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Ok(Err(QueueError::Broker(e))) => break Stop::Failed(e),
+                        Ok(Err(e)) => { warn!(error = %e, "could not settle a job"); continue; }
+                        Ok(Ok(())) => continue,
+                        Err(e) => { warn!(error = %e, "job task failed"); continue; }
+                    }
+                }
+                d = consumer.next() => d,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let d = RabbitDelivery::new(
+                        conn.clone(),
+                        delivery,
+                        results.clone(),
+                        q.jobs.clone(),
+                    );
+                    let ctx = ctx.clone();
+                    running.spawn(async move { work_on(Box::new(d), &ctx.work).await });
+                }
+                Some(Err(e)) => break Stop::Failed(e),
+                // The broker cancelled the consumer (queue deleted, node down).
+                None => {
+                    break Stop::Failed(
+                        std::io::Error::other("consumer cancelled by the broker").into(),
+                    )
                 }
             }
-            d = consumer.next() => d,
         };
-        let Some(delivery) = next else {
-            // The broker cancelled the consumer (queue deleted, node down).
-            break Err(std::io::Error::other("consumer cancelled by the broker").into());
-        };
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(e) => break Err(e),
-        };
-        running.spawn(handle(delivery, ctx.clone(), results.clone()));
+        if let Stop::Failed(_) = stop {
+            break stop;
+        }
+        // Take no more jobs before anything else: cancel, then hand back
+        // uncounted what the broker sent before the cancel arrived.
+        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await?;
+        let mut returned = 0;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        {
+            let d = RabbitDelivery::new(conn.clone(), delivery, results.clone(), q.jobs.clone());
+            Box::new(d).hand_back().await.map_err(into_lapin)?;
+            returned += 1;
+        }
+        if let Stop::StoreDown = stop {
+            warn!(
+                in_hand = running.len(),
+                handed_back = returned,
+                "the store does not answer: stopped taking jobs"
+            );
+            continue;
+        }
+        break stop;
     };
-    // Stop taking jobs; finish the ones in hand (their acks need the channel).
-    if outcome.is_ok() {
+    // Finish the jobs in hand (their acks need the channel).
+    if let Stop::Shutdown = stop {
         info!(in_hand = running.len(), "stopping: finishing jobs in hand");
     }
     while let Some(done) = running.join_next().await {
@@ -166,76 +226,134 @@ async fn serve(
             warn!(error = %e, "could not settle a job; the broker will redeliver it");
         }
     }
-    outcome
+    match stop {
+        Stop::Failed(e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
-async fn handle(delivery: Delivery, ctx: Arc<Ctx>, results: Channel) -> Result<(), lapin::Error> {
-    let job: Job = match serde_json::from_slice::<Job>(&delivery.data)
-        .map_err(|e| e.to_string())
-        .and_then(|j| j.validate().map(|()| j))
-    {
-        Ok(j) => j,
-        Err(e) => {
-            // Not a job we may act on: straight to the dead letters.
-            warn!(error = %e, "malformed or unsafe job message rejected");
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await?;
-            return Ok(());
+fn into_lapin(e: QueueError) -> lapin::Error {
+    match e {
+        QueueError::Broker(e) => e,
+        other => std::io::Error::other(other.to_string()).into(),
+    }
+}
+
+/// Header counting a job's uncounted hand-backs.
+const HANDBACKS: &str = "loopmind-handbacks";
+
+/// A RabbitMQ delivery of a job, with the confirm channel results and
+/// hand-backs are published on.
+struct RabbitDelivery {
+    conn: Arc<Connection>,
+    delivery: lapin::message::Delivery,
+    results: Channel,
+    jobs_queue: String,
+}
+
+impl RabbitDelivery {
+    fn new(
+        conn: Arc<Connection>,
+        delivery: lapin::message::Delivery,
+        results: Channel,
+        jobs_queue: String,
+    ) -> Self {
+        Self {
+            conn,
+            delivery,
+            results,
+            jobs_queue,
         }
-    };
-    let span = info_span!("job", catalog = %job.catalog, track = %job.track, job_id = %job.job_id);
-    async move {
-        let deliveries = rabbitmq::delivery_count(&delivery.properties) + 1;
-        info!(delivery = deliveries, "job started");
-        let token = ctx.metrics.job_started();
-        let outcome = process_job(&job, ctx.store.as_ref(), &ctx.scratch, &ctx.iso).await;
-        let label = match (outcome.disposition, outcome.result.status) {
-            (Disposition::Requeue, _) => "requeued",
-            (_, Status::Failed) => "failed",
-            _ => "succeeded",
-        };
-        ctx.metrics.job_finished(
-            token,
-            label,
-            outcome.reason,
-            outcome.result.render_seconds,
-            outcome.audio_seconds,
-        );
-        ctx.metrics
-            .bytes(outcome.traffic.downloaded, outcome.traffic.uploaded);
-        match outcome.disposition {
-            Disposition::Ack => {
-                let body = serde_json::to_vec(&outcome.result).expect("result serialises");
-                let to = delivery
-                    .properties
-                    .reply_to()
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| rabbitmq::results_queue(&job.catalog));
-                let props = rabbitmq::message_properties(&job.catalog, &job.job_id);
-                // Result first, then ack: a crash between them re-renders the
-                // job, identically, and the coordinator drops the duplicate.
-                rabbitmq::publish_confirmed(&results, &to, &body, props).await?;
-                delivery.ack(BasicAckOptions::default()).await?;
-                info!(status = ?outcome.result.status, seconds = outcome.result.render_seconds, "job done");
-            }
-            Disposition::Requeue => {
-                // Back off before handing it back (the store may need time),
-                // then requeue on purpose; the delivery limit bounds retries.
-                let wait = Duration::from_secs(1 << deliveries.min(5));
-                warn!(retry_in_s = wait.as_secs(), "job requeued");
-                tokio::time::sleep(wait).await;
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await?;
-            }
+    }
+
+    /// Where results go: the job's `reply_to`, else its catalog's queue.
+    fn reply_to(&self, catalog: &str) -> String {
+        self.delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| rabbitmq::results_queue(catalog))
+    }
+}
+
+#[async_trait]
+impl Delivery for RabbitDelivery {
+    fn body(&self) -> &[u8] {
+        &self.delivery.data
+    }
+
+    fn redeliveries(&self) -> u32 {
+        rabbitmq::delivery_count(&self.delivery.properties)
+    }
+
+    fn handbacks(&self) -> u32 {
+        rabbitmq::header_u32(&self.delivery.properties, HANDBACKS)
+    }
+
+    async fn started(&self, job: &Job) {
+        let body = rabbitmq::started_message(&job.job_id);
+        let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
+            .with_type(rabbitmq::STARTED.into());
+        // Unconfirmed: it only moves the runner's deadline.
+        if let Err(e) =
+            rabbitmq::publish(&self.results, &self.reply_to(&job.catalog), &body, props).await
+        {
+            warn!(error = %e, "cannot announce the job's start");
         }
+    }
+
+    async fn complete(self: Box<Self>, job: &Job, result: &JobResult) -> Result<(), QueueError> {
+        let body = serde_json::to_vec(result).expect("result serialises");
+        let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
+            .with_type(rabbitmq::RESULT.into());
+        // Result first, then ack: a crash between them re-renders the job,
+        // identically, and the runner drops the duplicate.
+        rabbitmq::publish_confirmed(&self.results, &self.reply_to(&job.catalog), &body, props)
+            .await?;
+        self.delivery.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
-    .instrument(span)
-    .await
+
+    async fn retry(self: Box<Self>) -> Result<(), QueueError> {
+        self.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn hand_back(self: Box<Self>) -> Result<(), QueueError> {
+        // A requeue would count against the delivery limit: publish a copy
+        // (a new message, its count at zero), then ack this one.
+        let n = self.handbacks() + 1;
+        let props = rabbitmq::copy_properties(&self.delivery.properties, HANDBACKS, n);
+        rabbitmq::publish_confirmed(&self.results, &self.jobs_queue, &self.delivery.data, props)
+            .await?;
+        self.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn abandoned(&self, job: &Job) -> bool {
+        // Only a results queue known to be gone counts; any doubt renders.
+        matches!(
+            rabbitmq::catalog_followed(&self.conn, &job.catalog).await,
+            Ok(false)
+        ) && self.delivery.properties.reply_to().is_some()
+    }
+
+    async fn discard(self: Box<Self>) -> Result<(), QueueError> {
+        self.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn reject(self: Box<Self>, _reason: &str) -> Result<(), QueueError> {
+        // Not a job we may act on: straight to the dead letters.
+        self.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        Ok(())
+    }
 }

@@ -21,13 +21,18 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn health(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.connected() {
-        (StatusCode::OK, "ok\n")
-    } else {
+    if !m.connected() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not connected to the queue\n",
         )
+    } else if !m.store_up() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the object store does not answer: taking no jobs until it does\n",
+        )
+    } else {
+        (StatusCode::OK, "ok\n")
     }
 }
 
@@ -52,12 +57,20 @@ pub async fn serve_first_free(
     port: u16,
     metrics: Arc<Metrics>,
 ) -> Option<SocketAddr> {
-    let last = if port == 0 { 0 } else { port.saturating_add(PORT_TRIES) };
+    let last = if port == 0 {
+        0
+    } else {
+        port.saturating_add(PORT_TRIES)
+    };
     for p in port..=last {
         match serve(SocketAddr::new(ip, p), metrics.clone()).await {
             Ok(bound) => {
                 if p != port {
-                    tracing::warn!(wanted = port, serving = bound.port(), "metrics port taken; serving /healthz and /metrics on the next free one");
+                    tracing::warn!(
+                        wanted = port,
+                        serving = bound.port(),
+                        "metrics port taken; serving /healthz and /metrics on the next free one"
+                    );
                 }
                 return Some(bound);
             }
@@ -68,7 +81,11 @@ pub async fn serve_first_free(
             }
         }
     }
-    tracing::warn!(from = port, to = last, "every metrics port is taken; running without /healthz and /metrics");
+    tracing::warn!(
+        from = port,
+        to = last,
+        "every metrics port is taken; running without /healthz and /metrics"
+    );
     None
 }
 

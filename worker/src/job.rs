@@ -148,18 +148,112 @@ impl JobResult {
         bytes: (u64, u64),
     ) -> Self {
         JobResult {
+            error: Some(error),
+            reason: reason.to_string(),
+            ..Self::of(job, Status::Failed, render_seconds, bytes)
+        }
+    }
+}
+
+/// One track of a catalog as its runner plans it, before it is a job: the
+/// same for `loopmind master` (from the command line) and `loopmind
+/// coordinator` (from a manifest).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackSpec {
+    pub track: String,
+    /// The mix's key in the store.
+    pub source: String,
+    pub arrangement: Option<String>,
+    pub emotion_graph: Option<String>,
+    pub targets: Vec<Target>,
+    pub mode: Mode,
+    pub sliders: loopmind_dsp::plan::Sliders,
+    /// The album the track belongs to (one shared loudness offset).
+    pub album: Option<String>,
+    pub reference: Option<String>,
+    pub plan: Option<GivenPlan>,
+}
+
+impl Job {
+    /// The render job of `spec` in `catalog`, for the run `run_id`. The one
+    /// rule for ids and hashes: `<catalog>/<track>@<settings hash>#<run>`;
+    /// `album_key` is what fixes an album track's offset (its album and the
+    /// members' sources, see the coordinator's `album::keys`).
+    pub fn new(catalog: &str, run_id: &str, spec: &TrackSpec, album_key: Option<&str>) -> Job {
+        let hash = settings_hash(
+            &spec.targets,
+            spec.mode,
+            spec.sliders,
+            album_key,
+            spec.plan.as_ref(),
+            spec.reference.as_deref(),
+        );
+        Job {
+            schema_version: Default::default(),
+            job_id: format!("{catalog}/{}@{hash}#{run_id}", spec.track),
+            catalog: catalog.into(),
+            track: spec.track.clone(),
+            source: spec.source.clone(),
+            arrangement: spec.arrangement.clone(),
+            emotion_graph: spec.emotion_graph.clone(),
+            targets: spec.targets.clone(),
+            mode: spec.mode,
+            output_prefix: crate::layout::track_prefix(catalog, &spec.track),
+            settings_hash: hash,
+            kind: JobKind::Render,
+            sliders: spec.sliders,
+            album: None,
+            reference: spec.reference.clone(),
+            plan: spec.plan.clone(),
+        }
+    }
+
+    /// The album's first pass for this job: measure the mix only.
+    pub fn measure(&self) -> Job {
+        Job {
+            kind: JobKind::Measure,
+            job_id: format!("{}/measure", self.job_id),
+            ..self.clone()
+        }
+    }
+}
+
+impl JobResult {
+    fn of(job: &Job, status: Status, render_seconds: f64, bytes: (u64, u64)) -> Self {
+        JobResult {
             schema_version: Default::default(),
             job_id: job.job_id.clone(),
             catalog: job.catalog.clone(),
             track: job.track.clone(),
-            status: Status::Failed,
+            status,
             report: None,
-            error: Some(error),
+            error: None,
             measurement: None,
             render_seconds,
-            reason: reason.to_string(),
+            reason: String::new(),
             downloaded_bytes: bytes.0,
             uploaded_bytes: bytes.1,
+        }
+    }
+
+    /// A rendered job's result (or, with no work done, a resumed one).
+    pub fn mastered(
+        job: &Job,
+        report: TrackReport,
+        render_seconds: f64,
+        bytes: (u64, u64),
+    ) -> Self {
+        Self {
+            report: Some(report),
+            ..Self::of(job, Status::Mastered, render_seconds, bytes)
+        }
+    }
+
+    /// A measure job's result.
+    pub fn measured(job: &Job, m: Measurement, render_seconds: f64, bytes: (u64, u64)) -> Self {
+        Self {
+            measurement: Some(m),
+            ..Self::of(job, Status::Measured, render_seconds, bytes)
         }
     }
 }

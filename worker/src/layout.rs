@@ -59,9 +59,14 @@ pub fn master_file(target: &str) -> String {
     format!("{target}.wav")
 }
 
-/// A catalog's folder of shared outputs (its summary): `masters/<catalog>/`.
+/// A catalog's folder of shared outputs (its summary): `masters/<catalog>/`
+/// in a store, the output folder itself under `loopmind master --out`.
 pub fn catalog_prefix(catalog: &str) -> String {
-    format!("masters/{catalog}/")
+    if catalog == LOCAL_CATALOG {
+        String::new()
+    } else {
+        format!("masters/{catalog}/")
+    }
 }
 
 /// Whether `key` stays inside the folder it is joined to: relative, and

@@ -16,7 +16,10 @@
 //! - [`store`]: the object store trait and the folder store; [`s3`]: S3 and
 //!   S3-compatible stores.
 //! - [`rabbitmq`]: queue topology, connections with backoff, confirms.
-//! - [`consumer`]: `loopmind worker`'s consume loop.
+//! - [`queue`]: the queue seen from both ends (a runner's [`queue::JobQueue`],
+//!   a worker's [`queue::Delivery`]), the one job step every queue runs,
+//!   the in-process queue of local mode and the store circuit breaker.
+//! - [`consumer`]: `loopmind worker`'s RabbitMQ consume loop.
 //! - [`metrics`], [`http`]: what a worker has done, served as `/metrics`,
 //!   and `/healthz`.
 //! - [`config`]: settings from defaults, a TOML file and the environment.
@@ -41,6 +44,7 @@ pub mod plot;
 pub mod preview;
 pub mod process;
 pub mod progress;
+pub mod queue;
 pub mod rabbitmq;
 pub mod render;
 pub mod report;

@@ -32,6 +32,8 @@ pub struct Metrics {
     job_age: Gauge<f64, AtomicU64>,
     connected: Gauge,
     queue_up: AtomicBool,
+    store_ok: AtomicBool,
+    store_up: Gauge,
     in_hand: Mutex<HashMap<u64, Instant>>,
     next: AtomicU64,
 }
@@ -90,7 +92,16 @@ impl Metrics {
             "1 while connected to RabbitMQ",
             connected.clone(),
         );
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "0 while the object store does not answer (the worker takes no jobs)",
+            store_up.clone(),
+        );
         Self {
+            store_ok: AtomicBool::new(true),
+            store_up,
             registry,
             started,
             finished,
@@ -146,6 +157,16 @@ impl Metrics {
     pub fn set_connected(&self, up: bool) {
         self.queue_up.store(up, Ordering::Relaxed);
         self.connected.set(up as i64);
+    }
+
+    /// The store breaker's state: false while the store does not answer.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_ok.store(up, Ordering::Relaxed);
+        self.store_up.set(up as i64);
+    }
+
+    pub fn store_up(&self) -> bool {
+        self.store_ok.load(Ordering::Relaxed)
     }
 
     pub fn connected(&self) -> bool {

@@ -4,7 +4,7 @@
 //! the track complete. Queue workers and local mode both run exactly this.
 
 use crate::isolate::{Answer, Failure, Isolation, Work};
-use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement, Status};
+use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement};
 use crate::render::RenderOptions;
 use crate::report::ErrorReport;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -30,6 +30,9 @@ pub struct Outcome {
     pub traffic: Traffic,
     /// Length of the mix, when it was decoded.
     pub audio_seconds: f64,
+    /// It failed because the store did not answer (a transient store error,
+    /// or error.json could not be written): maybe an outage.
+    pub store_trouble: bool,
 }
 
 /// Bytes a job moved to and from the store.
@@ -97,6 +100,7 @@ pub async fn process_job(
         // Its names cannot be trusted to make keys: nothing is written.
         warn!(error = %e, "job refused");
         return Outcome {
+            store_trouble: false,
             reason: "request",
             traffic,
             audio_seconds: 0.0,
@@ -127,6 +131,7 @@ pub async fn process_job(
     let render_seconds = started.elapsed().as_secs_f64();
     match result {
         Ok((report, measurement)) => Outcome {
+            store_trouble: false,
             reason: "",
             traffic,
             audio_seconds: report
@@ -134,23 +139,20 @@ pub async fn process_job(
                 .map(|r| r.input.duration_seconds)
                 .or(measurement.map(|m| m.duration_seconds))
                 .unwrap_or(0.0),
-            result: JobResult {
-                schema_version: Default::default(),
-                job_id: job.job_id.clone(),
-                catalog: job.catalog.clone(),
-                track: job.track.clone(),
-                status: if report.is_some() {
-                    Status::Mastered
-                } else {
-                    Status::Measured
-                },
-                report,
-                error: None,
-                measurement,
-                render_seconds,
-                reason: String::new(),
-                downloaded_bytes: traffic.downloaded,
-                uploaded_bytes: traffic.uploaded,
+            result: match (report, measurement) {
+                (Some(r), _) => JobResult::mastered(
+                    job,
+                    r,
+                    render_seconds,
+                    (traffic.downloaded, traffic.uploaded),
+                ),
+                (None, Some(m)) => JobResult::measured(
+                    job,
+                    m,
+                    render_seconds,
+                    (traffic.downloaded, traffic.uploaded),
+                ),
+                (None, None) => unreachable!("a job succeeds with a report or a measurement"),
             },
             disposition: Disposition::Ack,
         },
@@ -177,6 +179,8 @@ pub async fn process_job(
                 }
                 store.put_bytes(&job.output_key(ERROR), body).await
             };
+            let store_trouble =
+                matches!(e, JobError::Store(StoreError::Transient { .. })) || written.is_err();
             let disposition = match written {
                 Ok(()) if action == Action::Abort => Disposition::Ack,
                 Ok(()) => Disposition::Requeue,
@@ -187,6 +191,7 @@ pub async fn process_job(
                 }
             };
             Outcome {
+                store_trouble,
                 reason: e.reason(),
                 traffic,
                 audio_seconds: 0.0,

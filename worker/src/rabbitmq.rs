@@ -5,8 +5,16 @@
 //!   that kills its worker) is dead-lettered to the `loopmind.dead` headers
 //!   exchange, which routes it by its `catalog` header to
 //!   `loopmind.dead.<catalog>`.
-//! - `loopmind.results.<catalog>`: durable quorum queue of job results, which
-//!   the catalog's coordinator follows.
+//! - `loopmind.results.<catalog>`: durable quorum queue of job results (and
+//!   "started" notes, message type [`STARTED`]), which the catalog's
+//!   coordinator follows with an exclusive consumer: a second coordinator on
+//!   the same catalog is refused while the first runs.
+//! - A catalog's two queues are deleted by its coordinator once its summary
+//!   is written, and expire (`x-expires`, `queue.catalog_expiry_s`) when a
+//!   coordinator died and nobody came back for them. A job whose catalog's
+//!   results queue is gone is dropped by the worker that takes it (no one
+//!   is waiting for it). The jobs queue and the dead-letter exchange stay:
+//!   they are shared by every catalog.
 //!
 //! Connections are supervised here rather than by lapin's young auto-recovery:
 //! on any error the caller rebuilds connection, channel, QoS and consumer.
@@ -53,6 +61,26 @@ pub async fn connect(
             }
         }
     }
+}
+
+/// Message types on a results queue.
+pub const STARTED: &str = "started";
+pub const RESULT: &str = "result";
+
+/// A worker's note that it took a job.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StartedNote {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
+    pub job_id: String,
+}
+
+pub fn started_message(job_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&StartedNote {
+        schema_version: Default::default(),
+        job_id: job_id.into(),
+    })
+    .expect("serialises")
 }
 
 fn quorum_args() -> FieldTable {
@@ -104,16 +132,22 @@ fn durable_queue() -> QueueDeclareOptions {
     }
 }
 
-/// Declares a catalog's results queue and its dead-letter queue.
-pub async fn declare_catalog(ch: &Channel, catalog: &str) -> Result<(), lapin::Error> {
-    ch.queue_declare(
-        results_queue(catalog).into(),
-        durable_queue(),
-        quorum_args(),
-    )
-    .await?;
+/// Declares a catalog's results queue and its dead-letter queue; both
+/// expire after `expiry_s` unused (no consumer, no declare).
+pub async fn declare_catalog(
+    ch: &Channel,
+    catalog: &str,
+    expiry_s: u64,
+) -> Result<(), lapin::Error> {
+    let mut args = quorum_args();
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(expiry_s.saturating_mul(1000).min(i64::MAX as u64) as i64),
+    );
+    ch.queue_declare(results_queue(catalog).into(), durable_queue(), args.clone())
+        .await?;
     let dead = dead_queue(catalog);
-    ch.queue_declare(dead.as_str().into(), durable_queue(), quorum_args())
+    ch.queue_declare(dead.as_str().into(), durable_queue(), args)
         .await?;
     let mut bind = FieldTable::default();
     bind.insert("x-match".into(), AMQPValue::LongString("all".into()));
@@ -126,6 +160,41 @@ pub async fn declare_catalog(ch: &Channel, catalog: &str) -> Result<(), lapin::E
         bind,
     )
     .await
+}
+
+/// Deletes a catalog's queues (its summary is written, nothing is left to
+/// collect).
+pub async fn delete_catalog(ch: &Channel, catalog: &str) -> Result<(), lapin::Error> {
+    use lapin::options::QueueDeleteOptions;
+    for q in [results_queue(catalog), dead_queue(catalog)] {
+        ch.queue_delete(q.into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether a catalog's results queue exists (someone may still collect its
+/// results). On a channel of its own: a failed passive declare closes it.
+pub async fn catalog_followed(conn: &Connection, catalog: &str) -> Result<bool, lapin::Error> {
+    let ch = conn.create_channel().await?;
+    let r = ch
+        .queue_declare(
+            results_queue(catalog).into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match r {
+        Ok(_) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(true)
+        }
+        Err(e) if e.to_string().contains("NOT_FOUND") || e.to_string().contains("404") => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A channel with publisher confirms on.
@@ -147,10 +216,63 @@ pub fn message_properties(catalog: &str, message_id: &str) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// Longest wait for a publisher confirm.
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Publishes to a queue through the default exchange without waiting for a
+/// confirm.
+pub async fn publish(
+    ch: &Channel,
+    queue: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), lapin::Error> {
+    let pending = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await?;
+    drop(pending);
+    Ok(())
+}
+
+/// A message's properties for publishing it again: the broker's own `x-`
+/// headers (its delivery count) dropped, `counter` set to `n`.
+pub fn copy_properties(props: &BasicProperties, counter: &str, n: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(h) = props.headers() {
+        for (k, v) in h.inner() {
+            if !k.as_str().starts_with("x-") && k.as_str() != counter {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    headers.insert(counter.into(), AMQPValue::LongLongInt(n as i64));
+    props.clone().with_headers(headers)
+}
+
+/// A numeric header, 0 when absent.
+pub fn header_u32(props: &BasicProperties, name: &str) -> u32 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => Some(*n as u32),
+            AMQPValue::LongInt(n) => Some(*n as u32),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => Some(*n as u32),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// Publishes to a queue through the default exchange and waits for the
 /// broker's confirm.
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub async fn publish_confirmed(
     ch: &Channel,
     queue: &str,
@@ -180,16 +302,5 @@ pub async fn publish_confirmed(
 /// How many times a delivery has been delivered before (quorum queues count
 /// it in `x-delivery-count`).
 pub fn delivery_count(props: &BasicProperties) -> u32 {
-    props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count"))
-        .and_then(|v| match v {
-            AMQPValue::LongLongInt(n) => Some(*n as u32),
-            AMQPValue::LongInt(n) => Some(*n as u32),
-            AMQPValue::LongUInt(n) => Some(*n),
-            AMQPValue::ShortInt(n) => Some(*n as u32),
-            _ => None,
-        })
-        .unwrap_or(0)
+    header_u32(props, "x-delivery-count")
 }
