@@ -327,7 +327,9 @@ fn catalog_with_a_poison_track_then_resume() {
     let (st, out, err) = finish(coord, Duration::from_secs(300));
     assert_eq!(st.code(), Some(1), "{out}\n{err}");
     assert!(
-        out.contains("5 already complete (skipped), 2 to render"),
+        out.contains(
+            "5 already complete and unchanged (same source and settings: skipped), 2 to render"
+        ),
         "{out}"
     );
     assert_eq!(
@@ -536,6 +538,26 @@ fn a_manifest_with_problems_publishes_nothing() {
     tracks.push(("gone".into(), format!("mixes/{catalog}/gone.wav")));
     tracks.push(("t0-wav24".into(), tracks[0].1.clone()));
     let manifest = write_manifest(&dir, &catalog, &["spotify", "spotifyy"], &tracks);
+    // The jobs queue exists before the run (as it does once any worker has
+    // started), so "nothing published" is a count, not an absent queue.
+    rt.block_on(async {
+        let conn = loopmind_worker::rabbitmq::connect(
+            &loopmind_worker::config::QueueSettings::default().url,
+            "test",
+            || true,
+        )
+        .await
+        .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = loopmind_worker::config::QueueSettings {
+            jobs: c.jobs_queue.clone(),
+            ..Default::default()
+        };
+        loopmind_worker::rabbitmq::declare_jobs(&ch, &q)
+            .await
+            .unwrap();
+        let _ = conn.close(200, "declared".into()).await;
+    });
     let coord = c.spawn_coordinator(&manifest, &catalog);
     let (st, out, err) = finish(coord, Duration::from_secs(120));
     assert_eq!(st.code(), Some(2), "{out}\n{err}");
@@ -552,11 +574,19 @@ fn a_manifest_with_problems_publishes_nothing() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&q.stdout);
-    assert!(
-        !listing
-            .lines()
-            .any(|l| l.starts_with(&c.jobs_queue) && !l.trim_end().ends_with("\t0")),
+    let line = listing
+        .lines()
+        .find(|l| l.split('\t').next() == Some(c.jobs_queue.as_str()))
+        .unwrap_or_else(|| panic!("no {} in:\n{listing}", c.jobs_queue));
+    assert_eq!(
+        line.split('\t').nth(1).map(str::trim),
+        Some("0"),
         "jobs were published:\n{listing}"
+    );
+    // Nor were the catalog's own queues made.
+    assert!(
+        !listing.contains(&format!("loopmind.results.{catalog}")),
+        "{listing}"
     );
 }
 
@@ -652,4 +682,180 @@ fn a_hostile_catalog_finishes_and_no_worker_dies() {
         .expect("silences mastered");
     let r: TrackReport = serde_json::from_slice(&body).unwrap();
     assert_eq!(r.targets[0].sections[2].output_lufs, f64::NEG_INFINITY);
+}
+
+/// Two coordinators on one catalog: the second is refused at once, naming
+/// the first; the first finishes with a correct summary.
+#[test]
+fn a_second_coordinator_on_a_running_catalog_is_refused() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("twocoord", &[]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("twocoord");
+    let dir = c.dir.path().to_path_buf();
+    let mut tracks = vec![upload_long(&rt, &store, &dir, &catalog, "long", 60)];
+    tracks.extend(upload_mixes(
+        &rt,
+        &store,
+        &dir,
+        &catalog,
+        &["wav24", "mono"],
+    ));
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let w = c.spawn_worker();
+    let first = c.spawn_coordinator(&manifest, &catalog);
+    c.wait_log(w, "job started", 1, Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    let second = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(second, Duration::from_secs(60));
+    assert_eq!(st.code(), Some(2), "{out}\n{err}");
+    assert!(err.contains("being run by another coordinator"), "{err}");
+    assert!(err.contains(&format!("\"pid\":{}", first.id())), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let (st, out, err) = finish(first, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}\n{}", c.log(w));
+    assert!(out.contains("3 tracks: 3 mastered, 0 failed"), "{out}");
+    for (id, _) in &tracks {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+    // Its queues went away with it.
+    let q = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "name"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        !listing.contains(&format!("loopmind.results.{catalog}")),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&format!("loopmind.dead.{catalog}")),
+        "{listing}"
+    );
+}
+
+/// SIGTERM six times in a row with jobs queued, a delivery limit of 1: the
+/// consumer is cancelled before the job in hand is finished, so no job is
+/// ever returned to the queue counted, none is dead-lettered.
+#[test]
+fn sigterm_again_and_again_burns_no_delivery() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("sixterm", &[("LOOPMIND_QUEUE__DELIVERY_LIMIT", "1")]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("sixterm");
+    let dir = c.dir.path().to_path_buf();
+    let tracks: Vec<_> = (0..8)
+        .map(|i| upload_long(&rt, &store, &dir, &catalog, &format!("t{i}"), 12))
+        .collect();
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    for _ in 0..6 {
+        let w = c.spawn_worker();
+        c.wait_log(w, "job started", 1, Duration::from_secs(60));
+        c.sigterm(w);
+        let st = c.wait_worker(w, Duration::from_secs(120));
+        assert!(st.success(), "{}", c.log(w));
+        assert_eq!(c.log(w).matches("job started").count(), 1, "{}", c.log(w));
+    }
+    let w = c.spawn_worker();
+    let (st, out, err) = finish(coord, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}\n{}", c.log(w));
+    assert!(out.contains("8 tracks: 8 mastered, 0 failed"), "{out}");
+    for i in 0..c.workers.len() {
+        let log = c.log(i);
+        assert!(
+            !log.contains("delivery=2"),
+            "a job came back counted:\n{log}"
+        );
+    }
+}
+
+/// Resumes a frozen process when dropped (a failing test must not leave
+/// the store frozen for the next).
+struct Frozen(String);
+
+impl Frozen {
+    fn new(name: &str) -> Self {
+        let st = std::process::Command::new("pkill")
+            .args(["-STOP", "-x", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "no {name} process to stop");
+        Frozen(name.into())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-CONT", "-x", &self.0])
+            .status();
+    }
+}
+
+/// The store stops answering mid-catalog (Garage frozen), with retries
+/// scaled down: workers stop taking jobs and say so on /healthz, the jobs
+/// in hand go back uncounted, and when the store answers again every track
+/// is mastered, none dead-lettered, the summary written.
+#[test]
+fn a_store_outage_mid_catalog_loses_and_burns_no_job() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new(
+        "outage",
+        &[
+            ("LOOPMIND_QUEUE__DELIVERY_LIMIT", "2"),
+            ("LOOPMIND_STORE__ATTEMPTS", "2"),
+            ("LOOPMIND_STORE__RESPONSE_TIMEOUT_S", "5"),
+            ("LOOPMIND_WORKER__STORE_PROBE_S", "1"),
+        ],
+    );
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("outage");
+    let dir = c.dir.path().to_path_buf();
+    let tracks: Vec<_> = (0..10)
+        .map(|i| upload_long(&rt, &store, &dir, &catalog, &format!("t{i}"), 20))
+        .collect();
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let w0 = c.spawn_worker();
+    let w1 = c.spawn_worker();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    c.wait_log(w0, "job done", 1, Duration::from_secs(120));
+    let addr = c.metrics_addr(w0);
+    {
+        let _frozen = Frozen::new("garage");
+        // Both workers notice and stop taking jobs.
+        for w in [w0, w1] {
+            c.wait_log(w, "stopped taking jobs", 1, Duration::from_secs(120));
+        }
+        let (code, body) = http_get(&addr, "/healthz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("object store"), "{body}");
+        assert_eq!(
+            metric(&http_get(&addr, "/metrics").1, "loopmind_store_up"),
+            0.0
+        );
+        std::thread::sleep(Duration::from_secs(15));
+    }
+    let (st, out, err) = finish(coord, Duration::from_secs(600));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "{out}\n{err}\n{}\n{}",
+        c.log(w0),
+        c.log(w1)
+    );
+    assert!(out.contains("10 tracks: 10 mastered, 0 failed"), "{out}");
+    for (id, _) in &tracks {
+        check_track(&rt, &store, &dir, &catalog, id);
+    }
+    assert!(
+        c.log(w0).contains("the store answers again"),
+        "{}",
+        c.log(w0)
+    );
+    let (code, _) = http_get(&addr, "/healthz");
+    assert_eq!(code, 200);
 }

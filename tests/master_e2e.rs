@@ -255,7 +255,11 @@ fn a_second_run_renders_nothing_and_says_why() {
             targets,
         ]);
         let text = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         text
     };
     let mtime = |p: &str| std::fs::metadata(out.join(p)).unwrap().modified().unwrap();
@@ -266,7 +270,9 @@ fn a_second_run_renders_nothing_and_says_why() {
     // Unchanged: nothing rendered, and it says why.
     let second = run("spotify");
     assert!(
-        second.contains("2 already complete and unchanged (same source and settings: skipped), 0 to render"),
+        second.contains(
+            "2 already complete and unchanged (same source and settings: skipped), 0 to render"
+        ),
         "{second}"
     );
     assert_eq!(before, (mtime("a/spotify.wav"), mtime("b/spotify.wav")));
@@ -296,7 +302,12 @@ fn a_second_run_on_the_same_folder_is_refused_while_the_first_runs() {
     let mixes = dir.path().join("mixes");
     std::fs::create_dir(&mixes).unwrap();
     for i in 0..4 {
-        write_wav(&mixes.join(format!("s{i}.wav")), &short_song(48_000), 24, false);
+        write_wav(
+            &mixes.join(format!("s{i}.wav")),
+            &short_song(48_000),
+            24,
+            false,
+        );
     }
     let out = dir.path().join("out");
     let args = |o: &Path| {
@@ -321,12 +332,18 @@ fn a_second_run_on_the_same_folder_is_refused_while_the_first_runs() {
     while !out.join("running.json").exists() && t0.elapsed().as_secs() < 30 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(out.join("running.json").exists(), "the first run never started");
+    assert!(
+        out.join("running.json").exists(),
+        "the first run never started"
+    );
     let a: Vec<String> = args(&out);
     let second = loopmind(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
-    assert!(err.contains("another `loopmind master` is writing to"), "{err}");
+    assert!(
+        err.contains("another `loopmind master` is writing to"),
+        "{err}"
+    );
     assert!(err.contains(&format!("\"pid\":{}", first.id())), "{err}");
     assert!(first.wait().unwrap().success());
     assert!(!out.join("running.json").exists());

@@ -1,6 +1,7 @@
 //! The coordinator's side of RabbitMQ, as a [`JobQueue`]: a catalog is taken
-//! with exclusive consumers on its results and dead-letter queues (a second
-//! coordinator on the same catalog is refused while the first holds them);
+//! by declaring its lock, `loopmind.lock.<catalog>`, an exclusive queue of
+//! the coordinator's connection (a second coordinator on the same catalog is
+//! refused while the first holds it; a coordinator that dies frees it);
 //! jobs are published with confirms in batches (each batch's confirms
 //! within [`rabbitmq::CONFIRM_TIMEOUT`]); results, start notes and dead
 //! letters come back as [`Event`]s. Connections are rebuilt with backoff
@@ -9,7 +10,9 @@
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use loopmind_worker::config::Settings;
@@ -62,28 +65,42 @@ impl RabbitQueue {
         ch.basic_qos(100, BasicQosOptions::default()).await?;
         rabbitmq::declare_jobs(&ch, &q).await?;
         rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
-        let exclusive = BasicConsumeOptions {
-            exclusive: true,
-            ..Default::default()
-        };
+        // The catalog's lock: a queue only this connection may use, gone
+        // when the connection goes (a coordinator that dies frees it).
+        let lock = format!("loopmind.lock.{catalog}");
+        ch.queue_declare(
+            lock.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("RESOURCE_LOCKED") || text.contains("exclusive") {
+                QueueError::Busy(format!(
+                    "catalog '{catalog}' is being run by another coordinator (it holds {lock})"
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         let mut streams = Vec::new();
         for (dead, name) in [
             (false, rabbitmq::results_queue(&catalog)),
             (true, rabbitmq::dead_queue(&catalog)),
         ] {
             let consumer = ch
-                .basic_consume(name.as_str().into(), "".into(), exclusive, FieldTable::default())
-                .await
-                .map_err(|e| {
-                    let text = e.to_string();
-                    if text.contains("ACCESS_REFUSED") || text.contains("exclusive") {
-                        QueueError::Busy(format!(
-                            "catalog '{catalog}' is being run by another coordinator (it holds {name})"
-                        ))
-                    } else {
-                        e.into()
-                    }
-                })?;
+                .basic_consume(
+                    name.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
             streams.push(consumer.map(move |d| (dead, d)).boxed());
         }
         self.incoming = Some(futures_util::stream::select_all(streams).boxed());

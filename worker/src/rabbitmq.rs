@@ -7,8 +7,9 @@
 //!   `loopmind.dead.<catalog>`.
 //! - `loopmind.results.<catalog>`: durable quorum queue of job results (and
 //!   "started" notes, message type [`STARTED`]), which the catalog's
-//!   coordinator follows with an exclusive consumer: a second coordinator on
-//!   the same catalog is refused while the first runs.
+//!   coordinator follows. `loopmind.lock.<catalog>`, an exclusive queue of
+//!   the coordinator's connection, is the catalog's lock: a second
+//!   coordinator on the same catalog is refused while the first runs.
 //! - A catalog's two queues are deleted by its coordinator once its summary
 //!   is written, and expire (`x-expires`, `queue.catalog_expiry_s`) when a
 //!   coordinator died and nobody came back for them. A job whose catalog's
