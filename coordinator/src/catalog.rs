@@ -4,7 +4,7 @@
 use crate::broker::RabbitQueue;
 use crate::manifest::Manifest;
 use crate::runner::{self, Catalog};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use loopmind_worker::config::Settings;
 use loopmind_worker::job::TrackSpec;
 use loopmind_worker::store::{self, ObjectStore};
@@ -18,10 +18,8 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let bytes = read_manifest(&settings, store.as_ref(), catalog).await?;
     let manifest = Manifest::parse(&bytes)?;
     let (planned, problems) = manifest.plan_all();
-    if !problems.is_empty() {
-        bail!("invalid manifest:\n  - {}", problems.join("\n  - "));
-    }
     let cat = Catalog {
+        problems,
         name: manifest.catalog.clone(),
         tracks: planned
             .into_iter()

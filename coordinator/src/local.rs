@@ -247,6 +247,7 @@ pub fn run_batch(
         });
     }
     let cat = Catalog {
+        problems: Vec::new(),
         name: LOCAL_CATALOG.into(),
         tracks,
     };

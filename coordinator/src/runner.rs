@@ -39,6 +39,8 @@ const LOOKUPS: usize = 32;
 pub struct Catalog {
     pub name: String,
     pub tracks: Vec<TrackSpec>,
+    /// Problems its reader found already: listed with the store's, all at once.
+    pub problems: Vec<String>,
 }
 
 /// What a run did, for the caller's exit code and tests.
@@ -250,7 +252,7 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
     .buffered(LOOKUPS)
     .collect()
     .await;
-    let mut problems = Vec::new();
+    let mut problems = cat.problems.clone();
     let mut etags = HashMap::new();
     for (track, source, h) in heads {
         match h {
