@@ -16,6 +16,7 @@ mod catalog;
 mod demo;
 mod local;
 mod manifest;
+mod options;
 mod runner;
 mod summary;
 
@@ -135,37 +136,27 @@ pub struct MasterArgs {
 
 impl MasterArgs {
     pub fn sliders(&self) -> Result<loopmind_dsp::plan::Sliders> {
-        for (name, v) in [
-            ("--dynamics", self.dynamics),
-            ("--reactivity", self.reactivity),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                bail!("{name} {v} is outside 0..1");
-            }
-        }
         let amount = loopmind_dsp::plan::Amounts::parse(&self.amount)
             .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
-        Ok(loopmind_dsp::plan::Sliders {
-            dynamics: self.dynamics,
-            reactivity: self.reactivity,
+        let mut problems = Vec::new();
+        let s = options::sliders(
+            Some(self.dynamics),
+            Some(self.reactivity),
             amount,
-        })
+            ["--dynamics", "--reactivity"],
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(s)
     }
 
     pub fn resolve_targets(&self) -> Result<Vec<Target>> {
-        let mut out = Vec::new();
-        for name in &self.targets {
-            let name = name.trim();
-            if name.is_empty() {
-                continue;
-            }
-            match targets::preset(name) {
-                Some(t) => out.push(t),
-                None => bail!(
-                    "unknown target '{name}'; known: {}",
-                    targets::preset_names().join(", ")
-                ),
-            }
+        let mut problems = Vec::new();
+        let mut out = options::targets(&self.targets, "--targets", &mut problems);
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
         }
         if let (Some(lufs), Some(ceiling)) = (self.lufs, self.ceiling) {
             out.push(Target::custom(lufs, ceiling));

@@ -2,9 +2,10 @@
 //! mode. Validated whole before anything is published: every problem is
 //! listed, not just the first.
 
+use crate::options;
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::plan::{Amounts, Sliders};
-use loopmind_dsp::targets::{self, Target};
+use loopmind_dsp::targets::Target;
 use loopmind_worker::job::safe_id;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -111,40 +112,19 @@ impl Manifest {
             problems.push("no tracks".into());
         }
         let resolve = |names: &[String], whose: &str, problems: &mut Vec<String>| {
-            let mut out = Vec::new();
             if names.is_empty() {
                 problems.push(format!("{whose}: no targets"));
             }
-            for n in names {
-                match targets::preset(n) {
-                    Some(t) if !out.iter().any(|o: &Target| o.name == t.name) => out.push(t),
-                    Some(_) => problems.push(format!("{whose}: target '{n}' listed twice")),
-                    None => problems.push(format!(
-                        "{whose}: unknown target '{n}' (known: {})",
-                        targets::preset_names().join(", ")
-                    )),
-                }
-            }
-            out
+            options::targets(names, whose, problems)
         };
         let catalog_targets = resolve(&self.targets, "catalog", &mut problems);
-        let mut sliders = Sliders::default();
-        for (name, value, slot) in [
-            ("dynamics", self.dynamics, &mut sliders.dynamics),
-            ("reactivity", self.reactivity, &mut sliders.reactivity),
-        ] {
-            if let Some(v) = value {
-                if (0.0..=1.0).contains(&v) {
-                    *slot = v;
-                } else {
-                    problems.push(format!("{name}: {v} is outside 0..1"));
-                }
-            }
-        }
-        match self.amount.out_of_range() {
-            Some((name, v)) => problems.push(format!("amount.{name}: {v} is outside 0..1")),
-            None => sliders.amount = self.amount,
-        }
+        let sliders = options::sliders(
+            self.dynamics,
+            self.reactivity,
+            self.amount,
+            ["dynamics", "reactivity"],
+            &mut problems,
+        );
         let mut seen = HashSet::new();
         let mut planned = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
