@@ -11,6 +11,8 @@ use tracing::info;
 
 /// A key nobody writes: a store that answers "no such object" is up.
 pub const PROBE_KEY: &str = "loopmind-store-probe";
+/// Longest wait for a probe's answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct StoreBreaker {
     open: AtomicBool,
@@ -32,9 +34,14 @@ impl StoreBreaker {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Whether the store answers now.
+    /// Whether the store answers now, within [`PROBE_TIMEOUT`] (a store
+    /// that holds requests without answering is down, however long the
+    /// store's own retries would wait).
     pub async fn probe(&self, store: &dyn ObjectStore) -> bool {
-        store.head(PROBE_KEY).await.is_ok()
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, store.head(PROBE_KEY)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Stop taking jobs.
