@@ -859,3 +859,188 @@ fn a_store_outage_mid_catalog_loses_and_burns_no_job() {
     let (code, _) = http_get(&addr, "/healthz");
     assert_eq!(code, 200);
 }
+
+/// No worker at all: the jobs nobody takes are reported timed out after
+/// `coordinator.idle_timeout_s`, the coordinator finishes with a summary,
+/// and a worker that comes later drops the abandoned jobs unrendered.
+#[test]
+fn jobs_nobody_takes_time_out_and_are_dropped_later() {
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("idle", &[("LOOPMIND_COORDINATOR__IDLE_TIMEOUT_S", "3")]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("idle");
+    let dir = c.dir.path().to_path_buf();
+    let tracks = upload_mixes(&rt, &store, &dir, &catalog, &["wav24", "mono"]);
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let t0 = std::time::Instant::now();
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(60));
+    assert_eq!(st.code(), Some(1), "{out}\n{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(out.contains("2 tracks: 0 mastered, 2 failed"), "{out}");
+    let e: serde_json::Value = serde_json::from_slice(
+        &rt.block_on(store.get_bytes(&format!("masters/{catalog}/{}/error.json", tracks[0].0)))
+            .unwrap()
+            .expect("error.json"),
+    )
+    .unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains("no worker took it"),
+        "{e}"
+    );
+    assert!(rt
+        .block_on(store.head(&format!("masters/{catalog}/summary.json")))
+        .unwrap()
+        .is_some());
+    // The jobs are still queued; nobody waits for them any more.
+    let w = c.spawn_worker();
+    c.wait_log(w, "job dropped unrendered", 2, Duration::from_secs(60));
+    assert!(!c.log(w).contains("mix downloaded"), "{}", c.log(w));
+}
+
+/// A "worker" that speaks another protocol (this test, on the real broker):
+/// it answers one job with a result of a newer schema, and takes the other
+/// and never answers. The first fails naming the unreadable result, the
+/// second times out `coordinator.job_deadline_s` after it was taken.
+#[test]
+fn unreadable_results_and_silent_workers_end_their_jobs() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+    use loopmind_worker::rabbitmq;
+    let _g = serial();
+    let rt = runtime();
+    let mut c = Cluster::new("protocol", &[("LOOPMIND_COORDINATOR__JOB_DEADLINE_S", "3")]);
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("protocol");
+    let dir = c.dir.path().to_path_buf();
+    let tracks = upload_mixes(&rt, &store, &dir, &catalog, &["wav24", "mono"]);
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let jobs_queue = c.jobs_queue.clone();
+    rt.block_on(async {
+        let url = loopmind_worker::config::QueueSettings::default().url;
+        let conn = rabbitmq::connect(&url, "test-worker", || true)
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = loopmind_worker::config::QueueSettings {
+            jobs: jobs_queue,
+            ..Default::default()
+        };
+        rabbitmq::declare_jobs(&ch, &q).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                q.jobs.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let d = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+                .await
+                .expect("a job within a minute")
+                .unwrap()
+                .unwrap();
+            let job: loopmind_worker::job::Job = serde_json::from_slice(&d.data).unwrap();
+            let reply = d.properties.reply_to().as_ref().unwrap().to_string();
+            let props = rabbitmq::message_properties(&job.catalog, &job.job_id);
+            if job.track == tracks[0].0 {
+                let body =
+                    serde_json::json!({"schema_version": 2, "job_id": job.job_id, "news": true});
+                rabbitmq::publish_confirmed(&ch, &reply, body.to_string().as_bytes(), props)
+                    .await
+                    .unwrap();
+            } else {
+                let props = props.with_type(rabbitmq::STARTED.into());
+                rabbitmq::publish_confirmed(
+                    &ch,
+                    &reply,
+                    &rabbitmq::started_message(&job.job_id),
+                    props,
+                )
+                .await
+                .unwrap();
+            }
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        let (st, out, err) =
+            tokio::task::spawn_blocking(move || finish(coord, Duration::from_secs(60)))
+                .await
+                .unwrap();
+        let _ = conn.close(200, "done".into()).await;
+        assert_eq!(st.code(), Some(1), "{out}\n{err}");
+        assert!(out.contains("2 tracks: 0 mastered, 2 failed"), "{out}");
+        assert!(
+            out.contains("unreadable_result 1") && out.contains("timed_out 1"),
+            "{out}"
+        );
+    });
+    let error = |id: &str| -> String {
+        let v: serde_json::Value = serde_json::from_slice(
+            &rt.block_on(store.get_bytes(&format!("masters/{catalog}/{id}/error.json")))
+                .unwrap()
+                .expect("error.json"),
+        )
+        .unwrap();
+        v["error"].as_str().unwrap().to_string()
+    };
+    let e = error(&tracks[0].0);
+    assert!(
+        e.contains("unreadable result") && e.contains("schema_version 2 is newer"),
+        "{e}"
+    );
+    let e = error(&tracks[1].0);
+    assert!(
+        e.contains("timed out: no result 3 s after a worker took it"),
+        "{e}"
+    );
+}
+
+/// Two workers on one machine with the same metrics port: the second moves
+/// to the next free port, says so, and both serve and take jobs.
+#[test]
+fn a_taken_metrics_port_does_not_stop_a_second_worker() {
+    let _g = serial();
+    let rt = runtime();
+    // A port free now (the OS's pick), and the one after it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = port.to_string();
+    let mut c = Cluster::new(
+        "port",
+        &[
+            ("LOOPMIND_WORKER__METRICS_PORT", p.as_str()),
+            ("LOOPMIND_WORKER__METRICS_ADDR", "127.0.0.1"),
+        ],
+    );
+    let store = rt.block_on(common::services::garage_store(&c.env));
+    let catalog = unique("port");
+    let dir = c.dir.path().to_path_buf();
+    let tracks = upload_mixes(
+        &rt,
+        &store,
+        &dir,
+        &catalog,
+        &["wav24", "mono", "float48", "flac"],
+    );
+    let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
+    let w0 = c.spawn_worker();
+    c.wait_log(w0, "serving /healthz", 1, Duration::from_secs(30));
+    let w1 = c.spawn_worker();
+    c.wait_log(w1, "metrics port taken", 1, Duration::from_secs(30));
+    assert_eq!(c.metrics_addr(w0), format!("127.0.0.1:{port}"));
+    let second = c.metrics_addr(w1);
+    assert_ne!(second, format!("127.0.0.1:{port}"));
+    c.wait_log(w1, "connected to RabbitMQ", 1, Duration::from_secs(30));
+    assert_eq!(http_get(&second, "/healthz").0, 200);
+    let coord = c.spawn_coordinator(&manifest, &catalog);
+    let (st, out, err) = finish(coord, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(0), "{out}\n{err}");
+    assert!(c.log(w1).contains("job done"), "{}", c.log(w1));
+}

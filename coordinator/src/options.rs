@@ -68,7 +68,13 @@ mod tests {
             eq: 2.0,
             ..Default::default()
         };
-        let s = sliders(Some(0.2), Some(1.5), amount, ["--dynamics", "--reactivity"], &mut p);
+        let s = sliders(
+            Some(0.2),
+            Some(1.5),
+            amount,
+            ["--dynamics", "--reactivity"],
+            &mut p,
+        );
         assert_eq!(s.dynamics, 0.2);
         assert_eq!(s.reactivity, Sliders::default().reactivity);
         let all = p.join("\n");

@@ -69,7 +69,7 @@ pub async fn serve_first_free(
                     tracing::warn!(
                         wanted = port,
                         serving = bound.port(),
-                        "metrics port taken; serving /healthz and /metrics on the next free one"
+                        "metrics port taken; using the next free one"
                     );
                 }
                 return Some(bound);

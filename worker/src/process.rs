@@ -168,8 +168,13 @@ pub async fn process_job(
             let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
             let written = if action == Action::Retry {
                 warn!(error = %e, "job failed, will be retried");
-                // Best effort: if retries run out, this says why.
-                let _ = store.put_bytes(&job.output_key(ERROR), body).await;
+                // Best effort: if retries run out, this says why. Bounded: a
+                // store that just failed may hold the request for minutes.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    store.put_bytes(&job.output_key(ERROR), body),
+                )
+                .await;
                 Ok(())
             } else {
                 warn!(error = %e, "job failed for good");
