@@ -1,19 +1,21 @@
 //! The `loopmind` command line.
 //!
-//! Map: [`local`] runs a batch of tracks through the worker's `process_job`
-//! on an in-process queue against a folder store; [`catalog`] is the
-//! distributed coordinator (manifest -> jobs on RabbitMQ -> follow results),
-//! with [`manifest`] validating catalogs, [`broker`] publishing and
-//! following, and [`album`] computing album offsets; `worker` runs the worker crate's
-//! consumer; [`summary`] prints and saves what happened; [`demo`] writes a
-//! synthetic multi-section song to master. The hidden `render-child`
-//! subcommand is one isolated render, started by `master` and `worker` alike
-//! (`loopmind_worker::isolate`).
+//! Map: [`runner`] is the one catalog flow (sources checked, jobs built,
+//! resume, album passes, summary) with [`follow`] following jobs to their
+//! ends on a queue; [`local`] feeds it files (`loopmind master`, in-process
+//! queue, folder store) and [`catalog`] a manifest (`loopmind coordinator`,
+//! [`broker`]'s RabbitMQ queue, S3), both validated by [`options`] and
+//! [`manifest`]; [`album`] computes album offsets; [`summary`] prints and
+//! saves what happened; [`demo`] writes a synthetic multi-section song to
+//! master. `worker` runs the worker crate's consumer; the hidden
+//! `render-child` subcommand is one isolated render, started by `master`
+//! and `worker` alike (`loopmind_worker::isolate`).
 
 mod album;
 mod broker;
 mod catalog;
 mod demo;
+mod follow;
 mod local;
 mod manifest;
 mod options;

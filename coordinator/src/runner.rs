@@ -1,5 +1,6 @@
 //! The one catalog flow, for `loopmind master` (in-process queue, folder
-//! store) and `loopmind coordinator` (RabbitMQ, S3) alike:
+//! store) and `loopmind coordinator` (RabbitMQ, S3) alike (following the
+//! jobs to their ends is [`follow`](crate::follow)):
 //!
 //! 1. every source and reference must exist (their ETags are read);
 //! 2. jobs are built by one rule ([`Job::new`]) and checked by the rule
@@ -19,15 +20,13 @@ use crate::album;
 use crate::summary::{Summary, TrackOutcome};
 use anyhow::{bail, Result};
 use futures_util::{stream, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
-use loopmind_worker::config::{CoordinatorSettings, Settings};
+use loopmind_worker::config::Settings;
 use loopmind_worker::job::{Job, JobResult, Measurement, Status, TrackSpec};
 use loopmind_worker::layout;
-use loopmind_worker::process::{ERROR, REPORT};
-use loopmind_worker::queue::{Event, JobQueue, QueueError};
-use loopmind_worker::report::{ErrorReport, TrackReport};
+use loopmind_worker::process::REPORT;
+use loopmind_worker::queue::JobQueue;
+use loopmind_worker::report::TrackReport;
 use loopmind_worker::store::ObjectStore;
-use loopmind_worker::Action;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,7 +129,8 @@ pub async fn run(
 
     let mut all_results: Vec<JobResult> = Vec::new();
     if !to_render.is_empty() {
-        let mut follower = Follower::new(queue, store.clone(), settings, name).await?;
+        let mut follower =
+            crate::follow::Follower::new(queue, store.clone(), settings, name).await?;
         let albums: HashMap<&str, &str> = cat
             .tracks
             .iter()
@@ -310,238 +310,6 @@ async fn complete_report(
         return Ok(None);
     };
     Ok((stamp.settings_hash == job.settings_hash && stamp.source_etag == etag).then_some(report))
-}
-
-/// A job in flight, as the follower sees it.
-struct InFlight {
-    job: Job,
-    /// When a worker last said it took the job.
-    started: Option<Instant>,
-}
-
-/// Holds the catalog on the queue and follows its jobs to their ends.
-struct Follower<'q> {
-    queue: &'q mut dyn JobQueue,
-    store: Arc<dyn ObjectStore>,
-    limits: CoordinatorSettings,
-    delivery_limit: u32,
-    lock_key: String,
-}
-
-impl<'q> Follower<'q> {
-    async fn new(
-        queue: &'q mut dyn JobQueue,
-        store: Arc<dyn ObjectStore>,
-        settings: &Settings,
-        catalog: &str,
-    ) -> Result<Follower<'q>> {
-        let lock_key = format!("{}running.json", layout::catalog_prefix(catalog));
-        if let Err(e) = queue.open(catalog).await {
-            if let QueueError::Busy(m) = &e {
-                let who = store
-                    .get_bytes(&lock_key)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                    .unwrap_or_else(|| "unknown".into());
-                bail!("{m}; it says: {who}. Wait for it to finish, or stop it, then run again (finished tracks are skipped)");
-            }
-            return Err(e.into());
-        }
-        let me = serde_json::json!({
-            "host": hostname(),
-            "pid": std::process::id(),
-            "started_unix_s": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        });
-        if let Err(e) = store
-            .put_bytes(&lock_key, me.to_string().into_bytes())
-            .await
-        {
-            warn!(error = %e, "cannot write {lock_key}");
-        }
-        Ok(Follower {
-            queue,
-            store,
-            limits: settings.coordinator.clone(),
-            delivery_limit: settings.queue.delivery_limit,
-            lock_key,
-        })
-    }
-
-    async fn close(self, finished: bool) {
-        let _ = self.store.delete(&self.lock_key).await;
-        if let Err(e) = self.queue.close(finished).await {
-            warn!(error = %e, "cannot clean up the catalog's queues (they expire on their own)");
-        }
-    }
-
-    /// Publishes `jobs` and follows each to its end.
-    async fn publish_and_follow(&mut self, mut jobs: Vec<Job>) -> Result<Vec<JobResult>> {
-        jobs.sort_by(|a, b| a.track.cmp(&b.track));
-        self.queue.publish(&jobs).await?;
-        let mut pending: HashMap<String, InFlight> = jobs
-            .into_iter()
-            .map(|job| (job.job_id.clone(), InFlight { job, started: None }))
-            .collect();
-        let bar = bar(pending.len());
-        let mut results = Vec::new();
-        let mut last_word = Instant::now();
-        let (mut failed, mut strays) = (0usize, 0usize);
-        let deadline = Duration::from_secs(self.limits.job_deadline_s);
-        let idle = Duration::from_secs(self.limits.idle_timeout_s);
-        while !pending.is_empty() {
-            let event = match self.queue.next_event(Duration::from_millis(500)).await {
-                Ok(e) => e,
-                Err(QueueError::Closed) => {
-                    bail!("the queue closed with {} jobs pending", pending.len())
-                }
-                Err(e) => {
-                    warn!(error = %e, "queue trouble while following");
-                    None
-                }
-            };
-            let mut ended: Vec<JobResult> = Vec::new();
-            match event {
-                None => {}
-                Some(Event::Started { job_id }) => {
-                    last_word = Instant::now();
-                    if let Some(f) = pending.get_mut(&job_id) {
-                        f.started = Some(Instant::now());
-                    }
-                }
-                Some(Event::Finished(r)) => {
-                    last_word = Instant::now();
-                    if pending.remove(&r.job_id).is_some() {
-                        ended.push(r);
-                    } else {
-                        // A duplicate, or a job of an earlier run or one
-                        // already reported timed out.
-                        strays += 1;
-                        info!(job_id = %r.job_id, "result of no pending job dropped");
-                    }
-                }
-                Some(Event::Unreadable { job_id, reason }) => {
-                    last_word = Instant::now();
-                    match job_id.and_then(|id| pending.remove(&id)) {
-                        Some(f) => {
-                            ended.push(self.fail(&f.job, &reason, "unreadable_result").await)
-                        }
-                        None => {
-                            strays += 1;
-                            warn!(%reason, "a message on the results queue that names no pending job");
-                        }
-                    }
-                }
-                Some(Event::DeadLettered(Ok(job))) => {
-                    last_word = Instant::now();
-                    if pending.remove(&job.job_id).is_some() {
-                        ended.push(self.dead_lettered(&job).await);
-                    }
-                }
-                Some(Event::DeadLettered(Err(reason))) => {
-                    warn!(%reason, "a dead letter that names no job");
-                }
-            }
-            // Deadlines: a job taken but not answered; jobs nobody takes.
-            let now = Instant::now();
-            let late: Vec<String> = pending
-                .iter()
-                .filter(|(_, f)| f.started.is_some_and(|s| now - s > deadline))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in late {
-                let f = pending.remove(&id).expect("pending");
-                let why = format!(
-                    "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
-                    deadline.as_secs()
-                );
-                ended.push(self.fail(&f.job, &why, "timed_out").await);
-            }
-            let running = pending.values().any(|f| f.started.is_some());
-            if !running && now - last_word > idle {
-                let ids: Vec<String> = pending.keys().cloned().collect();
-                for id in ids {
-                    let f = pending.remove(&id).expect("pending");
-                    let why = format!(
-                        "timed out: no worker took it and none was heard from for {} s (coordinator.idle_timeout_s)",
-                        idle.as_secs()
-                    );
-                    ended.push(self.fail(&f.job, &why, "timed_out").await);
-                }
-            }
-            for r in ended {
-                if r.status == Status::Failed {
-                    failed += 1;
-                    bar.set_message(format!("{failed} failed"));
-                }
-                bar.inc(1);
-                results.push(r);
-            }
-        }
-        bar.finish_and_clear();
-        if strays > 0 {
-            info!(strays, "results that named no pending job were dropped");
-        }
-        Ok(results)
-    }
-
-    /// A failure the runner itself records: error.json says why.
-    async fn fail(&self, job: &Job, why: &str, reason: &str) -> JobResult {
-        warn!(track = %job.track, %why, "job failed");
-        let err = ErrorReport {
-            schema_version: Default::default(),
-            track: job.track.clone(),
-            source: self.store.describe(&job.source),
-            error: why.to_string(),
-            action: Action::Abort,
-        };
-        let body = serde_json::to_vec_pretty(&err).expect("serialises");
-        if let Err(e) = self.store.put_bytes(&job.output_key(ERROR), body).await {
-            warn!(error = %e, track = %job.track, "cannot write error.json");
-        }
-        JobResult::failed(job, err, reason, 0.0, (0, 0))
-    }
-
-    /// A job the queue gave up on: error.json says so, with the last
-    /// attempt's error if it could write one.
-    async fn dead_lettered(&self, job: &Job) -> JobResult {
-        let last = self
-            .store
-            .get_bytes(&job.output_key(ERROR))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<ErrorReport>(&b).ok())
-            .map_or(
-                "every attempt failed or stopped its worker".to_string(),
-                |e| format!("last error: {}", e.error),
-            );
-        let why = format!(
-            "gave up after the delivery limit ({}, queue.delivery_limit); {last}",
-            self.delivery_limit
-        );
-        self.fail(job, &why, "dead_lettered").await
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn bar(len: usize) -> ProgressBar {
-    let b = ProgressBar::new(len as u64);
-    b.set_style(
-        ProgressStyle::with_template(
-            "rendering {bar:40} {pos}/{len} tracks  {elapsed_precise}  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    b
 }
 
 /// The workers' totals for this run, from their results: printed and logged.
