@@ -259,10 +259,14 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::Worker { config } => {
             let s = settings(config.as_deref())?;
-            runtime()?.block_on(async {
+            let rt = runtime()?;
+            let done = rt.block_on(async {
                 let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
                 loopmind_worker::consumer::run_worker(s, shutdown).await
-            })?;
+            });
+            // Every job is settled: nothing left behind may hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            done?;
             Ok(true)
         }
         Command::Targets => {

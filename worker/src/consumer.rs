@@ -104,7 +104,14 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
         ctx.work.metrics.set_connected(false);
         match served {
             Ok(()) => {
-                let _ = conn.close(200, "worker stopping".into()).await;
+                // Bounded: a close-ok that never comes must not keep a
+                // stopping worker alive (its jobs are settled already).
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    conn.close(200, "worker stopping".into()),
+                )
+                .await;
+                info!("worker stopped");
                 return Ok(());
             }
             Err(e) => {
@@ -114,7 +121,11 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
                     delay = Duration::from_millis(200);
                 }
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lost RabbitMQ, reconnecting");
-                let _ = conn.close(200, "reconnecting".into()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    conn.close(200, "reconnecting".into()),
+                )
+                .await;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
