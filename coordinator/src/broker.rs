@@ -10,9 +10,7 @@
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use loopmind_worker::config::Settings;
@@ -124,17 +122,8 @@ impl RabbitQueue {
             let body = serde_json::to_vec(job).expect("job serialises");
             let props = rabbitmq::message_properties(&catalog, &job.job_id)
                 .with_reply_to(reply.as_str().into());
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    jobs_queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                )
-                .await?;
             // Confirms are awaited for the whole batch below.
-            drop(confirm);
+            drop(rabbitmq::publish(&ch, &jobs_queue, &body, props).await?);
         }
         let returned = tokio::time::timeout(rabbitmq::CONFIRM_TIMEOUT, ch.wait_for_confirms())
             .await

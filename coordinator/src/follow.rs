@@ -43,7 +43,7 @@ impl<'q> Follower<'q> {
         settings: &Settings,
         catalog: &str,
     ) -> Result<Follower<'q>> {
-        let lock_key = format!("{}running.json", layout::catalog_prefix(catalog));
+        let lock_key = layout::running_key(catalog);
         if let Err(e) = queue.open(catalog).await {
             if let QueueError::Busy(m) = &e {
                 let who = store

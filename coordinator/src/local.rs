@@ -289,8 +289,10 @@ fn lock_folder(out: &Path) -> Result<std::fs::File> {
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => {
-            let who = std::fs::read_to_string(out.join("running.json"))
-                .unwrap_or_else(|_| "unknown".into());
+            let who = std::fs::read_to_string(
+                out.join(loopmind_worker::layout::running_key(LOCAL_CATALOG)),
+            )
+            .unwrap_or_else(|_| "unknown".into());
             bail!(
                 "another `loopmind master` is writing to {} ({}); wait for it to finish, then run again (finished tracks are skipped)",
                 out.display(),

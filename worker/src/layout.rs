@@ -69,6 +69,12 @@ pub fn catalog_prefix(catalog: &str) -> String {
     }
 }
 
+/// While a run holds a catalog: who holds it (host, pid, start), read by a
+/// second run to name the first.
+pub fn running_key(catalog: &str) -> String {
+    format!("{}running.json", catalog_prefix(catalog))
+}
+
 /// Whether `key` stays inside the folder it is joined to: relative, and
 /// made of segments that are neither empty, `.`, `..`, nor hold a NUL or a
 /// backslash.

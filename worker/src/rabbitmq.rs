@@ -220,25 +220,23 @@ pub fn message_properties(catalog: &str, message_id: &str) -> BasicProperties {
 /// Longest wait for a publisher confirm.
 pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Publishes to a queue through the default exchange without waiting for a
-/// confirm.
+/// Publishes to a queue through the default exchange; the broker's confirm
+/// (on a confirm channel) is the returned future, which a caller that does
+/// not need it drops.
 pub async fn publish(
     ch: &Channel,
     queue: &str,
     body: &[u8],
     props: BasicProperties,
-) -> Result<(), lapin::Error> {
-    let pending = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?;
-    drop(pending);
-    Ok(())
+) -> Result<lapin::PublisherConfirm, lapin::Error> {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
 }
 
 /// A message's properties for publishing it again: the broker's own `x-`
@@ -280,15 +278,7 @@ pub async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), lapin::Error> {
-    let pending = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?;
+    let pending = publish(ch, queue, body, props).await?;
     // A confirm that never comes would hold the job (and a stopping worker)
     // forever; as an error, the connection is rebuilt and the job redelivered.
     let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, pending)

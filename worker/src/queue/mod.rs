@@ -35,8 +35,6 @@ pub enum QueueError {
     Busy(String),
     #[error("the queue is closed")]
     Closed,
-    #[error("{0}")]
-    Other(String),
 }
 
 /// What a runner hears back about its jobs.
