@@ -35,29 +35,9 @@ impl Audio {
     /// Checks what mastering needs of its input: samples present, a rate and a
     /// channel layout we master, every sample finite, at least one loudness block.
     pub fn validate(&self) -> Result<(), DspError> {
-        if !(8000..=192_000).contains(&self.rate) {
-            return Err(DspError::SampleRate(self.rate));
-        }
-        if !(1..=2).contains(&self.num_channels()) {
-            return Err(DspError::Channels(self.num_channels()));
-        }
-        if self.frames() == 0 {
-            return Err(DspError::Empty);
-        }
-        for (channel, samples) in self.channels.iter().enumerate() {
-            if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
-                return Err(DspError::NonFinite {
-                    channel,
-                    seconds: i as f64 / self.rate as f64,
-                });
-            }
-        }
-        if self.seconds() < 0.4 {
-            return Err(DspError::TooShort {
-                seconds: self.seconds(),
-            });
-        }
-        Ok(())
+        check_format(self.rate, self.num_channels())?;
+        check_finite(&self.channels, 0, self.rate)?;
+        check_length(self.frames() as u64, self.rate)
     }
 
     /// Planar chunks of up to `len` frames, in order (for streaming meters).
@@ -82,4 +62,40 @@ impl Audio {
             c.iter_mut().for_each(|s| *s *= gain);
         }
     }
+}
+
+/// A rate and channel layout LoopMind masters.
+pub fn check_format(rate: u32, channels: usize) -> Result<(), DspError> {
+    if !(8000..=192_000).contains(&rate) {
+        return Err(DspError::SampleRate(rate));
+    }
+    if !(1..=2).contains(&channels) {
+        return Err(DspError::Channels(channels));
+    }
+    Ok(())
+}
+
+/// Every sample of a block starting at frame `from` finite.
+pub fn check_finite(block: &[Vec<f32>], from: u64, rate: u32) -> Result<(), DspError> {
+    for (channel, samples) in block.iter().enumerate() {
+        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
+            return Err(DspError::NonFinite {
+                channel,
+                seconds: (from + i as u64) as f64 / rate as f64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Samples present, and at least one loudness block of them.
+pub fn check_length(frames: u64, rate: u32) -> Result<(), DspError> {
+    if frames == 0 {
+        return Err(DspError::Empty);
+    }
+    let seconds = frames as f64 / rate as f64;
+    if seconds < 0.4 {
+        return Err(DspError::TooShort { seconds });
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Parameter automation: one value per section, crossfaded with a raised
 //! cosine centred on every boundary, so no parameter ever steps.
 
+use std::borrow::Cow;
+
 /// Length of the crossfade centred on each boundary.
 pub const RAMP_S: f64 = 1.0;
 /// Frames per control block: chain parameters other than gain are read once
@@ -92,7 +94,16 @@ impl Automation {
     /// (the chain reads every parameter once per 8 frames).
     pub fn cursor(&self) -> Cursor<'_> {
         Cursor {
-            a: self,
+            a: Cow::Borrowed(self),
+            steady: (f64::INFINITY, f64::NEG_INFINITY),
+            value: 0.0,
+        }
+    }
+
+    /// A cursor that owns the curve (for stages that keep it between blocks).
+    pub fn into_cursor(self) -> Cursor<'static> {
+        Cursor {
+            a: Cow::Owned(self),
             steady: (f64::INFINITY, f64::NEG_INFINITY),
             value: 0.0,
         }
@@ -106,7 +117,7 @@ fn block_time(b: usize, rate: u32) -> f64 {
 
 /// See [`Automation::cursor`].
 pub struct Cursor<'a> {
-    a: &'a Automation,
+    a: Cow<'a, Automation>,
     /// [from, to): where the value is `value` and no ramp runs.
     steady: (f64, f64),
     value: f64,
@@ -117,7 +128,7 @@ impl Cursor<'_> {
         if t >= self.steady.0 && t < self.steady.1 {
             return self.value;
         }
-        let a = self.a;
+        let a: &Automation = &self.a;
         let k = a.boundaries.partition_point(|&b| b <= t);
         // Section k holds its value from the end of the ramp before it to
         // the start of the ramp after it.
@@ -138,6 +149,11 @@ impl Cursor<'_> {
 
     pub fn at_block(&mut self, b: usize, rate: u32) -> f64 {
         self.at(block_time(b, rate))
+    }
+
+    /// The curve read.
+    pub fn curve(&self) -> &Automation {
+        &self.a
     }
 }
 

@@ -8,7 +8,7 @@
 //! most onset strength. One tempo for the whole track: songs that change
 //! tempo get a grid that drifts, and no grid where no clear pulse is found.
 
-use crate::stft::MidStft;
+use crate::stft::{MidFrames, MidStft};
 use crate::Audio;
 
 const MIN_BPM: f64 = 60.0;
@@ -34,52 +34,95 @@ impl BeatGrid {
     }
 }
 
-/// Onset strength per hop, and the hop in seconds.
-fn onset_envelope(audio: &Audio) -> (Vec<f64>, f64) {
-    let rate = audio.rate as f64;
-    // About 23 ms windows and 11.6 ms hops at 44.1 kHz, scaled with the rate.
-    let n = ((rate * 0.023) as usize).next_power_of_two();
-    let hop = n / 2;
-    let frames = audio.frames();
-    if frames < n {
-        return (Vec::new(), hop as f64 / rate);
-    }
-    let mut stft = MidStft::new(n, hop);
-    let mut prev = vec![0f32; n / 2 + 1];
-    let mut env = Vec::with_capacity(frames / hop);
-    for k in 0..stft.frames(audio) {
-        stft.load(audio, k);
-        let mut flux = 0f64;
-        for (p, c) in prev.iter_mut().zip(stft.spectrum()) {
-            // Log compression: quiet and loud onsets both count.
-            // sqrt of the square: no overflow to guard against here, and
-            // hypot costs several times as much.
-            let m = (1.0 + 1000.0 * c.norm_sqr().sqrt()).ln();
-            if m > *p {
-                flux += (m - *p) as f64;
-            }
-            *p = m;
+/// Onset strength per hop of a stream of blocks (about 23 ms windows and
+/// 11.6 ms hops at 44.1 kHz, scaled with the rate).
+pub struct OnsetStage {
+    stft: MidStft,
+    frames: MidFrames,
+    prev: Vec<f32>,
+    env: Vec<f64>,
+    rate: u32,
+}
+
+impl OnsetStage {
+    pub fn new(rate: u32) -> Self {
+        let n = ((rate as f64 * 0.023) as usize).next_power_of_two();
+        Self {
+            stft: MidStft::new(n, n / 2),
+            frames: MidFrames::new(n, n / 2),
+            prev: vec![0f32; n / 2 + 1],
+            env: Vec::new(),
+            rate,
         }
-        env.push(flux);
     }
-    // Take out the slow trend (a local mean over about 0.5 s).
-    let w = ((0.25 * rate / hop as f64) as usize).max(1);
-    let mut prefix = vec![0f64; env.len() + 1];
-    for (i, v) in env.iter().enumerate() {
-        prefix[i + 1] = prefix[i] + v;
+
+    pub fn push(&mut self, block: &[&[f32]]) {
+        let Self {
+            stft,
+            frames,
+            prev,
+            env,
+            ..
+        } = self;
+        frames.push(block, |frame| {
+            stft.load(frame);
+            let mut flux = 0f64;
+            for (p, c) in prev.iter_mut().zip(stft.spectrum()) {
+                // Log compression: quiet and loud onsets both count.
+                // sqrt of the square: no overflow to guard against here, and
+                // hypot costs several times as much.
+                let m = (1.0 + 1000.0 * c.norm_sqr().sqrt()).ln();
+                if m > *p {
+                    flux += (m - *p) as f64;
+                }
+                *p = m;
+            }
+            env.push(flux);
+        });
     }
-    let detrended = (0..env.len())
-        .map(|i| {
-            let (a, b) = (i.saturating_sub(w), (i + w + 1).min(env.len()));
-            (env[i] - (prefix[b] - prefix[a]) / (b - a) as f64).max(0.0)
-        })
-        .collect();
-    (detrended, hop as f64 / rate)
+
+    /// The onset envelope with its slow trend taken out, and the hop in
+    /// seconds (a stream shorter than one window has none).
+    pub fn finish(self) -> Onsets {
+        let (env, hop) = (self.env, self.stft.hop());
+        let rate = self.rate as f64;
+        // Take out the slow trend (a local mean over about 0.5 s).
+        let w = ((0.25 * rate / hop as f64) as usize).max(1);
+        let mut prefix = vec![0f64; env.len() + 1];
+        for (i, v) in env.iter().enumerate() {
+            prefix[i + 1] = prefix[i] + v;
+        }
+        let detrended = (0..env.len())
+            .map(|i| {
+                let (a, b) = (i.saturating_sub(w), (i + w + 1).min(env.len()));
+                (env[i] - (prefix[b] - prefix[a]) / (b - a) as f64).max(0.0)
+            })
+            .collect();
+        Onsets {
+            env: detrended,
+            hop_s: hop as f64 / rate,
+        }
+    }
+}
+
+/// Onset strength per hop (detrended), a small record of the whole track.
+pub struct Onsets {
+    pub env: Vec<f64>,
+    pub hop_s: f64,
 }
 
 /// The track's beat grid, or None where no clear pulse is found.
 pub fn track(audio: &Audio) -> Option<BeatGrid> {
-    let (env, hop_s) = onset_envelope(audio);
+    let mut stage = OnsetStage::new(audio.rate);
+    for c in audio.chunks(65_536) {
+        stage.push(&c);
+    }
+    grid(&stage.finish())
+}
+
+/// The beat grid of a track's onsets, or None where no clear pulse is found.
+pub fn grid(onsets: &Onsets) -> Option<BeatGrid> {
+    let (env, hop_s) = (&onsets.env, onsets.hop_s);
     let (lag_min, lag_max) = (
         (60.0 / MAX_BPM / hop_s).floor() as usize,
         (60.0 / MIN_BPM / hop_s).ceil() as usize,
@@ -116,7 +159,7 @@ pub fn track(audio: &Audio) -> Option<BeatGrid> {
         let steps = 64;
         for k in 0..steps {
             let ph = k as f64 * p / steps as f64;
-            let c = comb(&env, ph, p);
+            let c = comb(env, ph, p);
             if c > most {
                 (period_hops, phase, most) = (p, ph, c);
             }

@@ -178,3 +178,26 @@ pub fn run_cascade_with(sections: &[Coeffs], states: &mut [State], samples: &mut
         *s = v as f32;
     }
 }
+
+/// A fixed cascade as a stage: every channel through the same sections,
+/// each with its own state.
+pub struct CascadeStage {
+    coeffs: Vec<Coeffs>,
+    states: Vec<Vec<State>>,
+}
+
+impl CascadeStage {
+    pub fn new(coeffs: Vec<Coeffs>, channels: usize) -> Self {
+        Self {
+            states: vec![vec![State::default(); coeffs.len()]; channels],
+            coeffs,
+        }
+    }
+}
+
+impl crate::stage::Stage for CascadeStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        let frames = crate::stage::frames(block);
+        run_cascade_all(&self.coeffs, &mut self.states, block, 0..frames);
+    }
+}

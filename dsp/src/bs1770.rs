@@ -68,17 +68,44 @@ fn k_filter(k: &[Coeffs; 2], states: &mut [[State; 2]], chunk: &[&[f32]], out: &
 /// K-weighted power per frame, summed over channels (all weight 1: mono and
 /// stereo have no surround channels).
 pub fn k_power(audio: &Audio) -> Vec<f32> {
-    let k = k_weighting(audio.rate);
-    let mut states = vec![[State::default(); 2]; audio.num_channels()];
+    let mut k = KPower::new(audio.num_channels(), audio.rate);
     let mut power = Vec::with_capacity(audio.frames());
-    let mut scratch = vec![0f64; CHUNK];
     for chunk in audio.chunks(CHUNK) {
-        let out = &mut scratch[..chunk[0].len()];
-        out.fill(0.0);
-        k_filter(&k, &mut states, &chunk, out);
-        power.extend(out.iter().map(|&p| p as f32));
+        k.add(&chunk, &mut power);
     }
     power
+}
+
+/// [`k_power`] over blocks, continuing its filters' state.
+pub struct KPower {
+    k: [Coeffs; 2],
+    states: Vec<[State; 2]>,
+    scratch: Vec<f64>,
+}
+
+impl KPower {
+    pub fn new(channels: usize, rate: u32) -> Self {
+        Self {
+            k: k_weighting(rate),
+            states: vec![[State::default(); 2]; channels],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Appends each frame's power of `chunk` to `power`.
+    pub fn add(&mut self, chunk: &[&[f32]], power: &mut Vec<f32>) {
+        let out = self.weigh(chunk);
+        power.extend(out.iter().map(|&p| p as f32));
+    }
+
+    /// Each frame's power of `chunk` (valid until the next call).
+    pub fn weigh(&mut self, chunk: &[&[f32]]) -> &[f64] {
+        let n = chunk.first().map_or(0, |c| c.len());
+        self.scratch.clear();
+        self.scratch.resize(n, 0.0);
+        k_filter(&self.k, &mut self.states, chunk, &mut self.scratch);
+        &self.scratch
+    }
 }
 
 const CHUNK: usize = 8192;

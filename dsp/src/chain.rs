@@ -3,12 +3,16 @@
 //! With a section plan, the EQ bands, ratio, saturation and width follow
 //! each section's values, crossfaded at the boundaries.
 
-use crate::compressor::CompressorSettings;
-use crate::eq::EqSettings;
+use crate::biquad::CascadeStage;
+use crate::compressor::{CompressorSettings, CompressorStage};
+use crate::eq::{EqSettings, EqStage};
+use crate::saturation::SaturationStage;
+use crate::stage::Stage;
+use crate::width::WidthStage;
 use crate::limiter::LimiterSettings;
 use crate::plan::{automation, SectionPlan};
 use crate::reference::{match_cascade, BandGain};
-use crate::{saturation, width, Audio, DspError};
+use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
 
 /// Level the chain works at, so a mode sounds the same on quiet and hot mixes.
@@ -106,38 +110,61 @@ impl ChainSettings {
     /// Runs the chain with each section's EQ gains, ratio, saturation and
     /// width; where a dimension is the same in every section it runs static.
     pub fn run_planned(&self, audio: &mut Audio, input_lufs: f64, plan: &[SectionPlan]) {
-        audio.scale(crate::db_to_lin(WORKING_LUFS - input_lufs) as f32);
+        let mut stage = self.stage(input_lufs, plan, audio.rate, audio.num_channels());
+        crate::stage::run_whole(&mut stage, audio);
+    }
+
+    /// The chain as a stage (see [`ChainStage`]).
+    pub fn stage(
+        &self,
+        input_lufs: f64,
+        plan: &[SectionPlan],
+        rate: u32,
+        channels: usize,
+    ) -> ChainStage {
         let bands = [
             automation(plan, |p| p.eq.low, self.eq.low),
             automation(plan, |p| p.eq.mid, self.eq.mid),
             automation(plan, |p| p.eq.high, self.eq.high),
         ];
-        if bands.iter().all(|a| a.is_constant()) {
-            let eq = EqSettings {
-                low: bands[0].first(),
-                mid: bands[1].first(),
-                high: bands[2].first(),
-                ..self.eq.clone()
-            };
-            eq.apply(audio);
-        } else {
-            self.eq.apply_automated(audio, &bands);
-        }
-        if !self.match_eq.is_empty() {
-            let cascade = match_cascade(&self.match_eq, audio.rate);
-            crate::biquad::run_cascade_audio(&cascade, audio);
-        }
+        let matcher = (!self.match_eq.is_empty())
+            .then(|| CascadeStage::new(match_cascade(&self.match_eq, rate), channels));
         let ratio = automation(plan, |p| p.compression, self.compressor.ratio);
-        if ratio.is_constant() {
-            let c = CompressorSettings {
-                ratio: ratio.first(),
-                ..self.compressor.clone()
-            };
-            c.apply(audio);
-        } else {
-            self.compressor.apply_automated(audio, &ratio);
+        let sat = automation(plan, |p| p.saturation, self.saturation);
+        let width = automation(plan, |p| p.width, self.stereo_width);
+        ChainStage {
+            level: crate::db_to_lin(WORKING_LUFS - input_lufs) as f32,
+            eq: EqStage::new(&self.eq, bands, rate, channels),
+            matcher,
+            compressor: CompressorStage::new(&self.compressor, ratio, rate),
+            saturation: SaturationStage::new(sat, channels, rate),
+            width: WidthStage::new(width, channels, rate),
         }
-        saturation::apply_automated(audio, &automation(plan, |p| p.saturation, self.saturation));
-        width::apply_automated(audio, &automation(plan, |p| p.width, self.stereo_width));
+    }
+}
+
+/// The chain before the limiter as one stage: working-level gain -> EQ ->
+/// reference match EQ -> compressor -> saturation -> width.
+pub struct ChainStage {
+    level: f32,
+    eq: EqStage,
+    matcher: Option<CascadeStage>,
+    compressor: CompressorStage,
+    saturation: SaturationStage,
+    width: WidthStage,
+}
+
+impl Stage for ChainStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        for c in block.iter_mut() {
+            c.iter_mut().for_each(|s| *s *= self.level);
+        }
+        self.eq.process(block);
+        if let Some(m) = &mut self.matcher {
+            m.process(block);
+        }
+        self.compressor.process(block);
+        self.saturation.process(block);
+        self.width.process(block);
     }
 }

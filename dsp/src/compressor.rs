@@ -6,7 +6,7 @@
 //! sample would dominate the chain's cost, and attack times of a millisecond
 //! or more are far longer than a block.
 
-use crate::automation::{Automation, BLOCK};
+use crate::automation::{Automation, Cursor, BLOCK};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
@@ -62,59 +62,95 @@ impl CompressorSettings {
     }
 
     pub fn apply(&self, audio: &mut Audio) {
-        if self.is_bypass() {
+        let mut stage = CompressorStage::new(self, Automation::constant(self.ratio), audio.rate);
+        crate::stage::run_whole(&mut stage, audio);
+    }
+}
+
+/// The compressor as a stage, its ratio following an automation (read per
+/// control block); a constant ratio of 1 without makeup passes audio through.
+pub struct CompressorStage {
+    s: CompressorSettings,
+    /// None: the constant ratio of `s`.
+    ratio: Option<Cursor<'static>>,
+    bypass: bool,
+    rate: u32,
+    det: f64,
+    att: f64,
+    rel: f64,
+    ms: f64,
+    /// Smoothed gain reduction, dB, >= 0.
+    reduction: f64,
+    gain: f64,
+    pos: usize,
+}
+
+impl CompressorStage {
+    pub fn new(settings: &CompressorSettings, ratio: Automation, rate: u32) -> Self {
+        let fs = rate as f64;
+        let blk = CONTROL_BLOCK as f64;
+        let s = CompressorSettings {
+            ratio: ratio.first(),
+            ..settings.clone()
+        };
+        let constant = ratio.is_constant();
+        Self {
+            bypass: constant && s.is_bypass(),
+            ratio: (!constant).then(|| ratio.into_cursor()),
+            rate,
+            det: (-1.0 / (RMS_MS * 1e-3 * fs)).exp(),
+            att: (-blk / (s.attack_ms.max(0.1) * 1e-3 * fs)).exp(),
+            rel: (-blk / (s.release_ms.max(1.0) * 1e-3 * fs)).exp(),
+            ms: 0.0,
+            reduction: 0.0,
+            gain: crate::db_to_lin(s.makeup_db),
+            pos: 0,
+            s,
+        }
+    }
+}
+
+impl crate::stage::Stage for CompressorStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        let frames = crate::stage::frames(block);
+        if self.bypass {
             return;
         }
-        self.run(audio, |_| self.ratio);
-    }
-
-    /// With the ratio following `ratio` (read per control block).
-    pub fn apply_automated(&self, audio: &mut Audio, ratio: &Automation) {
-        let rate = audio.rate;
-        let mut ratio = ratio.cursor();
-        self.run(audio, |frame| ratio.at_block(frame / BLOCK, rate));
-    }
-
-    /// `ratio_at(frame)`: the ratio for the control block starting there.
-    fn run(&self, audio: &mut Audio, mut ratio_at: impl FnMut(usize) -> f64) {
-        let fs = audio.rate as f64;
-        let det = (-1.0 / (RMS_MS * 1e-3 * fs)).exp();
-        let blk = CONTROL_BLOCK as f64;
-        let att = (-blk / (self.attack_ms.max(0.1) * 1e-3 * fs)).exp();
-        let rel = (-blk / (self.release_ms.max(1.0) * 1e-3 * fs)).exp();
-        let nch = audio.num_channels() as f64;
-        let frames = audio.frames();
-        let mut ms = 0f64;
-        let mut reduction = 0f64; // smoothed gain reduction, dB, >= 0
-        let mut gain = crate::db_to_lin(self.makeup_db);
+        debug_assert!(self.pos.is_multiple_of(CONTROL_BLOCK));
+        let nch = block.len() as f64;
         let mut start = 0;
         while start < frames {
             let end = (start + CONTROL_BLOCK).min(frames);
-            // Detector over this block.
+            // Detector over this control block.
             for i in start..end {
-                let p: f64 = audio
-                    .channels
-                    .iter()
-                    .map(|c| (c[i] as f64).powi(2))
-                    .sum::<f64>()
-                    / nch;
-                ms = det * ms + (1.0 - det) * p;
+                let p: f64 = block.iter().map(|c| (c[i] as f64).powi(2)).sum::<f64>() / nch;
+                self.ms = self.det * self.ms + (1.0 - self.det) * p;
             }
-            let level = 10.0 * ms.max(1e-20).log10();
-            let want = level - self.curve_at_ratio(level, ratio_at(start));
-            let coef = if want > reduction { att } else { rel };
-            reduction = coef * reduction + (1.0 - coef) * want;
-            let next = crate::db_to_lin(self.makeup_db - reduction);
+            let level = 10.0 * self.ms.max(1e-20).log10();
+            let ratio = match &mut self.ratio {
+                Some(c) => c.at_block((self.pos + start) / BLOCK, self.rate),
+                None => self.s.ratio,
+            };
+            let want = level - self.s.curve_at_ratio(level, ratio);
+            let coef = if want > self.reduction {
+                self.att
+            } else {
+                self.rel
+            };
+            self.reduction = coef * self.reduction + (1.0 - coef) * want;
+            let next = crate::db_to_lin(self.s.makeup_db - self.reduction);
             // Ramp from the last block's gain to this one's: no steps.
             let n = (end - start) as f64;
-            for c in &mut audio.channels {
+            let gain = self.gain;
+            for c in block.iter_mut() {
                 for (j, s) in c[start..end].iter_mut().enumerate() {
                     let g = gain + (next - gain) * (j + 1) as f64 / n;
                     *s = (*s as f64 * g) as f32;
                 }
             }
-            gain = next;
+            self.gain = next;
             start = end;
         }
+        self.pos += frames;
     }
 }

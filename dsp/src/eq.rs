@@ -1,7 +1,7 @@
 //! The chain's tonal stage: DC-blocking high-pass, low shelf, mid bell, high
 //! shelf, and an optional low-pass for band-limited modes.
 
-use crate::automation::{Automation, BLOCK};
+use crate::automation::{Automation, Cursor, BLOCK};
 use crate::biquad::{run_cascade_all, run_cascade_audio, Coeffs, State};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
@@ -79,38 +79,86 @@ impl EqSettings {
     pub fn apply(&self, audio: &mut Audio) {
         run_cascade_audio(&self.sections(audio.rate), audio);
     }
+}
 
-    /// With the low, mid and high gains following `bands`: coefficients are
-    /// redesigned per control block only while a gain moves.
-    pub fn apply_automated(&self, audio: &mut Audio, bands: &[Automation; 3]) {
-        let (rate, frames) = (audio.rate, audio.frames());
-        let mut current = [f64::NAN; 3];
-        let mut coeffs = Vec::new();
-        let mut states: Vec<Vec<State>> = Vec::new();
-        let mut bands = bands.each_ref().map(Automation::cursor);
+/// The EQ as a stage: static where no band moves; otherwise with the low,
+/// mid and high gains following their automation, coefficients redesigned
+/// per control block only while a gain moves.
+pub struct EqStage {
+    eq: EqSettings,
+    rate: u32,
+    /// None when static.
+    bands: Option<[Cursor<'static>; 3]>,
+    current: [f64; 3],
+    coeffs: Vec<Coeffs>,
+    states: Vec<Vec<State>>,
+    pos: usize,
+}
+
+impl EqStage {
+    pub fn new(eq: &EqSettings, bands: [Automation; 3], rate: u32, channels: usize) -> Self {
+        let constant = bands.iter().all(Automation::is_constant);
+        let (coeffs, bands) = if constant {
+            let fixed = EqSettings {
+                low: bands[0].first(),
+                mid: bands[1].first(),
+                high: bands[2].first(),
+                ..eq.clone()
+            };
+            (fixed.sections(rate), None)
+        } else {
+            (Vec::new(), Some(bands.map(Automation::into_cursor)))
+        };
+        Self {
+            eq: eq.clone(),
+            rate,
+            bands,
+            current: [f64::NAN; 3],
+            states: vec![vec![State::default(); coeffs.len()]; channels],
+            coeffs,
+            pos: 0,
+        }
+    }
+}
+
+impl crate::stage::Stage for EqStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        let frames = crate::stage::frames(block);
+        let Some(bands) = &mut self.bands else {
+            run_cascade_all(&self.coeffs, &mut self.states, block, 0..frames);
+            self.pos += frames;
+            return;
+        };
+        debug_assert!(self.pos.is_multiple_of(BLOCK));
+        let (rate, first) = (self.rate, self.pos / BLOCK);
         let blocks = frames.div_ceil(BLOCK);
         let mut b = 0;
         while b < blocks {
-            let want = bands.each_mut().map(|a| a.at_block(b, rate));
-            if want != current {
-                current = want;
+            let want = bands.each_mut().map(|a| a.at_block(first + b, rate));
+            if want != self.current {
+                self.current = want;
                 let eq = EqSettings {
                     low: want[0],
                     mid: want[1],
                     high: want[2],
-                    ..self.clone()
+                    ..self.eq.clone()
                 };
-                coeffs = eq.cascade(rate, true);
-                states.resize(audio.num_channels(), vec![State::default(); coeffs.len()]);
+                self.coeffs = eq.cascade(rate, true);
+                for s in &mut self.states {
+                    s.resize(self.coeffs.len(), State::default());
+                }
             }
             // Every following block with the same gains in one run.
             let mut end = b + 1;
-            while end < blocks && bands.each_mut().map(|a| a.at_block(end, rate)) == current {
+            while end < blocks
+                && bands.each_mut().map(|a| a.at_block(first + end, rate)) == self.current
+            {
                 end += 1;
             }
             let range = b * BLOCK..(end * BLOCK).min(frames);
-            run_cascade_all(&coeffs, &mut states, &mut audio.channels, range);
+            run_cascade_all(&self.coeffs, &mut self.states, block, range);
             b = end;
         }
+        self.pos += frames;
     }
 }

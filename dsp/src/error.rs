@@ -40,4 +40,10 @@ pub enum DspError {
     Sink(String),
     #[error("resampler: {0}")]
     Resample(String),
+    /// The scratch store of a pass (its own reason names the file).
+    #[error("scratch store: {0}")]
+    Store(String),
+    /// Reading the input failed (the source keeps its own typed error).
+    #[error("reading the input: {0}")]
+    Source(String),
 }

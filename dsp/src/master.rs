@@ -8,7 +8,8 @@
 use crate::limiter::{GainComputer, LimiterSettings};
 use crate::loudness::Loudness;
 use crate::targets::Target;
-use crate::truepeak::{peak_envelope, TruePeakMeter};
+use crate::store::FrameStore;
+use crate::truepeak::TruePeakMeter;
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -39,14 +40,15 @@ const CHUNK: usize = 16_384;
 /// Largest mean a written channel may keep (about -74 dBFS).
 const MAX_DC: f64 = 2e-4;
 
-/// Pre-limiter audio at the target's rate, with its detector envelope and
-/// loudness, shared by every target at that rate.
+/// Pre-limiter audio at the target's rate, kept in a [`FrameStore`] with its
+/// detector envelope and K-weighted power, shared by every target at that
+/// rate; in memory only per-sub-block sums.
 pub struct Prepared {
-    pub audio: Audio,
-    /// Limiter detector envelope per frame.
-    pub env: Vec<f32>,
-    /// K-weighted power per frame, for the loudness model.
-    pub power: Vec<f32>,
+    pub rate: u32,
+    pub channels: usize,
+    pub frames: usize,
+    /// Lanes: the channels, then the envelope, then the power.
+    store: RefCell<Box<dyn FrameStore>>,
     /// Integrated loudness by the model.
     pub lufs: f64,
     /// Per 100 ms sub-block: what the model needs where the limiter is idle.
@@ -99,51 +101,139 @@ struct Block {
     env_max: f32,
 }
 
-fn block_sums(audio: &Audio, power: &[f32], env: &[f32]) -> Vec<Block> {
-    let hop = crate::bs1770::hop(audio.rate);
-    (0..audio.frames().div_ceil(hop))
-        .map(|b| {
-            let r = b * hop..((b + 1) * hop).min(audio.frames());
-            Block {
-                power: power[r.clone()].iter().map(|&v| v as f64).sum(),
-                channel_sums: audio
-                    .channels
-                    .iter()
-                    .map(|c| c[r.clone()].iter().map(|&v| v as f64).sum())
-                    .collect(),
-                env_max: env[r].iter().fold(0f32, |m, &v| m.max(v)),
-            }
-        })
-        .collect()
+impl Block {
+    fn empty(channels: usize) -> Self {
+        Self {
+            power: 0.0,
+            channel_sums: vec![0.0; channels],
+            env_max: 0.0,
+        }
+    }
 }
 
 impl Prepared {
-    /// Band-limits `audio` ([`crate::truepeak::band_limit`]) and prepares it.
+    /// Band-limits `audio` ([`crate::truepeak::band_limit`]) and prepares it
+    /// in memory (tests, examples).
     pub fn new(mut audio: Audio) -> Result<Self, DspError> {
         crate::truepeak::band_limit(&mut audio);
-        let power = crate::bs1770::k_power(&audio);
-        Self::with_power(audio, power)
+        let mut stage = PrepareStage::new(
+            audio.num_channels(),
+            audio.rate,
+            Box::new(crate::store::MemoryStore::new(audio.num_channels() + 2)),
+        );
+        stage.push(&audio.channels)?;
+        stage.finish()
     }
 
-    /// Audio band-limited already, with its K-weighted power per frame known
-    /// (the gain search's model only; every reported number is measured on
-    /// the written samples).
-    pub fn with_power(audio: Audio, power: Vec<f32>) -> Result<Self, DspError> {
-        assert_eq!(power.len(), audio.frames());
-        let lufs =
-            crate::bs1770::audible(crate::bs1770::integrated_from_power(&power, audio.rate))?;
-        let env = peak_envelope(&audio);
-        let blocks = block_sums(&audio, &power, &env);
-        Ok(Self {
-            audio,
-            env,
-            power,
+    fn env_lane(&self) -> usize {
+        self.channels
+    }
+
+    fn power_lane(&self) -> usize {
+        self.channels + 1
+    }
+}
+
+fn store_err(e: String) -> DspError {
+    DspError::Store(e)
+}
+
+/// Builds a [`Prepared`] from blocks of band-limited pre-limiter audio: the
+/// detector envelope and the K-weighted power go to the store beside the
+/// audio; the model's per-sub-block sums stay in memory.
+pub struct PrepareStage {
+    rate: u32,
+    channels: usize,
+    env: crate::truepeak::EnvelopeStage,
+    k: crate::bs1770::KPower,
+    store: Box<dyn FrameStore>,
+    out: crate::truepeak::Delayed,
+    power: Vec<f32>,
+    hop: usize,
+    /// The sub-block being summed, and how many frames it has.
+    acc: Block,
+    filled: usize,
+    blocks: Vec<Block>,
+}
+
+impl PrepareStage {
+    pub fn new(channels: usize, rate: u32, store: Box<dyn FrameStore>) -> Self {
+        Self {
+            rate,
+            channels,
+            env: crate::truepeak::EnvelopeStage::new(channels, rate),
+            k: crate::bs1770::KPower::new(channels, rate),
+            store,
+            out: Default::default(),
+            power: Vec::new(),
+            hop: crate::bs1770::hop(rate),
+            acc: Block::empty(channels),
+            filled: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, block: &[Vec<f32>]) -> Result<(), DspError> {
+        self.env.push(block, &mut self.out);
+        self.take_out()
+    }
+
+    pub fn finish(mut self) -> Result<Prepared, DspError> {
+        self.env.finish(&mut self.out);
+        self.take_out()?;
+        if self.filled > 0 {
+            let last = std::mem::replace(&mut self.acc, Block::empty(self.channels));
+            self.blocks.push(last);
+        }
+        let frames = self.store.frames();
+        // Whole sub-blocks only, as BS.1770 measures.
+        let whole = frames / self.hop;
+        let subs: Vec<f64> = self.blocks[..whole].iter().map(|b| b.power).collect();
+        let lufs = crate::bs1770::audible(crate::bs1770::gated_loudness(&subs, self.hop))?;
+        Ok(Prepared {
+            rate: self.rate,
+            channels: self.channels,
+            frames,
+            store: RefCell::new(self.store),
             lufs,
-            blocks,
+            blocks: self.blocks,
             detector_miss_db: Cell::new(0.0),
             points: RefCell::new(Vec::new()),
             model_runs: Cell::new(0),
         })
+    }
+
+    /// Weighs what the envelope let out, sums it per sub-block, stores it.
+    fn take_out(&mut self) -> Result<(), DspError> {
+        let n = self.out.env.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let audio: Vec<&[f32]> = self.out.audio.iter().map(Vec::as_slice).collect();
+        self.power.clear();
+        self.k.add(&audio, &mut self.power);
+        let mut i = 0;
+        while i < n {
+            let take = (self.hop - self.filled).min(n - i);
+            let r = i..i + take;
+            let a = &mut self.acc;
+            a.power += self.power[r.clone()].iter().map(|&v| v as f64).sum::<f64>();
+            for (s, c) in a.channel_sums.iter_mut().zip(&audio) {
+                *s += c[r.clone()].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            a.env_max = self.out.env[r].iter().fold(a.env_max, |m, &v| m.max(v));
+            self.filled += take;
+            i += take;
+            if self.filled == self.hop {
+                let full = std::mem::replace(&mut self.acc, Block::empty(self.channels));
+                self.blocks.push(full);
+                self.filled = 0;
+            }
+        }
+        let mut lanes = audio;
+        lanes.push(&self.out.env);
+        lanes.push(&self.power);
+        self.store.append(&lanes).map_err(store_err)
     }
 }
 
@@ -241,11 +331,11 @@ struct PassStats {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// The gain frame `n` needs to stay under `ceil` after `gain` (1 where it
-/// needs none, and past the end).
+/// The gain a frame with envelope `env` needs to stay under `ceil` after
+/// `gain` (1 where it needs none; past the end the envelope reads 0).
 #[inline]
-fn required_gain(prep: &Prepared, n: usize, gain: f32, ceil: f32) -> f32 {
-    let pk = prep.env.get(n).map_or(0.0, |&e| e * gain);
+fn required_gain(env: f32, gain: f32, ceil: f32) -> f32 {
+    let pk = env * gain;
     if pk > ceil {
         ceil / pk
     } else {
@@ -253,30 +343,30 @@ fn required_gain(prep: &Prepared, n: usize, gain: f32, ceil: f32) -> f32 {
     }
 }
 
-/// The limiter's gains for output frames `from..from + out.len()`, pushing
-/// the required gain of the frames entering its lookahead (`gc` has taken
-/// every frame before them: see [`prime`]).
-fn limiter_gains(
-    prep: &Prepared,
-    gc: &mut GainComputer,
-    gain: f32,
-    ceil: f32,
-    from: usize,
-    out: &mut [f32],
-) {
-    let d = gc.delay();
-    for (k, g) in out.iter_mut().enumerate() {
-        *g = gc.push(required_gain(prep, from + k + d, gain, ceil));
+/// The limiter's gains for the output frames whose lookahead takes `env`
+/// (the envelope [`GainComputer::delay`] frames ahead of them; `gc` has
+/// taken every frame before: see [`prime`]).
+fn limiter_gains(gc: &mut GainComputer, gain: f32, ceil: f32, env: &[f32], out: &mut [f32]) {
+    for (g, &e) in out.iter_mut().zip(env) {
+        *g = gc.push(required_gain(e, gain, ceil));
     }
 }
 
 /// A gain computer that has taken the frames its first output looks ahead to.
-fn prime(prep: &Prepared, p: &RenderParams, gain: f32, ceil: f32) -> GainComputer {
-    let mut gc = GainComputer::new(&p.limiter, prep.audio.rate);
-    for n in 0..gc.delay() {
-        gc.push(required_gain(prep, n, gain, ceil));
+fn prime(
+    prep: &Prepared,
+    store: &mut dyn FrameStore,
+    p: &RenderParams,
+    gain: f32,
+    ceil: f32,
+) -> Result<GainComputer, DspError> {
+    let mut gc = GainComputer::new(&p.limiter, prep.rate);
+    let mut env = vec![0f32; gc.delay()];
+    store.read(prep.env_lane(), 0, &mut env).map_err(store_err)?;
+    for e in env {
+        gc.push(required_gain(e, gain, ceil));
     }
-    gc
+    Ok(gc)
 }
 
 /// Renders the master in chunks, handing each to `emit`.
@@ -285,12 +375,16 @@ fn run_pass(
     p: &RenderParams,
     checksum: bool,
     mut emit: impl FnMut(&[&[f32]]),
-) -> PassStats {
-    let audio = &prep.audio;
-    let (nch, frames) = (audio.num_channels(), audio.frames());
+) -> Result<PassStats, DspError> {
+    let (nch, frames) = (prep.channels, prep.frames);
     let gain = db_to_lin(p.gain_db) as f32;
     let ceil = db_to_lin(p.limit_dbtp) as f32;
-    let mut gc = prime(prep, p, gain, ceil);
+    let mut store = prep.store.borrow_mut();
+    let store = &mut **store;
+    let mut gc = prime(prep, store, p, gain, ceil)?;
+    let d = gc.delay();
+    let mut x = vec![0f32; CHUNK];
+    let mut env = vec![0f32; CHUNK];
     let mut dither: Vec<_> = (0..nch)
         .map(|c| {
             crate::dither::Dither::new(
@@ -312,7 +406,9 @@ fn run_pass(
     while i < frames {
         let len = CHUNK.min(frames - i);
         let g = &mut g[..len];
-        limiter_gains(prep, &mut gc, gain, ceil, i, g);
+        let env = &mut env[..len];
+        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        limiter_gains(&mut gc, gain, ceil, env, g);
         // Gain reduction statistics every 8th frame (CHUNK is a multiple).
         for &v in g.iter().step_by(8) {
             gr_count += 1;
@@ -322,9 +418,11 @@ fn run_pass(
         }
         g_min = g.iter().fold(g_min, |m, &v| m.min(v));
         for c in 0..nch {
-            let (x, o) = (&audio.channels[c][i..i + len], &mut out[c][..len]);
+            let x = &mut x[..len];
+            store.read(c, i, x).map_err(store_err)?;
+            let o = &mut out[c][..len];
             let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
-            for ((o, &x), &g) in o.iter_mut().zip(x).zip(g.iter()) {
+            for ((o, &x), &g) in o.iter_mut().zip(x.iter()).zip(g.iter()) {
                 *o = q.quantise(x * (gain * g) - dc);
                 s += *o as f64;
             }
@@ -342,7 +440,7 @@ fn run_pass(
         emit(&slices);
         i += len;
     }
-    PassStats {
+    Ok(PassStats {
         dc: sums.iter().map(|s| s / frames.max(1) as f64).collect(),
         gr_max_db: -lin_to_db(g_min as f64),
         gr_mean_db: if gr_count > 0 {
@@ -351,21 +449,21 @@ fn run_pass(
             0.0
         },
         checksum: hash,
-    }
+    })
 }
 
 /// The loudness model's integrated loudness for `p`: the limiter's gain
 /// curve applied to the K-weighted power (exact where the gain is constant;
 /// within a few hundredths of a LU under heavy limiting).
-fn model_integrated(prep: &Prepared, p: &RenderParams) -> f64 {
-    model(prep, p).0
+fn model_integrated(prep: &Prepared, p: &RenderParams) -> Result<f64, DspError> {
+    Ok(model(prep, p)?.0)
 }
 
 /// The model's integrated loudness and each channel's mean after limiting
 /// (before dither, which has none), so the DC the limiter makes can be
 /// removed before anything is written.
-fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
-    let (frames, hop) = (prep.audio.frames(), crate::bs1770::hop(prep.audio.rate));
+fn model(prep: &Prepared, p: &RenderParams) -> Result<(f64, Vec<f32>), DspError> {
+    let (frames, hop) = (prep.frames, crate::bs1770::hop(prep.rate));
     let c_db = p.limit_dbtp - p.gain_db;
     let known = prep
         .points
@@ -374,24 +472,27 @@ fn model(prep: &Prepared, p: &RenderParams) -> (f64, Vec<f32>) {
         .find(|q| q.c_db == c_db && q.limiter == p.limiter)
         .map(|q| q.eval(p.gain_db, frames, hop));
     if let Some(v) = known {
-        return v;
+        return Ok(v);
     }
-    let point = model_run(prep, p);
+    let point = model_run(prep, p)?;
     prep.model_runs.set(prep.model_runs.get() + 1);
     let v = point.eval(p.gain_db, frames, hop);
     prep.points.borrow_mut().push(point);
-    v
+    Ok(v)
 }
 
 /// The model's gain curve over the whole track for `p`'s gain-to-ceiling
 /// ratio.
-fn model_run(prep: &Prepared, p: &RenderParams) -> ModelPoint {
-    let audio = &prep.audio;
-    let (nch, frames) = (audio.num_channels(), audio.frames());
-    let hop = crate::bs1770::hop(audio.rate);
+fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> {
+    let (nch, frames) = (prep.channels, prep.frames);
+    let hop = crate::bs1770::hop(prep.rate);
     let gain = db_to_lin(p.gain_db) as f32;
     let ceil = db_to_lin(p.limit_dbtp) as f32;
-    let mut gc = prime(prep, p, gain, ceil);
+    let mut store = prep.store.borrow_mut();
+    let store = &mut **store;
+    let mut gc = prime(prep, store, p, gain, ceil)?;
+    let d = gc.delay();
+    let (mut x, mut env) = (vec![0f32; hop], vec![0f32; hop]);
     let mut sums = vec![0f64; nch];
     let mut subs = Vec::with_capacity(frames / hop + 1);
     let mut g = vec![0f32; hop];
@@ -417,29 +518,33 @@ fn model_run(prep: &Prepared, p: &RenderParams) -> ModelPoint {
             continue;
         }
         let g = &mut g[..len];
-        limiter_gains(prep, &mut gc, gain, ceil, i, g);
-        for (s, ch) in sums.iter_mut().zip(&audio.channels) {
-            *s += crate::fir::dot(g, &ch[i..i + len]) as f64;
+        let (x, env) = (&mut x[..len], &mut env[..len]);
+        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        limiter_gains(&mut gc, gain, ceil, env, g);
+        for (c, s) in sums.iter_mut().enumerate() {
+            store.read(c, i, x).map_err(store_err)?;
+            *s += crate::fir::dot(g, x) as f64;
         }
         g.iter_mut().for_each(|v| *v *= *v);
         if len == hop {
-            subs.push(crate::fir::dot(g, &prep.power[i..i + len]) as f64);
+            store.read(prep.power_lane(), i, x).map_err(store_err)?;
+            subs.push(crate::fir::dot(g, x) as f64);
         }
         i += len;
     }
     // Sums at unity gain: the curve is the point, the gain a scale.
-    ModelPoint {
+    Ok(ModelPoint {
         c_db: p.limit_dbtp - p.gain_db,
         limiter: p.limiter.clone(),
         subs,
         sums,
-    }
+    })
 }
 
 /// What earlier model runs say at `p`'s ceiling: (gain, loudness), one per
 /// run, nearest to `want` first.
 fn known_gains(prep: &Prepared, p: &RenderParams, want: f64) -> Vec<(f64, f64)> {
-    let (frames, hop) = (prep.audio.frames(), crate::bs1770::hop(prep.audio.rate));
+    let (frames, hop) = (prep.frames, crate::bs1770::hop(prep.rate));
     let mut known: Vec<(f64, f64)> = prep
         .points
         .borrow()
@@ -465,8 +570,8 @@ pub fn measure_pass(
     // One K-weighting pass gives integrated loudness, LRA and the per-section
     // energies; the true peaks (near-ideal and BS.1770's 4x) come from one
     // interpolation pass.
-    let mut meter = crate::bs1770::BlockMeter::new(prep.audio.num_channels(), prep.audio.rate);
-    let mut tp = TruePeakMeter::new(prep.audio.num_channels(), prep.audio.rate);
+    let mut meter = crate::bs1770::BlockMeter::new(prep.channels, prep.rate);
+    let mut tp = TruePeakMeter::new(prep.channels, prep.rate);
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {
         if err.is_some() {
@@ -477,7 +582,7 @@ pub fn measure_pass(
         if let Err(e) = sink.write(c) {
             err = Some(DspError::Sink(e));
         }
-    });
+    })?;
     if let Some(e) = err {
         return Err(e);
     }
@@ -531,10 +636,10 @@ fn search_gain(
             return Err(DspError::Unreachable {
                 target_lufs: target.lufs,
                 ceiling_dbtp: target.ceiling_dbtp,
-                reached_lufs: model_integrated(prep, p),
+                reached_lufs: model_integrated(prep, p)?,
             });
         }
-        let (lufs, dc) = model(prep, p);
+        let (lufs, dc) = model(prep, p)?;
         let err = want - lufs;
         if err.abs() <= MODEL_TOLERANCE {
             p.dc = dc;
@@ -564,7 +669,7 @@ fn search_gain(
     Err(DspError::Unreachable {
         target_lufs: target.lufs,
         ceiling_dbtp: target.ceiling_dbtp,
-        reached_lufs: model_integrated(prep, p),
+        reached_lufs: model_integrated(prep, p)?,
     })
 }
 
@@ -600,7 +705,7 @@ pub fn master_target(
     // What the real meter reads minus what the model predicts, learnt per pass.
     let mut offset = 0.0;
     let mut best: Option<(f64, TargetMaster)> = None;
-    let mut dc_residual = vec![0f32; prep.audio.num_channels()];
+    let mut dc_residual = vec![0f32; prep.channels];
     for _ in 0..5 {
         match search_gain(prep, &mut p, target.lufs - offset, target, pre_gain_db) {
             Ok(()) => {}
@@ -646,7 +751,7 @@ pub fn master_target(
         if tp_ok && dc_ok && err <= LUFS_TOLERANCE && best.as_ref().is_none_or(|(e, _)| err < *e) {
             best = Some((err, result));
         }
-        offset = lufs - model_integrated(prep, &p);
+        offset = lufs - model_integrated(prep, &p)?;
         if !tp_ok {
             // The detector under-read this material: lower the limiter's
             // ceiling by what it missed.

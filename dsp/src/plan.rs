@@ -437,6 +437,96 @@ pub fn gain_curve(plan: &[SectionPlan], rate: u32, frames: usize) -> Vec<f32> {
     (0..frames).map(|i| a.at(i as f64 / fs) as f32).collect()
 }
 
+/// The plan's loudness offsets as a stage: each frame's gain of
+/// [`gain_curve`], computed as the blocks pass.
+pub struct GainStage {
+    curve: crate::automation::Cursor<'static>,
+    constant: Option<f32>,
+    rate: f64,
+    pos: usize,
+}
+
+impl GainStage {
+    pub fn new(plan: &[SectionPlan], rate: u32) -> Self {
+        let a = automation(plan, |p| 10f64.powf(p.lufs_offset / 20.0), 1.0);
+        Self {
+            constant: a.is_constant().then(|| a.first() as f32),
+            curve: a.into_cursor(),
+            rate: rate as f64,
+            pos: 0,
+        }
+    }
+}
+
+impl crate::stage::Stage for GainStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        let frames = crate::stage::frames(block);
+        if let Some(g) = self.constant {
+            for c in block.iter_mut() {
+                c.iter_mut().for_each(|x| *x *= g);
+            }
+        } else {
+            for i in 0..frames {
+                let g = self.curve.at((self.pos + i) as f64 / self.rate) as f32;
+                for c in block.iter_mut() {
+                    c[i] *= g;
+                }
+            }
+        }
+        self.pos += frames;
+    }
+}
+
+/// Each section's integrated loudness ([`section_loudness`]) from K-weighted
+/// power fed in blocks.
+pub struct SectionMeter {
+    hop: usize,
+    /// Per section: its frames [a, b), the sub-block being summed and its
+    /// frame count, and the whole sub-blocks.
+    spans: Vec<(usize, usize, f64, usize, Vec<f64>)>,
+    pos: usize,
+}
+
+impl SectionMeter {
+    pub fn new(sections: &[Section], rate: u32) -> Self {
+        let fs = rate as f64;
+        Self {
+            hop: bs1770::hop(rate),
+            spans: sections
+                .iter()
+                .map(|s| ((s.start * fs) as usize, (s.end * fs) as usize, 0.0, 0, Vec::new()))
+                .collect(),
+            pos: 0,
+        }
+    }
+
+    pub fn add(&mut self, power: &[f64]) {
+        let (from, to) = (self.pos, self.pos + power.len());
+        for (a, b, acc, filled, subs) in &mut self.spans {
+            let (lo, hi) = ((*a).max(from), (*b).min(to));
+            if hi <= lo {
+                continue;
+            }
+            for &p in &power[lo - from..hi - from] {
+                *acc += p as f32 as f64;
+                *filled += 1;
+                if *filled == self.hop {
+                    subs.push(std::mem::take(acc));
+                    *filled = 0;
+                }
+            }
+        }
+        self.pos = to;
+    }
+
+    pub fn finish(self) -> Vec<f64> {
+        self.spans
+            .iter()
+            .map(|(_, _, _, _, subs)| bs1770::gated_loudness(subs, self.hop))
+            .collect()
+    }
+}
+
 /// One parameter of the plan as automation; `global` when there are no sections.
 pub fn automation(
     plan: &[SectionPlan],

@@ -3,7 +3,7 @@
 //! loudness character (section contrast from its LRA, density from its PLR).
 
 use crate::biquad::Coeffs;
-use crate::stft::MidStft;
+use crate::stft::{MidFrames, MidStft};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
@@ -37,25 +37,132 @@ pub struct Balance {
 /// The mid channel's averaged power spectrum (Hann, 50% overlap, about 5 Hz
 /// resolution), summed into octave bands.
 pub fn balance(audio: &Audio) -> Balance {
-    let rate = audio.rate as f64;
-    let n = ((rate / 5.0) as usize).next_power_of_two().max(1024);
-    let mut stft = MidStft::new(n, n / 2);
-    // Gate on each frame's energy first, so only the spectra that count are
-    // computed and none is kept.
-    let energy: Vec<f64> = (0..stft.frames(audio))
-        .map(|k| stft.load(audio, k))
-        .collect();
-    let gate = energy.iter().cloned().fold(0.0, f64::max) * 10f64.powf(-GATE_DB / 10.0);
-    let mut avg = vec![0f64; n / 2 + 1];
-    for (k, &e) in energy.iter().enumerate() {
-        if e < gate || e <= 0.0 {
-            continue;
-        }
-        stft.load(audio, k);
-        for (a, c) in avg.iter_mut().zip(stft.spectrum()) {
-            *a += c.norm_sqr() as f64;
+    let mut energies = BalanceEnergies::new(audio.rate);
+    audio.chunks(65_536).for_each(|c| energies.push(&c));
+    let mut spectrum = BalanceSpectrum::new(audio.rate, energies.finish());
+    audio.chunks(65_536).for_each(|c| spectrum.push(&c));
+    spectrum.finish()
+}
+
+fn frame_len(rate: u32) -> usize {
+    ((rate as f64 / 5.0) as usize).next_power_of_two().max(1024)
+}
+
+/// The first of the balance's two passes: each frame's energy, so the
+/// second computes only the spectra that count (frames more than
+/// [`GATE_DB`] under the loudest are left out) and keeps none.
+pub struct BalanceEnergies {
+    stft: MidStft,
+    frames: MidFrames,
+    energies: Vec<f64>,
+}
+
+impl BalanceEnergies {
+    pub fn new(rate: u32) -> Self {
+        let n = frame_len(rate);
+        Self {
+            stft: MidStft::new(n, n / 2),
+            frames: MidFrames::new(n, n / 2),
+            energies: Vec::new(),
         }
     }
+
+    pub fn push(&mut self, block: &[&[f32]]) {
+        let Self {
+            stft,
+            frames,
+            energies,
+        } = self;
+        frames.push(block, |f| energies.push(stft.load(f)));
+    }
+
+    pub fn finish(mut self) -> Vec<f64> {
+        let Self {
+            stft,
+            frames,
+            energies,
+        } = &mut self;
+        frames.finish(|f| energies.push(stft.load(f)));
+        self.energies
+    }
+}
+
+/// The balance's second pass over the same stream.
+pub struct BalanceSpectrum {
+    rate: u32,
+    stft: MidStft,
+    frames: MidFrames,
+    energies: Vec<f64>,
+    gate: f64,
+    next: usize,
+    avg: Vec<f64>,
+}
+
+impl BalanceSpectrum {
+    pub fn new(rate: u32, energies: Vec<f64>) -> Self {
+        let n = frame_len(rate);
+        let gate = energies.iter().cloned().fold(0.0, f64::max) * 10f64.powf(-GATE_DB / 10.0);
+        Self {
+            rate,
+            stft: MidStft::new(n, n / 2),
+            frames: MidFrames::new(n, n / 2),
+            energies,
+            gate,
+            next: 0,
+            avg: vec![0f64; n / 2 + 1],
+        }
+    }
+
+    pub fn push(&mut self, block: &[&[f32]]) {
+        let Self {
+            stft,
+            frames,
+            energies,
+            gate,
+            next,
+            avg,
+            ..
+        } = self;
+        frames.push(block, |f| add_frame(stft, energies, *gate, next, avg, f));
+    }
+
+    pub fn finish(mut self) -> Balance {
+        let Self {
+            stft,
+            frames,
+            energies,
+            gate,
+            next,
+            avg,
+            ..
+        } = &mut self;
+        frames.finish(|f| add_frame(stft, energies, *gate, next, avg, f));
+        bands(&self.avg, self.rate, self.stft.len())
+    }
+}
+
+fn add_frame(
+    stft: &mut MidStft,
+    energies: &[f64],
+    gate: f64,
+    next: &mut usize,
+    avg: &mut [f64],
+    frame: &[f32],
+) {
+    let e = energies.get(*next).copied().unwrap_or(0.0);
+    *next += 1;
+    if e < gate || e <= 0.0 {
+        return;
+    }
+    stft.load(frame);
+    for (a, c) in avg.iter_mut().zip(stft.spectrum()) {
+        *a += c.norm_sqr() as f64;
+    }
+}
+
+/// The averaged spectrum summed into octave bands.
+fn bands(avg: &[f64], rate: u32, n: usize) -> Balance {
+    let rate = rate as f64;
     let bin_hz = rate / n as f64;
     let bands_db = BANDS_HZ
         .iter()

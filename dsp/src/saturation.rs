@@ -6,7 +6,7 @@
 //! the linear part it would be a two-tap average, a treble loss of 2.4 dB at
 //! 10 kHz and 7.7 dB at 16 kHz (44.1 kHz) however little the drive.
 
-use crate::automation::{Automation, BLOCK};
+use crate::automation::{Automation, Cursor, BLOCK};
 use crate::Audio;
 
 /// Drive (linear) at saturation amount 1.0: about +12 dB into the clipper.
@@ -51,37 +51,67 @@ pub fn apply(audio: &mut Audio, amount: f64) {
 
 /// With the amount following `amount` (read per control block).
 pub fn apply_automated(audio: &mut Audio, amount: &Automation) {
-    if amount.is_constant() && amount.first() <= 0.0 {
-        return;
+    let mut stage = SaturationStage::new(amount.clone(), audio.num_channels(), audio.rate);
+    crate::stage::run_whole(&mut stage, audio);
+}
+
+/// Saturation as a stage, its amount following an automation.
+pub struct SaturationStage {
+    /// None: constant and clean, the identity.
+    amount: Option<Cursor<'static>>,
+    rate: u32,
+    /// Per channel: the ADAA state (last drive input and its antiderivative).
+    prev: Vec<(f64, f64)>,
+    pos: usize,
+}
+
+impl SaturationStage {
+    pub fn new(amount: Automation, channels: usize, rate: u32) -> Self {
+        let clean = amount.is_constant() && amount.first() <= 0.0;
+        Self {
+            amount: (!clean).then(|| amount.into_cursor()),
+            rate,
+            prev: vec![(0.0, residual_integral(0.0)); channels],
+            pos: 0,
+        }
     }
-    let rate = audio.rate;
-    for c in &mut audio.channels {
-        let mut amount = amount.cursor();
-        let mut prev_u = 0f64;
-        let mut prev_f = residual_integral(0.0);
-        for (b, block) in c.chunks_mut(BLOCK).enumerate() {
-            let k = amount.at_block(b, rate).max(0.0) * MAX_DRIVE;
-            if k <= 0.0 {
-                // Clean: the identity, and the ADAA state starts again at rest.
-                prev_u = 0.0;
-                prev_f = residual_integral(0.0);
-                continue;
-            }
-            for s in block.iter_mut() {
-                let x = *s as f64;
-                let u = x * k;
-                let f = residual_integral(u);
-                let d = u - prev_u;
-                let r = if d.abs() > 1e-6 {
-                    (f - prev_f) / d
-                } else {
-                    residual(0.5 * (u + prev_u))
-                };
-                prev_u = u;
-                prev_f = f;
-                *s = (x + r / k) as f32;
+}
+
+impl crate::stage::Stage for SaturationStage {
+    fn process(&mut self, block: &mut [Vec<f32>]) {
+        let frames = crate::stage::frames(block);
+        let Some(amount) = &mut self.amount else {
+            return;
+        };
+        debug_assert!(self.pos.is_multiple_of(BLOCK));
+        let first = self.pos / BLOCK;
+        for (b, start) in (0..frames).step_by(BLOCK).enumerate() {
+            let end = (start + BLOCK).min(frames);
+            let k = amount.at_block(first + b, self.rate).max(0.0) * MAX_DRIVE;
+            for (c, (prev_u, prev_f)) in block.iter_mut().zip(self.prev.iter_mut()) {
+                if k <= 0.0 {
+                    // Clean: the identity, and the ADAA state starts again at rest.
+                    *prev_u = 0.0;
+                    *prev_f = residual_integral(0.0);
+                    continue;
+                }
+                for s in c[start..end].iter_mut() {
+                    let x = *s as f64;
+                    let u = x * k;
+                    let f = residual_integral(u);
+                    let d = u - *prev_u;
+                    let r = if d.abs() > 1e-6 {
+                        (f - *prev_f) / d
+                    } else {
+                        residual(0.5 * (u + *prev_u))
+                    };
+                    *prev_u = u;
+                    *prev_f = f;
+                    *s = (x + r / k) as f32;
+                }
             }
         }
+        self.pos += frames;
     }
 }
 

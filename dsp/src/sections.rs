@@ -229,57 +229,111 @@ fn band_filters(rate: u32) -> [Coeffs; 2] {
 
 /// Features every [`HOP_S`] over a 1 s window.
 pub fn features(audio: &Audio) -> Features {
-    let hop = ((audio.rate as f64 * HOP_S) as usize).max(1);
-    let n = audio.frames() / hop;
-    let power = crate::bs1770::k_power(audio);
-    let filters = band_filters(audio.rate);
-    // Band balance of the mono sum: one pass of two filters.
-    let nch = audio.num_channels() as f32;
-    let mut band_e = vec![[0f64; 3]; n];
-    let (mut lo, mut hi) = (State::default(), State::default());
-    for (h, e) in band_e.iter_mut().enumerate() {
-        for i in h * hop..(h + 1) * hop {
-            let x = (audio.channels.iter().map(|c| c[i]).sum::<f32>() / nch) as f64;
-            let (l, t) = (lo.tick(&filters[0], x), hi.tick(&filters[1], x));
+    let mut stage = FeatureStage::new(audio.num_channels(), audio.rate);
+    for c in audio.chunks(65_536) {
+        stage.push(&c);
+    }
+    stage.finish()
+}
+
+/// [`features`] of a stream of blocks: one K-weighting pass, and the band
+/// balance of the mono sum from two more filters.
+pub struct FeatureStage {
+    rate: u32,
+    /// Frames per feature hop, and per 100 ms sub-block.
+    hop: usize,
+    sub: usize,
+    k: crate::bs1770::KPower,
+    filters: [Coeffs; 2],
+    lo: State,
+    hi: State,
+    /// The hop being summed: K-weighted energy, band energies, frames.
+    hop_k: f64,
+    hop_bands: [f64; 3],
+    hop_filled: usize,
+    k_hops: Vec<f64>,
+    band_e: Vec<[f64; 3]>,
+    sub_k: f64,
+    sub_filled: usize,
+    k_blocks: Vec<f64>,
+}
+
+impl FeatureStage {
+    pub fn new(channels: usize, rate: u32) -> Self {
+        Self {
+            rate,
+            hop: ((rate as f64 * HOP_S) as usize).max(1),
+            sub: crate::bs1770::hop(rate),
+            k: crate::bs1770::KPower::new(channels, rate),
+            filters: band_filters(rate),
+            lo: State::default(),
+            hi: State::default(),
+            hop_k: 0.0,
+            hop_bands: [0.0; 3],
+            hop_filled: 0,
+            k_hops: Vec::new(),
+            band_e: Vec::new(),
+            sub_k: 0.0,
+            sub_filled: 0,
+            k_blocks: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, block: &[&[f32]]) {
+        let nch = block.len() as f32;
+        let power = self.k.weigh(block);
+        for (i, &p) in power.iter().enumerate() {
+            // The model's power is f32 per frame; the features sum the same.
+            let p = p as f32 as f64;
+            let x = (block.iter().map(|c| c[i]).sum::<f32>() / nch) as f64;
+            let (l, t) = (self.lo.tick(&self.filters[0], x), self.hi.tick(&self.filters[1], x));
+            let e = &mut self.hop_bands;
             e[0] += l * l;
             e[1] += t * t;
             e[2] += x * x;
+            self.hop_k += p;
+            self.hop_filled += 1;
+            if self.hop_filled == self.hop {
+                self.k_hops.push(std::mem::take(&mut self.hop_k));
+                self.band_e.push(std::mem::take(&mut self.hop_bands));
+                self.hop_filled = 0;
+            }
+            self.sub_k += p;
+            self.sub_filled += 1;
+            if self.sub_filled == self.sub {
+                self.k_blocks.push(std::mem::take(&mut self.sub_k));
+                self.sub_filled = 0;
+            }
         }
     }
-    let sub = crate::bs1770::hop(audio.rate);
-    let k_blocks: Vec<f64> = power
-        .chunks_exact(sub)
-        .map(|c| c.iter().map(|&v| v as f64).sum())
-        .collect();
-    let k: Vec<f64> = (0..n)
-        .map(|h| {
-            power[h * hop..(h + 1) * hop]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>()
-        })
-        .collect();
-    // 1 s windows: this hop and the next.
-    let loudness = (0..n)
-        .map(|h| {
-            let e = k[h] + k.get(h + 1).copied().unwrap_or(k[h]);
-            -0.691 + 10.0 * (e / (2 * hop) as f64 + 1e-12).log10()
-        })
-        .collect();
-    let bands = band_e
-        .iter()
-        .map(|e| {
-            let t = e[2] + 1e-12;
-            let (low, high) = ((e[0] / t).min(1.0), (e[1] / t).min(1.0));
-            [low, (1.0 - low - high).max(0.0), high]
-        })
-        .collect();
-    Features {
-        hop_s: HOP_S,
-        loudness,
-        bands,
-        k_blocks,
-        rate: audio.rate,
+
+    /// The features of the whole hops.
+    pub fn finish(self) -> Features {
+        let (k, hop) = (&self.k_hops, self.hop);
+        let n = k.len();
+        // 1 s windows: this hop and the next.
+        let loudness = (0..n)
+            .map(|h| {
+                let e = k[h] + k.get(h + 1).copied().unwrap_or(k[h]);
+                -0.691 + 10.0 * (e / (2 * hop) as f64 + 1e-12).log10()
+            })
+            .collect();
+        let bands = self
+            .band_e
+            .iter()
+            .map(|e| {
+                let t = e[2] + 1e-12;
+                let (low, high) = ((e[0] / t).min(1.0), (e[1] / t).min(1.0));
+                [low, (1.0 - low - high).max(0.0), high]
+            })
+            .collect();
+        Features {
+            hop_s: HOP_S,
+            loudness,
+            bands,
+            k_blocks: self.k_blocks,
+            rate: self.rate,
+        }
     }
 }
 
@@ -427,13 +481,16 @@ fn label(f: &Features, spans: &[(f64, f64)]) -> Vec<String> {
 
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
-    detect_with(audio, &features(audio), crate::beats::track(audio).as_ref())
+    detect_with(
+        audio.seconds(),
+        &features(audio),
+        crate::beats::track(audio).as_ref(),
+    )
 }
 
 /// Sections detected from already computed features; boundaries snap to
 /// the nearest beat of `grid` when there is one.
-pub fn detect_with(audio: &Audio, f: &Features, grid: Option<&BeatGrid>) -> Vec<Section> {
-    let duration = audio.seconds();
+pub fn detect_with(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<Section> {
     if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
         return vec![Section {
             label: "Track".into(),

@@ -168,12 +168,18 @@ pub const BAND_LIMIT: f64 = 0.46;
 /// 0.42 fs, 16 dB down at 0.475 fs, 48 dB at 0.49 fs (the bilinear
 /// transform steepens it towards Nyquist).
 pub fn band_limit(audio: &mut Audio) {
-    let rate = audio.rate as f64;
-    let sections = [
+    let mut stage = band_limiter(audio.rate, audio.num_channels());
+    crate::stage::run_whole(&mut stage, audio);
+}
+
+/// [`band_limit`] as a stage.
+pub fn band_limiter(rate: u32, channels: usize) -> crate::biquad::CascadeStage {
+    let rate = rate as f64;
+    let sections = vec![
         crate::biquad::Coeffs::lowpass(BAND_LIMIT * rate, 0.541_196_1, rate),
         crate::biquad::Coeffs::lowpass(BAND_LIMIT * rate, 1.306_563, rate),
     ];
-    crate::biquad::run_cascade_audio(&sections, audio);
+    crate::biquad::CascadeStage::new(sections, channels)
 }
 
 /// The 4x interpolator of the limiter's detector and the meter's coarse scan:
@@ -244,44 +250,128 @@ fn grid_peaks(
 /// over (k-1, k+1), across channels, from 4x interpolation refined by
 /// parabolic peak fitting, and never below what ebur128's meter reads there.
 pub fn peak_envelope(audio: &Audio) -> Vec<f32> {
-    let ip = detector();
-    let meter = Interpolator::bs1770_reference(audio.rate);
-    let n = audio.frames();
-    let (l, r) = ip.context();
-    let (l, r) = (l + 1, r + 1); // one more frame each side for the grid neighbours
-    let mut seg = vec![0f32; n]; // seg[k] = max over [k, k+1)
-    let mut x = Vec::with_capacity(BLOCK + l + r);
-    let mut phases = [vec![0f32; BLOCK], vec![0f32; BLOCK], vec![0f32; BLOCK]];
-    let mut block = vec![0f32; BLOCK];
-    for ch in &audio.channels {
-        let mut start = 0;
-        while start < n {
-            let end = (start + BLOCK).min(n);
-            // This block with its context, zeros beyond the ends.
-            x.clear();
-            x.resize(l.saturating_sub(start), 0.0);
-            x.extend_from_slice(&ch[start.saturating_sub(l)..(end + r).min(n)]);
-            x.resize(end - start + l + r, 0.0);
-            grid_peaks(&ip, &x, l, l + end - start, &mut phases, &mut block);
-            for (s, v) in seg[start..end].iter_mut().zip(&block) {
-                *s = s.max(*v);
-            }
-            for p in 1..meter.as_ref().map_or(1, Interpolator::factor) {
-                let m = meter.as_ref().expect("factor above 1");
-                m.phase_block(&x, l, l + end - start, p, &mut block);
-                for (s, v) in seg[start..end].iter_mut().zip(&block) {
-                    *s = s.max(v.abs());
-                }
-            }
-            start = end;
+    let mut stage = EnvelopeStage::new(audio.num_channels(), audio.rate);
+    let mut out = Delayed::default();
+    let mut env = Vec::with_capacity(audio.frames());
+    stage.push(&audio.channels, &mut out);
+    env.extend_from_slice(&out.env);
+    stage.finish(&mut out);
+    env.extend_from_slice(&out.env);
+    env
+}
+
+/// Frames the [`EnvelopeStage`] lets out: the audio, delayed, with its envelope.
+#[derive(Default)]
+pub struct Delayed {
+    pub audio: Vec<Vec<f32>>,
+    pub env: Vec<f32>,
+}
+
+/// [`peak_envelope`] as a stage: blocks go in, and each frame comes out with
+/// its envelope value once the interpolator's right context has arrived (a
+/// delay of 25 frames; [`EnvelopeStage::finish`] lets out the rest).
+pub struct EnvelopeStage {
+    ip: Interpolator,
+    meter: Option<Interpolator>,
+    /// Context either side, one more frame each for the grid neighbours.
+    l: usize,
+    r: usize,
+    /// Per channel: frames from `next - l` on (zeros before the start).
+    hist: Vec<Vec<f32>>,
+    /// The first frame not yet let out.
+    next: usize,
+    pushed: usize,
+    /// Peak over [next - 1, next): env[k] is the larger of it and [k, k+1).
+    last_seg: f32,
+    phases: [Vec<f32>; 3],
+    piece: Vec<f32>,
+    seg: Vec<f32>,
+}
+
+impl EnvelopeStage {
+    pub fn new(channels: usize, rate: u32) -> Self {
+        let ip = detector();
+        let (l, r) = ip.context();
+        let (l, r) = (l + 1, r + 1);
+        Self {
+            ip,
+            meter: Interpolator::bs1770_reference(rate),
+            l,
+            r,
+            hist: vec![vec![0.0; l]; channels],
+            next: 0,
+            pushed: 0,
+            last_seg: 0.0,
+            phases: [vec![0f32; BLOCK], vec![0f32; BLOCK], vec![0f32; BLOCK]],
+            piece: vec![0f32; BLOCK],
+            seg: Vec::new(),
         }
     }
-    // env[k] covers (k-1, k+1): both intervals touching sample k. In place,
-    // backwards, so no second track-length buffer is needed.
-    for k in (1..n).rev() {
-        seg[k] = seg[k].max(seg[k - 1]);
+
+    /// Takes a block; lets out into `out` (cleared first) what is ready.
+    pub fn push(&mut self, block: &[Vec<f32>], out: &mut Delayed) {
+        for (h, c) in self.hist.iter_mut().zip(block) {
+            h.extend_from_slice(c);
+        }
+        self.pushed += crate::stage::frames(block);
+        let ready = self.pushed.saturating_sub(self.r).max(self.next);
+        self.let_out(ready, out);
     }
-    seg
+
+    /// Lets out the remaining frames (zeros beyond the end, as the whole-
+    /// buffer envelope assumes).
+    pub fn finish(&mut self, out: &mut Delayed) {
+        for h in &mut self.hist {
+            h.resize(h.len() + self.r, 0.0);
+        }
+        self.let_out(self.pushed, out);
+    }
+
+    fn let_out(&mut self, ready: usize, out: &mut Delayed) {
+        let n = ready - self.next;
+        out.audio.resize(self.hist.len(), Vec::new());
+        out.audio.iter_mut().for_each(Vec::clear);
+        out.env.clear();
+        if n == 0 {
+            return;
+        }
+        let (l, r) = (self.l, self.r);
+        self.seg.clear();
+        self.seg.resize(n, 0.0);
+        for h in &self.hist {
+            let mut start = 0;
+            while start < n {
+                let end = (start + BLOCK).min(n);
+                let x = &h[start..end + l + r];
+                grid_peaks(&self.ip, x, l, l + end - start, &mut self.phases, &mut self.piece);
+                for (s, v) in self.seg[start..end].iter_mut().zip(&self.piece) {
+                    *s = s.max(*v);
+                }
+                if let Some(m) = &self.meter {
+                    for p in 1..m.factor() {
+                        m.phase_block(x, l, l + end - start, p, &mut self.piece);
+                        for (s, v) in self.seg[start..end].iter_mut().zip(&self.piece) {
+                            *s = s.max(v.abs());
+                        }
+                    }
+                }
+                start = end;
+            }
+        }
+        // env[k] covers (k-1, k+1): both intervals touching sample k.
+        let mut prev = self.last_seg;
+        out.env.extend(self.seg.iter().map(|&s| {
+            let e = s.max(prev);
+            prev = s;
+            e
+        }));
+        self.last_seg = prev;
+        for (o, h) in out.audio.iter_mut().zip(&mut self.hist) {
+            o.extend_from_slice(&h[l..l + n]);
+            h.drain(..n);
+        }
+        self.next = ready;
+    }
 }
 
 /// Near-ideal true-peak meter that accepts audio in chunks. It also reads the

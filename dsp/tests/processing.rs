@@ -43,9 +43,9 @@ fn master_and_check(name: &str, a: Audio, lufs: f64, ceiling: f64) {
         bits: 24,
     };
     let prep = Prepared::new(a).unwrap();
-    let mut cap = MemorySink::new(prep.audio.num_channels());
+    let mut cap = MemorySink::new(prep.channels);
     let m = master_target(&prep, &t, &LimiterSettings::default(), 0.0, 7, &mut cap).unwrap();
-    let out = Audio::new(prep.audio.rate, cap.0).unwrap();
+    let out = Audio::new(prep.rate, cap.0).unwrap();
     let ours = truepeak::true_peak_dbtp(&out);
     let theirs = ebur128_true_peak(&out);
     let l = loudness::measure(&out).unwrap().integrated_lufs;

@@ -2,6 +2,7 @@
 //! file name, so a text file called `.mp3` is refused for what it is.
 
 use crate::WorkerError;
+use loopmind_dsp::pipeline::Source;
 use loopmind_dsp::Audio;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -9,7 +10,7 @@ use std::path::Path;
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::{MetadataOptions, MetadataRevision, StandardTagKey};
 use symphonia::core::probe::Hint;
@@ -126,145 +127,313 @@ pub fn decode_file(path: &Path) -> Result<(Audio, SourceInfo), WorkerError> {
     decode_file_limited(path, &DecodeLimits::default())
 }
 
-/// Decodes a whole file to planar f32, refusing what exceeds `limits`.
+/// Decodes a whole file to planar f32, refusing what exceeds `limits`
+/// (tests and tools; the render streams with [`DecodeSource`]).
 pub fn decode_file_limited(
     path: &Path,
     limits: &DecodeLimits,
 ) -> Result<(Audio, SourceInfo), WorkerError> {
-    let file = File::open(path).map_err(|e| WorkerError::io(path, e))?;
-    let len = file.metadata().map_err(|e| WorkerError::io(path, e))?.len();
-    if len == 0 {
-        return Err(WorkerError::Decode("empty file (0 bytes)".into()));
-    }
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut probed = symphonia::default::get_probe()
-        .format(
-            &Hint::new(),
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| match e {
-            SymError::Unsupported(_) | SymError::IoError(_) => WorkerError::Decode(
-                "not a recognised audio file (no supported container found in its bytes)".into(),
-            ),
-            other => describe(other),
-        })?;
-    let mut tags = Tags::default();
-    if let Some(rev) = probed.metadata.get().as_ref().and_then(|m| m.current()) {
-        read_tags(rev, &mut tags);
-    }
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| WorkerError::Decode("no audio track".into()))?
-        .clone();
-    let params = &track.codec_params;
-    let codec = symphonia::default::get_codecs()
-        .get_codec(params.codec)
-        .map(|d| d.short_name.to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let mut decoder = symphonia::default::get_codecs()
-        .make(params, &DecoderOptions::default())
-        .map_err(describe)?;
-    // Only for the truncation check below: a header's length sizes nothing.
-    let expected = params.n_frames;
-    let mut rate = params.sample_rate.unwrap_or(0);
-    // Refused before a packet is decoded where the container says enough.
-    limits.check_format(rate, params.channels.map_or(0, |c| c.count()))?;
-    let mut channels: Vec<Vec<f32>> = Vec::new();
-    let mut max_frames = u64::MAX;
-    let mut sample_buf: Option<SampleBuffer<f32>> = None;
-    let mut bad_packets = 0usize;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(describe(e)),
-        };
-        if packet.track_id() != track.id {
-            continue;
+    let mut src = DecodeSource::open(path, limits)?;
+    let mut channels = vec![Vec::new(); src.channels()];
+    while src.next(&mut channels)? {}
+    let audio = Audio::new(src.rate(), channels).map_err(WorkerError::Input)?;
+    Ok((audio, src.info()))
+}
+
+/// One read-through of a file.
+struct Reader {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn symphonia::core::codecs::Decoder>,
+    track_id: u32,
+    codec: String,
+    bits: Option<u32>,
+    /// The header's length: only for the truncation check, it sizes nothing.
+    expected: Option<u64>,
+    rate: u32,
+    channels: usize,
+    sample_buf: Option<SampleBuffer<f32>>,
+    bad_packets: usize,
+    frames: u64,
+    tags: Tags,
+    done: bool,
+}
+
+impl Reader {
+    fn open(path: &Path, limits: &DecodeLimits) -> Result<Self, WorkerError> {
+        let file = File::open(path).map_err(|e| WorkerError::io(path, e))?;
+        let len = file.metadata().map_err(|e| WorkerError::io(path, e))?.len();
+        if len == 0 {
+            return Err(WorkerError::Decode("empty file (0 bytes)".into()));
         }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            Err(SymError::DecodeError(_)) => {
-                // One bad frame in a lossy stream is skipped, as players do;
-                // many mean the file is damaged.
-                bad_packets += 1;
-                if bad_packets > 8 {
-                    return Err(WorkerError::Decode("too many corrupt packets".into()));
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut probed = symphonia::default::get_probe()
+            .format(
+                &Hint::new(),
+                mss,
+                &FormatOptions::default(),
+                &MetadataOptions::default(),
+            )
+            .map_err(|e| match e {
+                SymError::Unsupported(_) | SymError::IoError(_) => WorkerError::Decode(
+                    "not a recognised audio file (no supported container found in its bytes)"
+                        .into(),
+                ),
+                other => describe(other),
+            })?;
+        let mut tags = Tags::default();
+        if let Some(rev) = probed.metadata.get().as_ref().and_then(|m| m.current()) {
+            read_tags(rev, &mut tags);
+        }
+        let format = probed.format;
+        let track = format
+            .tracks()
+            .iter()
+            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or_else(|| WorkerError::Decode("no audio track".into()))?
+            .clone();
+        let params = &track.codec_params;
+        let codec = symphonia::default::get_codecs()
+            .get_codec(params.codec)
+            .map(|d| d.short_name.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let decoder = symphonia::default::get_codecs()
+            .make(params, &DecoderOptions::default())
+            .map_err(describe)?;
+        let rate = params.sample_rate.unwrap_or(0);
+        // Refused before a packet is decoded where the container says enough.
+        limits.check_format(rate, params.channels.map_or(0, |c| c.count()))?;
+        Ok(Self {
+            format,
+            decoder,
+            track_id: track.id,
+            codec,
+            bits: params.bits_per_sample,
+            expected: params.n_frames,
+            rate,
+            channels: 0,
+            sample_buf: None,
+            bad_packets: 0,
+            frames: 0,
+            tags,
+            done: false,
+        })
+    }
+
+    /// Decodes the next packet of the track onto `out`; false at the end.
+    fn next(&mut self, limits: &DecodeLimits, out: &mut Vec<Vec<f32>>) -> Result<bool, WorkerError> {
+        if self.done {
+            return Ok(false);
+        }
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(p) => p,
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return self.end()
                 }
+                Err(SymError::ResetRequired) => return self.end(),
+                Err(e) => return Err(describe(e)),
+            };
+            if packet.track_id() != self.track_id {
                 continue;
             }
-            Err(e) => return Err(describe(e)),
-        };
-        let spec = *decoded.spec();
-        let nch = spec.channels.count();
-        if channels.is_empty() {
-            limits.check_format(spec.rate, nch)?;
-            rate = spec.rate;
-            max_frames = (limits.max_seconds * rate as f64) as u64;
-            channels = vec![Vec::new(); nch];
+            let decoded = match self.decoder.decode(&packet) {
+                Ok(d) => d,
+                Err(SymError::DecodeError(_)) => {
+                    // One bad frame in a lossy stream is skipped, as players do;
+                    // many mean the file is damaged.
+                    self.bad_packets += 1;
+                    if self.bad_packets > 8 {
+                        return Err(WorkerError::Decode("too many corrupt packets".into()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(describe(e)),
+            };
+            let spec = *decoded.spec();
+            let nch = spec.channels.count();
+            if self.channels == 0 {
+                limits.check_format(spec.rate, nch)?;
+                self.rate = spec.rate;
+                self.channels = nch;
+            }
+            if spec.rate != self.rate {
+                return Err(WorkerError::Decode("sample rate changes mid-stream".into()));
+            }
+            if nch != self.channels {
+                return Err(WorkerError::Decode(
+                    "channel count changes mid-stream".into(),
+                ));
+            }
+            if out.len() != nch {
+                out.resize(nch, Vec::new());
+            }
+            let buf = match &mut self.sample_buf {
+                Some(b) if b.capacity() >= decoded.capacity() * nch => b,
+                _ => self
+                    .sample_buf
+                    .insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+            };
+            buf.copy_interleaved_ref(decoded);
+            for frame in buf.samples().chunks_exact(nch) {
+                for (c, &s) in frame.iter().enumerate() {
+                    out[c].push(s);
+                }
+            }
+            self.frames += (buf.samples().len() / nch) as u64;
+            if self.frames > (limits.max_seconds * self.rate as f64) as u64 {
+                return Err(WorkerError::Limit {
+                    what: format!("more than {} of audio", hms(limits.max_seconds)),
+                    limit: hms(limits.max_seconds),
+                    setting: "render.max_duration_s",
+                });
+            }
+            crate::progress::tick();
+            return Ok(true);
         }
-        if spec.rate != rate {
-            return Err(WorkerError::Decode("sample rate changes mid-stream".into()));
-        }
-        if channels.len() != nch {
-            return Err(WorkerError::Decode(
-                "channel count changes mid-stream".into(),
-            ));
-        }
-        let buf = match &mut sample_buf {
-            Some(b) if b.capacity() >= decoded.capacity() * nch => b,
-            _ => sample_buf.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
-        };
-        buf.copy_interleaved_ref(decoded);
-        for frame in buf.samples().chunks_exact(nch) {
-            for (c, &s) in frame.iter().enumerate() {
-                channels[c].push(s);
+    }
+
+    fn end(&mut self) -> Result<bool, WorkerError> {
+        self.done = true;
+        if let Some(n) = self.expected {
+            // Lossless containers state their length: fewer frames means the
+            // file was cut short. (Lossy streams may differ by a frame.)
+            if self.frames + 4096 < n {
+                return Err(WorkerError::Decode(format!(
+                    "truncated or a lying header: the header promises {n} frames, the data holds {}",
+                    self.frames
+                )));
             }
         }
-        let frames = channels[0].len() as u64;
-        if frames > max_frames {
-            return Err(WorkerError::Limit {
-                what: format!("more than {} of audio", hms(limits.max_seconds)),
-                limit: hms(limits.max_seconds),
-                setting: "render.max_duration_s",
-            });
+        if let Some(rev) = self.format.metadata().current() {
+            read_tags(rev, &mut self.tags);
         }
-        crate::progress::tick();
+        if self.frames == 0 || self.channels == 0 {
+            return Err(WorkerError::Decode("no audio samples in the stream".into()));
+        }
+        Ok(false)
     }
-    // Growth by doubling leaves up to half of each buffer unused.
-    for c in &mut channels {
-        c.shrink_to_fit();
+}
+
+/// A file decoded as it is read, as often as the render reads it through
+/// (each pass decodes again: about 0.1 s per 5 minutes, where holding the
+/// decoded track would cost memory in proportion to its length).
+pub struct DecodeSource {
+    path: std::path::PathBuf,
+    limits: DecodeLimits,
+    reader: Reader,
+    /// Frames decoded to learn the format, handed out first.
+    first: Option<Vec<Vec<f32>>>,
+    /// The typed error behind the last [`DspError::Source`].
+    failed: Option<WorkerError>,
+    /// Frames of the last complete read-through.
+    frames: Option<u64>,
+}
+
+impl DecodeSource {
+    pub fn open(path: &Path, limits: &DecodeLimits) -> Result<Self, WorkerError> {
+        let (reader, first) = Self::start(path, limits)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            limits: *limits,
+            reader,
+            first: Some(first),
+            failed: None,
+            frames: None,
+        })
     }
-    let frames = channels.first().map_or(0, Vec::len) as u64;
-    if let Some(n) = expected {
-        // Lossless containers state their length: fewer frames means the file
-        // was cut short. (Lossy streams may legitimately differ by a frame.)
-        if frames + 4096 < n {
-            return Err(WorkerError::Decode(format!(
-                "truncated or a lying header: the header promises {n} frames, the data holds {frames}"
-            )));
+
+    /// A reader with its first frames decoded (the format is known then).
+    fn start(path: &Path, limits: &DecodeLimits) -> Result<(Reader, Vec<Vec<f32>>), WorkerError> {
+        let mut reader = Reader::open(path, limits)?;
+        let mut first = Vec::new();
+        while first.first().is_none_or(|c: &Vec<f32>| c.is_empty()) {
+            if !reader.next(limits, &mut first)? {
+                break;
+            }
+        }
+        Ok((reader, first))
+    }
+
+    /// Reads on; false at the end (typed errors, for callers outside the
+    /// pipeline).
+    pub fn next(&mut self, out: &mut [Vec<f32>]) -> Result<bool, WorkerError> {
+        if let Some(first) = self.first.take() {
+            for (o, f) in out.iter_mut().zip(first) {
+                o.extend_from_slice(&f);
+            }
+            return Ok(true);
+        }
+        let mut got = Vec::new();
+        let more = self.reader.next(&self.limits, &mut got)?;
+        for (o, g) in out.iter_mut().zip(got) {
+            o.extend_from_slice(&g);
+        }
+        if !more {
+            self.frames = Some(self.reader.frames);
+        }
+        Ok(more)
+    }
+
+    /// The error behind a [`DspError::Source`] the pipeline returned.
+    pub fn take_error(&mut self) -> Option<WorkerError> {
+        self.failed.take()
+    }
+
+    /// What is known of the file (its duration once read through).
+    pub fn info(&self) -> SourceInfo {
+        let r = &self.reader;
+        let frames = self.frames.unwrap_or(r.frames);
+        SourceInfo {
+            codec: r.codec.clone(),
+            sample_rate_hz: r.rate,
+            channels: r.channels,
+            bits_per_sample: r.bits,
+            duration_seconds: frames as f64 / r.rate.max(1) as f64,
+            tags: r.tags.clone(),
         }
     }
-    if let Some(rev) = format.metadata().current() {
-        read_tags(rev, &mut tags);
+
+    /// Turns a pipeline error back into the typed one where it came from here.
+    pub fn error(&mut self, e: loopmind_dsp::DspError) -> WorkerError {
+        match (e, self.take_error()) {
+            (loopmind_dsp::DspError::Source(_), Some(typed)) => typed,
+            (other, _) => other.into(),
+        }
     }
-    if frames == 0 || channels.is_empty() {
-        return Err(WorkerError::Decode("no audio samples in the stream".into()));
+}
+
+impl Source for DecodeSource {
+    fn rate(&self) -> u32 {
+        self.reader.rate
     }
-    let audio = Audio::new(rate, channels).map_err(WorkerError::Input)?;
-    let info = SourceInfo {
-        codec,
-        sample_rate_hz: rate,
-        channels: audio.num_channels(),
-        bits_per_sample: params.bits_per_sample,
-        duration_seconds: audio.seconds(),
-        tags,
-    };
-    Ok((audio, info))
+
+    fn channels(&self) -> usize {
+        self.reader.channels
+    }
+
+    fn rewind(&mut self) -> Result<(), loopmind_dsp::DspError> {
+        if self.first.is_some() && self.reader.frames == self.first.as_ref().map_or(0, |f| f[0].len() as u64) {
+            return Ok(());
+        }
+        match Self::start(&self.path, &self.limits) {
+            Ok((reader, first)) => {
+                self.reader = reader;
+                self.first = Some(first);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.failed = Some(e);
+                Err(loopmind_dsp::DspError::Source(msg))
+            }
+        }
+    }
+
+    fn read(&mut self, out: &mut [Vec<f32>]) -> Result<bool, loopmind_dsp::DspError> {
+        self.next(out).map_err(|e| {
+            let msg = e.to_string();
+            self.failed = Some(e);
+            loopmind_dsp::DspError::Source(msg)
+        })
+    }
 }

@@ -48,7 +48,7 @@ impl WorkerError {
             | WorkerError::Request(_)
             | WorkerError::Limit { .. }
             | WorkerError::Internal(_) => Action::Abort,
-            WorkerError::Input(DspError::Sink(_)) => Action::Retry,
+            WorkerError::Input(DspError::Sink(_) | DspError::Store(_)) => Action::Retry,
             WorkerError::Input(_) => Action::Abort,
             WorkerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Action::Abort

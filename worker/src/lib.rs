@@ -51,6 +51,7 @@ pub mod report;
 pub mod s3;
 pub mod schema;
 pub mod shutdown;
+pub mod spill;
 pub mod store;
 pub mod wav;
 

@@ -1,7 +1,8 @@
 //! One track to every target, rendered into a scratch folder. Local mode and
 //! queue workers both reach it through [`crate::process::process_job`].
 
-use crate::decode::decode_file_limited;
+use crate::decode::DecodeSource;
+use crate::spill::FileScratch;
 use crate::job::GivenPlan;
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
@@ -10,12 +11,13 @@ use crate::report::{
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
-use loopmind_dsp::master::{master_target, Prepared};
+use loopmind_dsp::master::master_target;
+use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::plan::{self, SectionPlan, Sliders};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
-use loopmind_dsp::{resample, truepeak, Audio, DspError};
+use loopmind_dsp::{Audio, DspError};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -96,6 +98,9 @@ pub fn render_masters(
     render_inner(input, track, out_dir, opts)
 }
 
+/// The scratch folder of a render's passes (removed when it ends).
+pub const WORK_DIR: &str = ".work";
+
 fn render_inner(
     input: &Path,
     track: &str,
@@ -103,30 +108,46 @@ fn render_inner(
     opts: &RenderOptions,
 ) -> Result<TrackReport, WorkerError> {
     opts.validate()?;
-    crate::progress::stage("decoding");
-    let (mut audio, info) = decode_file_limited(input, &opts.limits)?;
-    audio.validate()?;
+    let work = out_dir.join(WORK_DIR);
+    let mut scratch = FileScratch::new(&work).map_err(|e| WorkerError::io(&work, e))?;
+    let result = render_passes(input, track, out_dir, opts, &mut scratch);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+/// The render's passes ([`loopmind_dsp::pipeline`]) wired to the file, the
+/// scratch folder and the masters; memory holds per-second records only.
+fn render_passes(
+    input: &Path,
+    track: &str,
+    out_dir: &Path,
+    opts: &RenderOptions,
+    scratch: &mut FileScratch,
+) -> Result<TrackReport, WorkerError> {
+    let block = pipeline::BLOCK;
     crate::progress::stage("analysing");
-    // One K-weighting pass serves the input's loudness and the section
-    // analysis; the true peak comes from our 16x meter.
-    let features = sections::features(&audio);
-    let (integrated_lufs, lra_lu) = features.loudness();
+    let mut src = DecodeSource::open(input, &opts.limits)?;
+    let matching = opts.reference.is_some() && opts.plan.is_none();
+    let mut analysis = pipeline::analyse(&mut src, matching, block).map_err(|e| src.error(e))?;
+    let info = src.info();
+    let (integrated_lufs, lra_lu) = analysis.features.loudness();
     let integrated_lufs = loopmind_dsp::bs1770::audible(integrated_lufs)?;
-    let input_tp = truepeak::true_peak_dbtp(&audio);
+    let input_tp = analysis.true_peak_dbtp;
     let input_loudness = InputLoudness {
         integrated_lufs,
         lra_lu,
-        sample_peak_dbfs: loopmind_dsp::lin_to_db(audio.sample_peak() as f64),
+        sample_peak_dbfs: loopmind_dsp::lin_to_db(analysis.sample_peak as f64),
         true_peak_dbtp: input_tp,
         plr_db: input_tp - integrated_lufs,
     };
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
+    let (in_rate, duration) = (analysis.rate, analysis.seconds());
     for t in &opts.targets {
         crate::wav::check_size(
             &t.name,
-            audio.seconds(),
-            audio.num_channels(),
-            t.rate.unwrap_or(audio.rate),
+            duration,
+            analysis.channels,
+            t.rate.unwrap_or(in_rate),
             t.bits,
         )?;
     }
@@ -136,21 +157,21 @@ fn render_inner(
         input_lufs: section_input,
         input_blocks,
         tempo_bpm,
-    } = analyse_sections(&audio, features, opts)?;
-    let (in_rate, duration) = (audio.rate, audio.seconds());
-    // The raw mix's A/B clip, before the chain touches it.
+    } = analyse_sections(&analysis, opts)?;
+    // The raw mix's A/B clip is cut as the chain's pass reads the mix.
     let spans: Vec<(f64, f64, f64)> = secs
         .iter()
         .zip(&character)
         .map(|(s, c)| (s.start, s.end, c.0))
         .collect();
     let (clip_a, clip_b) = crate::preview::span(&spans, duration);
-    let mix_clip = crate::preview::cut(&audio, clip_a, clip_b);
     // A reference moves the mode's chain and contrast before anything is planned.
     let mut mode_chain = opts.mode.chain();
     let (mut contrast, mut match_eq, mut reference) = (1.0, Vec::new(), None);
     if let (Some((name, path)), None) = (&opts.reference, &opts.plan) {
-        let r = analyse_reference(name, path, &audio, &input_loudness, &mode_chain, opts)?;
+        let energies = analysis.balance_energies.take().unwrap_or_default();
+        let mix_balance = pipeline::balance(&mut src, energies, block).map_err(|e| src.error(e))?;
+        let r = analyse_reference(name, path, mix_balance, in_rate, &input_loudness, &mode_chain, opts)?;
         mode_chain.compressor.ratio =
             (mode_chain.compressor.ratio * r.report.compression_factor).clamp(1.0, 20.0);
         contrast = r.report.contrast_factor;
@@ -170,18 +191,25 @@ fn render_inner(
         ),
     };
     crate::progress::stage("processing");
-    chain.run_planned(&mut audio, input_loudness.integrated_lufs, &section_plan);
     // What the limiter gets has nothing above 0.46 fs, where true-peak
     // meters disagree (other output rates are band-limited after resampling).
-    truepeak::band_limit(&mut audio);
+    let mut processed = pipeline::process(
+        &mut src,
+        &chain,
+        input_loudness.integrated_lufs,
+        &section_plan,
+        &secs,
+        (clip_a, clip_b),
+        scratch,
+        block,
+    )
+    .map_err(|e| src.error(e))?;
     // Loudness planned on the chain's output, so the plan's contrast is what
     // the limiter receives; the report keeps the raw input's section loudness.
-    let mut power = loopmind_dsp::bs1770::k_power(&audio);
     if opts.plan.is_none() {
-        let processed = plan::section_loudness(&power, audio.rate, &secs);
         plan::set_loudness(
             &mut section_plan,
-            &processed,
+            &processed.section_lufs,
             opts.mode,
             opts.sliders,
             contrast,
@@ -190,57 +218,33 @@ fn render_inner(
     for (p, l) in section_plan.iter_mut().zip(section_input) {
         p.input_lufs = l;
     }
-    // The plan's loudness offsets, ramped across boundaries, before the limiter.
-    let curve = plan::apply(&mut audio, &section_plan);
-    // The model's power follows the automation (the K-filter is linear and
-    // the gain slow), so it need not be filtered again.
-    for (p, g) in power.iter_mut().zip(&curve) {
-        *p *= g * g;
-    }
-    drop(curve);
-    let mut source_power = Some(power);
+    let mix_clip = std::mem::replace(&mut processed.clip, Audio::new(in_rate, vec![vec![0.0]])?);
 
-    // Targets grouped by output rate: each rate is prepared once. Other rates
-    // resample from the processed audio first; the source rate goes last and
-    // takes the buffer itself, so no copy of the track is made for it.
-    let src_rate = audio.rate;
+    // Targets grouped by output rate: each rate is prepared once (the plan's
+    // gain, resampling, the detector envelope) and shared by its targets.
     let mut rates: Vec<u32> = opts
         .targets
         .iter()
-        .map(|t| t.rate.unwrap_or(src_rate))
+        .map(|t| t.rate.unwrap_or(in_rate))
         .collect();
     rates.sort_unstable();
     rates.dedup();
-    rates.sort_by_key(|&r| r == src_rate);
     let mut reports: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
     // The first target's measured loudness, for the picture.
     let mut pictured: Option<(String, f64, Vec<f64>, u32)> = None;
-    let mut audio = Some(audio);
     for rate in rates {
-        let buf: Audio = if rate == src_rate {
-            audio.take().expect("source rate handled last")
-        } else {
-            resample::resample(audio.as_ref().expect("source audio kept"), rate)?
-        };
-        let power = if rate == src_rate {
-            source_power.take()
-        } else {
-            None
-        };
-        let prep = match power {
-            Some(power) => Prepared::with_power(buf, power)?,
-            None => Prepared::new(buf)?,
-        };
+        crate::progress::stage(&format!("preparing {rate} Hz"));
+        let prep = pipeline::prepare(&mut processed, &section_plan, rate, scratch, block)?;
         for (idx, t) in opts
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.rate.unwrap_or(src_rate) == rate)
+            .filter(|(_, t)| t.rate.unwrap_or(in_rate) == rate)
         {
             crate::progress::stage(&format!("rendering {}", t.name));
             let file = crate::layout::master_file(&t.name);
             let path = out_dir.join(&file);
-            let mut sink = WavSink::new(&path, prep.audio.num_channels(), rate, t.bits);
+            let mut sink = WavSink::new(&path, prep.channels, rate, t.bits);
             let seed = seed_for(&t.name);
             let m = master_target(&prep, t, &chain.limiter, pre_gain_db, seed, &mut sink)?;
             sink.commit(&info.tags)?;
@@ -363,13 +367,13 @@ struct SectionAnalysis {
 /// Sections (given in a plan, or found), their character, and their
 /// loudness in the input.
 fn analyse_sections(
-    audio: &Audio,
-    features: sections::Features,
+    analysis: &pipeline::Analysis,
     opts: &RenderOptions,
 ) -> Result<SectionAnalysis, WorkerError> {
+    let features = &analysis.features;
     let (secs, character, tempo_bpm) = match &opts.plan {
-        Some(given) => given_sections(given, audio.seconds())?,
-        None => found_sections(audio, &features, opts)?,
+        Some(given) => given_sections(given, analysis.seconds())?,
+        None => found_sections(analysis, opts)?,
     };
     let input_lufs = secs
         .iter()
@@ -379,7 +383,7 @@ fn analyse_sections(
         sections: secs,
         character,
         input_lufs,
-        input_blocks: features.k_blocks,
+        input_blocks: features.k_blocks.clone(),
         tempo_bpm,
     })
 }
@@ -389,12 +393,8 @@ type Found = (Vec<Section>, Vec<(f64, String)>, Option<f64>);
 
 /// Sections from the arrangement document or detection (on the beat where
 /// there is one), their character from the emotion graph or the audio.
-fn found_sections(
-    audio: &Audio,
-    features: &sections::Features,
-    opts: &RenderOptions,
-) -> Result<Found, WorkerError> {
-    let duration = audio.seconds();
+fn found_sections(analysis: &pipeline::Analysis, opts: &RenderOptions) -> Result<Found, WorkerError> {
+    let (duration, features) = (analysis.seconds(), &analysis.features);
     let named = |doc: &str, e: DspError| match e {
         DspError::Document { field, reason } => {
             WorkerError::Request(format!("{doc}: {field}: {reason}"))
@@ -407,9 +407,9 @@ fn found_sections(
             None,
         ),
         None => {
-            let grid = loopmind_dsp::beats::track(audio);
+            let grid = loopmind_dsp::beats::grid(&analysis.onsets);
             (
-                sections::detect_with(audio, features, grid.as_ref()),
+                sections::detect_with(duration, features, grid.as_ref()),
                 grid.map(|g| g.bpm),
             )
         }
@@ -459,33 +459,50 @@ struct ReferenceAnalysis {
 fn analyse_reference(
     name: &str,
     path: &Path,
-    mix: &Audio,
+    mix_balance: loopmind_dsp::reference::Balance,
+    rate: u32,
     mix_loudness: &InputLoudness,
     mode_chain: &ChainSettings,
     opts: &RenderOptions,
 ) -> Result<ReferenceAnalysis, WorkerError> {
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
-    crate::progress::stage("decoding the reference");
-    let (audio, _) = decode_file_limited(path, &opts.limits).map_err(named)?;
-    audio.validate().map_err(|e| named(e.into()))?;
-    let (integrated, lra) = loopmind_dsp::bs1770::measure(&audio);
+    crate::progress::stage("analysing the reference");
+    let mut src = DecodeSource::open(path, &opts.limits).map_err(named)?;
+    let (ref_rate, nch) = (src.rate(), src.channels());
+    let block = pipeline::BLOCK;
+    let mut meter = loopmind_dsp::bs1770::BlockMeter::new(nch, ref_rate);
+    let mut tp = loopmind_dsp::truepeak::TruePeakMeter::new(nch, ref_rate);
+    let mut energies = loopmind_dsp::reference::BalanceEnergies::new(ref_rate);
+    let mut pos = 0u64;
+    let pass = pipeline::for_each_block(&mut src, block, |b| {
+        loopmind_dsp::audio::check_finite(b, pos, ref_rate)?;
+        pos += b[0].len() as u64;
+        let p: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+        meter.add(&p);
+        tp.add(&p);
+        energies.push(&p);
+        Ok(())
+    })
+    .and_then(|frames| {
+        loopmind_dsp::audio::check_format(ref_rate, nch)?;
+        loopmind_dsp::audio::check_length(frames, ref_rate)
+    });
+    pass.map_err(|e| named(src.error(e)))?;
+    let (integrated, lra) = meter.loudness();
     let integrated = loopmind_dsp::bs1770::audible(integrated).map_err(|e| named(e.into()))?;
-    let plr = truepeak::true_peak_dbtp(&audio) - integrated;
+    let plr = loopmind_dsp::lin_to_db(tp.finish() as f64) - integrated;
+    let ref_balance = pipeline::balance(&mut src, energies.finish(), block)
+        .map_err(|e| named(src.error(e)))?;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
     let eq = plan::global(mode_chain, opts.sliders).eq;
-    let rate = mix.rate;
     let already = |f: f64| -> f64 {
         eq.sections(rate)
             .iter()
             .map(|k| k.magnitude_db(f, rate as f64))
             .sum()
     };
-    let mut match_eq = loopmind_dsp::reference::match_eq(
-        &loopmind_dsp::reference::balance(mix),
-        &loopmind_dsp::reference::balance(&audio),
-        already,
-        rate,
-    );
+    let mut match_eq =
+        loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.sliders.amount.eq;
     }
