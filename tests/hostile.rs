@@ -326,22 +326,30 @@ fn deadline_and_memory_budget_are_enforced_per_track() {
             out.to_str().unwrap().to_string(),
         ]
     };
-    // 4 minutes decode to 92 MB and the engine holds about 2.4x that.
+    // The render streams, so length no longer costs memory; what a file
+    // still controls is its rate: the 30 s A/B clips of a 192 kHz track hold
+    // about 100 MB, over a 96 MiB budget that a 44.1 kHz song fits in.
+    tone_flac(&mixes.join("hires.flac"), 192_000, 40.0);
     let out = dir.path().join("budget");
     let a = args(&out);
     let o = master(
         &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[("LOOPMIND_RENDER__MEMORY_BUDGET_MIB", "160")],
+        &[("LOOPMIND_RENDER__MEMORY_BUDGET_MIB", "96")],
     );
     let log = text(&o);
     assert_eq!(o.status.code(), Some(1), "{log}");
     assert!(out.join("good/spotify.wav").is_file(), "{log}");
-    let e = error_of(&out, "long");
     assert!(
-        e.contains("ran out of its 160 MiB memory budget (render.memory_budget_mib) while"),
+        out.join("long/spotify.wav").is_file(),
+        "a 4-minute track fits: {log}"
+    );
+    let e = error_of(&out, "hires");
+    assert!(
+        e.contains("ran out of its 96 MiB memory budget (render.memory_budget_mib) while"),
         "{e}"
     );
-    assert_eq!(read_json(&out.join("long/error.json"))["action"], "abort");
+    assert_eq!(read_json(&out.join("hires/error.json"))["action"], "abort");
+    std::fs::remove_file(mixes.join("hires.flac")).unwrap();
 
     let out = dir.path().join("deadline");
     let a = args(&out);

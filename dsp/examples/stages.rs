@@ -70,7 +70,13 @@ fn main() {
         )
         .unwrap()
     });
-    plan::set_loudness(&mut section_plan, &processed.section_lufs, mode, sliders, 1.0);
+    plan::set_loudness(
+        &mut section_plan,
+        &processed.section_lufs,
+        mode,
+        sliders,
+        1.0,
+    );
     let prep = time("pass 3: gain, envelope, model power", || {
         pipeline::prepare(&mut processed, &section_plan, 44_100, &mut scratch, BLOCK).unwrap()
     });
@@ -97,8 +103,14 @@ fn main() {
     };
     println!("\nmeters on the master:");
     time("ebur128 I + LRA", || measure_with(&master, i_lra).unwrap());
-    time("our meter I + LRA", || loopmind_dsp::bs1770::measure(&master));
-    time("ebur128 I + 4x true peak", || measure_with(&master, tp).unwrap());
-    time("our 16x true-peak meter", || truepeak::true_peak_dbtp(&master));
+    time("our meter I + LRA", || {
+        loopmind_dsp::bs1770::measure(&master)
+    });
+    time("ebur128 I + 4x true peak", || {
+        measure_with(&master, tp).unwrap()
+    });
+    time("our 16x true-peak meter", || {
+        truepeak::true_peak_dbtp(&master)
+    });
     audio.channels.clear();
 }

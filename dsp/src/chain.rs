@@ -6,12 +6,12 @@
 use crate::biquad::CascadeStage;
 use crate::compressor::{CompressorSettings, CompressorStage};
 use crate::eq::{EqSettings, EqStage};
-use crate::saturation::SaturationStage;
-use crate::stage::Stage;
-use crate::width::WidthStage;
 use crate::limiter::LimiterSettings;
 use crate::plan::{automation, SectionPlan};
 use crate::reference::{match_cascade, BandGain};
+use crate::saturation::SaturationStage;
+use crate::stage::Stage;
+use crate::width::WidthStage;
 use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
 

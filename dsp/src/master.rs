@@ -7,8 +7,8 @@
 
 use crate::limiter::{GainComputer, LimiterSettings};
 use crate::loudness::Loudness;
-use crate::targets::Target;
 use crate::store::FrameStore;
+use crate::targets::Target;
 use crate::truepeak::TruePeakMeter;
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
@@ -362,7 +362,9 @@ fn prime(
 ) -> Result<GainComputer, DspError> {
     let mut gc = GainComputer::new(&p.limiter, prep.rate);
     let mut env = vec![0f32; gc.delay()];
-    store.read(prep.env_lane(), 0, &mut env).map_err(store_err)?;
+    store
+        .read(prep.env_lane(), 0, &mut env)
+        .map_err(store_err)?;
     for e in env {
         gc.push(required_gain(e, gain, ceil));
     }

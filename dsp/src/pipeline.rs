@@ -16,7 +16,7 @@ use crate::beats::{OnsetStage, Onsets};
 use crate::chain::ChainSettings;
 use crate::master::{PrepareStage, Prepared};
 use crate::plan::{GainStage, SectionMeter, SectionPlan};
-use crate::reference::{BalanceEnergies, BalanceSpectrum, Balance};
+use crate::reference::{Balance, BalanceEnergies, BalanceSpectrum};
 use crate::sections::{FeatureStage, Features, Section};
 use crate::stage::{frames, Stage};
 use crate::store::{FrameStore, Scratch};
@@ -172,7 +172,11 @@ pub fn analyse(src: &mut dyn Source, balance: bool, block: usize) -> Result<Anal
 }
 
 /// A track's tonal balance from its frame energies (a second read-through).
-pub fn balance(src: &mut dyn Source, energies: Vec<f64>, block: usize) -> Result<Balance, DspError> {
+pub fn balance(
+    src: &mut dyn Source,
+    energies: Vec<f64>,
+    block: usize,
+) -> Result<Balance, DspError> {
     let mut spectrum = BalanceSpectrum::new(src.rate(), energies);
     for_each_block(src, block, |b| {
         spectrum.push(&planar(b));
@@ -212,9 +216,7 @@ pub fn process(
     let mut band = crate::truepeak::band_limiter(rate, nch);
     let mut k = crate::bs1770::KPower::new(nch, rate);
     let mut meter = SectionMeter::new(sections, rate);
-    let mut store = scratch
-        .create(nch, "processed")
-        .map_err(DspError::Store)?;
+    let mut store = scratch.create(nch, "processed").map_err(DspError::Store)?;
     let (ca, cb) = (
         (clip.0 * rate as f64) as usize,
         (clip.1 * rate as f64) as usize,
@@ -281,10 +283,7 @@ pub fn prepare(
         let n = block.min(processed.frames - pos);
         for (c, x) in b.iter_mut().enumerate() {
             x.resize(n, 0.0);
-            processed
-                .store
-                .read(c, pos, x)
-                .map_err(DspError::Store)?;
+            processed.store.read(c, pos, x).map_err(DspError::Store)?;
         }
         gain.process(&mut b);
         match &mut resampler {

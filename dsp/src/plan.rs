@@ -494,7 +494,15 @@ impl SectionMeter {
             hop: bs1770::hop(rate),
             spans: sections
                 .iter()
-                .map(|s| ((s.start * fs) as usize, (s.end * fs) as usize, 0.0, 0, Vec::new()))
+                .map(|s| {
+                    (
+                        (s.start * fs) as usize,
+                        (s.end * fs) as usize,
+                        0.0,
+                        0,
+                        Vec::new(),
+                    )
+                })
                 .collect(),
             pos: 0,
         }

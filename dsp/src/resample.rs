@@ -41,8 +41,14 @@ pub struct ResampleStage {
 
 impl ResampleStage {
     pub fn new(from: u32, to: u32, channels: usize) -> Result<Self, DspError> {
-        let r = Fft::<f32>::new(from as usize, to as usize, CHUNK, channels, FixedSync::Input)
-            .map_err(|e| err(&e))?;
+        let r = Fft::<f32>::new(
+            from as usize,
+            to as usize,
+            CHUNK,
+            channels,
+            FixedSync::Input,
+        )
+        .map_err(|e| err(&e))?;
         Ok(Self {
             trim: r.output_delay(),
             buf: vec![vec![0f32; r.output_frames_max()]; channels],
@@ -98,7 +104,9 @@ impl ResampleStage {
         if partial.is_some() {
             // A partial chunk is read as a whole one, zero-padded.
             let need = self.r.input_frames_next();
-            self.pending.iter_mut().for_each(|p| p.resize(in_len.max(need), 0.0));
+            self.pending
+                .iter_mut()
+                .for_each(|p| p.resize(in_len.max(need), 0.0));
         }
         let in_len = self.pending[0].len();
         let input = SequentialSliceOfVecs::new(&self.pending, nch, in_len).map_err(|e| err(&e))?;

@@ -286,7 +286,10 @@ impl FeatureStage {
             // The model's power is f32 per frame; the features sum the same.
             let p = p as f32 as f64;
             let x = (block.iter().map(|c| c[i]).sum::<f32>() / nch) as f64;
-            let (l, t) = (self.lo.tick(&self.filters[0], x), self.hi.tick(&self.filters[1], x));
+            let (l, t) = (
+                self.lo.tick(&self.filters[0], x),
+                self.hi.tick(&self.filters[1], x),
+            );
             let e = &mut self.hop_bands;
             e[0] += l * l;
             e[1] += t * t;

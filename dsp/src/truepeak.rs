@@ -343,7 +343,14 @@ impl EnvelopeStage {
             while start < n {
                 let end = (start + BLOCK).min(n);
                 let x = &h[start..end + l + r];
-                grid_peaks(&self.ip, x, l, l + end - start, &mut self.phases, &mut self.piece);
+                grid_peaks(
+                    &self.ip,
+                    x,
+                    l,
+                    l + end - start,
+                    &mut self.phases,
+                    &mut self.piece,
+                );
                 for (s, v) in self.seg[start..end].iter_mut().zip(&self.piece) {
                     *s = s.max(*v);
                 }

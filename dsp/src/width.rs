@@ -42,7 +42,11 @@ impl crate::stage::Stage for WidthStage {
         debug_assert!(self.pos.is_multiple_of(BLOCK));
         let first = self.pos / BLOCK;
         let (l, r) = block.split_at_mut(1);
-        for (b, (lb, rb)) in l[0].chunks_mut(BLOCK).zip(r[0].chunks_mut(BLOCK)).enumerate() {
+        for (b, (lb, rb)) in l[0]
+            .chunks_mut(BLOCK)
+            .zip(r[0].chunks_mut(BLOCK))
+            .enumerate()
+        {
             let w = width.at_block(first + b, self.rate) as f32;
             for (a, b) in lb.iter_mut().zip(rb.iter_mut()) {
                 let m = 0.5 * (*a + *b);

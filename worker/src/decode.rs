@@ -220,7 +220,11 @@ impl Reader {
     }
 
     /// Decodes the next packet of the track onto `out`; false at the end.
-    fn next(&mut self, limits: &DecodeLimits, out: &mut Vec<Vec<f32>>) -> Result<bool, WorkerError> {
+    fn next(
+        &mut self,
+        limits: &DecodeLimits,
+        out: &mut Vec<Vec<f32>>,
+    ) -> Result<bool, WorkerError> {
         if self.done {
             return Ok(false);
         }
@@ -412,7 +416,9 @@ impl Source for DecodeSource {
     }
 
     fn rewind(&mut self) -> Result<(), loopmind_dsp::DspError> {
-        if self.first.is_some() && self.reader.frames == self.first.as_ref().map_or(0, |f| f[0].len() as u64) {
+        if self.first.is_some()
+            && self.reader.frames == self.first.as_ref().map_or(0, |f| f[0].len() as u64)
+        {
             return Ok(());
         }
         match Self::start(&self.path, &self.limits) {

@@ -2,18 +2,18 @@
 //! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::DecodeSource;
-use crate::spill::FileScratch;
 use crate::job::GivenPlan;
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
     TargetSettings, TrackReport,
 };
+use crate::spill::FileScratch;
 use crate::wav::{partial_path, WavSink};
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::master::master_target;
-use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::modes::Mode;
+use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::plan::{self, SectionPlan, Sliders};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
@@ -171,7 +171,15 @@ fn render_passes(
     if let (Some((name, path)), None) = (&opts.reference, &opts.plan) {
         let energies = analysis.balance_energies.take().unwrap_or_default();
         let mix_balance = pipeline::balance(&mut src, energies, block).map_err(|e| src.error(e))?;
-        let r = analyse_reference(name, path, mix_balance, in_rate, &input_loudness, &mode_chain, opts)?;
+        let r = analyse_reference(
+            name,
+            path,
+            mix_balance,
+            in_rate,
+            &input_loudness,
+            &mode_chain,
+            opts,
+        )?;
         mode_chain.compressor.ratio =
             (mode_chain.compressor.ratio * r.report.compression_factor).clamp(1.0, 20.0);
         contrast = r.report.contrast_factor;
@@ -393,7 +401,10 @@ type Found = (Vec<Section>, Vec<(f64, String)>, Option<f64>);
 
 /// Sections from the arrangement document or detection (on the beat where
 /// there is one), their character from the emotion graph or the audio.
-fn found_sections(analysis: &pipeline::Analysis, opts: &RenderOptions) -> Result<Found, WorkerError> {
+fn found_sections(
+    analysis: &pipeline::Analysis,
+    opts: &RenderOptions,
+) -> Result<Found, WorkerError> {
     let (duration, features) = (analysis.seconds(), &analysis.features);
     let named = |doc: &str, e: DspError| match e {
         DspError::Document { field, reason } => {
@@ -491,8 +502,8 @@ fn analyse_reference(
     let (integrated, lra) = meter.loudness();
     let integrated = loopmind_dsp::bs1770::audible(integrated).map_err(|e| named(e.into()))?;
     let plr = loopmind_dsp::lin_to_db(tp.finish() as f64) - integrated;
-    let ref_balance = pipeline::balance(&mut src, energies.finish(), block)
-        .map_err(|e| named(src.error(e)))?;
+    let ref_balance =
+        pipeline::balance(&mut src, energies.finish(), block).map_err(|e| named(src.error(e)))?;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
     let eq = plan::global(mode_chain, opts.sliders).eq;
     let already = |f: f64| -> f64 {
@@ -501,8 +512,7 @@ fn analyse_reference(
             .map(|k| k.magnitude_db(f, rate as f64))
             .sum()
     };
-    let mut match_eq =
-        loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
+    let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.sliders.amount.eq;
     }

@@ -51,7 +51,10 @@ impl Scratch for FileScratch {
                 bytes: Vec::new(),
             });
         }
-        Ok(Box::new(FileStore { lanes: files, frames: 0 }))
+        Ok(Box::new(FileStore {
+            lanes: files,
+            frames: 0,
+        }))
     }
 }
 
@@ -101,7 +104,8 @@ pub struct FileStore {
 impl FrameStore for FileStore {
     fn append(&mut self, lanes: &[&[f32]]) -> Result<(), String> {
         for (lane, data) in self.lanes.iter_mut().zip(lanes) {
-            lane.pending.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+            lane.pending
+                .extend(data.iter().flat_map(|v| v.to_le_bytes()));
             if lane.pending.len() >= WRITE_BUF {
                 lane.flush()?;
             }
@@ -165,17 +169,32 @@ mod tests {
             store.append(&[&a[k..e], &b[k..e]]).unwrap();
         }
         assert_eq!(store.frames(), n);
-        for (from, len) in [(0, 10), (WINDOW - 5, 10), (5, WINDOW + 7), (n - 3, 10), (n + 4, 3), (17, 4)] {
+        for (from, len) in [
+            (0, 10),
+            (WINDOW - 5, 10),
+            (5, WINDOW + 7),
+            (n - 3, 10),
+            (n + 4, 3),
+            (17, 4),
+        ] {
             let mut out = vec![1f32; len];
             store.read(1, from, &mut out).unwrap();
             for (i, v) in out.iter().enumerate() {
-                let want = if from + i < n { -((from + i) as f32) } else { 0.0 };
+                let want = if from + i < n {
+                    -((from + i) as f32)
+                } else {
+                    0.0
+                };
                 assert_eq!(*v, want, "frame {}", from + i);
             }
         }
         let files = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(files, 2);
         drop(store);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "files removed"
+        );
     }
 }
