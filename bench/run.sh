@@ -1,37 +1,54 @@
 #!/usr/bin/env bash
-# Speed and memory benchmark: a 5-minute 44.1 kHz stereo 24-bit WAV mastered
-# for one target and for five, against the seed's ffmpeg chain, in one run.
-# Prints CPU seconds (user+sys), ratios, and peak RSS vs the decoded f32 size.
+# Speed and memory benchmark, all in one run on one machine:
+# - CPU seconds (user+sys) and wall time of LoopMind mastering a 5-minute
+#   stereo track for one target and for five, against the seed's ffmpeg chain
+#   on the same file;
+# - peak RSS at 5 and at 30 minutes of the same material (the render streams:
+#   it should not grow), and CPU per audio second at both.
+# Usage: bash bench/run.sh [MIX]   (a real track; default: the demo song
+# looped). MODE=transparent|cinematic|radio-loud|lo-fi (default cinematic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --locked -q
-bin=target/release/loopmind
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$bin demo --out "$work/demo" >/dev/null
-# 72 s song looped to 300 s.
-ffmpeg -v error -stream_loop 4 -i "$work/demo/demo-song.wav" -t 300 -c:a pcm_s24le "$work/in.wav"
+# A copy: rebuilding target/ while this runs must not change what is measured.
+bin=$work/loopmind
+cp target/release/loopmind "$bin"
 mode=${MODE:-cinematic}
+if [ $# -ge 1 ]; then
+  src=$1
+else
+  $bin demo --out "$work/demo" >/dev/null
+  src=$work/demo/demo-song.wav
+fi
+# 5 minutes (the material looped if shorter), and 30 minutes of it.
+ffmpeg -v error -stream_loop -1 -i "$src" -t 300 -c:a pcm_s24le "$work/in.wav"
+ffmpeg -v error -stream_loop 5 -i "$work/in.wav" -t 1800 -c:a pcm_s24le "$work/in30.wav"
+rate=$(ffprobe -v error -select_streams a:0 -show_entries stream=sample_rate -of csv=p=0 "$work/in.wav")
 
-cpu() { # cpu seconds and max RSS (kB) of a command
-  /usr/bin/time -f "%U %S %M" -o "$work/t" "$@" >/dev/null 2>&1 || true
-  awk '{printf "%.2f %d\n", $1+$2, $3}' "$work/t"
+run() { # label, command...: "cpu wall rss_kB"
+  local label=$1; shift
+  /usr/bin/time -f "%U %S %e %M" -o "$work/t" "$@" >/dev/null 2>&1 || { echo "$label failed" >&2; exit 1; }
+  awk '{printf "%.2f %.2f %d\n", $1+$2, $3, $4}' "$work/t"
 }
-read ff_cpu ff_rss < <(cpu ffmpeg -v error -y -i "$work/in.wav" -af "acompressor=ratio=2.5:threshold=-18dB:makeup=3dB,bass=g=2,treble=g=3,stereotools=mlev=1.1,loudnorm=I=-14:TP=-1" "$work/ff.wav")
-read one_cpu one_rss < <(cpu $bin master "$work/in.wav" --targets spotify --mode "$mode" --jobs 1 --out "$work/one")
-read five_cpu five_rss < <(cpu $bin master "$work/in.wav" --targets spotify,apple-music,youtube,amazon-music,ebu-r128 --mode "$mode" --jobs 1 --out "$work/five")
-decoded_kb=$((300 * 44100 * 2 * 4 / 1024))
-echo "mode: $mode"
-echo "ffmpeg seed chain:  ${ff_cpu} s CPU"
-echo "loopmind 1 target:  ${one_cpu} s CPU, peak RSS $((one_rss / 1024)) MB"
-echo "loopmind 5 targets: ${five_cpu} s CPU, peak RSS $((five_rss / 1024)) MB"
-awk -v f="$ff_cpu" -v o="$one_cpu" -v v="$five_cpu" -v r1="$one_rss" -v r5="$five_rss" -v d="$decoded_kb" 'BEGIN {
-  printf "ffmpeg / one target CPU:   %.2fx (goal >= 20x)\n", f / o
-  printf "five / one target CPU:     %.2fx (goal <= 2.5x)\n", v / o
-  printf "peak memory / decoded f32: %.2fx one target, %.2fx five (goal <= 2.5x)\n", r1 / d, r5 / d
+read ff_cpu ff_wall _ < <(run ffmpeg ffmpeg -v error -y -i "$work/in.wav" -af "acompressor=ratio=2.5:threshold=-18dB:makeup=3dB,bass=g=2,treble=g=3,stereotools=mlev=1.1,loudnorm=I=-14:TP=-1" "$work/ff.wav")
+read one_cpu one_wall one_rss < <(run one $bin master "$work/in.wav" --targets spotify --mode "$mode" --jobs 1 --out "$work/one")
+read five_cpu five_wall five_rss < <(run five $bin master "$work/in.wav" --targets spotify,apple-music,youtube,amazon-music,ebu-r128 --mode "$mode" --jobs 1 --out "$work/five")
+read long_cpu long_wall long_rss < <(run long $bin master "$work/in30.wav" --targets spotify --mode "$mode" --jobs 1 --out "$work/long")
+echo "material: ${1:-demo song looped}, ${rate} Hz; mode: $mode"
+echo "ffmpeg seed chain:        ${ff_cpu} s CPU, ${ff_wall} s wall"
+echo "loopmind 1 target:        ${one_cpu} s CPU, ${one_wall} s wall, peak RSS $((one_rss / 1024)) MB"
+echo "loopmind 5 targets:       ${five_cpu} s CPU, ${five_wall} s wall, peak RSS $((five_rss / 1024)) MB"
+echo "loopmind 1 target, 30 min: ${long_cpu} s CPU, ${long_wall} s wall, peak RSS $((long_rss / 1024)) MB"
+awk -v f="$ff_cpu" -v o="$one_cpu" -v v="$five_cpu" -v l="$long_cpu" -v r1="$one_rss" -v rl="$long_rss" 'BEGIN {
+  printf "ffmpeg / one target CPU:     %.2fx (goal >= 20x)\n", f / o
+  printf "five / one target CPU:       %.2fx (goal <= 2x)\n", v / o
+  printf "CPU per audio second, 30 / 5 min: %.2fx (goal <= 1.25x)\n", (l / 1800) / (o / 300)
+  printf "peak RSS, 30 / 5 min:        %.2fx (goal: independent of duration)\n", rl / r1
 }'
-# Where one target's time goes, stage by stage (same kind of material), and
-# our BS.1770 meter against the ebur128 crate on the same audio.
+# Where one target's time goes, pass by pass (the product pipeline on the
+# demo material, stores in memory).
 echo
 cargo run --release --locked -q -p loopmind-dsp --example stages

@@ -1,60 +1,58 @@
 //! LoopMind's DSP: sample buffers in, buffers and numbers out. No IO, no async.
 //!
+//! The render is a pipeline of stages ([`stage::Stage`]: a small struct with
+//! state that takes a block and returns it) run as passes over a re-readable
+//! source ([`pipeline`]), so memory does not grow with the track:
+//!
+//! ```text
+//! source ─► pass 1 analyse ─► plan ─► pass 2 process ─► store ─► pass 3 prepare ─► store ─► master ─► sink
+//!           features, onsets,         chain, band limit,          plan gain, resample,          gain search,
+//!           true peak                 section loudness            envelope, model power         limiter, dither,
+//!                                                                                               measure
+//! ```
+//!
 //! Map of the crate:
-//! - [`audio`]: the planar `Audio` buffer every stage works on.
-//! - [`loudness`]: BS.1770 / EBU R128 measurement (ebur128 crate, queue mode).
-//! - [`bs1770`]: a fast BS.1770 loudness model the gain search runs on.
-//! - [`truepeak`]: polyphase interpolation; the limiter's detector and a
-//!   near-ideal 16x true-peak meter ([`fir`] is their vectorised kernel).
-//! - [`biquad`], [`eq`], [`compressor`], [`saturation`], [`width`]: the chain's stages.
-//! - [`chain`]: runs the stages in order on a buffer, in place.
-//! - [`limiter`]: lookahead true-peak limiter with a provable bound.
-//! - [`dither`]: TPDF dither and quantisation to the target bit depth.
-//! - [`resample`]: sample-rate conversion (rubato).
-//! - [`targets`]: platform presets (Spotify, Apple Music, EBU R128, ...).
-//! - [`modes`]: mastering modes and the chain settings they plan.
-//! - [`master`]: gain search that lands a master on its target, measured on
-//!   exactly the samples that get written.
-//! - [`plan`]: per-section loudness, EQ, compression, saturation and width.
-//! - [`beats`]: tempo and beat grid (boundaries snap to beats).
-//! - [`automation`]: per-section values crossfaded at the boundaries.
-//! - [`reference`]: tonal balance and loudness character of a reference track.
-//! - [`sections`]: arrangement and emotion documents, and section detection.
-//! - [`stft`]: windowed spectra of the mid signal (beats, reference).
-//! - [`testsignals`]: EBU Tech 3341/3342 style signals and test songs.
+//! - [`pipeline`]: the passes and the [`pipeline::Source`] they read;
+//!   [`stage`]: the block-stage shape; [`store`]: where a pass keeps what a
+//!   later one reads again (files in the worker, memory in tests).
+//! - [`analysis`]: [`sections`] (features, detection, documents), [`beats`]
+//!   (onsets, beat grid), [`reference`] (tonal balance, character).
+//! - [`planning`]: [`targets`], [`modes`], [`plan`] (per-section settings),
+//!   [`automation`] (values crossfaded at boundaries).
+//! - [`process`]: [`chain`] ([`eq`], [`compressor`], [`saturation`],
+//!   [`width`] on [`biquad`]s), [`resample`], and the master: [`master`]
+//!   (gain search over the [`limiter`], measured on exactly the [`dither`]ed
+//!   samples written).
+//! - [`measure`]: [`bs1770`] (our loudness, the model the search runs on),
+//!   [`loudness`] (the ebur128 crate), [`truepeak`] (detector and 16x meter).
+//! - [`audio`]: the planar buffer of whole-track helpers and tests;
+//!   [`testsignals`]: EBU Tech 3341/3342 style signals and the demo song.
+//!
+//! The modules keep their short paths (`loopmind_dsp::chain`, ...) as
+//! re-exports, so the folders show the pipeline without renaming callers.
 
+pub mod analysis;
 pub mod audio;
-pub mod automation;
-pub mod beats;
-pub mod biquad;
-pub mod bs1770;
-pub mod chain;
-pub mod compressor;
-pub mod dither;
-pub mod eq;
 pub mod error;
-pub mod fir;
 pub mod level;
-pub mod limiter;
-pub mod loudness;
-pub mod master;
-pub mod modes;
+pub mod measure;
 pub mod pipeline;
-pub mod plan;
-pub mod reference;
-pub mod resample;
-pub mod saturation;
-pub mod sections;
+pub mod planning;
+pub mod process;
 pub mod stage;
-pub mod stft;
 pub mod store;
-pub mod targets;
 pub mod testsignals;
-pub mod truepeak;
-pub mod width;
 
+pub use analysis::{beats, reference, sections};
+pub(crate) use analysis::stft;
 pub use audio::Audio;
 pub use error::DspError;
+pub(crate) use measure::fir;
+pub use measure::{bs1770, loudness, truepeak};
+pub use planning::{automation, modes, plan, targets};
+pub use process::{
+    biquad, chain, compressor, dither, eq, limiter, master, resample, saturation, width,
+};
 
 /// Decibels to linear amplitude.
 pub fn db_to_lin(db: f64) -> f64 {

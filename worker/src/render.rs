@@ -240,9 +240,16 @@ fn render_passes(
     let mut reports: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
     // The first target's measured loudness, for the picture.
     let mut pictured: Option<(String, f64, Vec<f64>, u32)> = None;
+    let last = rates.last().copied();
+    let mut processed = Some(processed);
     for rate in rates {
         crate::progress::stage(&format!("preparing {rate} Hz"));
-        let prep = pipeline::prepare(&mut processed, &section_plan, rate, scratch, block)?;
+        let from = processed.as_mut().expect("kept until the last rate");
+        let prep = pipeline::prepare(from, &section_plan, rate, scratch, block)?;
+        if Some(rate) == last {
+            // Its scratch files go before the masters are written.
+            processed = None;
+        }
         for (idx, t) in opts
             .targets
             .iter()
