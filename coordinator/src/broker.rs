@@ -62,9 +62,11 @@ impl RabbitQueue {
         let ch = conn.create_channel().await?;
         ch.basic_qos(100, BasicQosOptions::default()).await?;
         rabbitmq::declare_jobs(&ch, &q).await?;
-        rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
         // The catalog's lock: a queue only this connection may use, gone
-        // when the connection goes (a coordinator that dies frees it).
+        // when the connection goes (a coordinator that dies frees it). Taken
+        // before the catalog's queues are declared: a refused coordinator
+        // must not declare again what the running one is deleting as it
+        // finishes (CI saw a dead-letter queue outlive its catalog so).
         let lock = format!("loopmind.lock.{catalog}");
         ch.queue_declare(
             lock.as_str().into(),
@@ -86,6 +88,7 @@ impl RabbitQueue {
                 e.into()
             }
         })?;
+        rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
         let mut streams = Vec::new();
         for (dead, name) in [
             (false, rabbitmq::results_queue(&catalog)),

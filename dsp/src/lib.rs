@@ -43,8 +43,8 @@ pub mod stage;
 pub mod store;
 pub mod testsignals;
 
-pub use analysis::{beats, reference, sections};
 pub(crate) use analysis::stft;
+pub use analysis::{beats, reference, sections};
 pub use audio::Audio;
 pub use error::DspError;
 pub(crate) use measure::fir;

@@ -7,7 +7,7 @@ use loopmind_dsp::Audio;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::Path;
-use symphonia::core::audio::SampleBuffer;
+use symphonia::core::audio::{AudioBuffer, Signal};
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
@@ -151,7 +151,7 @@ struct Reader {
     expected: Option<u64>,
     rate: u32,
     channels: usize,
-    sample_buf: Option<SampleBuffer<f32>>,
+    planar: Option<AudioBuffer<f32>>,
     bad_packets: usize,
     frames: u64,
     tags: Tags,
@@ -211,7 +211,7 @@ impl Reader {
             expected: params.n_frames,
             rate,
             channels: 0,
-            sample_buf: None,
+            planar: None,
             bad_packets: 0,
             frames: 0,
             tags,
@@ -271,19 +271,16 @@ impl Reader {
             if out.len() != nch {
                 out.resize(nch, Vec::new());
             }
-            let buf = match &mut self.sample_buf {
-                Some(b) if b.capacity() >= decoded.capacity() * nch => b,
-                _ => self
-                    .sample_buf
-                    .insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+            // Planar straight into the channels (no interleaved copy).
+            let buf = match &mut self.planar {
+                Some(b) if b.capacity() == decoded.capacity() && *b.spec() == spec => b,
+                _ => self.planar.insert(decoded.make_equivalent::<f32>()),
             };
-            buf.copy_interleaved_ref(decoded);
-            for frame in buf.samples().chunks_exact(nch) {
-                for (c, &s) in frame.iter().enumerate() {
-                    out[c].push(s);
-                }
+            decoded.convert(buf);
+            for (c, o) in out.iter_mut().enumerate() {
+                o.extend_from_slice(buf.chan(c));
             }
-            self.frames += (buf.samples().len() / nch) as u64;
+            self.frames += buf.frames() as u64;
             if self.frames > (limits.max_seconds * self.rate as f64) as u64 {
                 return Err(WorkerError::Limit {
                     what: format!("more than {} of audio", hms(limits.max_seconds)),

@@ -385,7 +385,6 @@ fn run_pass(
     let store = &mut **store;
     let mut gc = prime(prep, store, p, gain, ceil)?;
     let d = gc.delay();
-    let mut x = vec![0f32; CHUNK];
     let mut env = vec![0f32; CHUNK];
     let mut dither: Vec<_> = (0..nch)
         .map(|c| {
@@ -419,16 +418,31 @@ fn run_pass(
             }
         }
         g_min = g.iter().fold(g_min, |m, &v| m.min(v));
-        for c in 0..nch {
-            let x = &mut x[..len];
-            store.read(c, i, x).map_err(store_err)?;
-            let o = &mut out[c][..len];
-            let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
-            for ((o, &x), &g) in o.iter_mut().zip(x.iter()).zip(g.iter()) {
-                *o = q.quantise(x * (gain * g) - dc);
-                s += *o as f64;
+        for (c, o) in out.iter_mut().enumerate() {
+            store.read(c, i, &mut o[..len]).map_err(store_err)?;
+        }
+        if let ([l, r], [ql, qr]) = (&mut out[..], &mut dither[..]) {
+            // Stereo in lockstep: each dither's generator waits on its own
+            // state, and the other channel's fills that wait.
+            let (mut sl, mut sr) = (0f64, 0f64);
+            for ((a, b), &g) in l[..len].iter_mut().zip(&mut r[..len]).zip(g.iter()) {
+                let k = gain * g;
+                *a = ql.quantise(*a * k - dc[0]);
+                *b = qr.quantise(*b * k - dc[1]);
+                sl += *a as f64;
+                sr += *b as f64;
             }
-            sums[c] += s;
+            sums[0] += sl;
+            sums[1] += sr;
+        } else {
+            for (c, o) in out.iter_mut().enumerate() {
+                let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
+                for (o, &g) in o[..len].iter_mut().zip(g.iter()) {
+                    *o = q.quantise(*o * (gain * g) - dc);
+                    s += *o as f64;
+                }
+                sums[c] += s;
+            }
         }
         if checksum {
             for k in 0..len {
