@@ -30,19 +30,6 @@ pub fn span(sections: &[(f64, f64, f64)], duration: f64) -> (f64, f64) {
     (start, start + CLIP_S)
 }
 
-/// Frames `start..end` seconds of `audio`.
-pub fn cut(audio: &Audio, start: f64, end: f64) -> Audio {
-    let fs = audio.rate as f64;
-    let (a, b) = (
-        (start * fs) as usize,
-        ((end * fs) as usize).min(audio.frames()),
-    );
-    Audio {
-        rate: audio.rate,
-        channels: audio.channels.iter().map(|c| c[a..b].to_vec()).collect(),
-    }
-}
-
 /// Reads `start..end` seconds of a written master.
 pub fn read_master(path: &Path, start: f64, end: f64) -> Result<Audio, WorkerError> {
     let enc = |reason: String| WorkerError::Encode {

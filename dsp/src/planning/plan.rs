@@ -15,7 +15,7 @@ use crate::bs1770;
 use crate::chain::ChainSettings;
 use crate::modes::Mode;
 use crate::sections::Section;
-use crate::{Audio, DspError};
+use crate::DspError;
 use serde::{Deserialize, Serialize};
 
 /// Largest offset a section gets, either way.
@@ -425,20 +425,17 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
 }
 
 /// Linear gain per frame: each section's offset, crossfaded over [`RAMP_S`]
-/// around every boundary with a raised cosine (no step, no zipper).
+/// around every boundary with a raised cosine (no step, no zipper): what
+/// [`GainStage`] applies.
 pub fn gain_curve(plan: &[SectionPlan], rate: u32, frames: usize) -> Vec<f32> {
-    let lin = |db: f64| 10f64.powf(db / 20.0);
-    let a = automation(plan, |p| lin(p.lufs_offset), 1.0);
-    let fs = rate as f64;
-    if a.is_constant() {
-        return vec![a.first() as f32; frames];
-    }
-    let mut a = a.cursor();
-    (0..frames).map(|i| a.at(i as f64 / fs) as f32).collect()
+    let mut ones = [vec![1f32; frames]];
+    crate::stage::Stage::process(&mut GainStage::new(plan, rate), &mut ones);
+    let [g] = ones;
+    g
 }
 
-/// The plan's loudness offsets as a stage: each frame's gain of
-/// [`gain_curve`], computed as the blocks pass.
+/// The plan's loudness offsets as a stage: each frame's gain computed as
+/// the blocks pass.
 pub struct GainStage {
     curve: crate::automation::Cursor<'static>,
     constant: Option<f32>,
@@ -477,8 +474,8 @@ impl crate::stage::Stage for GainStage {
     }
 }
 
-/// Each section's integrated loudness ([`section_loudness`]) from K-weighted
-/// power fed in blocks.
+/// Each section's integrated loudness (BS.1770 gating over its span) from
+/// K-weighted power per frame fed in blocks.
 pub struct SectionMeter {
     hop: usize,
     /// Per section: its frames [a, b), the sub-block being summed and its
@@ -546,31 +543,6 @@ pub fn automation(
     }
     let points: Vec<(f64, f64)> = plan.iter().map(|p| (p.start, f(p))).collect();
     Automation::new(&points)
-}
-
-/// Applies the plan's automation in place; returns the gain curve.
-pub fn apply(audio: &mut Audio, plan: &[SectionPlan]) -> Vec<f32> {
-    let g = gain_curve(plan, audio.rate, audio.frames());
-    for ch in &mut audio.channels {
-        for (x, k) in ch.iter_mut().zip(&g) {
-            *x *= k;
-        }
-    }
-    g
-}
-
-/// Each section's integrated loudness (BS.1770 gating over its span) from
-/// K-weighted power per frame.
-pub fn section_loudness(power: &[f32], rate: u32, sections: &[Section]) -> Vec<f64> {
-    let fs = rate as f64;
-    sections
-        .iter()
-        .map(|s| {
-            let a = ((s.start * fs) as usize).min(power.len());
-            let b = ((s.end * fs) as usize).min(power.len());
-            bs1770::integrated_from_power(&power[a..b], rate)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -786,8 +758,8 @@ mod tests {
                 (0.5 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / rate as f64).sin()) as f32
             })
             .collect();
-        let mut a = Audio::new(rate, vec![x.clone()]).unwrap();
-        apply(&mut a, &p);
+        let mut a = crate::Audio::new(rate, vec![x.clone()]).unwrap();
+        crate::stage::run_whole(&mut GainStage::new(&p, rate), &mut a);
         // A click is energy far above the tone: the third difference of a
         // 1 kHz sine is small and smooth; a gain step makes it jump.
         let d3 = |v: &[f32], i: usize| (v[i + 3] - 3.0 * v[i + 2] + 3.0 * v[i + 1] - v[i]).abs();
