@@ -112,6 +112,28 @@ pub fn for_each_block(
     }
 }
 
+/// A read-through that checks what mastering needs of its input as it
+/// streams: a rate and layout LoopMind masters (before a frame is read),
+/// every sample finite, at least one loudness block. `f` sees each block as
+/// planar slices; returns the frames read.
+pub fn for_each_checked_block(
+    src: &mut dyn Source,
+    block: usize,
+    mut f: impl FnMut(&[&[f32]]),
+) -> Result<u64, DspError> {
+    let rate = src.rate();
+    check_format(rate, src.channels())?;
+    let mut pos = 0u64;
+    let frames = for_each_block(src, block, |b| {
+        check_finite(b, pos, rate)?;
+        pos += frames(b) as u64;
+        f(&planar(b));
+        Ok(())
+    })?;
+    check_length(frames, rate)?;
+    Ok(frames)
+}
+
 fn planar(block: &[Vec<f32>]) -> Vec<&[f32]> {
     block.iter().map(Vec::as_slice).collect()
 }
@@ -139,25 +161,18 @@ impl Analysis {
 /// enough) and measures what planning needs.
 pub fn analyse(src: &mut dyn Source, balance: bool, block: usize) -> Result<Analysis, DspError> {
     let (rate, nch) = (src.rate(), src.channels());
-    check_format(rate, nch)?;
     let mut features = FeatureStage::new(nch, rate);
     let mut onsets = OnsetStage::new(rate);
     let mut tp = TruePeakMeter::new(nch, rate);
     let mut energies = balance.then(|| BalanceEnergies::new(rate));
-    let mut pos = 0u64;
-    let frames = for_each_block(src, block, |b| {
-        check_finite(b, pos, rate)?;
-        pos += frames(b) as u64;
-        let p = planar(b);
-        features.push(&p);
-        onsets.push(&p);
-        tp.add(&p);
+    let frames = for_each_checked_block(src, block, |p| {
+        features.push(p);
+        onsets.push(p);
+        tp.add(p);
         if let Some(e) = &mut energies {
-            e.push(&p);
+            e.push(p);
         }
-        Ok(())
     })?;
-    check_length(frames, rate)?;
     let peaks = tp.finish_both();
     Ok(Analysis {
         rate,

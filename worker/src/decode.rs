@@ -219,12 +219,9 @@ impl Reader {
         })
     }
 
-    /// Decodes the next packet of the track onto `out`; false at the end.
-    fn next(
-        &mut self,
-        limits: &DecodeLimits,
-        out: &mut Vec<Vec<f32>>,
-    ) -> Result<bool, WorkerError> {
+    /// Decodes the next packet of the track into its planar buffer
+    /// ([`Reader::append_to`]); false at the end.
+    fn next(&mut self, limits: &DecodeLimits) -> Result<bool, WorkerError> {
         if self.done {
             return Ok(false);
         }
@@ -268,18 +265,12 @@ impl Reader {
                     "channel count changes mid-stream".into(),
                 ));
             }
-            if out.len() != nch {
-                out.resize(nch, Vec::new());
-            }
-            // Planar straight into the channels (no interleaved copy).
+            // Planar, so each channel takes it with one copy.
             let buf = match &mut self.planar {
                 Some(b) if b.capacity() == decoded.capacity() && *b.spec() == spec => b,
                 _ => self.planar.insert(decoded.make_equivalent::<f32>()),
             };
             decoded.convert(buf);
-            for (c, o) in out.iter_mut().enumerate() {
-                o.extend_from_slice(buf.chan(c));
-            }
             self.frames += buf.frames() as u64;
             if self.frames > (limits.max_seconds * self.rate as f64) as u64 {
                 return Err(WorkerError::Limit {
@@ -290,6 +281,15 @@ impl Reader {
             }
             crate::progress::tick();
             return Ok(true);
+        }
+    }
+
+    /// Appends the last decoded packet to `out` (one `Vec` per channel).
+    fn append_to(&self, out: &mut [Vec<f32>]) {
+        if let Some(buf) = &self.planar {
+            for (c, o) in out.iter_mut().enumerate() {
+                o.extend_from_slice(buf.chan(c));
+            }
         }
     }
 
@@ -343,15 +343,13 @@ impl DecodeSource {
         })
     }
 
-    /// A reader with its first frames decoded (the format is known then).
+    /// A reader with its first packet decoded (the format is known then;
+    /// a stream without one ends in an error here).
     fn start(path: &Path, limits: &DecodeLimits) -> Result<(Reader, Vec<Vec<f32>>), WorkerError> {
         let mut reader = Reader::open(path, limits)?;
-        let mut first = Vec::new();
-        while first.first().is_none_or(|c: &Vec<f32>| c.is_empty()) {
-            if !reader.next(limits, &mut first)? {
-                break;
-            }
-        }
+        reader.next(limits)?;
+        let mut first = vec![Vec::new(); reader.channels];
+        reader.append_to(&mut first);
         Ok((reader, first))
     }
 
@@ -364,12 +362,10 @@ impl DecodeSource {
             }
             return Ok(true);
         }
-        let mut got = Vec::new();
-        let more = self.reader.next(&self.limits, &mut got)?;
-        for (o, g) in out.iter_mut().zip(got) {
-            o.extend_from_slice(&g);
-        }
-        if !more {
+        let more = self.reader.next(&self.limits)?;
+        if more {
+            self.reader.append_to(out);
+        } else {
             self.frames = Some(self.reader.frames);
         }
         Ok(more)
@@ -413,9 +409,8 @@ impl Source for DecodeSource {
     }
 
     fn rewind(&mut self) -> Result<(), loopmind_dsp::DspError> {
-        if self.first.is_some()
-            && self.reader.frames == self.first.as_ref().map_or(0, |f| f[0].len() as u64)
-        {
+        if self.first.is_some() {
+            // Nothing read since the reader started.
             return Ok(());
         }
         match Self::start(&self.path, &self.limits) {

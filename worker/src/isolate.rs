@@ -440,22 +440,14 @@ fn measure(
     input: &std::path::Path,
     limits: &crate::decode::DecodeLimits,
 ) -> Result<Measurement, WorkerError> {
-    use loopmind_dsp::pipeline::{for_each_block, Source, BLOCK};
+    use loopmind_dsp::pipeline::{for_each_checked_block, Source, BLOCK};
     crate::progress::stage("measuring");
     // Streamed: memory does not grow with the track.
     let mut src = crate::decode::DecodeSource::open(input, limits)?;
     let (rate, nch) = (src.rate(), src.channels());
-    loopmind_dsp::audio::check_format(rate, nch)?;
     let mut meter = loopmind_dsp::bs1770::BlockMeter::new(nch, rate);
-    let mut pos = 0u64;
-    let frames = for_each_block(&mut src, BLOCK, |b| {
-        loopmind_dsp::audio::check_finite(b, pos, rate)?;
-        pos += b[0].len() as u64;
-        meter.add(&b.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        Ok(())
-    })
-    .map_err(|e| src.error(e))?;
-    loopmind_dsp::audio::check_length(frames, rate)?;
+    let frames =
+        for_each_checked_block(&mut src, BLOCK, |p| meter.add(p)).map_err(|e| src.error(e))?;
     let (integrated_lufs, _) = meter.loudness();
     Ok(Measurement {
         integrated_lufs: loopmind_dsp::bs1770::audible(integrated_lufs)?,

@@ -491,19 +491,10 @@ fn analyse_reference(
     let mut meter = loopmind_dsp::bs1770::BlockMeter::new(nch, ref_rate);
     let mut tp = loopmind_dsp::truepeak::TruePeakMeter::new(nch, ref_rate);
     let mut energies = loopmind_dsp::reference::BalanceEnergies::new(ref_rate);
-    let mut pos = 0u64;
-    let pass = pipeline::for_each_block(&mut src, block, |b| {
-        loopmind_dsp::audio::check_finite(b, pos, ref_rate)?;
-        pos += b[0].len() as u64;
-        let p: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
-        meter.add(&p);
-        tp.add(&p);
-        energies.push(&p);
-        Ok(())
-    })
-    .and_then(|frames| {
-        loopmind_dsp::audio::check_format(ref_rate, nch)?;
-        loopmind_dsp::audio::check_length(frames, ref_rate)
+    let pass = pipeline::for_each_checked_block(&mut src, block, |p| {
+        meter.add(p);
+        tp.add(p);
+        energies.push(p);
     });
     pass.map_err(|e| named(src.error(e)))?;
     let (integrated, lra) = meter.loudness();
