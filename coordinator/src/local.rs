@@ -200,6 +200,7 @@ fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result
                 ceiling_dbtp: t.true_peak_db,
                 rate: Some(t.sample_rate_hz),
                 bits: t.bit_depth,
+                codecs: t.codecs.clone(),
             })
             .collect();
     }

@@ -41,6 +41,7 @@ fn master_and_check(name: &str, a: Audio, lufs: f64, ceiling: f64) {
         ceiling_dbtp: ceiling,
         rate: None,
         bits: 24,
+        codecs: Vec::new(),
     };
     let prep = Prepared::new(a).unwrap();
     let mut cap = MemorySink::new(prep.channels);
@@ -128,6 +129,7 @@ fn bright_material_lands_on_its_ceiling_in_one_render() {
             ceiling_dbtp: -1.0,
             rate: None,
             bits: 24,
+            codecs: Vec::new(),
         };
         let prep = Prepared::new(a).unwrap();
         let render = |seed| {

@@ -179,4 +179,7 @@ pub struct TargetSettings {
     /// The limiter's own ceiling, at or under the target's.
     pub limit_dbtp: f64,
     pub dither_seed: u64,
+    /// The platform's codecs the master was checked against.
+    #[serde(default)]
+    pub codecs: Vec<loopmind_dsp::targets::Codec>,
 }

@@ -397,6 +397,12 @@ pub struct TruePeakMeter {
     reference_bound: f32,
     /// Pieces skipped whole.
     skipped: u64,
+    /// Samples over full scale, and intervals between samples within it
+    /// where the reference interpolation (the coarse grid at rates it does
+    /// not cover) goes over: what Apple's afclip reports.
+    samples_over: u64,
+    intersample_overs: u64,
+    marks: Vec<bool>,
     /// Per channel: `keep` frames of examined context, then `pending` frames
     /// not yet examined because they lacked right context.
     history: Vec<Vec<f32>>,
@@ -422,6 +428,9 @@ impl TruePeakMeter {
             reference_best: 0.0,
             sample: 0.0,
             skipped: 0,
+            samples_over: 0,
+            intersample_overs: 0,
+            marks: Vec::with_capacity(PIECE),
             history: vec![vec![0.0; keep]; channels],
             pending: 0,
             best: 0.0,
@@ -459,6 +468,9 @@ impl TruePeakMeter {
                 .fold(0f32, |m, v| m.max(v.abs()));
             let m = x[start..end].iter().fold(0f32, |m, v| m.max(v.abs()));
             self.sample = self.sample.max(m);
+            if xmax * self.reference_bound.max(self.coarse_bound) > 1.0 {
+                self.count_overs(x, start, end);
+            }
             self.reference_best = self.reference_best.max(m);
             let reference = self
                 .reference
@@ -497,6 +509,23 @@ impl TruePeakMeter {
         self.scratch = coarse;
     }
 
+    /// Counts the overs of frames `from..to` (full context present).
+    fn count_overs(&mut self, x: &[f32], from: usize, to: usize) {
+        let over = |v: f32| v.abs() > 1.0;
+        self.samples_over += x[from..to].iter().filter(|&&v| over(v)).count() as u64;
+        let ip = self.reference.as_ref().unwrap_or(&self.coarse);
+        self.marks.clear();
+        self.marks.resize(to - from, false);
+        for p in 1..ip.factor() {
+            ip.phase_block(x, from, to, p, &mut self.phases[0]);
+            for (k, v) in self.phases[0][..to - from].iter().enumerate() {
+                let n = from + k;
+                self.marks[k] |= over(*v) && !over(x[n]) && !over(x[n + 1]);
+            }
+        }
+        self.intersample_overs += self.marks.iter().filter(|&&m| m).count() as u64;
+    }
+
     pub fn add(&mut self, chunk: &[&[f32]]) {
         let (keep, right) = (self.keep(), self.right());
         let mut new_pending = self.pending;
@@ -529,6 +558,8 @@ impl TruePeakMeter {
             ideal: self.best,
             reference: self.reference_best,
             sample: self.sample,
+            samples_over: self.samples_over,
+            intersample_overs: self.intersample_overs,
         }
     }
 }
@@ -543,6 +574,11 @@ pub struct TruePeaks {
     pub reference: f32,
     /// The sample peak.
     pub sample: f32,
+    /// Samples over full scale (all channels).
+    pub samples_over: u64,
+    /// Intervals between two samples within full scale where the reference
+    /// interpolation goes over (4x below 96 kHz; all channels).
+    pub intersample_overs: u64,
 }
 
 /// True peak of a whole buffer in dBTP by the near-ideal meter.
@@ -566,6 +602,42 @@ mod tests {
         a.chunks(5_000).for_each(|c| m.add(&c));
         let skipped = m.skipped;
         (m.finish_both(), skipped)
+    }
+
+    #[test]
+    fn counts_sample_and_intersample_overs() {
+        // A full-scale tone at fs/4 with a 45 degree phase: every sample
+        // sits at 0.707 of the waveform's peak, so the peaks fall between
+        // samples. Scaled to put samples at 0.9, the waveform peaks at 1.27.
+        let rate = 48_000;
+        let n = 4_800;
+        let tone: Vec<f32> = (0..n)
+            .map(|i| {
+                let ph = std::f64::consts::FRAC_PI_2 * i as f64 + std::f64::consts::FRAC_PI_4;
+                (0.9 / std::f64::consts::FRAC_1_SQRT_2 * ph.sin()) as f32
+            })
+            .collect();
+        let mut quiet = tone.clone();
+        quiet.iter_mut().for_each(|v| *v *= 0.5);
+        let mut loud = tone.clone();
+        loud[1000] = 1.5;
+        let read = |c: &Vec<f32>| {
+            let a = Audio::new(rate, vec![c.clone()]).unwrap();
+            let mut m = TruePeakMeter::new(1, rate);
+            a.chunks(1000).for_each(|c| m.add(&c));
+            m.finish_both()
+        };
+        let q = read(&quiet);
+        assert_eq!((q.samples_over, q.intersample_overs), (0, 0));
+        let t = read(&tone);
+        assert_eq!(t.samples_over, 0);
+        // A peak (one over) in every other interval: the waveform crosses
+        // zero in the others.
+        assert!(t.intersample_overs >= n as u64 / 2 - 30, "{}", t.intersample_overs);
+        assert!(t.intersample_overs <= n as u64 / 2, "{}", t.intersample_overs);
+        let l = read(&loud);
+        assert_eq!(l.samples_over, 1);
+        assert!(l.intersample_overs < t.intersample_overs);
     }
 
     #[test]

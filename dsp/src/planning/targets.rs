@@ -11,22 +11,69 @@ pub struct Target {
     /// None keeps the source's rate.
     pub rate: Option<u32>,
     pub bits: u16,
+    /// The lossy codecs the platform streams the master in: the master is
+    /// checked (and, enforced, kept) under its ceiling after each.
+    #[serde(default)]
+    pub codecs: Vec<Codec>,
 }
 
-/// (name, LUFS, ceiling dBTP, rate, bits)
-const PRESETS: &[(&str, f64, f64, Option<u32>, u16)] = &[
-    ("spotify", -14.0, -1.0, None, 24),
-    ("apple-music", -16.0, -1.0, None, 24),
-    ("youtube", -14.0, -1.0, None, 24),
-    ("amazon-music", -14.0, -2.0, None, 24),
-    ("tidal", -14.0, -1.0, None, 24),
-    ("deezer", -15.0, -1.0, None, 24),
-    ("soundcloud", -14.0, -1.0, None, 24),
-    ("ebu-r128", -23.0, -1.0, None, 24),
-    ("atsc-a85", -24.0, -2.0, None, 24),
-    ("film", -20.0, -1.0, None, 24),
-    ("club", -9.0, -0.3, None, 24),
-    ("cd", -9.0, -0.3, Some(44_100), 16),
+/// A lossy codec at a bitrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Codec {
+    pub format: Lossy,
+    pub kbps: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lossy {
+    /// AAC-LC (what Apple Music, YouTube's AAC streams and web players play).
+    Aac,
+    Opus,
+    Mp3,
+    /// Ogg Vorbis (Spotify's apps).
+    Vorbis,
+}
+
+impl Lossy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lossy::Aac => "aac",
+            Lossy::Opus => "opus",
+            Lossy::Mp3 => "mp3",
+            Lossy::Vorbis => "vorbis",
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}k", self.format.name(), self.kbps)
+    }
+}
+
+const fn c(format: Lossy, kbps: u32) -> Codec {
+    Codec { format, kbps }
+}
+use Lossy::{Aac, Mp3, Opus, Vorbis};
+
+/// (name, LUFS, ceiling dBTP, rate, bits, codecs). Where a platform names
+/// several qualities the lowest its paying listeners get by default is
+/// taken (more overshoot); sources in the README's target table.
+#[allow(clippy::type_complexity)]
+const PRESETS: &[(&str, f64, f64, Option<u32>, u16, &[Codec])] = &[
+    ("spotify", -14.0, -1.0, None, 24, &[c(Vorbis, 160), c(Aac, 128)]),
+    ("apple-music", -16.0, -1.0, None, 24, &[c(Aac, 256)]),
+    ("youtube", -14.0, -1.0, None, 24, &[c(Opus, 128), c(Aac, 128)]),
+    ("amazon-music", -14.0, -2.0, None, 24, &[c(Mp3, 320)]),
+    ("tidal", -14.0, -1.0, None, 24, &[c(Aac, 320)]),
+    ("deezer", -15.0, -1.0, None, 24, &[c(Mp3, 320)]),
+    ("soundcloud", -14.0, -1.0, None, 24, &[c(Opus, 64), c(Mp3, 128)]),
+    ("ebu-r128", -23.0, -1.0, None, 24, &[]),
+    ("atsc-a85", -24.0, -2.0, None, 24, &[]),
+    ("film", -20.0, -1.0, None, 24, &[]),
+    ("club", -9.0, -0.3, None, 24, &[c(Mp3, 320)]),
+    ("cd", -9.0, -0.3, Some(44_100), 16, &[]),
 ];
 
 pub fn preset_names() -> Vec<&'static str> {
@@ -37,12 +84,13 @@ pub fn preset(name: &str) -> Option<Target> {
     PRESETS
         .iter()
         .find(|p| p.0 == name)
-        .map(|&(name, lufs, ceiling_dbtp, rate, bits)| Target {
+        .map(|&(name, lufs, ceiling_dbtp, rate, bits, codecs)| Target {
             name: name.to_string(),
             lufs,
             ceiling_dbtp,
             rate,
             bits,
+            codecs: codecs.to_vec(),
         })
 }
 
@@ -55,6 +103,7 @@ impl Target {
             ceiling_dbtp,
             rate: None,
             bits: 24,
+            codecs: Vec::new(),
         }
     }
 
@@ -99,6 +148,11 @@ impl Target {
         }
         if self.bits != 16 && self.bits != 24 {
             return bad("bits", format!("{} is not 16 or 24", self.bits));
+        }
+        for c in &self.codecs {
+            if !(32..=320).contains(&c.kbps) {
+                return bad("codecs", format!("{c}: {} kb/s is outside 32..320", c.kbps));
+            }
         }
         Ok(())
     }
