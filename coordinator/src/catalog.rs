@@ -34,6 +34,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
                 album: p.entry.album,
                 reference: p.reference,
                 plan: None,
+                codec_check: p.codec_check,
             })
             .collect(),
     };

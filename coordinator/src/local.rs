@@ -126,6 +126,7 @@ pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result
         mode: args.mode,
         sliders: args.sliders()?,
         limits: (&iso.limits).into(),
+        codec_check: args.codec_check,
         ..Default::default()
     };
     if let Some(path) = &args.settings {
@@ -245,6 +246,7 @@ pub fn run_batch(
             album: album.map(str::to_string),
             reference: opts.reference.as_ref().map(|(_, p)| abs(p)).transpose()?,
             plan: opts.plan.clone(),
+            codec_check: opts.codec_check,
         });
     }
     let cat = Catalog {

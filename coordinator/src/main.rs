@@ -134,6 +134,11 @@ pub struct MasterArgs {
     /// LOOPMIND_RENDER__* environment variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Masters after their platforms' codecs: off, report (measure and
+    /// say), enforce (also render again under a lower ceiling until every
+    /// codec's decode is under the target's ceiling).
+    #[arg(long, default_value = "enforce")]
+    pub codec_check: loopmind_worker::codec::CodecCheck,
 }
 
 impl MasterArgs {

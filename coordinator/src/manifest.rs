@@ -6,6 +6,7 @@ use crate::options;
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::plan::{Amounts, Sliders};
 use loopmind_dsp::targets::Target;
+use loopmind_worker::codec::CodecCheck;
 use loopmind_worker::job::safe_id;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -29,6 +30,10 @@ pub struct Manifest {
     /// A reference track's key in the store, for every track.
     #[serde(default)]
     pub reference: Option<String>,
+    /// "off", "report" or "enforce" (default): the masters after their
+    /// platforms' codecs.
+    #[serde(default)]
+    pub codec_check: CodecCheck,
     pub tracks: Vec<TrackEntry>,
 }
 
@@ -68,6 +73,7 @@ pub struct PlannedTrack {
     pub sliders: Sliders,
     /// The reference track's key, if any.
     pub reference: Option<String>,
+    pub codec_check: CodecCheck,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +158,7 @@ impl Manifest {
                 mode: t.mode.unwrap_or(self.mode),
                 sliders,
                 reference: t.reference.clone().or_else(|| self.reference.clone()),
+                codec_check: self.codec_check,
             });
         }
         (planned, problems)

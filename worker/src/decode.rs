@@ -202,13 +202,17 @@ impl Reader {
         let rate = params.sample_rate.unwrap_or(0);
         // Refused before a packet is decoded where the container says enough.
         limits.check_format(rate, params.channels.map_or(0, |c| c.count()))?;
+        // Only lossless containers state their length; others (ADTS AAC,
+        // for one) estimate it from the file's size.
+        let lossless = codec.starts_with("pcm_") || matches!(&*codec, "flac" | "alac" | "wavpack");
+        let expected = params.n_frames.filter(|_| lossless);
         Ok(Self {
             format,
             decoder,
             track_id: track.id,
             codec,
             bits: params.bits_per_sample,
-            expected: params.n_frames,
+            expected,
             rate,
             channels: 0,
             planar: None,

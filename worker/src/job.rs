@@ -41,6 +41,9 @@ pub struct Job {
     /// instead of planning from the audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<GivenPlan>,
+    /// The check of the masters after their platforms' codecs.
+    #[serde(default)]
+    pub codec_check: crate::codec::CodecCheck,
 }
 
 /// The part of `master_settings.json` that fixes the sound: the global chain
@@ -172,6 +175,7 @@ pub struct TrackSpec {
     pub album: Option<String>,
     pub reference: Option<String>,
     pub plan: Option<GivenPlan>,
+    pub codec_check: crate::codec::CodecCheck,
 }
 
 impl Job {
@@ -187,6 +191,7 @@ impl Job {
             album_key,
             spec.plan.as_ref(),
             spec.reference.as_deref(),
+            spec.codec_check,
         );
         Job {
             schema_version: Default::default(),
@@ -205,6 +210,7 @@ impl Job {
             album: None,
             reference: spec.reference.clone(),
             plan: spec.plan.clone(),
+            codec_check: spec.codec_check,
         }
     }
 
@@ -350,6 +356,7 @@ pub fn settings_hash(
     album: Option<&str>,
     plan: Option<&GivenPlan>,
     reference: Option<&str>,
+    codec_check: crate::codec::CodecCheck,
 ) -> String {
     let body = serde_json::to_vec(&(
         targets,
@@ -359,6 +366,7 @@ pub fn settings_hash(
         album,
         plan,
         reference,
+        codec_check,
     ))
     .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
@@ -435,10 +443,10 @@ mod tests {
     #[test]
     fn hash_stable() {
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None);
+        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None, Default::default());
         assert_eq!(
             a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None)
+            settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None, Default::default())
         );
         assert_ne!(
             a,

@@ -31,6 +31,7 @@
 //! - [`schema`]: the `schema_version` every document and message carries.
 //! - [`error`]: what went wrong and whether retrying could help.
 
+pub mod codec;
 pub mod config;
 pub mod consumer;
 pub mod decode;

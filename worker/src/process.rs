@@ -281,6 +281,7 @@ async fn run(
         emotion,
         sliders: job.sliders,
         limits: (&iso.limits).into(),
+        codec_check: job.codec_check,
     };
     let work = Work::Render {
         input,

@@ -70,6 +70,14 @@ pub struct TargetReport {
     /// The same, measured on this master.
     #[serde(default)]
     pub achieved_contrast_lu: f64,
+    /// The master after each of its platform's codecs (empty when the
+    /// target has none or the check is off).
+    #[serde(default)]
+    pub codecs: Vec<crate::codec::check::CodecReport>,
+    /// The ceiling the master was made under when the codec check lowered
+    /// it (the target's ceiling minus what the encode added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_ceiling_dbtp: Option<f64>,
     /// The loudness-matched A/B clips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,

@@ -1,0 +1,43 @@
+//! Ogg Vorbis by libvorbis (aoTuV), VBR around the bitrate as Spotify's
+//! qualities are named.
+
+use std::io::Write;
+use std::num::{NonZeroU32, NonZeroU8};
+use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoder, VorbisEncoderBuilder};
+
+pub struct Encoder<W: Write> {
+    enc: VorbisEncoder<W>,
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, String> {
+        let err = |e: vorbis_rs::VorbisError| format!("vorbis {kbps}k at {rate} Hz: {e}");
+        let nz = |v: u32| NonZeroU32::new(v).ok_or_else(|| "vorbis: zero rate".to_string());
+        // A fixed stream serial: the same master encodes to the same bytes.
+        let mut b = VorbisEncoderBuilder::new_with_serial(
+            nz(rate)?,
+            NonZeroU8::new(channels as u8).ok_or("vorbis: no channels")?,
+            out,
+            0x4c4d_0001,
+        );
+        b.bitrate_management_strategy(VorbisBitrateManagementStrategy::Vbr {
+            target_bitrate: nz(kbps * 1000)?,
+        });
+        Ok(Self {
+            enc: b.build().map_err(err)?,
+        })
+    }
+}
+
+impl<W: Write> super::Encode for Encoder<W> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+        self.enc
+            .encode_audio_block(planar)
+            .map_err(|e| format!("vorbis: {e}"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), String> {
+        let mut out = self.enc.finish().map_err(|e| format!("vorbis: {e}"))?;
+        out.flush().map_err(|e| e.to_string())
+    }
+}
