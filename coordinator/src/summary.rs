@@ -13,6 +13,40 @@ pub struct TargetLine {
     #[serde(serialize_with = "loopmind_dsp::level::serialize")]
     pub true_peak_dbtp: f64,
     pub file: String,
+    pub ceiling_dbtp: f64,
+    /// The highest-peaking of the platform's codecs, decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_codec: Option<CodecLine>,
+}
+
+/// One codec's reading of a master, as the summary shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CodecLine {
+    pub codec: String,
+    #[serde(serialize_with = "loopmind_dsp::level::serialize")]
+    pub true_peak_dbtp: f64,
+    /// Samples and inter-sample points over full scale.
+    pub overs: u64,
+}
+
+impl TargetLine {
+    /// "-1.16 dBTP after opus 128k" (and the overs, if any), or nothing.
+    fn codec_text(&self) -> String {
+        self.worst_codec.as_ref().map_or(String::new(), |c| {
+            let overs = if c.overs > 0 {
+                format!(", {} overs", c.overs)
+            } else {
+                String::new()
+            };
+            format!("{:.2} dBTP after {}{overs}", c.true_peak_dbtp, c.codec)
+        })
+    }
+
+    fn codec_over(&self) -> bool {
+        self.worst_codec
+            .as_ref()
+            .is_some_and(|c| c.overs > 0 || c.true_peak_dbtp > self.ceiling_dbtp)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +108,16 @@ impl TrackOutcome {
                     integrated_lufs: t.integrated_lufs,
                     true_peak_dbtp: t.true_peak_dbtp,
                     file: format!("{prefix}{}", t.output_file),
+                    ceiling_dbtp: t.ceiling_dbtp,
+                    worst_codec: t
+                        .codecs
+                        .iter()
+                        .max_by(|a, b| a.true_peak_dbtp.total_cmp(&b.true_peak_dbtp))
+                        .map(|c| CodecLine {
+                            codec: c.codec.to_string(),
+                            true_peak_dbtp: c.true_peak_dbtp.max(c.true_peak_bs1770_dbtp),
+                            overs: c.samples_over + c.intersample_overs,
+                        }),
                 })
                 .collect()
         });
@@ -187,9 +231,18 @@ impl<'a> Summary<'a> {
                     };
                     println!("{}{album}{note}", o.track);
                     for t in &o.targets {
+                        let over = if t.codec_over() {
+                            "  OVER ITS CEILING"
+                        } else {
+                            ""
+                        };
                         println!(
-                            "  {:<14} {:>7.2} LUFS  {:>6.2} dBTP  {}",
-                            t.target, t.integrated_lufs, t.true_peak_dbtp, t.file
+                            "  {:<14} {:>7.2} LUFS  {:>6.2} dBTP  {}  {}{over}",
+                            t.target,
+                            t.integrated_lufs,
+                            t.true_peak_dbtp,
+                            t.file,
+                            t.codec_text()
                         );
                     }
                 }
@@ -227,17 +280,19 @@ impl<'a> Summary<'a> {
                 None => {
                     for (i, t) in o.targets.iter().enumerate() {
                         let name = if i == 0 { esc(&o.track) } else { String::new() };
+                        let class = if t.codec_over() { " class=fail" } else { "" };
                         rows.push_str(&format!(
-                            "<tr><td>{name}</td><td>{}</td><td class=n>{:.2}</td><td class=n>{:.2}</td><td>{}</td></tr>\n",
+                            "<tr><td>{name}</td><td>{}</td><td class=n>{:.2}</td><td class=n>{:.2}</td><td{class}>{}</td><td>{}</td></tr>\n",
                             esc(&t.target),
                             t.integrated_lufs,
                             t.true_peak_dbtp,
+                            esc(&t.codec_text()),
                             link(&o.track, &t.target, &t.file),
                         ));
                     }
                 }
                 Some(e) => rows.push_str(&format!(
-                    "<tr class=fail><td>{}</td><td colspan=4>FAILED: {}</td></tr>\n",
+                    "<tr class=fail><td>{}</td><td colspan=5>FAILED: {}</td></tr>\n",
                     esc(&o.track),
                     esc(e)
                 )),
@@ -247,9 +302,9 @@ impl<'a> Summary<'a> {
             "<!doctype html>\n<html><head><meta charset=utf-8><title>LoopMind: {c}</title>\n\
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
              td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}\
-             .n{{text-align:right;font-variant-numeric:tabular-nums}}.fail td{{color:#b00}}</style>\n\
+             .n{{text-align:right;font-variant-numeric:tabular-nums}}.fail td,td.fail{{color:#b00}}</style>\n\
              </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete.</p>\n\
-             <table><tr><th>track</th><th>target</th><th>LUFS</th><th>dBTP</th><th>file</th></tr>\n{rows}</table>\n</body></html>\n",
+             <table><tr><th>track</th><th>target</th><th>LUFS</th><th>dBTP</th><th>worst codec</th><th>file</th></tr>\n{rows}</table>\n</body></html>\n",
             c = esc(self.catalog),
             t = self.total,
             m = self.mastered,
@@ -322,6 +377,8 @@ mod tests {
                 integrated_lufs: -14.0,
                 true_peak_dbtp: -1.0,
                 file: file.into(),
+                ceiling_dbtp: -1.0,
+                worst_codec: None,
             }],
             error: None,
             skipped: false,
@@ -329,6 +386,39 @@ mod tests {
             album_lufs_offset: None,
             duration_seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn a_master_over_its_ceiling_after_a_codec_is_marked() {
+        let mut o = outcome("t", "spotify", "t/spotify.wav");
+        let line = |dbtp: f64, overs: u64| CodecLine {
+            codec: "opus 128k".into(),
+            true_peak_dbtp: dbtp,
+            overs,
+        };
+        let page = |o: &TrackOutcome| {
+            Summary {
+                schema_version: Default::default(),
+                catalog: "c",
+                total: 1,
+                mastered: 1,
+                failed: 0,
+                skipped: 0,
+                albums: Vec::new(),
+                tracks: std::slice::from_ref(o),
+            }
+            .html()
+        };
+        o.targets[0].worst_codec = Some(line(-1.16, 0));
+        let under = page(&o);
+        assert!(
+            under.contains("<td>-1.16 dBTP after opus 128k</td>"),
+            "{under}"
+        );
+        o.targets[0].worst_codec = Some(line(-0.39, 0));
+        assert!(page(&o).contains("<td class=fail>-0.39 dBTP after opus 128k</td>"));
+        o.targets[0].worst_codec = Some(line(-1.2, 3));
+        assert!(page(&o).contains("<td class=fail>-1.20 dBTP after opus 128k, 3 overs</td>"));
     }
 
     /// Every href in the page, as written.

@@ -403,6 +403,7 @@ mod tests {
             album: None,
             reference: None,
             plan: None,
+            codec_check: Default::default(),
         }
     }
 
@@ -443,26 +444,16 @@ mod tests {
     #[test]
     fn hash_stable() {
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        let a = settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None, Default::default());
-        assert_eq!(
-            a,
-            settings_hash(&t, Mode::Cinematic, Default::default(), None, None, None, Default::default())
-        );
-        assert_ne!(
-            a,
-            settings_hash(&t, Mode::Transparent, Default::default(), None, None, None)
-        );
-        assert_ne!(
-            a,
-            settings_hash(
-                &t,
-                Mode::Cinematic,
-                Default::default(),
-                Some("album"),
-                None,
-                None
-            )
-        );
+        use crate::codec::CodecCheck;
+        let h = |mode, album, check| {
+            settings_hash(&t, mode, Default::default(), album, None, None, check)
+        };
+        let a = h(Mode::Cinematic, None, CodecCheck::Enforce);
+        assert_eq!(a, h(Mode::Cinematic, None, CodecCheck::Enforce));
+        assert_ne!(a, h(Mode::Transparent, None, CodecCheck::Enforce));
+        assert_ne!(a, h(Mode::Cinematic, Some("album"), CodecCheck::Enforce));
+        // The check can change the masters: a run with another is not "done".
+        assert_ne!(a, h(Mode::Cinematic, None, CodecCheck::Report));
     }
 
     #[test]

@@ -452,7 +452,10 @@ fn render_target(
             return Ok((m, reports, lowered));
         }
         if renders > MAX_CODEC_RENDERS {
-            let r = reports.iter().find(|r| r.over(t.ceiling_dbtp)).expect("one is over");
+            let r = reports
+                .iter()
+                .find(|r| r.over(t.ceiling_dbtp))
+                .expect("one is over");
             return Err(WorkerError::Input(DspError::Setting {
                 key: format!("{}.codecs", t.name),
                 reason: format!(

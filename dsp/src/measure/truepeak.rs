@@ -633,8 +633,16 @@ mod tests {
         assert_eq!(t.samples_over, 0);
         // A peak (one over) in every other interval: the waveform crosses
         // zero in the others.
-        assert!(t.intersample_overs >= n as u64 / 2 - 30, "{}", t.intersample_overs);
-        assert!(t.intersample_overs <= n as u64 / 2, "{}", t.intersample_overs);
+        assert!(
+            t.intersample_overs >= n as u64 / 2 - 30,
+            "{}",
+            t.intersample_overs
+        );
+        assert!(
+            t.intersample_overs <= n as u64 / 2,
+            "{}",
+            t.intersample_overs
+        );
         let l = read(&loud);
         assert_eq!(l.samples_over, 1);
         assert!(l.intersample_overs < t.intersample_overs);

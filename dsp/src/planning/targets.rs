@@ -62,13 +62,34 @@ use Lossy::{Aac, Mp3, Opus, Vorbis};
 /// taken (more overshoot); sources in the README's target table.
 #[allow(clippy::type_complexity)]
 const PRESETS: &[(&str, f64, f64, Option<u32>, u16, &[Codec])] = &[
-    ("spotify", -14.0, -1.0, None, 24, &[c(Vorbis, 160), c(Aac, 128)]),
+    (
+        "spotify",
+        -14.0,
+        -1.0,
+        None,
+        24,
+        &[c(Vorbis, 160), c(Aac, 128)],
+    ),
     ("apple-music", -16.0, -1.0, None, 24, &[c(Aac, 256)]),
-    ("youtube", -14.0, -1.0, None, 24, &[c(Opus, 128), c(Aac, 128)]),
+    (
+        "youtube",
+        -14.0,
+        -1.0,
+        None,
+        24,
+        &[c(Opus, 128), c(Aac, 128)],
+    ),
     ("amazon-music", -14.0, -2.0, None, 24, &[c(Mp3, 320)]),
     ("tidal", -14.0, -1.0, None, 24, &[c(Aac, 320)]),
     ("deezer", -15.0, -1.0, None, 24, &[c(Mp3, 320)]),
-    ("soundcloud", -14.0, -1.0, None, 24, &[c(Opus, 64), c(Mp3, 128)]),
+    (
+        "soundcloud",
+        -14.0,
+        -1.0,
+        None,
+        24,
+        &[c(Opus, 64), c(Mp3, 128)],
+    ),
     ("ebu-r128", -23.0, -1.0, None, 24, &[]),
     ("atsc-a85", -24.0, -2.0, None, 24, &[]),
     ("film", -20.0, -1.0, None, 24, &[]),

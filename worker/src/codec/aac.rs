@@ -64,7 +64,8 @@ impl<W: Write> super::Encode for Encoder<W> {
         let n = planar[0].len();
         for i in 0..n {
             for c in planar {
-                self.pcm.push((c[i] * 32768.0).round().clamp(-32768.0, 32767.0) as i16);
+                self.pcm
+                    .push((c[i] * 32768.0).round().clamp(-32768.0, 32767.0) as i16);
             }
         }
         self.drain(false)
@@ -74,7 +75,8 @@ impl<W: Write> super::Encode for Encoder<W> {
         // The FDK wrapper cannot signal the end of input: silence past the
         // encoder's delay (2048 frames) and one frame pushes the last
         // samples out.
-        self.pcm.resize(self.pcm.len() + 4 * 1024 * self.channels, 0);
+        self.pcm
+            .resize(self.pcm.len() + 4 * 1024 * self.channels, 0);
         self.drain(true)?;
         self.out.flush().map_err(|e| e.to_string())
     }

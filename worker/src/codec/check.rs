@@ -6,10 +6,10 @@ use super::{decode, encoder, extension, Encode, BLOCK};
 use crate::decode::{DecodeLimits, DecodeSource};
 use crate::WorkerError;
 use loopmind_dsp::bs1770::BlockMeter;
+use loopmind_dsp::lin_to_db;
 use loopmind_dsp::pipeline::Source;
 use loopmind_dsp::targets::Codec;
 use loopmind_dsp::truepeak::TruePeakMeter;
-use loopmind_dsp::lin_to_db;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -150,7 +150,11 @@ pub fn check(
 }
 
 /// Decodes an encoded file and measures it.
-pub fn measure(codec: Codec, path: &Path, limits: &DecodeLimits) -> Result<CodecReport, WorkerError> {
+pub fn measure(
+    codec: Codec,
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<CodecReport, WorkerError> {
     let mut meters: Option<(TruePeakMeter, BlockMeter)> = None;
     decode(codec.format, path, limits, |rate, p| {
         let (tp, meter) = meters.get_or_insert_with(|| {

@@ -5,8 +5,9 @@
 //! Encoders (all built from bundled sources, no system libraries):
 //! libopus 1.5 (`opus-codec`, Ogg-muxed with the `ogg` crate), LAME
 //! (`mp3lame-encoder`), Fraunhofer FDK AAC (`fdk-aac`, ADTS), libvorbis
-//! (`vorbis_rs`, aoTuV). Decoding goes through symphonia (AAC, MP3, Vorbis)
-//! and libopus (Opus), both to f32 with nothing clamped.
+//! (`vorbis_rs`, aoTuV). Decoding is to f32 with nothing clamped: symphonia
+//! (AAC), minimp3 (MP3), libvorbisfile (Vorbis), libopus (Opus); symphonia's
+//! MP3 and Vorbis decoders clamp at full scale, hiding the overs counted here.
 
 mod aac;
 pub mod check;
@@ -49,7 +50,9 @@ pub fn encoder(
     path: &Path,
 ) -> Result<Box<dyn Encode>, String> {
     if !(1..=2).contains(&channels) {
-        return Err(format!("{codec}: {channels} channels (mono or stereo only)"));
+        return Err(format!(
+            "{codec}: {channels} channels (mono or stereo only)"
+        ));
     }
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let out = std::io::BufWriter::with_capacity(1 << 16, file);
@@ -68,8 +71,12 @@ pub fn decode(
     limits: &DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
 ) -> Result<(), String> {
-    if format == Lossy::Opus {
-        return opus::decode(path, limits, f);
+    // symphonia's MP3 and Vorbis decoders clamp to full scale.
+    match format {
+        Lossy::Opus => return opus::decode(path, limits, f),
+        Lossy::Mp3 => return mp3::decode(path, limits, f),
+        Lossy::Vorbis => return vorbis::decode(path, limits, f),
+        Lossy::Aac => {}
     }
     use loopmind_dsp::pipeline::Source;
     let mut src = crate::decode::DecodeSource::open(path, limits).map_err(|e| e.to_string())?;

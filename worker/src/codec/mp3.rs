@@ -1,6 +1,6 @@
 //! MP3 by LAME at a constant bitrate, its recommended quality (-q 2).
 
-use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushNoGap, MonoPcm, Quality};
+use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality};
 use std::io::Write;
 
 pub struct Encoder<W: Write> {
@@ -37,6 +37,9 @@ impl<W: Write> Encoder<W> {
         b.set_sample_rate(rate).map_err(err)?;
         b.set_brate(bitrate(kbps)?).map_err(err)?;
         b.set_quality(Quality::NearBest).map_err(err)?;
+        // The Xing/LAME frame would need rewriting once the stream is done
+        // (a placeholder otherwise, which decoders read differently).
+        b.set_to_write_vbr_tag(false).map_err(err)?;
         Ok(Self {
             enc: b.build().map_err(err)?,
             buf: Vec::new(),
@@ -54,10 +57,13 @@ impl<W: Write> Encoder<W> {
 impl<W: Write> super::Encode for Encoder<W> {
     fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
         let n = planar[0].len();
-        self.buf.reserve(mp3lame_encoder::max_required_buffer_size(n));
+        self.buf
+            .reserve(mp3lame_encoder::max_required_buffer_size(n));
         let r = match planar {
-            [m] => self.enc.encode_to_vec(MonoPcm(*m), &mut self.buf),
-            [l, r, ..] => self.enc.encode_to_vec(DualPcm { left: l, right: r }, &mut self.buf),
+            [m] => self.enc.encode_to_vec(MonoPcm(m), &mut self.buf),
+            [l, r, ..] => self
+                .enc
+                .encode_to_vec(DualPcm { left: l, right: r }, &mut self.buf),
             [] => return Ok(()),
         };
         r.map_err(|e| format!("mp3: {e}"))?;
@@ -67,9 +73,61 @@ impl<W: Write> super::Encode for Encoder<W> {
     fn finish(mut self: Box<Self>) -> Result<(), String> {
         self.buf.reserve(7200);
         self.enc
-            .flush_to_vec::<FlushNoGap>(&mut self.buf)
+            .flush_to_vec::<FlushGap>(&mut self.buf)
             .map_err(|e| format!("mp3: {e}"))?;
         self.emit()?;
         self.out.flush().map_err(|e| e.to_string())
+    }
+}
+
+/// Decodes an MP3 file to f32 by minimp3 (float output, nothing clamped),
+/// reading it a window at a time.
+pub fn decode(
+    path: &std::path::Path,
+    limits: &crate::decode::DecodeLimits,
+    mut f: impl FnMut(u32, &[&[f32]]),
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut dec = rmp3::RawDecoder::new();
+    let mut pcm = [0f32; rmp3::MAX_SAMPLES_PER_FRAME];
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
+    let mut planar: Vec<Vec<f32>> = Vec::new();
+    let mut eof = false;
+    let mut done = 0f64;
+    loop {
+        if !eof && buf.len() < 1 << 16 {
+            let have = buf.len();
+            buf.resize(have + (1 << 16), 0);
+            let n = file.read(&mut buf[have..]).map_err(|e| e.to_string())?;
+            buf.truncate(have + n);
+            eof = n == 0;
+        }
+        let Some((frame, used)) = dec.next(&buf, &mut pcm) else {
+            if eof {
+                return Ok(());
+            }
+            continue;
+        };
+        if let rmp3::Frame::Audio(a) = frame {
+            let (nch, rate) = (a.channels() as usize, a.sample_rate());
+            if nch == 0 || nch > limits.max_channels || rate == 0 {
+                return Err(format!("mp3: a frame of {nch} channels at {rate} Hz"));
+            }
+            let s = a.samples();
+            let n = a.sample_count();
+            planar.resize(nch, Vec::new());
+            for (c, out) in planar.iter_mut().enumerate() {
+                out.clear();
+                out.extend((0..n).map(|i| s[i * nch + c]));
+            }
+            done += n as f64 / rate as f64;
+            if done > limits.max_seconds {
+                return Err(format!("mp3: longer than {} s", limits.max_seconds));
+            }
+            let slices: Vec<&[f32]> = planar.iter().map(Vec::as_slice).collect();
+            f(rate, &slices);
+        }
+        buf.drain(..used.max(1).min(buf.len()));
     }
 }

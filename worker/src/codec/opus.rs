@@ -102,7 +102,8 @@ impl<W: Write> Encoder<W> {
         if all {
             // The last frame padded with silence, and enough more for the
             // encoder's delay to come out.
-            let want = (self.pcm.len() / frame + 1) * frame + self.pre_skip as usize * self.channels;
+            let want =
+                (self.pcm.len() / frame + 1) * frame + self.pre_skip as usize * self.channels;
             let want = want.div_ceil(frame) * frame;
             self.pcm.resize(want, 0.0);
         }
@@ -184,7 +185,11 @@ pub fn decode(
     }
     let mut skip = u16::from_le_bytes([h[10], h[11]]) as u64;
     next(&mut r)?.ok_or("opus: no OpusTags")?;
-    let ch = if channels == 1 { Channels::Mono } else { Channels::Stereo };
+    let ch = if channels == 1 {
+        Channels::Mono
+    } else {
+        Channels::Stereo
+    };
     let mut dec = opus_codec::Decoder::new(SampleRate::Hz48000, ch).map_err(opus_err)?;
     // 120 ms, the longest packet.
     let mut pcm = vec![0f32; 5760 * channels];
@@ -192,7 +197,9 @@ pub fn decode(
     let max = (limits.max_seconds * RATE as f64) as u64;
     let mut done = 0u64;
     while let Some(p) = next(&mut r)? {
-        let n = dec.decode_float(&p.data, &mut pcm, false).map_err(opus_err)?;
+        let n = dec
+            .decode_float(&p.data, &mut pcm, false)
+            .map_err(opus_err)?;
         let mut from = 0usize;
         if skip > 0 {
             from = (skip as usize).min(n);

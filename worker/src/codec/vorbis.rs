@@ -41,3 +41,34 @@ impl<W: Write> super::Encode for Encoder<W> {
         out.flush().map_err(|e| e.to_string())
     }
 }
+
+/// Decodes an Ogg Vorbis file to f32 by libvorbisfile (nothing clamped).
+pub fn decode(
+    path: &std::path::Path,
+    limits: &crate::decode::DecodeLimits,
+    mut f: impl FnMut(u32, &[&[f32]]),
+) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut dec = vorbis_rs::VorbisDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("vorbis: {e}"))?;
+    let (nch, rate) = (
+        dec.channels().get() as usize,
+        dec.sampling_frequency().get(),
+    );
+    if nch > limits.max_channels {
+        return Err(format!("vorbis: {nch} channels"));
+    }
+    let mut done = 0f64;
+    while let Some(block) = dec
+        .decode_audio_block()
+        .map_err(|e| format!("vorbis: {e}"))?
+    {
+        let s = block.samples();
+        done += s.first().map_or(0, |c| c.len()) as f64 / rate as f64;
+        if done > limits.max_seconds {
+            return Err(format!("vorbis: longer than {} s", limits.max_seconds));
+        }
+        f(rate, s);
+    }
+    Ok(())
+}
