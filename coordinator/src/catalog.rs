@@ -35,6 +35,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
                 reference: p.reference,
                 plan: None,
                 codec_check: p.codec_check,
+                formats: p.formats,
             })
             .collect(),
     };

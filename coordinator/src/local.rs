@@ -127,6 +127,7 @@ pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result
         sliders: args.sliders()?,
         limits: (&iso.limits).into(),
         codec_check: args.codec_check,
+        formats: args.resolve_formats()?,
         ..Default::default()
     };
     if let Some(path) = &args.settings {
@@ -247,6 +248,7 @@ pub fn run_batch(
             reference: opts.reference.as_ref().map(|(_, p)| abs(p)).transpose()?,
             plan: opts.plan.clone(),
             codec_check: opts.codec_check,
+            formats: opts.formats.clone(),
         });
     }
     let cat = Catalog {

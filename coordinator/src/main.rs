@@ -139,6 +139,11 @@ pub struct MasterArgs {
     /// codec's decode is under the target's ceiling).
     #[arg(long, default_value = "enforce")]
     pub codec_check: loopmind_worker::codec::CodecCheck,
+    /// Encoded deliverables beside each WAV, comma-separated: wav, aac,
+    /// mp3, opus, vorbis (at the platform's bitrate where it streams the
+    /// format; tagged; checked like the platform's codecs).
+    #[arg(long, value_delimiter = ',')]
+    formats: Vec<String>,
 }
 
 impl MasterArgs {
@@ -157,6 +162,15 @@ impl MasterArgs {
             bail!("{}", problems.join("; "));
         }
         Ok(s)
+    }
+
+    pub fn resolve_formats(&self) -> Result<Vec<loopmind_dsp::targets::Lossy>> {
+        let mut problems = Vec::new();
+        let f = options::formats(&self.formats, "--formats", &mut problems);
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(f)
     }
 
     pub fn resolve_targets(&self) -> Result<Vec<Target>> {

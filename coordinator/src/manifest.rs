@@ -34,6 +34,9 @@ pub struct Manifest {
     /// platforms' codecs.
     #[serde(default)]
     pub codec_check: CodecCheck,
+    /// Encoded deliverables beside each WAV: "wav", "aac", "mp3", "opus", "vorbis".
+    #[serde(default)]
+    pub formats: Vec<String>,
     pub tracks: Vec<TrackEntry>,
 }
 
@@ -74,6 +77,7 @@ pub struct PlannedTrack {
     /// The reference track's key, if any.
     pub reference: Option<String>,
     pub codec_check: CodecCheck,
+    pub formats: Vec<loopmind_dsp::targets::Lossy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,7 @@ impl Manifest {
             ["dynamics", "reactivity"],
             &mut problems,
         );
+        let formats = options::formats(&self.formats, "formats", &mut problems);
         let mut seen = HashSet::new();
         let mut planned = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
@@ -159,6 +164,7 @@ impl Manifest {
                 sliders,
                 reference: t.reference.clone().or_else(|| self.reference.clone()),
                 codec_check: self.codec_check,
+                formats: formats.clone(),
             });
         }
         (planned, problems)

@@ -4,7 +4,7 @@
 //! (`--dynamics`, `dynamics`), so every problem is listed at once.
 
 use loopmind_dsp::plan::{Amounts, Sliders};
-use loopmind_dsp::targets::{self, Target};
+use loopmind_dsp::targets::{self, Lossy, Target};
 
 /// Preset targets by name; unknown and repeated names are problems of `whose`.
 pub fn targets(names: &[String], whose: &str, problems: &mut Vec<String>) -> Vec<Target> {
@@ -49,6 +49,33 @@ pub fn sliders(
         None => s.amount = amount,
     }
     s
+}
+
+/// Encoded deliverables by name ("wav" is always written); unknown and
+/// repeated names are problems of `whose`.
+pub fn formats(names: &[String], whose: &str, problems: &mut Vec<String>) -> Vec<Lossy> {
+    let mut out = Vec::new();
+    for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let f = match n {
+            "wav" => continue,
+            "aac" => Lossy::Aac,
+            "mp3" => Lossy::Mp3,
+            "opus" => Lossy::Opus,
+            "vorbis" | "ogg" => Lossy::Vorbis,
+            other => {
+                problems.push(format!(
+                    "{whose}: unknown format '{other}' (known: wav, aac, mp3, opus, vorbis)"
+                ));
+                continue;
+            }
+        };
+        if out.contains(&f) {
+            problems.push(format!("{whose}: format '{n}' listed twice"));
+        } else {
+            out.push(f);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub struct Job {
     /// The check of the masters after their platforms' codecs.
     #[serde(default)]
     pub codec_check: crate::codec::CodecCheck,
+    /// Encoded deliverables beside each WAV.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formats: Vec<loopmind_dsp::targets::Lossy>,
 }
 
 /// The part of `master_settings.json` that fixes the sound: the global chain
@@ -176,6 +179,7 @@ pub struct TrackSpec {
     pub reference: Option<String>,
     pub plan: Option<GivenPlan>,
     pub codec_check: crate::codec::CodecCheck,
+    pub formats: Vec<loopmind_dsp::targets::Lossy>,
 }
 
 impl Job {
@@ -191,7 +195,7 @@ impl Job {
             album_key,
             spec.plan.as_ref(),
             spec.reference.as_deref(),
-            spec.codec_check,
+            (spec.codec_check, &spec.formats),
         );
         Job {
             schema_version: Default::default(),
@@ -211,6 +215,7 @@ impl Job {
             reference: spec.reference.clone(),
             plan: spec.plan.clone(),
             codec_check: spec.codec_check,
+            formats: spec.formats.clone(),
         }
     }
 
@@ -316,6 +321,18 @@ impl Job {
         }
         for (i, t) in self.targets.iter().enumerate() {
             t.validate().map_err(|e| format!("targets[{i}]: {e}"))?;
+            // A message's codecs are encodes a worker will run.
+            if t.codecs.len() > 8 {
+                return Err(format!(
+                    "targets[{i}]: {} codecs (8 at most)",
+                    t.codecs.len()
+                ));
+            }
+        }
+        for (i, f) in self.formats.iter().enumerate() {
+            if self.formats[..i].contains(f) {
+                return Err(format!("formats[{i}]: {} listed twice", f.name()));
+            }
         }
         let sl = &self.sliders;
         for (field, v) in [
@@ -356,7 +373,7 @@ pub fn settings_hash(
     album: Option<&str>,
     plan: Option<&GivenPlan>,
     reference: Option<&str>,
-    codec_check: crate::codec::CodecCheck,
+    codecs: (crate::codec::CodecCheck, &[loopmind_dsp::targets::Lossy]),
 ) -> String {
     let body = serde_json::to_vec(&(
         targets,
@@ -366,7 +383,7 @@ pub fn settings_hash(
         album,
         plan,
         reference,
-        codec_check,
+        codecs,
     ))
     .expect("targets serialise");
     format!("{:016x}", fnv1a(&body))
@@ -404,6 +421,7 @@ mod tests {
             reference: None,
             plan: None,
             codec_check: Default::default(),
+            formats: Vec::new(),
         }
     }
 
@@ -427,6 +445,10 @@ mod tests {
                 "targets[0]",
             ),
             (Box::new(|j| j.targets.clear()), "targets"),
+            (
+                Box::new(|j| j.formats = vec![loopmind_dsp::targets::Lossy::Mp3; 2]),
+                "formats[1]",
+            ),
             (Box::new(|j| j.source = "a\0b".into()), "source"),
             (
                 Box::new(|j| j.sliders.dynamics = f64::NAN),
@@ -446,7 +468,15 @@ mod tests {
         let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
         use crate::codec::CodecCheck;
         let h = |mode, album, check| {
-            settings_hash(&t, mode, Default::default(), album, None, None, check)
+            settings_hash(
+                &t,
+                mode,
+                Default::default(),
+                album,
+                None,
+                None,
+                (check, &[][..]),
+            )
         };
         let a = h(Mode::Cinematic, None, CodecCheck::Enforce);
         assert_eq!(a, h(Mode::Cinematic, None, CodecCheck::Enforce));
@@ -454,6 +484,17 @@ mod tests {
         assert_ne!(a, h(Mode::Cinematic, Some("album"), CodecCheck::Enforce));
         // The check can change the masters: a run with another is not "done".
         assert_ne!(a, h(Mode::Cinematic, None, CodecCheck::Report));
+        let mp3 = [loopmind_dsp::targets::Lossy::Mp3];
+        let with_mp3 = settings_hash(
+            &t,
+            Mode::Cinematic,
+            Default::default(),
+            None,
+            None,
+            None,
+            (CodecCheck::Enforce, &mp3[..]),
+        );
+        assert_ne!(a, with_mp3);
     }
 
     #[test]

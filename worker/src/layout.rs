@@ -59,6 +59,11 @@ pub fn master_file(target: &str) -> String {
     format!("{target}.wav")
 }
 
+/// A target's encoded deliverable: `<target>.<extension of the format>`.
+pub fn encoded_file(target: &str, format: loopmind_dsp::targets::Lossy) -> String {
+    format!("{target}.{}", crate::codec::extension(format))
+}
+
 /// A catalog's folder of shared outputs (its summary): `masters/<catalog>/`
 /// in a store, the output folder itself under `loopmind master --out`.
 pub fn catalog_prefix(catalog: &str) -> String {

@@ -54,6 +54,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod spill;
 pub mod store;
+pub mod target;
 pub mod wav;
 
 pub use error::{Action, WorkerError};

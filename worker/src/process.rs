@@ -282,6 +282,7 @@ async fn run(
         sliders: job.sliders,
         limits: (&iso.limits).into(),
         codec_check: job.codec_check,
+        formats: job.formats.clone(),
     };
     let work = Work::Render {
         input,
@@ -298,6 +299,12 @@ async fn run(
         .targets
         .iter()
         .map(|t| t.output_file.clone())
+        .chain(
+            report
+                .targets
+                .iter()
+                .flat_map(|t| t.files.iter().map(|f| f.file.clone())),
+        )
         .chain(
             report
                 .targets
@@ -339,6 +346,12 @@ fn outputs(job: &Job) -> Vec<String> {
                 crate::preview::clip_file(&t.name, "mix"),
                 crate::preview::clip_file(&t.name, "master"),
             ]
+            .into_iter()
+            .chain(
+                job.formats
+                    .iter()
+                    .map(|&f| crate::layout::encoded_file(&t.name, f)),
+            )
         })
         .chain([SETTINGS.to_string(), PICTURE.to_string()])
         .collect()

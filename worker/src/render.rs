@@ -8,10 +8,9 @@ use crate::report::{
     TargetSettings, TrackReport,
 };
 use crate::spill::FileScratch;
-use crate::wav::{partial_path, WavSink};
+use crate::wav::partial_path;
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
-use loopmind_dsp::master::master_target;
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::plan::{self, SectionPlan, Sliders};
@@ -43,6 +42,9 @@ pub struct RenderOptions {
     /// ceilings after them.
     #[serde(default)]
     pub codec_check: crate::codec::CodecCheck,
+    /// Encoded deliverables written beside each WAV.
+    #[serde(default)]
+    pub formats: Vec<loopmind_dsp::targets::Lossy>,
 }
 
 impl RenderOptions {
@@ -264,16 +266,23 @@ fn render_passes(
             let file = crate::layout::master_file(&t.name);
             let path = out_dir.join(&file);
             let seed = seed_for(&t.name);
-            let (m, codecs, made_under) = render_target(
+            let crate::target::Rendered {
+                master: m,
+                codecs,
+                codec_ceiling_dbtp,
+                files,
+            } = crate::target::render(
                 &prep,
                 t,
-                &chain.limiter,
-                pre_gain_db,
-                seed,
-                &path,
-                &info.tags,
-                &out_dir.join(WORK_DIR),
-                opts,
+                &crate::target::How {
+                    limiter: &chain.limiter,
+                    pre_gain_db,
+                    seed,
+                    tags: &info.tags,
+                    out_dir,
+                    work: &out_dir.join(WORK_DIR),
+                    opts,
+                },
             )?;
             let master_clip = crate::preview::read_master(&path, clip_a, clip_b)?;
             let preview_dir = out_dir.join(crate::preview::DIR);
@@ -308,7 +317,8 @@ fn render_passes(
                     passes: m.passes,
                     model_passes: m.model_passes,
                     codecs,
-                    codec_ceiling_dbtp: made_under,
+                    codec_ceiling_dbtp,
+                    files,
                     preview: Some(Preview {
                         start: clip_a,
                         end: clip_b,
@@ -381,106 +391,6 @@ fn render_passes(
         album: None,
     })
 }
-
-/// Renders one target's master to `path` and checks it after the
-/// platform's codecs; enforced, a master over its ceiling after any codec is
-/// rendered again under a limiter ceiling lowered by what the encode added.
-/// Returns the master, the codecs' readings and the lowered ceiling (if
-/// it was).
-#[allow(clippy::too_many_arguments)]
-fn render_target(
-    prep: &loopmind_dsp::master::Prepared,
-    t: &Target,
-    limiter: &loopmind_dsp::limiter::LimiterSettings,
-    pre_gain_db: f64,
-    seed: u64,
-    path: &Path,
-    tags: &crate::decode::Tags,
-    work: &Path,
-    opts: &RenderOptions,
-) -> Result<
-    (
-        loopmind_dsp::master::TargetMaster,
-        Vec<crate::codec::check::CodecReport>,
-        Option<f64>,
-    ),
-    WorkerError,
-> {
-    use crate::codec::CodecCheck;
-    let checking = opts.codec_check != CodecCheck::Off && !t.codecs.is_empty();
-    let mut under = t.clone();
-    let mut renders = 0;
-    loop {
-        renders += 1;
-        let mut sink = WavSink::new(path, prep.channels, prep.rate, t.bits);
-        let m = match master_target(prep, &under, limiter, pre_gain_db, seed, &mut sink) {
-            Err(DspError::Unreachable { reached_lufs, .. }) if renders > 1 => {
-                return Err(WorkerError::Input(DspError::Setting {
-                    key: format!("{}.codecs", t.name),
-                    reason: format!(
-                        "{} LUFS is out of reach under the {:.2} dBTP ceiling its codecs need \
-                         (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
-                         once encoded (--codec-check report keeps it and says so)",
-                        t.lufs, under.ceiling_dbtp
-                    ),
-                }))
-            }
-            other => other?,
-        };
-        sink.commit(tags)?;
-        if !checking {
-            return Ok((m, Vec::new(), None));
-        }
-        crate::progress::stage(&format!("checking {} after its codecs", t.name));
-        let levels = crate::codec::check::MasterLevels {
-            true_peak_dbtp: m.measured.true_peak_dbtp,
-            integrated_lufs: m.measured.loudness.integrated_lufs,
-        };
-        let checked =
-            crate::codec::check::check(path, levels, &t.codecs, work, &t.name, &opts.limits)?;
-        for (_, p) in &checked {
-            let _ = fs::remove_file(p);
-        }
-        let reports: Vec<_> = checked.into_iter().map(|(r, _)| r).collect();
-        let worst = reports
-            .iter()
-            .map(|r| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let over = reports.iter().any(|r| r.over(t.ceiling_dbtp));
-        let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
-        if !over || opts.codec_check == CodecCheck::Report {
-            return Ok((m, reports, lowered));
-        }
-        if renders > MAX_CODEC_RENDERS {
-            let r = reports
-                .iter()
-                .find(|r| r.over(t.ceiling_dbtp))
-                .expect("one is over");
-            return Err(WorkerError::Input(DspError::Setting {
-                key: format!("{}.codecs", t.name),
-                reason: format!(
-                    "after {renders} renders {} still peaks at {:.2} dBTP ({} samples over full scale) \
-                     against a ceiling of {} dBTP",
-                    r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
-                ),
-            }));
-        }
-        // What the worst codec added over the target's ceiling comes off
-        // the master's, with a margin for the codec's own variation.
-        under.ceiling_dbtp -= (worst - t.ceiling_dbtp).max(0.0) + CODEC_MARGIN_DB;
-        tracing::info!(
-            target = %t.name,
-            worst_dbtp = worst,
-            ceiling_dbtp = under.ceiling_dbtp,
-            "over its ceiling after encoding: rendering again under a lower ceiling"
-        );
-    }
-}
-
-/// Renders a target may take to come under its ceiling after its codecs.
-const MAX_CODEC_RENDERS: u32 = 4;
-/// Headroom beyond what a codec added, when a ceiling is lowered for it.
-const CODEC_MARGIN_DB: f64 = 0.1;
 
 struct SectionAnalysis {
     sections: Vec<Section>,

@@ -78,6 +78,9 @@ pub struct TargetReport {
     /// it (the target's ceiling minus what the encode added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec_ceiling_dbtp: Option<f64>,
+    /// Encoded deliverables beside the WAV (`--formats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::target::EncodedFile>,
     /// The loudness-matched A/B clips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,

@@ -136,6 +136,7 @@ fn every_codec_file_decodes_elsewhere_to_the_peak_the_check_read() {
         dir.path(),
         "m",
         &Default::default(),
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(checked.len(), 4);
@@ -167,5 +168,143 @@ fn every_codec_file_decodes_elsewhere_to_the_peak_the_check_read() {
             r.true_peak_dbtp
         );
         assert!(r.true_peak_dbtp.is_finite() && r.integrated_lufs.is_finite());
+    }
+}
+
+/// ffprobe's tags of a file (format and stream tags, keys lower-cased).
+fn probe_tags(path: &Path) -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format_tags:stream_tags",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (installed with ffmpeg)");
+    assert!(out.status.success(), "ffprobe failed on {}", path.display());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut tags = std::collections::HashMap::new();
+    let mut take = |t: &serde_json::Value| {
+        for (k, v) in t.as_object().into_iter().flatten() {
+            tags.insert(k.to_lowercase(), v.as_str().unwrap_or_default().to_string());
+        }
+    };
+    take(&v["format"]["tags"]);
+    for s in v["streams"].as_array().into_iter().flatten() {
+        take(&s["tags"]);
+    }
+    tags
+}
+
+/// `--formats`: each deliverable sits beside the WAV, is listed in the
+/// report with its codec (the platform's bitrate where it streams the
+/// format), decodes with ffmpeg, carries the track's tags and its loudness
+/// as ReplayGain (R128 for Opus), and was checked like the platform's codecs.
+#[test]
+fn encoded_deliverables_decode_and_carry_their_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mix.wav");
+    write_song(&wav, 40);
+    let input = dir.path().join("mix.flac");
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&wav)
+        .args([
+            "-metadata",
+            "title=Codec Song",
+            "-metadata",
+            "artist=LoopMind Tests",
+            "-metadata",
+            "album=Deliverables",
+            "-metadata",
+            "ISRC=QZABC2600001",
+        ])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = dir.path().join("out");
+    let mut spotify = loopmind_dsp::targets::preset("spotify").unwrap();
+    spotify.lufs = -12.0;
+    let opts = RenderOptions {
+        targets: vec![spotify],
+        mode: loopmind_dsp::modes::Mode::RadioLoud,
+        formats: vec![Lossy::Aac, Lossy::Mp3, Lossy::Opus, Lossy::Vorbis],
+        ..Default::default()
+    };
+    let report = render_masters(&input, "t", &out, &opts).unwrap();
+    let t = &report.targets[0];
+    assert_eq!(report.input.tags.isrc.as_deref(), Some("QZABC2600001"));
+    let kbps = |f: Lossy| {
+        t.files
+            .iter()
+            .find(|e| e.codec.format == f)
+            .map(|e| e.codec.kbps)
+    };
+    // Spotify streams AAC 128k and Vorbis 160k; the others at their defaults.
+    assert_eq!(kbps(Lossy::Aac), Some(128));
+    assert_eq!(kbps(Lossy::Vorbis), Some(160));
+    assert_eq!(kbps(Lossy::Mp3), Some(320));
+    assert_eq!(kbps(Lossy::Opus), Some(160));
+    for f in &t.files {
+        let path = out.join(&f.file);
+        assert!(path.is_file(), "{} missing", f.file);
+        // Checked: its reading is in the report, under the ceiling (enforced).
+        let r = t
+            .codecs
+            .iter()
+            .find(|c| c.codec == f.codec)
+            .expect("checked");
+        assert!(r.true_peak_dbtp <= t.ceiling_dbtp, "{r:?}");
+        let dec = dir.path().join(format!("{}.dec.wav", f.file));
+        let st = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&path)
+            .args(["-c:a", "pcm_f32le"])
+            .arg(&dec)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ffmpeg cannot decode {}", f.file);
+        let secs = hound::WavReader::open(&dec).unwrap().duration() as f64 / 48_000.0;
+        assert!((secs - 40.0).abs() < 0.2, "{}: {secs} s", f.file);
+        if f.codec.format == Lossy::Aac {
+            continue; // ADTS has no tags
+        }
+        let tags = probe_tags(&path);
+        for (k, v) in [
+            ("title", "Codec Song"),
+            ("artist", "LoopMind Tests"),
+            ("album", "Deliverables"),
+        ] {
+            assert_eq!(
+                tags.get(k).map(String::as_str),
+                Some(v),
+                "{}: {tags:?}",
+                f.file
+            );
+        }
+        let isrc = tags.get("isrc").or(tags.get("tsrc"));
+        assert_eq!(
+            isrc.map(String::as_str),
+            Some("QZABC2600001"),
+            "{}: {tags:?}",
+            f.file
+        );
+        let gain = if f.codec.format == Lossy::Opus {
+            // Q7.8 towards -23 LUFS: (-23 - -12) * 256.
+            let g: i32 = tags["r128_track_gain"].parse().unwrap();
+            assert!((g - (-11 * 256)).abs() <= 26, "{g}");
+            continue;
+        } else {
+            tags.get("replaygain_track_gain").cloned()
+        };
+        // ReplayGain 2 towards -18 LUFS: -6 dB for a -12 LUFS master.
+        let gain = gain.unwrap_or_else(|| panic!("{}: no ReplayGain in {tags:?}", f.file));
+        let g: f64 = gain.trim_end_matches(" dB").parse().unwrap();
+        assert!((g + 6.0).abs() < 0.1, "{}: {gain}", f.file);
     }
 }

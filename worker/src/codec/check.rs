@@ -84,6 +84,7 @@ pub fn check(
     codecs: &[Codec],
     dir: &Path,
     stem: &str,
+    tags: &super::tags::FileTags,
     limits: &DecodeLimits,
 ) -> Result<Vec<(CodecReport, PathBuf)>, WorkerError> {
     if codecs.is_empty() {
@@ -99,7 +100,9 @@ pub fn check(
     for &c in codecs {
         let path = encoded_path(dir, stem, c);
         let t = thread_cpu();
-        let e = encoder(c, rate, nch, &path).map_err(|r| encode_err(&path, r))?;
+        // A codec that will not start is no passing trouble: never retried.
+        let e = encoder(c, rate, nch, &path, tags)
+            .map_err(|r| WorkerError::Internal(format!("{}: {r}", path.display())))?;
         encoders.push((e, path, thread_cpu() - t));
     }
     let mut buf: Vec<Vec<f32>> = vec![Vec::new(); nch];

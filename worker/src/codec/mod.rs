@@ -13,6 +13,7 @@ mod aac;
 pub mod check;
 mod mp3;
 mod opus;
+pub mod tags;
 mod vorbis;
 
 use crate::decode::DecodeLimits;
@@ -40,14 +41,78 @@ pub fn extension(format: Lossy) -> &'static str {
     }
 }
 
+/// The rate `format` encodes a `rate` master at, as platforms transcode:
+/// Opus runs at 48 kHz only; hi-res masters go to 48 kHz (MP3 stops
+/// there) and low-rate ones to 44.1 kHz (the codecs' bitrates assume it).
+pub fn encode_rate(format: Lossy, rate: u32) -> u32 {
+    match rate {
+        _ if format == Lossy::Opus => 48_000,
+        r if r > 48_000 => 48_000,
+        r if r < 44_100 => 44_100,
+        r => r,
+    }
+}
+
+/// Channels a lossy encode carries: stereo always (a mono master as two
+/// equal channels), as platforms stream it; the bitrates assume stereo.
+pub const ENCODE_CHANNELS: usize = 2;
+
+/// Feeds a mono master to a stereo encoder.
+struct Doubled(Box<dyn Encode>);
+
+impl Encode for Doubled {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+        self.0.write(&[planar[0], planar[0]])
+    }
+    fn finish(self: Box<Self>) -> Result<(), String> {
+        self.0.finish()
+    }
+}
+
+/// Resamples on the way into another encoder.
+struct Resampling {
+    stage: loopmind_dsp::resample::ResampleStage,
+    out: Vec<Vec<f32>>,
+    inner: Box<dyn Encode>,
+}
+
+impl Resampling {
+    fn pass(&mut self) -> Result<(), String> {
+        let slices: Vec<&[f32]> = self.out.iter().map(Vec::as_slice).collect();
+        if !slices.first().is_some_and(|c| c.is_empty()) {
+            self.inner.write(&slices)?;
+        }
+        self.out.iter_mut().for_each(Vec::clear);
+        Ok(())
+    }
+}
+
+impl Encode for Resampling {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+        let block: Vec<Vec<f32>> = planar.iter().map(|c| c.to_vec()).collect();
+        self.stage
+            .push(&block, &mut self.out)
+            .map_err(|e| e.to_string())?;
+        self.pass()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), String> {
+        self.stage
+            .finish(&mut self.out)
+            .map_err(|e| e.to_string())?;
+        self.pass()?;
+        self.inner.finish()
+    }
+}
+
 /// An encoder for `codec` writing to `path`, taking `channels` at `rate`
-/// (Opus runs at 48 kHz: other rates are resampled on the way in, as the
-/// platforms do).
+/// (resampled on the way in where [`encode_rate`] says, as the platforms do).
 pub fn encoder(
     codec: Codec,
     rate: u32,
     channels: usize,
     path: &Path,
+    tags: &tags::FileTags,
 ) -> Result<Box<dyn Encode>, String> {
     if !(1..=2).contains(&channels) {
         return Err(format!(
@@ -55,12 +120,41 @@ pub fn encoder(
         ));
     }
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let out = std::io::BufWriter::with_capacity(1 << 16, file);
-    Ok(match codec.format {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let (source_rate, source_channels) = (rate, channels);
+    let rate = encode_rate(codec.format, rate);
+    let channels = ENCODE_CHANNELS;
+    // ADTS has no tags; the others carry the track's and its loudness.
+    let inner: Box<dyn Encode> = match codec.format {
         Lossy::Aac => Box::new(aac::Encoder::new(codec.kbps, rate, channels, out)?),
-        Lossy::Mp3 => Box::new(mp3::Encoder::new(codec.kbps, rate, channels, out)?),
-        Lossy::Vorbis => Box::new(vorbis::Encoder::new(codec.kbps, rate, channels, out)?),
-        Lossy::Opus => Box::new(opus::Encoder::new(codec.kbps, rate, channels, out)?),
+        Lossy::Mp3 => {
+            use std::io::Write;
+            out.write_all(&tags.id3v2()).map_err(|e| e.to_string())?;
+            Box::new(mp3::Encoder::new(codec.kbps, rate, channels, out)?)
+        }
+        Lossy::Vorbis => Box::new(vorbis::Encoder::new(codec.kbps, rate, channels, out, tags)?),
+        Lossy::Opus => Box::new(opus::Encoder::new(
+            codec.kbps,
+            source_rate,
+            channels,
+            out,
+            tags,
+        )?),
+    };
+    let resampled: Box<dyn Encode> = if rate == source_rate {
+        inner
+    } else {
+        Box::new(Resampling {
+            stage: loopmind_dsp::resample::ResampleStage::new(source_rate, rate, channels)
+                .map_err(|e| format!("{codec}: {e}"))?,
+            out: vec![Vec::new(); channels],
+            inner,
+        })
+    };
+    Ok(if source_channels == 1 {
+        Box::new(Doubled(resampled))
+    } else {
+        resampled
     })
 }
 

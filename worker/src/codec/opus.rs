@@ -2,13 +2,12 @@
 //! (RFC 7845), at 48 kHz, the codec's one full-band rate.
 
 use crate::decode::DecodeLimits;
-use loopmind_dsp::resample::ResampleStage;
 use ogg::{PacketReader, PacketWriteEndInfo, PacketWriter};
 use opus_codec::{Application, Bitrate, Channels, SampleRate};
 use std::io::Write;
 use std::path::Path;
 
-const RATE: u32 = 48_000;
+pub const RATE: u32 = 48_000;
 /// 20 ms frames, libopus's default for music.
 const FRAME: usize = 960;
 const SERIAL: u32 = 0x4c4d_0002;
@@ -16,8 +15,6 @@ const SERIAL: u32 = 0x4c4d_0002;
 pub struct Encoder<W: Write> {
     enc: opus_codec::Encoder,
     channels: usize,
-    resample: Option<ResampleStage>,
-    resampled: Vec<Vec<f32>>,
     /// Interleaved 48 kHz input not yet a whole frame.
     pcm: Vec<f32>,
     packet: Vec<u8>,
@@ -36,7 +33,14 @@ fn opus_err(e: opus_codec::Error) -> String {
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, String> {
+    /// `rate` is the source's (written in the header); input comes at 48 kHz.
+    pub fn new(
+        kbps: u32,
+        rate: u32,
+        channels: usize,
+        out: W,
+        file_tags: &super::tags::FileTags,
+    ) -> Result<Self, String> {
         let ch = if channels == 1 {
             Channels::Mono
         } else {
@@ -47,11 +51,6 @@ impl<W: Write> Encoder<W> {
         enc.set_bitrate(Bitrate::Custom(kbps as i32 * 1000))
             .map_err(opus_err)?;
         let pre_skip = enc.lookahead().map_err(opus_err)? as u64;
-        let resample = if rate == RATE {
-            None
-        } else {
-            Some(ResampleStage::new(rate, RATE, channels).map_err(|e| format!("opus: {e}"))?)
-        };
         let mut out = PacketWriter::new(out);
         // Identification header: version 1, channels, pre-skip, the input's
         // rate, no output gain, mapping family 0.
@@ -69,14 +68,26 @@ impl<W: Write> Encoder<W> {
         let vendor = format!("LoopMind {} (libopus)", env!("CARGO_PKG_VERSION"));
         tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
         tags.extend_from_slice(vendor.as_bytes());
-        tags.extend_from_slice(&0u32.to_le_bytes());
+        // RFC 7845: gain as R128_TRACK_GAIN, not ReplayGain's fields.
+        let mut comments: Vec<String> = file_tags
+            .comments()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("REPLAYGAIN"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if let Some(g) = file_tags.r128_gain() {
+            comments.push(format!("R128_TRACK_GAIN={g}"));
+        }
+        tags.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+        for c in comments {
+            tags.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            tags.extend_from_slice(c.as_bytes());
+        }
         out.write_packet(tags, SERIAL, PacketWriteEndInfo::EndPage, 0)
             .map_err(w)?;
         Ok(Self {
             enc,
             channels,
-            resample,
-            resampled: vec![Vec::new(); channels],
             pcm: Vec::new(),
             packet: vec![0; 4000],
             granule: 0,
@@ -130,28 +141,11 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> super::Encode for Encoder<W> {
     fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
-        match &mut self.resample {
-            None => self.take(planar),
-            Some(r) => {
-                let block: Vec<Vec<f32>> = planar.iter().map(|c| c.to_vec()).collect();
-                let mut out = std::mem::take(&mut self.resampled);
-                out.iter_mut().for_each(Vec::clear);
-                r.push(&block, &mut out).map_err(|e| format!("opus: {e}"))?;
-                let slices: Vec<&[f32]> = out.iter().map(Vec::as_slice).collect();
-                self.take(&slices);
-                self.resampled = out;
-            }
-        }
+        self.take(planar);
         self.encode_frames(false)
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), String> {
-        if let Some(mut r) = self.resample.take() {
-            let mut out = vec![Vec::new(); self.channels];
-            r.finish(&mut out).map_err(|e| format!("opus: {e}"))?;
-            let slices: Vec<&[f32]> = out.iter().map(Vec::as_slice).collect();
-            self.take(&slices);
-        }
         self.encode_frames(true)?;
         // The end granule trims the padding: input plus pre-skip.
         let end = self.pre_skip + self.input;

@@ -10,7 +10,13 @@ pub struct Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, String> {
+    pub fn new(
+        kbps: u32,
+        rate: u32,
+        channels: usize,
+        out: W,
+        tags: &super::tags::FileTags,
+    ) -> Result<Self, String> {
         let err = |e: vorbis_rs::VorbisError| format!("vorbis {kbps}k at {rate} Hz: {e}");
         let nz = |v: u32| NonZeroU32::new(v).ok_or_else(|| "vorbis: zero rate".to_string());
         // A fixed stream serial: the same master encodes to the same bytes.
@@ -20,6 +26,7 @@ impl<W: Write> Encoder<W> {
             out,
             0x4c4d_0001,
         );
+        b.comment_tags(tags.comments()).map_err(err)?;
         b.bitrate_management_strategy(VorbisBitrateManagementStrategy::Vbr {
             target_bitrate: nz(kbps * 1000)?,
         });

@@ -1,0 +1,209 @@
+//! One target's master: rendered, checked after its platform's codecs (and
+//! under `enforce` rendered again under a lower ceiling until every decode
+//! is under the target's ceiling), and encoded as the deliverables asked for.
+
+use crate::codec::check::{self, CodecReport, MasterLevels};
+use crate::codec::tags::FileTags;
+use crate::codec::CodecCheck;
+use crate::render::RenderOptions;
+use crate::wav::WavSink;
+use crate::WorkerError;
+use loopmind_dsp::limiter::LimiterSettings;
+use loopmind_dsp::master::{master_target, Prepared, TargetMaster};
+use loopmind_dsp::targets::{Codec, Lossy, Target};
+use loopmind_dsp::DspError;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::Path;
+
+/// Renders a target may take to come under its ceiling after its codecs.
+const MAX_CODEC_RENDERS: u32 = 4;
+/// Headroom beyond what a codec added, when a ceiling is lowered for it.
+const CODEC_MARGIN_DB: f64 = 0.1;
+
+/// What every target of a track shares.
+pub struct How<'a> {
+    pub limiter: &'a LimiterSettings,
+    pub pre_gain_db: f64,
+    pub seed: u64,
+    pub tags: &'a crate::decode::Tags,
+    pub out_dir: &'a Path,
+    /// Where encodes are made before they are kept or dropped.
+    pub work: &'a Path,
+    pub opts: &'a RenderOptions,
+}
+
+/// An encoded deliverable beside the WAV.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EncodedFile {
+    pub codec: Codec,
+    pub file: String,
+}
+
+pub struct Rendered {
+    pub master: TargetMaster,
+    /// Every codec the master was encoded with, decoded and measured.
+    pub codecs: Vec<CodecReport>,
+    /// The ceiling the master was made under, where the check lowered it.
+    pub codec_ceiling_dbtp: Option<f64>,
+    pub files: Vec<EncodedFile>,
+}
+
+/// The codec a deliverable `format` of `t` is encoded with: the platform's
+/// own bitrate where it streams that format, else a high one.
+pub fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
+    t.codecs
+        .iter()
+        .copied()
+        .filter(|c| c.format == format)
+        .max_by_key(|c| c.kbps)
+        .unwrap_or(Codec {
+            format,
+            kbps: match format {
+                Lossy::Aac => 256,
+                Lossy::Mp3 => 320,
+                Lossy::Opus => 160,
+                Lossy::Vorbis => 320,
+            },
+        })
+}
+
+/// Renders `t`'s master to `<out_dir>/<target>.wav`, checks it and writes
+/// its deliverables.
+pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, WorkerError> {
+    let opts = how.opts;
+    let path = how.out_dir.join(crate::layout::master_file(&t.name));
+    let deliver: Vec<Codec> = opts
+        .formats
+        .iter()
+        .map(|&f| deliverable_codec(t, f))
+        .collect();
+    let mut run: Vec<Codec> = match opts.codec_check {
+        CodecCheck::Off => Vec::new(),
+        _ => t.codecs.clone(),
+    };
+    for d in &deliver {
+        if !run.contains(d) {
+            run.push(*d);
+        }
+    }
+    let mut under = t.clone();
+    let mut renders = 0;
+    loop {
+        renders += 1;
+        let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
+        let m = match master_target(
+            prep,
+            &under,
+            how.limiter,
+            how.pre_gain_db,
+            how.seed,
+            &mut sink,
+        ) {
+            Err(DspError::Unreachable { reached_lufs, .. }) if renders > 1 => {
+                return Err(codec_error(
+                    t,
+                    format!(
+                        "{} LUFS is out of reach under the {:.2} dBTP ceiling its codecs need \
+                         (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
+                         once encoded (--codec-check report keeps it and says so)",
+                        t.lufs, under.ceiling_dbtp
+                    ),
+                ))
+            }
+            other => other?,
+        };
+        sink.commit(how.tags)?;
+        let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
+        if run.is_empty() {
+            return Ok(Rendered {
+                master: m,
+                codecs: Vec::new(),
+                codec_ceiling_dbtp: lowered,
+                files: Vec::new(),
+            });
+        }
+        crate::progress::stage(&format!("encoding {} for its codecs", t.name));
+        let levels = MasterLevels {
+            true_peak_dbtp: m.measured.true_peak_dbtp,
+            integrated_lufs: m.measured.loudness.integrated_lufs,
+        };
+        let tags = FileTags {
+            track: how.tags.clone(),
+            lufs: Some(m.measured.loudness.integrated_lufs),
+            peak: Some(loopmind_dsp::db_to_lin(
+                m.measured.loudness.sample_peak_dbfs,
+            )),
+        };
+        let checked = check::check(&path, levels, &run, how.work, &t.name, &tags, &opts.limits)?;
+        let worst = checked
+            .iter()
+            .map(|(r, _)| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
+        if !over || opts.codec_check != CodecCheck::Enforce {
+            return Ok(Rendered {
+                master: m,
+                files: keep(t, &deliver, &checked, how.out_dir)?,
+                codecs: checked.into_iter().map(|(r, _)| r).collect(),
+                codec_ceiling_dbtp: lowered,
+            });
+        }
+        if renders >= MAX_CODEC_RENDERS {
+            let (r, _) = checked
+                .iter()
+                .find(|(r, _)| r.over(t.ceiling_dbtp))
+                .expect("one is over");
+            return Err(codec_error(
+                t,
+                format!(
+                    "after {renders} renders {} still peaks at {:.2} dBTP ({} samples over full \
+                     scale) against a ceiling of {} dBTP",
+                    r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
+                ),
+            ));
+        }
+        // What the worst codec added over the target's ceiling comes off
+        // the master's, with a margin for the codec's own variation.
+        under.ceiling_dbtp -= (worst - t.ceiling_dbtp).max(0.0) + CODEC_MARGIN_DB;
+        tracing::info!(
+            target = %t.name,
+            worst_dbtp = worst,
+            ceiling_dbtp = under.ceiling_dbtp,
+            "over its ceiling after encoding: rendering again under a lower ceiling"
+        );
+    }
+}
+
+fn codec_error(t: &Target, reason: String) -> WorkerError {
+    WorkerError::Input(DspError::Setting {
+        key: format!("{}.codecs", t.name),
+        reason,
+    })
+}
+
+/// Moves the deliverables' encodes beside the WAV (the work folder is on
+/// the same filesystem: a rename, so no reader sees half a file) and drops
+/// the check's other encodes.
+fn keep(
+    t: &Target,
+    deliver: &[Codec],
+    checked: &[(CodecReport, std::path::PathBuf)],
+    out_dir: &Path,
+) -> Result<Vec<EncodedFile>, WorkerError> {
+    let mut files = Vec::new();
+    for (r, p) in checked {
+        if deliver.contains(&r.codec) {
+            let file = crate::layout::encoded_file(&t.name, r.codec.format);
+            let to = out_dir.join(&file);
+            fs::rename(p, &to).map_err(|e| WorkerError::io(&to, e))?;
+            files.push(EncodedFile {
+                codec: r.codec,
+                file,
+            });
+        } else {
+            let _ = fs::remove_file(p);
+        }
+    }
+    Ok(files)
+}
