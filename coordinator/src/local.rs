@@ -126,12 +126,15 @@ pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result
         mode: args.mode,
         sliders: args.sliders()?,
         limits: (&iso.limits).into(),
-        codec_check: args.codec_check,
+        codec_check: args.codec_check.unwrap_or_default(),
         formats: args.resolve_formats()?,
         ..Default::default()
     };
     if let Some(path) = &args.settings {
         given_settings(path, &mut opts, iso.limits.max_document_kib)?;
+        if let Some(c) = args.codec_check {
+            opts.codec_check = c;
+        }
     }
     if let Some(path) = &args.reference {
         if !path.is_file() {
@@ -208,6 +211,7 @@ fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result
     }
     opts.mode = s.mode;
     opts.sliders = s.sliders;
+    opts.codec_check = s.codec_check;
     opts.plan = Some(GivenPlan {
         global: s.global,
         sections: s.sections,

@@ -137,8 +137,9 @@ pub struct MasterArgs {
     /// Masters after their platforms' codecs: off, report (measure and
     /// say), enforce (also render again under a lower ceiling until every
     /// codec's decode is under the target's ceiling).
-    #[arg(long, default_value = "enforce")]
-    pub codec_check: loopmind_worker::codec::CodecCheck,
+    /// (Default enforce; with --settings, the one those masters were made under.)
+    #[arg(long)]
+    pub codec_check: Option<loopmind_worker::codec::CodecCheck>,
     /// Encoded deliverables beside each WAV, comma-separated: wav, aac,
     /// mp3, opus, vorbis (at the platform's bitrate where it streams the
     /// format; tagged; checked like the platform's codecs).

@@ -202,17 +202,13 @@ impl Reader {
         let rate = params.sample_rate.unwrap_or(0);
         // Refused before a packet is decoded where the container says enough.
         limits.check_format(rate, params.channels.map_or(0, |c| c.count()))?;
-        // Only lossless containers state their length; others (ADTS AAC,
-        // for one) estimate it from the file's size.
-        let lossless = codec.starts_with("pcm_") || matches!(&*codec, "flac" | "alac" | "wavpack");
-        let expected = params.n_frames.filter(|_| lossless);
         Ok(Self {
             format,
             decoder,
             track_id: track.id,
             codec,
             bits: params.bits_per_sample,
-            expected,
+            expected: params.n_frames,
             rate,
             channels: 0,
             planar: None,
@@ -345,6 +341,14 @@ impl DecodeSource {
             failed: None,
             frames: None,
         })
+    }
+
+    /// Reads a file LoopMind wrote itself without holding it to the length
+    /// its header states: an ADTS stream has none, only an estimate from its
+    /// size (a mix's header that lies is still refused).
+    pub fn ignoring_stated_length(mut self) -> Self {
+        self.reader.expected = None;
+        self
     }
 
     /// A reader with its first packet decoded (the format is known then;

@@ -355,6 +355,7 @@ fn render_passes(
         sections: section_plan,
         reference,
         tempo_bpm,
+        codec_check: opts.codec_check,
     };
     crate::progress::stage("writing");
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;

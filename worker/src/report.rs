@@ -162,6 +162,10 @@ pub struct MasterSettings {
     /// What a reference track contributed (its match EQ is in `global`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
+    /// The codec check the masters were made under (enforce may have
+    /// lowered a ceiling): `--settings` renders under the same one.
+    #[serde(default)]
+    pub codec_check: crate::codec::CodecCheck,
 }
 
 /// A reference track's loudness character and what it changed.

@@ -173,7 +173,9 @@ pub fn decode(
         Lossy::Aac => {}
     }
     use loopmind_dsp::pipeline::Source;
-    let mut src = crate::decode::DecodeSource::open(path, limits).map_err(|e| e.to_string())?;
+    let mut src = crate::decode::DecodeSource::open(path, limits)
+        .map_err(|e| e.to_string())?
+        .ignoring_stated_length();
     let rate = src.rate();
     let mut buf: Vec<Vec<f32>> = vec![Vec::new(); src.channels()];
     loop {
