@@ -17,7 +17,7 @@ use std::fs;
 use std::path::Path;
 
 /// Renders a target may take to come under its ceiling after its codecs.
-const MAX_CODEC_RENDERS: u32 = 4;
+const MAX_CODEC_RENDERS: u32 = 5;
 /// Headroom beyond what a codec added, when a ceiling is lowered for it.
 const CODEC_MARGIN_DB: f64 = 0.1;
 
@@ -89,6 +89,8 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
     }
     let mut under = t.clone();
     let mut renders = 0;
+    // (limiter ceiling, worst decoded peak) of the last render, for the step.
+    let mut last: Option<(f64, f64)> = None;
     loop {
         renders += 1;
         let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
@@ -163,9 +165,18 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
                 ),
             ));
         }
-        // What the worst codec added over the target's ceiling comes off
-        // the master's, with a margin for the codec's own variation.
-        under.ceiling_dbtp -= (worst - t.ceiling_dbtp).max(0.0) + CODEC_MARGIN_DB;
+        // What the worst codec put over the target's ceiling comes off the
+        // master's, with a margin. Deeper limiting at the same loudness
+        // makes the encode add more, so from the second try on the step is
+        // scaled by how much the decoded peak moved per dB of ceiling.
+        let over_db = worst - t.ceiling_dbtp + CODEC_MARGIN_DB;
+        let per_db = last
+            .filter(|(c, _)| (c - under.ceiling_dbtp).abs() > 1e-6)
+            .map_or(1.0, |(c, w)| {
+                ((w - worst) / (c - under.ceiling_dbtp)).clamp(0.3, 1.0)
+            });
+        last = Some((under.ceiling_dbtp, worst));
+        under.ceiling_dbtp -= over_db / per_db;
         tracing::info!(
             target = %t.name,
             worst_dbtp = worst,
