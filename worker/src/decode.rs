@@ -328,6 +328,8 @@ pub struct DecodeSource {
     failed: Option<WorkerError>,
     /// Frames of the last complete read-through.
     frames: Option<u64>,
+    /// See [`DecodeSource::ignoring_stated_length`]; kept across rewinds.
+    ignore_length: bool,
 }
 
 impl DecodeSource {
@@ -340,6 +342,7 @@ impl DecodeSource {
             first: Some(first),
             failed: None,
             frames: None,
+            ignore_length: false,
         })
     }
 
@@ -347,6 +350,7 @@ impl DecodeSource {
     /// its header states: an ADTS stream has none, only an estimate from its
     /// size (a mix's header that lies is still refused).
     pub fn ignoring_stated_length(mut self) -> Self {
+        self.ignore_length = true;
         self.reader.expected = None;
         self
     }
@@ -422,7 +426,10 @@ impl Source for DecodeSource {
             return Ok(());
         }
         match Self::start(&self.path, &self.limits) {
-            Ok((reader, first)) => {
+            Ok((mut reader, first)) => {
+                if self.ignore_length {
+                    reader.expected = None;
+                }
                 self.reader = reader;
                 self.first = Some(first);
                 Ok(())

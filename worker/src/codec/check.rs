@@ -6,10 +6,10 @@ use super::{decode, encoder, extension, Encode, BLOCK};
 use crate::decode::{DecodeLimits, DecodeSource};
 use crate::WorkerError;
 use loopmind_dsp::bs1770::BlockMeter;
-use loopmind_dsp::lin_to_db;
-use loopmind_dsp::pipeline::Source;
+use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::targets::Codec;
 use loopmind_dsp::truepeak::TruePeakMeter;
+use loopmind_dsp::{lin_to_db, DspError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -105,23 +105,22 @@ pub fn check(
             .map_err(|r| WorkerError::Internal(format!("{}: {r}", path.display())))?;
         encoders.push((e, path, thread_cpu() - t));
     }
-    let mut buf: Vec<Vec<f32>> = vec![Vec::new(); nch];
-    loop {
-        buf.iter_mut().for_each(Vec::clear);
-        let more = src.read(&mut buf).map_err(|e| src.error(e))?;
-        let planar: Vec<&[f32]> = buf.iter().map(Vec::as_slice).collect();
-        for piece in 0..buf[0].len().div_ceil(BLOCK) {
-            let r = piece * BLOCK..((piece + 1) * BLOCK).min(buf[0].len());
-            let part: Vec<&[f32]> = planar.iter().map(|c| &c[r.clone()]).collect();
-            for (e, path, cpu) in &mut encoders {
-                let t = thread_cpu();
-                e.write(&part).map_err(|r| encode_err(path, r))?;
-                *cpu += thread_cpu() - t;
-            }
+    // An encoder's error, kept typed across the pass's DspError.
+    let mut failed: Option<WorkerError> = None;
+    let pass = pipeline::for_each_block(&mut src, BLOCK, |block| {
+        let part: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+        for (e, path, cpu) in &mut encoders {
+            let t = thread_cpu();
+            e.write(&part).map_err(|r| {
+                failed = Some(encode_err(path, r.clone()));
+                DspError::Sink(r)
+            })?;
+            *cpu += thread_cpu() - t;
         }
-        if !more {
-            break;
-        }
+        Ok(())
+    });
+    if let Err(e) = pass {
+        return Err(failed.unwrap_or_else(|| src.error(e)));
     }
     let mut reports = Vec::new();
     for ((e, path, mut cpu), &codec) in encoders.into_iter().zip(codecs) {

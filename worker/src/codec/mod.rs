@@ -172,23 +172,17 @@ pub fn decode(
         Lossy::Vorbis => return vorbis::decode(path, limits, f),
         Lossy::Aac => {}
     }
-    use loopmind_dsp::pipeline::Source;
+    use loopmind_dsp::pipeline::{self, Source};
     let mut src = crate::decode::DecodeSource::open(path, limits)
         .map_err(|e| e.to_string())?
         .ignoring_stated_length();
     let rate = src.rate();
-    let mut buf: Vec<Vec<f32>> = vec![Vec::new(); src.channels()];
-    loop {
-        buf.iter_mut().for_each(Vec::clear);
-        let more = src.read(&mut buf).map_err(|e| src.error(e).to_string())?;
-        if !buf[0].is_empty() {
-            let planar: Vec<&[f32]> = buf.iter().map(Vec::as_slice).collect();
-            f(rate, &planar);
-        }
-        if !more {
-            return Ok(());
-        }
-    }
+    pipeline::for_each_block(&mut src, BLOCK, |b| {
+        f(rate, &b.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        Ok(())
+    })
+    .map_err(|e| src.error(e).to_string())?;
+    Ok(())
 }
 
 /// What the codec check does with a master that goes over its ceiling once
