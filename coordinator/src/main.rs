@@ -140,9 +140,10 @@ pub struct MasterArgs {
     /// (Default enforce; with --settings, the one those masters were made under.)
     #[arg(long)]
     pub codec_check: Option<loopmind_worker::codec::CodecCheck>,
-    /// Encoded deliverables beside each WAV, comma-separated: wav, aac,
-    /// mp3, opus, vorbis (at the platform's bitrate where it streams the
-    /// format; tagged; checked like the platform's codecs).
+    /// Encoded deliverables beside each WAV, comma-separated: wav, flac
+    /// (lossless, the WAV's rate and depth), aac, mp3, opus, vorbis (at the
+    /// platform's bitrate where it streams the format; checked like the
+    /// platform's codecs); all tagged.
     #[arg(long, value_delimiter = ',')]
     formats: Vec<String>,
 }
@@ -165,7 +166,7 @@ impl MasterArgs {
         Ok(s)
     }
 
-    pub fn resolve_formats(&self) -> Result<Vec<loopmind_dsp::targets::Lossy>> {
+    pub fn resolve_formats(&self) -> Result<Vec<loopmind_dsp::targets::Format>> {
         let mut problems = Vec::new();
         let f = options::formats(&self.formats, "--formats", &mut problems);
         if !problems.is_empty() {

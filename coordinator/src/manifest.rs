@@ -77,7 +77,7 @@ pub struct PlannedTrack {
     /// The reference track's key, if any.
     pub reference: Option<String>,
     pub codec_check: CodecCheck,
-    pub formats: Vec<loopmind_dsp::targets::Lossy>,
+    pub formats: Vec<loopmind_dsp::targets::Format>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! (`--dynamics`, `dynamics`), so every problem is listed at once.
 
 use loopmind_dsp::plan::{Amounts, Sliders};
-use loopmind_dsp::targets::{self, Lossy, Target};
+use loopmind_dsp::targets::{self, Format, Target};
 
 /// Preset targets by name; unknown and repeated names are problems of `whose`.
 pub fn targets(names: &[String], whose: &str, problems: &mut Vec<String>) -> Vec<Target> {
@@ -53,18 +53,19 @@ pub fn sliders(
 
 /// Encoded deliverables by name ("wav" is always written); unknown and
 /// repeated names are problems of `whose`.
-pub fn formats(names: &[String], whose: &str, problems: &mut Vec<String>) -> Vec<Lossy> {
+pub fn formats(names: &[String], whose: &str, problems: &mut Vec<String>) -> Vec<Format> {
     let mut out = Vec::new();
     for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let f = match n {
             "wav" => continue,
-            "aac" => Lossy::Aac,
-            "mp3" => Lossy::Mp3,
-            "opus" => Lossy::Opus,
-            "vorbis" | "ogg" => Lossy::Vorbis,
+            "flac" => Format::Flac,
+            "aac" => Format::Aac,
+            "mp3" => Format::Mp3,
+            "opus" => Format::Opus,
+            "vorbis" | "ogg" => Format::Vorbis,
             other => {
                 problems.push(format!(
-                    "{whose}: unknown format '{other}' (known: wav, aac, mp3, opus, vorbis)"
+                    "{whose}: unknown format '{other}' (known: wav, flac, aac, mp3, opus, vorbis)"
                 ));
                 continue;
             }

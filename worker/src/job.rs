@@ -46,7 +46,7 @@ pub struct Job {
     pub codec_check: crate::codec::CodecCheck,
     /// Encoded deliverables beside each WAV.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub formats: Vec<loopmind_dsp::targets::Lossy>,
+    pub formats: Vec<loopmind_dsp::targets::Format>,
 }
 
 /// The part of `master_settings.json` that fixes the sound: the global chain
@@ -179,7 +179,7 @@ pub struct TrackSpec {
     pub reference: Option<String>,
     pub plan: Option<GivenPlan>,
     pub codec_check: crate::codec::CodecCheck,
-    pub formats: Vec<loopmind_dsp::targets::Lossy>,
+    pub formats: Vec<loopmind_dsp::targets::Format>,
 }
 
 impl Job {
@@ -373,7 +373,7 @@ pub fn settings_hash(
     album: Option<&str>,
     plan: Option<&GivenPlan>,
     reference: Option<&str>,
-    codecs: (crate::codec::CodecCheck, &[loopmind_dsp::targets::Lossy]),
+    codecs: (crate::codec::CodecCheck, &[loopmind_dsp::targets::Format]),
 ) -> String {
     let body = serde_json::to_vec(&(
         targets,
@@ -446,7 +446,7 @@ mod tests {
             ),
             (Box::new(|j| j.targets.clear()), "targets"),
             (
-                Box::new(|j| j.formats = vec![loopmind_dsp::targets::Lossy::Mp3; 2]),
+                Box::new(|j| j.formats = vec![loopmind_dsp::targets::Format::Mp3; 2]),
                 "formats[1]",
             ),
             (Box::new(|j| j.source = "a\0b".into()), "source"),
@@ -484,7 +484,7 @@ mod tests {
         assert_ne!(a, h(Mode::Cinematic, Some("album"), CodecCheck::Enforce));
         // The check can change the masters: a run with another is not "done".
         assert_ne!(a, h(Mode::Cinematic, None, CodecCheck::Report));
-        let mp3 = [loopmind_dsp::targets::Lossy::Mp3];
+        let mp3 = [loopmind_dsp::targets::Format::Mp3];
         let with_mp3 = settings_hash(
             &t,
             Mode::Cinematic,

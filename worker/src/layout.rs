@@ -60,7 +60,7 @@ pub fn master_file(target: &str) -> String {
 }
 
 /// A target's encoded deliverable: `<target>.<extension of the format>`.
-pub fn encoded_file(target: &str, format: loopmind_dsp::targets::Lossy) -> String {
+pub fn encoded_file(target: &str, format: loopmind_dsp::targets::Format) -> String {
     format!("{target}.{}", crate::codec::extension(format))
 }
 

@@ -44,7 +44,7 @@ pub struct RenderOptions {
     pub codec_check: crate::codec::CodecCheck,
     /// Encoded deliverables written beside each WAV.
     #[serde(default)]
-    pub formats: Vec<loopmind_dsp::targets::Lossy>,
+    pub formats: Vec<loopmind_dsp::targets::Format>,
 }
 
 impl RenderOptions {

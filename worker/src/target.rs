@@ -10,7 +10,7 @@ use crate::wav::WavSink;
 use crate::WorkerError;
 use loopmind_dsp::limiter::LimiterSettings;
 use loopmind_dsp::master::{master_target, Prepared, TargetMaster};
-use loopmind_dsp::targets::{Codec, Lossy, Target};
+use loopmind_dsp::targets::{Codec, Format, Lossy, Target};
 use loopmind_dsp::DspError;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -36,8 +36,21 @@ pub struct How<'a> {
 /// An encoded deliverable beside the WAV.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EncodedFile {
-    pub codec: Codec,
+    pub format: Format,
+    /// The bitrate of a lossy one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kbps: Option<u32>,
     pub file: String,
+}
+
+impl EncodedFile {
+    /// The codec of a lossy deliverable.
+    pub fn codec(&self) -> Option<Codec> {
+        Some(Codec {
+            format: self.format.lossy()?,
+            kbps: self.kbps?,
+        })
+    }
 }
 
 pub struct Rendered {
@@ -76,7 +89,8 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
     let deliver: Vec<Codec> = opts
         .formats
         .iter()
-        .map(|&f| deliverable_codec(t, f))
+        .filter_map(|f| f.lossy())
+        .map(|f| deliverable_codec(t, f))
         .collect();
     let mut run: Vec<Codec> = match opts.codec_check {
         CodecCheck::Off => Vec::new(),
@@ -117,25 +131,25 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
         };
         sink.commit(how.tags)?;
         let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
-        if run.is_empty() {
-            return Ok(Rendered {
-                master: m,
-                codecs: Vec::new(),
-                codec_ceiling_dbtp: lowered,
-                files: Vec::new(),
-            });
-        }
-        crate::progress::stage(&format!("encoding {} for its codecs", t.name));
-        let levels = MasterLevels {
-            true_peak_dbtp: m.measured.true_peak_dbtp,
-            integrated_lufs: m.measured.loudness.integrated_lufs,
-        };
         let tags = FileTags {
             track: how.tags.clone(),
             lufs: Some(m.measured.loudness.integrated_lufs),
             peak: Some(loopmind_dsp::db_to_lin(
                 m.measured.loudness.sample_peak_dbfs,
             )),
+        };
+        if run.is_empty() {
+            return Ok(Rendered {
+                master: m,
+                codecs: Vec::new(),
+                codec_ceiling_dbtp: lowered,
+                files: flac(t, &path, &tags, how)?.into_iter().collect(),
+            });
+        }
+        crate::progress::stage(&format!("encoding {} for its codecs", t.name));
+        let levels = MasterLevels {
+            true_peak_dbtp: m.measured.true_peak_dbtp,
+            integrated_lufs: m.measured.loudness.integrated_lufs,
         };
         let checked = check::check(&path, levels, &run, how.work, &t.name, &tags, &opts.limits)?;
         let worst = checked
@@ -144,9 +158,11 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
             .fold(f64::NEG_INFINITY, f64::max);
         let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
         if !over || opts.codec_check != CodecCheck::Enforce {
+            let mut files: Vec<EncodedFile> = flac(t, &path, &tags, how)?.into_iter().collect();
+            files.extend(keep(t, &deliver, &checked, how.out_dir)?);
             return Ok(Rendered {
                 master: m,
-                files: keep(t, &deliver, &checked, how.out_dir)?,
+                files,
                 codecs: checked.into_iter().map(|(r, _)| r).collect(),
                 codec_ceiling_dbtp: lowered,
             });
@@ -205,11 +221,12 @@ fn keep(
     let mut files = Vec::new();
     for (r, p) in checked {
         if deliver.contains(&r.codec) {
-            let file = crate::layout::encoded_file(&t.name, r.codec.format);
+            let file = crate::layout::encoded_file(&t.name, r.codec.format.into());
             let to = out_dir.join(&file);
             fs::rename(p, &to).map_err(|e| WorkerError::io(&to, e))?;
             files.push(EncodedFile {
-                codec: r.codec,
+                format: r.codec.format.into(),
+                kbps: Some(r.codec.kbps),
                 file,
             });
         } else {
@@ -217,4 +234,34 @@ fn keep(
         }
     }
     Ok(files)
+}
+
+/// The FLAC deliverable of the accepted master, where asked for: written
+/// in the work folder and renamed beside the WAV, so no reader sees half a file.
+fn flac(
+    t: &Target,
+    master: &Path,
+    tags: &FileTags,
+    how: &How,
+) -> Result<Option<EncodedFile>, WorkerError> {
+    if !how.opts.formats.contains(&Format::Flac) {
+        return Ok(None);
+    }
+    crate::progress::stage(&format!("writing {} as FLAC", t.name));
+    let file = crate::layout::encoded_file(&t.name, Format::Flac);
+    let to = how.out_dir.join(&file);
+    let part = how.work.join(&file);
+    crate::codec::flac::write(master, &part, tags).map_err(|reason| {
+        let _ = fs::remove_file(&part);
+        WorkerError::Encode {
+            path: to.clone(),
+            reason,
+        }
+    })?;
+    fs::rename(&part, &to).map_err(|e| WorkerError::io(&to, e))?;
+    Ok(Some(EncodedFile {
+        format: Format::Flac,
+        kbps: None,
+        file,
+    }))
 }

@@ -4,7 +4,7 @@
 //! renders it again until the decoded Opus is under the ceiling, with the
 //! loudness still on target.
 
-use loopmind_dsp::targets::{Codec, Lossy, Target};
+use loopmind_dsp::targets::{Codec, Format, Lossy, Target};
 use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::codec::CodecCheck;
 use loopmind_worker::render::{render_masters, RenderOptions};
@@ -233,33 +233,38 @@ fn encoded_deliverables_decode_and_carry_their_tags() {
     let opts = RenderOptions {
         targets: vec![spotify],
         mode: loopmind_dsp::modes::Mode::RadioLoud,
-        formats: vec![Lossy::Aac, Lossy::Mp3, Lossy::Opus, Lossy::Vorbis],
+        formats: vec![
+            Format::Flac,
+            Format::Aac,
+            Format::Mp3,
+            Format::Opus,
+            Format::Vorbis,
+        ],
         ..Default::default()
     };
     let report = render_masters(&input, "t", &out, &opts).unwrap();
     let t = &report.targets[0];
     assert_eq!(report.input.tags.isrc.as_deref(), Some("QZABC2600001"));
-    let kbps = |f: Lossy| {
-        t.files
-            .iter()
-            .find(|e| e.codec.format == f)
-            .map(|e| e.codec.kbps)
-    };
+    let kbps = |f: Format| t.files.iter().find(|e| e.format == f).map(|e| e.kbps);
+    assert_eq!(t.files.len(), 5, "{:?}", t.files);
     // Spotify streams AAC 128k and Vorbis 160k; the others at their defaults.
-    assert_eq!(kbps(Lossy::Aac), Some(128));
-    assert_eq!(kbps(Lossy::Vorbis), Some(160));
-    assert_eq!(kbps(Lossy::Mp3), Some(320));
-    assert_eq!(kbps(Lossy::Opus), Some(160));
+    assert_eq!(kbps(Format::Aac), Some(Some(128)));
+    assert_eq!(kbps(Format::Vorbis), Some(Some(160)));
+    assert_eq!(kbps(Format::Mp3), Some(Some(320)));
+    assert_eq!(kbps(Format::Opus), Some(Some(160)));
+    assert_eq!(kbps(Format::Flac), Some(None));
     for f in &t.files {
         let path = out.join(&f.file);
         assert!(path.is_file(), "{} missing", f.file);
-        // Checked: its reading is in the report, under the ceiling (enforced).
-        let r = t
-            .codecs
-            .iter()
-            .find(|c| c.codec == f.codec)
-            .expect("checked");
-        assert!(r.true_peak_dbtp <= t.ceiling_dbtp, "{r:?}");
+        // A lossy one was checked: its reading is in the report, under the
+        // ceiling (enforced). FLAC holds the WAV's own integers.
+        if let Some(codec) = f.codec() {
+            let r = t.codecs.iter().find(|c| c.codec == codec).expect("checked");
+            assert!(r.true_peak_dbtp <= t.ceiling_dbtp, "{r:?}");
+        } else {
+            let wav = out.join(&t.output_file);
+            assert_eq!(pcm_s32(&path), pcm_s32(&wav), "FLAC differs from the WAV");
+        }
         let dec = dir.path().join(format!("{}.dec.wav", f.file));
         let st = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-i"])
@@ -271,7 +276,7 @@ fn encoded_deliverables_decode_and_carry_their_tags() {
         assert!(st.success(), "ffmpeg cannot decode {}", f.file);
         let secs = hound::WavReader::open(&dec).unwrap().duration() as f64 / 48_000.0;
         assert!((secs - 40.0).abs() < 0.2, "{}: {secs} s", f.file);
-        if f.codec.format == Lossy::Aac {
+        if f.format == Format::Aac {
             continue; // ADTS has no tags
         }
         let tags = probe_tags(&path);
@@ -294,7 +299,7 @@ fn encoded_deliverables_decode_and_carry_their_tags() {
             "{}: {tags:?}",
             f.file
         );
-        let gain = if f.codec.format == Lossy::Opus {
+        let gain = if f.format == Format::Opus {
             // Q7.8 towards -23 LUFS: (-23 - -12) * 256.
             let g: i32 = tags["r128_track_gain"].parse().unwrap();
             assert!((g - (-11 * 256)).abs() <= 26, "{g}");
@@ -307,4 +312,22 @@ fn encoded_deliverables_decode_and_carry_their_tags() {
         let g: f64 = gain.trim_end_matches(" dB").parse().unwrap();
         assert!((g + 6.0).abs() < 0.1, "{}: {gain}", f.file);
     }
+}
+
+/// A file's samples as ffmpeg decodes them to 32-bit integers.
+fn pcm_s32(path: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s32le", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.len() > 1000);
+    out.stdout
 }

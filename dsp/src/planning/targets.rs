@@ -46,6 +46,49 @@ impl Lossy {
     }
 }
 
+/// A deliverable's file format beside the WAV: FLAC (lossless, the
+/// master's own samples) or one of the lossy codecs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Flac,
+    Aac,
+    Opus,
+    Mp3,
+    Vorbis,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self.lossy() {
+            Some(l) => l.name(),
+            None => "flac",
+        }
+    }
+
+    /// The lossy codec, for all but FLAC.
+    pub fn lossy(self) -> Option<Lossy> {
+        match self {
+            Format::Flac => None,
+            Format::Aac => Some(Lossy::Aac),
+            Format::Opus => Some(Lossy::Opus),
+            Format::Mp3 => Some(Lossy::Mp3),
+            Format::Vorbis => Some(Lossy::Vorbis),
+        }
+    }
+}
+
+impl From<Lossy> for Format {
+    fn from(l: Lossy) -> Format {
+        match l {
+            Lossy::Aac => Format::Aac,
+            Lossy::Opus => Format::Opus,
+            Lossy::Mp3 => Format::Mp3,
+            Lossy::Vorbis => Format::Vorbis,
+        }
+    }
+}
+
 impl std::fmt::Display for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}k", self.format.name(), self.kbps)

@@ -72,7 +72,7 @@ pub fn encoded_path(dir: &Path, stem: &str, codec: Codec) -> PathBuf {
         "{stem}.{}{}.{}",
         codec.format.name(),
         codec.kbps,
-        extension(codec.format)
+        extension(codec.format.into())
     ))
 }
 

@@ -11,13 +11,14 @@
 
 mod aac;
 pub mod check;
+pub mod flac;
 mod mp3;
 mod opus;
 pub mod tags;
 mod vorbis;
 
 use crate::decode::DecodeLimits;
-use loopmind_dsp::targets::{Codec, Lossy};
+use loopmind_dsp::targets::{Codec, Format, Lossy};
 use std::path::Path;
 
 /// Frames handed to an encoder at a time.
@@ -32,12 +33,13 @@ pub trait Encode {
 }
 
 /// The file name extension of an encoded file.
-pub fn extension(format: Lossy) -> &'static str {
+pub fn extension(format: Format) -> &'static str {
     match format {
-        Lossy::Aac => "aac",
-        Lossy::Opus => "opus",
-        Lossy::Mp3 => "mp3",
-        Lossy::Vorbis => "ogg",
+        Format::Flac => "flac",
+        Format::Aac => "aac",
+        Format::Opus => "opus",
+        Format::Mp3 => "mp3",
+        Format::Vorbis => "ogg",
     }
 }
 

@@ -64,25 +64,17 @@ impl<W: Write> Encoder<W> {
         let w = |e: std::io::Error| e.to_string();
         out.write_packet(head, SERIAL, PacketWriteEndInfo::EndPage, 0)
             .map_err(w)?;
-        let mut tags = b"OpusTags".to_vec();
-        let vendor = format!("LoopMind {} (libopus)", env!("CARGO_PKG_VERSION"));
-        tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
-        tags.extend_from_slice(vendor.as_bytes());
         // RFC 7845: gain as R128_TRACK_GAIN, not ReplayGain's fields.
-        let mut comments: Vec<String> = file_tags
+        let mut comments: Vec<(String, String)> = file_tags
             .comments()
             .into_iter()
             .filter(|(k, _)| !k.starts_with("REPLAYGAIN"))
-            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if let Some(g) = file_tags.r128_gain() {
-            comments.push(format!("R128_TRACK_GAIN={g}"));
+            comments.push(("R128_TRACK_GAIN".into(), g.to_string()));
         }
-        tags.extend_from_slice(&(comments.len() as u32).to_le_bytes());
-        for c in comments {
-            tags.extend_from_slice(&(c.len() as u32).to_le_bytes());
-            tags.extend_from_slice(c.as_bytes());
-        }
+        let mut tags = b"OpusTags".to_vec();
+        tags.extend_from_slice(&super::tags::comment_body("libopus", &comments));
         out.write_packet(tags, SERIAL, PacketWriteEndInfo::EndPage, 0)
             .map_err(w)?;
         Ok(Self {

@@ -86,6 +86,22 @@ impl FileTags {
     }
 }
 
+/// A Vorbis-comment body (vendor, then `KEY=value` pairs, lengths little
+/// endian), as OpusTags and FLAC's VORBIS_COMMENT block carry it.
+pub fn comment_body(library: &str, comments: &[(String, String)]) -> Vec<u8> {
+    let vendor = format!("LoopMind {} ({library})", env!("CARGO_PKG_VERSION"));
+    let mut body = Vec::new();
+    body.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    body.extend_from_slice(vendor.as_bytes());
+    body.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+    for (k, v) in comments {
+        let c = format!("{k}={v}");
+        body.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        body.extend_from_slice(c.as_bytes());
+    }
+    body
+}
+
 fn synchsafe(n: u32) -> [u8; 4] {
     [
         ((n >> 21) & 0x7f) as u8,
