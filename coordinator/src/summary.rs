@@ -17,6 +17,9 @@ pub struct TargetLine {
     /// The highest-peaking of the platform's codecs, decoded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_codec: Option<CodecLine>,
+    /// Why the master was not shipped (its codecs would clip it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 /// One codec's reading of a master, as the summary shows it.
@@ -32,6 +35,9 @@ pub struct CodecLine {
 impl TargetLine {
     /// "-1.16 dBTP after opus 128k" (and the overs, if any), or nothing.
     fn codec_text(&self) -> String {
+        if let Some(w) = &self.withheld {
+            return format!("WITHHELD: {w}");
+        }
         self.worst_codec.as_ref().map_or(String::new(), |c| {
             let overs = if c.overs > 0 {
                 format!(", {} overs", c.overs)
@@ -43,9 +49,11 @@ impl TargetLine {
     }
 
     fn codec_over(&self) -> bool {
-        self.worst_codec
-            .as_ref()
-            .is_some_and(|c| c.overs > 0 || c.true_peak_dbtp > self.ceiling_dbtp)
+        self.withheld.is_some()
+            || self
+                .worst_codec
+                .as_ref()
+                .is_some_and(|c| c.overs > 0 || c.true_peak_dbtp > self.ceiling_dbtp)
     }
 }
 
@@ -118,6 +126,7 @@ impl TrackOutcome {
                             true_peak_dbtp: c.true_peak_dbtp.max(c.true_peak_bs1770_dbtp),
                             overs: c.samples_over + c.intersample_overs,
                         }),
+                    withheld: t.withheld.clone(),
                 })
                 .collect()
         });
@@ -149,6 +158,8 @@ pub struct Summary<'a> {
     pub mastered: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Targets of mastered tracks whose master was withheld.
+    pub withheld: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub albums: Vec<AlbumLine>,
     pub tracks: &'a [TrackOutcome],
@@ -207,13 +218,19 @@ impl<'a> Summary<'a> {
             mastered: tracks.len() - failed,
             failed,
             skipped: tracks.iter().filter(|o| o.skipped).count(),
+            withheld: tracks
+                .iter()
+                .flat_map(|o| &o.targets)
+                .filter(|t| t.withheld.is_some())
+                .count(),
             albums: albums(tracks),
             tracks,
         }
     }
 
+    /// Every track mastered and every master shipped.
     pub fn all_ok(&self) -> bool {
-        self.failed == 0
+        self.failed == 0 && self.withheld == 0
     }
 
     pub fn print(&self) {
@@ -241,7 +258,7 @@ impl<'a> Summary<'a> {
                             t.target,
                             t.integrated_lufs,
                             t.true_peak_dbtp,
-                            t.file,
+                            if t.withheld.is_some() { "-" } else { &t.file },
                             t.codec_text()
                         );
                     }
@@ -267,8 +284,16 @@ impl<'a> Summary<'a> {
         } else {
             String::new()
         };
+        let withheld = if self.withheld > 0 {
+            format!(
+                "; {} masters withheld (over their ceiling once encoded)",
+                self.withheld
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{} tracks: {} mastered, {} failed{skipped}",
+            "{} tracks: {} mastered, {} failed{skipped}{withheld}",
             self.total, self.mastered, self.failed
         );
     }
@@ -287,7 +312,11 @@ impl<'a> Summary<'a> {
                             t.integrated_lufs,
                             t.true_peak_dbtp,
                             esc(&t.codec_text()),
-                            link(&o.track, &t.target, &t.file),
+                            if t.withheld.is_some() {
+                                String::new()
+                            } else {
+                                link(&o.track, &t.target, &t.file)
+                            },
                         ));
                     }
                 }
@@ -303,13 +332,14 @@ impl<'a> Summary<'a> {
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
              td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}\
              .n{{text-align:right;font-variant-numeric:tabular-nums}}.fail td,td.fail{{color:#b00}}</style>\n\
-             </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete.</p>\n\
+             </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete, {w} masters withheld.</p>\n\
              <table><tr><th>track</th><th>target</th><th>LUFS</th><th>dBTP</th><th>worst codec</th><th>file</th></tr>\n{rows}</table>\n</body></html>\n",
             c = esc(self.catalog),
             t = self.total,
             m = self.mastered,
             f = self.failed,
             s = self.skipped,
+            w = self.withheld,
         )
     }
 
@@ -379,6 +409,7 @@ mod tests {
                 file: file.into(),
                 ceiling_dbtp: -1.0,
                 worst_codec: None,
+                withheld: None,
             }],
             error: None,
             skipped: false,
@@ -404,6 +435,7 @@ mod tests {
                 mastered: 1,
                 failed: 0,
                 skipped: 0,
+                withheld: 0,
                 albums: Vec::new(),
                 tracks: std::slice::from_ref(o),
             }
@@ -419,6 +451,14 @@ mod tests {
         assert!(page(&o).contains("<td class=fail>-0.39 dBTP after opus 128k</td>"));
         o.targets[0].worst_codec = Some(line(-1.2, 3));
         assert!(page(&o).contains("<td class=fail>-1.20 dBTP after opus 128k, 3 overs</td>"));
+        // A withheld master: said in red, and no link to a file that is not there.
+        o.targets[0].withheld = Some("out of reach".into());
+        let w = page(&o);
+        assert!(
+            w.contains("<td class=fail>WITHHELD: out of reach</td>"),
+            "{w}"
+        );
+        assert!(!w.contains("href"), "{w}");
     }
 
     /// Every href in the page, as written.

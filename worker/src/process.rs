@@ -322,6 +322,12 @@ async fn run(
         .sum::<u64>();
     futures_util::future::try_join_all(files.iter().map(|(key, path)| store.put_file(key, path)))
         .await?;
+    // A withheld master leaves no file of an earlier run under its name.
+    for t in report.targets.iter().filter(|t| t.withheld.is_some()) {
+        for file in target_outputs(job, &t.target) {
+            store.delete(&job.output_key(&file)).await?;
+        }
+    }
     report.source = store.describe(&job.source);
     report.album = job.album.clone();
     report.job = Some(JobStamp {
@@ -340,21 +346,25 @@ async fn run(
 fn outputs(job: &Job) -> Vec<String> {
     job.targets
         .iter()
-        .flat_map(|t| {
-            [
-                crate::layout::master_file(&t.name),
-                crate::preview::clip_file(&t.name, "mix"),
-                crate::preview::clip_file(&t.name, "master"),
-            ]
-            .into_iter()
-            .chain(
-                job.formats
-                    .iter()
-                    .map(|&f| crate::layout::encoded_file(&t.name, f)),
-            )
-        })
+        .flat_map(|t| target_outputs(job, &t.name))
         .chain([SETTINGS.to_string(), PICTURE.to_string()])
         .collect()
+}
+
+/// The files one target's master may publish.
+fn target_outputs(job: &Job, target: &str) -> Vec<String> {
+    [
+        crate::layout::master_file(target),
+        crate::preview::clip_file(target, "mix"),
+        crate::preview::clip_file(target, "master"),
+    ]
+    .into_iter()
+    .chain(
+        job.formats
+            .iter()
+            .map(|&f| crate::layout::encoded_file(target, f)),
+    )
+    .collect()
 }
 
 /// A scratch folder of the job's own (removed when dropped) holding the

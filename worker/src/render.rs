@@ -271,6 +271,7 @@ fn render_passes(
                 codecs,
                 codec_ceiling_dbtp,
                 files,
+                withheld,
             } = crate::target::render(
                 &prep,
                 t,
@@ -284,10 +285,22 @@ fn render_passes(
                     opts,
                 },
             )?;
-            let master_clip = crate::preview::read_master(&path, clip_a, clip_b)?;
-            let preview_dir = out_dir.join(crate::preview::DIR);
-            let preview_lufs =
-                crate::preview::write_pair(&preview_dir, &t.name, &mix_clip, &master_clip)?;
+            let preview = match withheld {
+                Some(_) => None,
+                None => {
+                    let master_clip = crate::preview::read_master(&path, clip_a, clip_b)?;
+                    let preview_dir = out_dir.join(crate::preview::DIR);
+                    let lufs =
+                        crate::preview::write_pair(&preview_dir, &t.name, &mix_clip, &master_clip)?;
+                    Some(Preview {
+                        start: clip_a,
+                        end: clip_b,
+                        lufs,
+                        mix_file: crate::preview::clip_file(&t.name, "mix"),
+                        master_file: crate::preview::clip_file(&t.name, "master"),
+                    })
+                }
+            };
             if idx == 0 {
                 pictured = Some((
                     t.name.clone(),
@@ -319,13 +332,8 @@ fn render_passes(
                     codecs,
                     codec_ceiling_dbtp,
                     files,
-                    preview: Some(Preview {
-                        start: clip_a,
-                        end: clip_b,
-                        lufs: preview_lufs,
-                        mix_file: crate::preview::clip_file(&t.name, "mix"),
-                        master_file: crate::preview::clip_file(&t.name, "master"),
-                    }),
+                    withheld,
+                    preview,
                     ..section_report(&section_plan, &m.measured.block_energy, rate)
                 },
                 TargetSettings {

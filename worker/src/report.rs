@@ -78,6 +78,12 @@ pub struct TargetReport {
     /// it (the target's ceiling minus what the encode added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec_ceiling_dbtp: Option<f64>,
+    /// Why this target has no master (its file is absent): under the codec
+    /// check's `enforce`, no limiter ceiling kept every codec's decode under
+    /// the target's ceiling at its loudness. The figures are the last
+    /// render's; `codec_ceiling_dbtp` is the ceiling its codecs needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
     /// Encoded deliverables beside the WAV (`--formats`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::target::EncodedFile>,

@@ -60,6 +60,10 @@ pub struct Rendered {
     /// The ceiling the master was made under, where the check lowered it.
     pub codec_ceiling_dbtp: Option<f64>,
     pub files: Vec<EncodedFile>,
+    /// Why this target's master was not shipped: under `enforce`, no
+    /// ceiling brought every codec's decode under the target's while
+    /// reaching its loudness. `master` and `codecs` are the last render's.
+    pub withheld: Option<String>,
 }
 
 /// The codec a deliverable `format` of `t` is encoded with: the platform's
@@ -105,6 +109,8 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
     let mut renders = 0;
     // (limiter ceiling, worst decoded peak) of the last render, for the step.
     let mut last: Option<(f64, f64)> = None;
+    // The last render and its readings, for a target withheld after it.
+    let mut prev: Option<(TargetMaster, Vec<CodecReport>)> = None;
     loop {
         renders += 1;
         let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
@@ -117,15 +123,14 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
             &mut sink,
         ) {
             Err(DspError::Unreachable { reached_lufs, .. }) if renders > 1 => {
-                return Err(codec_error(
-                    t,
-                    format!(
-                        "{} LUFS is out of reach under the {:.2} dBTP ceiling its codecs need \
-                         (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
-                         once encoded (--codec-check report keeps it and says so)",
-                        t.lufs, under.ceiling_dbtp
-                    ),
-                ))
+                let (m, codecs) = prev.expect("a render before this one");
+                let reason = format!(
+                    "{} LUFS is out of reach under the {:.2} dBTP ceiling its codecs need \
+                     (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
+                     once encoded (--codec-check report keeps it and says so)",
+                    t.lufs, under.ceiling_dbtp
+                );
+                return withhold(t, &path, m, codecs, under.ceiling_dbtp, reason);
             }
             other => other?,
         };
@@ -144,6 +149,7 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
                 codecs: Vec::new(),
                 codec_ceiling_dbtp: lowered,
                 files: flac(t, &path, &tags, how)?.into_iter().collect(),
+                withheld: None,
             });
         }
         crate::progress::stage(&format!("encoding {} for its codecs", t.name));
@@ -165,6 +171,7 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
                 files,
                 codecs: checked.into_iter().map(|(r, _)| r).collect(),
                 codec_ceiling_dbtp: lowered,
+                withheld: None,
             });
         }
         if renders >= MAX_CODEC_RENDERS {
@@ -172,14 +179,13 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
                 .iter()
                 .find(|(r, _)| r.over(t.ceiling_dbtp))
                 .expect("one is over");
-            return Err(codec_error(
-                t,
-                format!(
-                    "after {renders} renders {} still peaks at {:.2} dBTP ({} samples over full \
-                     scale) against a ceiling of {} dBTP",
-                    r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
-                ),
-            ));
+            let reason = format!(
+                "after {renders} renders {} still peaks at {:.2} dBTP ({} samples over full \
+                 scale) against a ceiling of {} dBTP",
+                r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
+            );
+            let codecs = drop_encodes(checked);
+            return withhold(t, &path, m, codecs, under.ceiling_dbtp, reason);
         }
         // What the worst codec put over the target's ceiling comes off the
         // master's, with a margin. Deeper limiting at the same loudness
@@ -192,6 +198,7 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
                 ((w - worst) / (c - under.ceiling_dbtp)).clamp(0.3, 1.0)
             });
         last = Some((under.ceiling_dbtp, worst));
+        prev = Some((m, drop_encodes(checked)));
         under.ceiling_dbtp -= over_db / per_db;
         tracing::info!(
             target = %t.name,
@@ -202,10 +209,38 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
     }
 }
 
-fn codec_error(t: &Target, reason: String) -> WorkerError {
-    WorkerError::Input(DspError::Setting {
-        key: format!("{}.codecs", t.name),
-        reason,
+/// The readings of a check whose encodes are not kept.
+fn drop_encodes(checked: Vec<(CodecReport, std::path::PathBuf)>) -> Vec<CodecReport> {
+    checked
+        .into_iter()
+        .map(|(r, p)| {
+            let _ = fs::remove_file(p);
+            r
+        })
+        .collect()
+}
+
+/// A target whose codecs would clip its master: the WAV goes (no reader may
+/// take it for a finished master), the readings stay for the report.
+fn withhold(
+    t: &Target,
+    path: &Path,
+    master: TargetMaster,
+    codecs: Vec<CodecReport>,
+    ceiling_dbtp: f64,
+    reason: String,
+) -> Result<Rendered, WorkerError> {
+    tracing::warn!(target = %t.name, %reason, "master withheld");
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(WorkerError::io(path, e)),
+        _ => {}
+    }
+    Ok(Rendered {
+        master,
+        codecs,
+        codec_ceiling_dbtp: Some(ceiling_dbtp),
+        files: Vec::new(),
+        withheld: Some(reason),
     })
 }
 

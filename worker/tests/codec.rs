@@ -104,6 +104,55 @@ fn enforce_brings_an_overshooting_master_under_its_ceiling_after_the_codec() {
     assert!(bytes("enforce") != bytes("off"));
 }
 
+/// A target its codec would clip at its loudness (-7 LUFS through Opus
+/// 64k) is withheld, not shipped and not failed with the track: no WAV, no
+/// preview, the report says why and what ceiling the codec needed; the
+/// track's other target is mastered as usual.
+#[test]
+fn a_target_its_codec_would_clip_is_withheld_and_the_others_ship() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mix.wav");
+    write_song(&input, 30);
+    let mut loud = target();
+    loud.lufs = -7.0;
+    let plain = loopmind_dsp::targets::preset("apple-music").unwrap();
+    let opts = RenderOptions {
+        targets: vec![loud.clone(), plain.clone()],
+        mode: loopmind_dsp::modes::Mode::RadioLoud,
+        codec_check: CodecCheck::Enforce,
+        formats: vec![Format::Flac, Format::Opus],
+        ..Default::default()
+    };
+    let out = dir.path().join("out");
+    let report = render_masters(&input, "t", &out, &opts).unwrap();
+    let w = &report.targets[0];
+    let why = w.withheld.as_deref().expect("withheld");
+    assert!(why.contains("opus") || why.contains("LUFS"), "{why}");
+    assert!(
+        !out.join(&w.output_file).exists(),
+        "a withheld master was left"
+    );
+    assert!(w.files.is_empty() && w.preview.is_none());
+    assert!(w.codec_ceiling_dbtp.unwrap() < loud.ceiling_dbtp);
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .chain(std::fs::read_dir(out.join("preview")).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("loud-opus"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The report reads back, withheld and all.
+    let text = serde_json::to_string(&report).unwrap();
+    let back: TrackReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.targets[0].withheld.as_deref(), Some(why));
+
+    let a = &report.targets[1];
+    assert!(a.withheld.is_none());
+    assert!(out.join(&a.output_file).is_file());
+    assert_eq!(a.files.len(), 2);
+    assert!((a.integrated_lufs - plain.lufs).abs() <= 0.1);
+}
+
 /// Each codec's file decodes with ffmpeg too (an independent decoder), and
 /// the peak the check read through its own decoder is the peak of ffmpeg's
 /// decode (same 16x meter), so the check is not measuring its decoder. (Red
