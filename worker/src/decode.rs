@@ -50,9 +50,17 @@ fn read_tags(rev: &MetadataRevision, tags: &mut Tags) {
         };
         let v = tag.value.to_string();
         if slot.is_none() && !v.trim().is_empty() {
-            *slot = Some(v.trim().to_string());
+            *slot = Some(bounded_tag(v.trim()));
         }
     }
+}
+
+/// Characters of a tag kept: the file sets its length, and every master,
+/// encode and report repeats it (a FLAC comment block holds 16 MiB at most).
+pub const MAX_TAG_CHARS: usize = 1024;
+
+fn bounded_tag(v: &str) -> String {
+    v.chars().take(MAX_TAG_CHARS).collect()
 }
 
 /// 10800 -> "3 h", 5400 -> "1 h 30 min", 90 -> "90 s".
@@ -448,5 +456,18 @@ impl Source for DecodeSource {
             self.failed = Some(e);
             loopmind_dsp::DspError::Source(msg)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file's tag is cut to MAX_TAG_CHARS characters, on a character
+    /// boundary (multi-byte text stays valid).
+    #[test]
+    fn a_tag_is_bounded_by_characters() {
+        let long = "é".repeat(5000);
+        let t = super::bounded_tag(&long);
+        assert_eq!(t.chars().count(), super::MAX_TAG_CHARS);
+        assert_eq!(super::bounded_tag("Song"), "Song");
     }
 }

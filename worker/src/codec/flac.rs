@@ -43,8 +43,15 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
     // A placeholder: the real one is known once every frame is written.
     let mut sink = ByteSink::new();
     write_block(&mut w, STREAMINFO, false, bits_of(&info, &mut sink)?)?;
-    let mut comments = comment_body("flacenc", &tags.comments());
-    comments.truncate(comments.len().min((1 << 24) - 1));
+    // Tags are bounded when read (decode::MAX_TAG_CHARS); a cut body would
+    // be a corrupt block, so a longer one is refused.
+    let comments = comment_body("flacenc", &tags.comments());
+    if comments.len() >= 1 << 24 {
+        return Err(format!(
+            "{} bytes of tags (FLAC holds 16 MiB)",
+            comments.len()
+        ));
+    }
     write_block(&mut w, VORBIS_COMMENT, true, &comments)?;
 
     let mut fb = FrameBuf::with_size(ch, block).map_err(|x| e(&x))?;
@@ -69,8 +76,7 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
         // flacenc's Rice parameters stop at 14: on noise-like 24-bit frames
         // its residuals can take far more than the samples themselves (one
         // frame of 900 MB was seen), so such a frame goes verbatim.
-        let len = buf.len() / ch;
-        if frame.count_bits() > len * ch * bits + VERBATIM_HEADER_BITS {
+        if frame.count_bits() > buf.len() * bits + VERBATIM_HEADER_BITS {
             frame = verbatim(&buf, ch, bits, rate, n).map_err(|x| e(&x))?;
         }
         info.update_frame_info(&frame);
