@@ -5,21 +5,10 @@ mod common;
 
 use common::*;
 use loopmind_dsp::biquad::{run_cascade, Coeffs};
-use loopmind_dsp::reference::{balance, Balance, MAX_MATCH_DB};
+use loopmind_dsp::reference::{balance, distance_db, Balance, MAX_MATCH_DB};
 use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::report::{MasterSettings, TrackReport};
 use std::path::Path;
-
-/// Band levels relative to the 1 kHz band, 63 Hz .. 8 kHz.
-fn tilt(b: &Balance) -> Vec<f64> {
-    (1..9)
-        .map(|k| b.bands_db[k].unwrap() - b.bands_db[5].unwrap())
-        .collect()
-}
-
-fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
-    (a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
-}
 
 fn balance_of(path: &Path) -> Balance {
     balance(&loopmind_worker::decode::decode_file(path).unwrap().0)
@@ -83,10 +72,12 @@ fn reference_moves_the_tonal_balance_towards_it() {
     let with_ref = [&target[..], &["--reference", ref_path.to_str().unwrap()]].concat();
     let (r, s, matched_dir) = run("matched", &with_ref);
 
-    let want = tilt(&balance(&reference));
-    let before = rms_distance(&tilt(&balance_of(&plain_dir.join("spotify.wav"))), &want);
-    let after = rms_distance(&tilt(&balance_of(&matched_dir.join("spotify.wav"))), &want);
-    assert!(before > 2.0, "the reference differs: {before:.2} dB");
+    let want = balance(&reference);
+    let distance = |dir: &Path| {
+        distance_db(&balance_of(&dir.join("spotify.wav")), &want, |_| 0.0, rate).unwrap()
+    };
+    let (before, after) = (distance(&plain_dir), distance(&matched_dir));
+    assert!(before > 1.5, "the reference differs: {before:.2} dB");
     assert!(
         after < 0.4 * before,
         "balance {before:.2} dB from the reference before, {after:.2} after"
@@ -96,6 +87,24 @@ fn reference_moves_the_tonal_balance_towards_it() {
         .match_eq
         .iter()
         .all(|b| b.gain_db.abs() <= MAX_MATCH_DB));
+    // report.json says how close the match came, as the masters show it,
+    // and the applied curve moves neighbouring octaves by 2.5 dB at most.
+    let info = r.reference.as_ref().expect("reference in report.json");
+    let (b, a) = (
+        info.distance_before_db.unwrap(),
+        info.distance_after_db.unwrap(),
+    );
+    assert!(
+        (b - before).abs() < 0.5 && (a - after).abs() < 0.5 && a < b,
+        "reported {b:.2} -> {a:.2} dB, measured {before:.2} -> {after:.2}"
+    );
+    assert!(
+        info.applied_curve
+            .windows(2)
+            .all(|w| (w[1].gain_db - w[0].gain_db).abs() <= 2.5),
+        "{:?}",
+        info.applied_curve
+    );
     let info = s.reference.as_ref().expect("reference block");
     assert!(info.source.ends_with("reference.wav"));
     assert!((r.targets[0].integrated_lufs + 14.0).abs() <= 0.1);

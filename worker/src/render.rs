@@ -398,6 +398,7 @@ fn render_passes(
         software: format!("LoopMind {}", env!("CARGO_PKG_VERSION")),
         job: None,
         album: None,
+        reference: settings.reference.clone(),
     })
 }
 
@@ -544,10 +545,29 @@ fn analyse_reference(
             .map(|k| k.magnitude_db(f, rate as f64))
             .sum()
     };
-    let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
+    let mut match_eq =
+        loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, &already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.sliders.amount.eq;
     }
+    // The match's quality: how far the master's tonal balance is from the
+    // reference's without the match and with it (the mode's EQ in both).
+    let distance = |with_match: bool| {
+        loopmind_dsp::reference::distance_db(
+            &mix_balance,
+            &ref_balance,
+            |f| {
+                already(f)
+                    + if with_match {
+                        loopmind_dsp::reference::match_response_db(&match_eq, rate, f)
+                    } else {
+                        0.0
+                    }
+            },
+            rate,
+        )
+    };
+    let (distance_before_db, distance_after_db) = (distance(false), distance(true));
     Ok(ReferenceAnalysis {
         report: ReferenceReport {
             source: name.to_string(),
@@ -556,6 +576,9 @@ fn analyse_reference(
             plr_db: plr,
             contrast_factor: c.contrast,
             compression_factor: c.compression,
+            distance_before_db,
+            distance_after_db,
+            applied_curve: loopmind_dsp::reference::applied_curve(&match_eq, rate),
         },
         match_eq,
     })

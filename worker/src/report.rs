@@ -136,6 +136,9 @@ pub struct TrackReport {
     /// the offset, the album's shared gain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<crate::job::AlbumPlacement>,
+    /// What a reference track contributed, and how close the match came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -186,6 +189,17 @@ pub struct ReferenceReport {
     pub contrast_factor: f64,
     /// Compression ratio multiplied by this (from its PLR against the mix's).
     pub compression_factor: f64,
+    /// The tonal balance's distance from the reference's (RMS over the
+    /// third-octave bands of 63 Hz .. 8 kHz, level taken out, dB) without
+    /// the match EQ and with it; null where the bands could not be compared.
+    #[serde(default)]
+    pub distance_before_db: Option<f64>,
+    #[serde(default)]
+    pub distance_after_db: Option<f64>,
+    /// The match EQ's response at its octave centres (octave-averaged):
+    /// the curve applied, where `global.match_eq` holds the filters' gains.
+    #[serde(default)]
+    pub applied_curve: Vec<loopmind_dsp::reference::BandGain>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

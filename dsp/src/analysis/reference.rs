@@ -7,7 +7,7 @@ use crate::stft::{MidFrames, MidStft};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 
-/// Octave band centres the match works on.
+/// Octave band centres of the matching filters.
 pub const BANDS_HZ: [f64; 10] = [
     31.5, 63.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0,
 ];
@@ -15,9 +15,30 @@ pub const BANDS_HZ: [f64; 10] = [
 pub const MATCH_Q: f64 = 1.4;
 /// The most any band is moved, either way.
 pub const MAX_MATCH_DB: f64 = 4.0;
+/// The most neighbouring octave bands of the applied curve differ: a
+/// mastering EQ moves regions, it does not follow which notes are played.
+pub const MAX_STEP_DB: f64 = 2.0;
+/// The steepest tilt the match applies, dB per octave.
+pub const MAX_TILT_DB_PER_OCT: f64 = 1.0;
+/// The most correction overall: the RMS of the octave gains.
+pub const MAX_RMS_DB: f64 = 2.5;
+/// Width (standard deviation, octaves) of the smoothing of the measured
+/// difference, and of the broad moves left after the tilt.
+const SMOOTH_OCT: f64 = 0.5;
+const BROAD_OCT: f64 = 0.75;
+/// The region whose mean is taken out (level is not matched) and where the
+/// tilt and the distance are measured.
+const CORE_HZ: (f64, f64) = (63.0, 8000.0);
 /// Frames quieter than this under the loudest are left out of the average
 /// (fades and silence would tilt it towards noise).
 const GATE_DB: f64 = 40.0;
+
+/// Third-octave centres (1 kHz x 2^(k/3)) the balance is measured at, 25 Hz .. 20 kHz.
+pub fn thirds_hz() -> Vec<f64> {
+    (-16..=13)
+        .map(|k| 1000.0 * 2f64.powf(k as f64 / 3.0))
+        .collect()
+}
 
 /// One band of the matching EQ.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,8 +48,9 @@ pub struct BandGain {
     pub gain_db: f64,
 }
 
-/// A track's long-term tonal balance: level per octave band in dB (None
-/// where the band is above 0.9 x Nyquist).
+/// A track's long-term tonal balance: mean power density per third-octave
+/// band of [`thirds_hz`] in dB (None where the band reaches above 0.9 x
+/// Nyquist). Densities, not sums: two rates' FFT bins then agree.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Balance {
     pub bands_db: Vec<Option<f64>>,
@@ -160,67 +182,193 @@ fn add_frame(
     }
 }
 
-/// The averaged spectrum summed into octave bands.
+/// The averaged spectrum as third-octave densities.
 fn bands(avg: &[f64], rate: u32, n: usize) -> Balance {
     let rate = rate as f64;
     let bin_hz = rate / n as f64;
-    let bands_db = BANDS_HZ
-        .iter()
-        .map(|&fc| {
-            if fc * std::f64::consts::SQRT_2 > 0.9 * rate / 2.0 {
+    let edge = 2f64.powf(1.0 / 6.0);
+    let bands_db = thirds_hz()
+        .into_iter()
+        .map(|fc| {
+            if fc * edge > 0.9 * rate / 2.0 {
                 return None;
             }
-            let lo = (fc / std::f64::consts::SQRT_2 / bin_hz).ceil() as usize;
-            let hi = ((fc * std::f64::consts::SQRT_2 / bin_hz).floor() as usize).min(avg.len() - 1);
-            let p: f64 = avg[lo.min(hi)..=hi].iter().sum();
+            let lo = (fc / edge / bin_hz).ceil() as usize;
+            let hi = ((fc * edge / bin_hz).floor() as usize).min(avg.len() - 1);
+            // A low band narrower than a bin takes the bin at its centre.
+            let (lo, hi) = if lo > hi {
+                let c = ((fc / bin_hz).round() as usize).min(avg.len() - 1);
+                (c, c)
+            } else {
+                (lo, hi)
+            };
+            let p = avg[lo..=hi].iter().sum::<f64>() / (hi - lo + 1) as f64;
             Some(10.0 * p.max(1e-30).log10())
         })
         .collect();
     Balance { bands_db }
 }
 
-/// The matching EQ that moves `mix` towards `reference`, given the response
-/// (dB at a frequency) the chain's own EQ already adds. Only the balance is
-/// matched, not the level: the mean difference over 63 Hz .. 8 kHz is
-/// taken out first. Each band is held within ±[`MAX_MATCH_DB`].
+/// Gaussian smoothing over log frequency (`sigma` octaves) of the points
+/// that have a value.
+fn smooth(pts: &[(f64, f64)], sigma: f64) -> Vec<(f64, f64)> {
+    pts.iter()
+        .map(|&(f, _)| {
+            let (mut sw, mut s) = (0.0, 0.0);
+            for &(g, v) in pts {
+                let w = (-0.5 * ((f / g).log2() / sigma).powi(2)).exp();
+                sw += w;
+                s += w * v;
+            }
+            (f, s / sw)
+        })
+        .collect()
+}
+
+/// A curve given at points, read at `f` (linear in log frequency, held
+/// beyond the ends).
+fn interp(pts: &[(f64, f64)], f: f64) -> f64 {
+    match pts.iter().position(|&(g, _)| g >= f) {
+        None => pts.last().map_or(0.0, |p| p.1),
+        Some(0) => pts[0].1,
+        Some(i) => {
+            let ((f0, a), (f1, b)) = (pts[i - 1], pts[i]);
+            a + (b - a) * (f / f0).log2() / (f1 / f0).log2()
+        }
+    }
+}
+
+fn in_core(f: f64) -> bool {
+    (CORE_HZ.0 * 0.99..=CORE_HZ.1 * 1.01).contains(&f)
+}
+
+/// What the mix lacks against the reference per third-octave band, after
+/// `response` (dB at a frequency) is applied to it, with the mean over the
+/// core region taken out (the level is matched elsewhere).
+fn difference(
+    mix: &Balance,
+    reference: &Balance,
+    response: impl Fn(f64) -> f64,
+    rate: u32,
+) -> Vec<(f64, f64)> {
+    let d: Vec<(f64, f64)> = mix
+        .bands_db
+        .iter()
+        .zip(&reference.bands_db)
+        .zip(thirds_hz())
+        .filter_map(|((m, r), f)| match (m, r) {
+            (Some(m), Some(r)) if f * 2f64.powf(1.0 / 6.0) < 0.9 * rate as f64 / 2.0 => {
+                Some((f, r - m - response(f)))
+            }
+            _ => None,
+        })
+        .collect();
+    let core: Vec<f64> = d.iter().filter(|p| in_core(p.0)).map(|p| p.1).collect();
+    if core.is_empty() {
+        return Vec::new();
+    }
+    let offset = core.iter().sum::<f64>() / core.len() as f64;
+    d.into_iter().map(|(f, v)| (f, v - offset)).collect()
+}
+
+/// How far the mix's tonal balance is from the reference's once `response`
+/// is applied: the RMS over the core region's third-octave bands of the
+/// difference, level taken out (dB). None when the bands cannot be compared.
+pub fn distance_db(
+    mix: &Balance,
+    reference: &Balance,
+    response: impl Fn(f64) -> f64,
+    rate: u32,
+) -> Option<f64> {
+    let d = difference(mix, reference, response, rate);
+    let core: Vec<f64> = d.iter().filter(|p| in_core(p.0)).map(|p| p.1).collect();
+    (!core.is_empty()).then(|| (core.iter().map(|v| v * v).sum::<f64>() / core.len() as f64).sqrt())
+}
+
+/// The tonal balance to aim for, at the octave centres: the measured
+/// difference smoothed over fractional octaves, as a limited tilt plus broad
+/// moves, neighbouring octaves at most [`MAX_STEP_DB`] apart, each within
+/// ±[`MAX_MATCH_DB`] and the whole within [`MAX_RMS_DB`] RMS.
+fn target_curve(diff: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let s = smooth(diff, SMOOTH_OCT);
+    // The tilt: a least-squares line over log frequency in the core region.
+    let core: Vec<(f64, f64)> = s
+        .iter()
+        .filter(|p| in_core(p.0))
+        .map(|&(f, v)| ((f / 1000.0).log2(), v))
+        .collect();
+    let n = core.len() as f64;
+    let (mx, my) = (
+        core.iter().map(|p| p.0).sum::<f64>() / n,
+        core.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = core.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = core.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope =
+        if sxx > 0.0 { sxy / sxx } else { 0.0 }.clamp(-MAX_TILT_DB_PER_OCT, MAX_TILT_DB_PER_OCT);
+    let line = |f: f64| my + slope * ((f / 1000.0).log2() - mx);
+    let resid: Vec<(f64, f64)> = s.iter().map(|&(f, v)| (f, v - line(f))).collect();
+    let broad = smooth(&resid, BROAD_OCT);
+    let lo = diff.first().map_or(0.0, |p| p.0);
+    let hi = diff.last().map_or(0.0, |p| p.0);
+    let mut want: Vec<(f64, f64)> = BANDS_HZ
+        .iter()
+        .filter(|&&f| f >= lo / 1.2 && f <= hi * 1.2)
+        .map(|&f| (f, line(f) + interp(&broad, f)))
+        .collect();
+    limit_curve(&mut want);
+    want
+}
+
+/// Holds a curve of octave gains to the step, per-band and total limits.
+fn limit_curve(c: &mut [(f64, f64)]) {
+    for _ in 0..100 {
+        let mut moved = false;
+        for i in 1..c.len() {
+            let step = c[i].1 - c[i - 1].1;
+            if step.abs() > MAX_STEP_DB + 1e-9 {
+                // Both ends meet half way over the excess.
+                let fix = 0.5 * (step - MAX_STEP_DB * step.signum());
+                c[i].1 -= fix;
+                c[i - 1].1 += fix;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    for p in c.iter_mut() {
+        p.1 = p.1.clamp(-MAX_MATCH_DB, MAX_MATCH_DB);
+    }
+    let rms = (c.iter().map(|p| p.1 * p.1).sum::<f64>() / c.len().max(1) as f64).sqrt();
+    if rms > MAX_RMS_DB {
+        let k = MAX_RMS_DB / rms;
+        c.iter_mut().for_each(|p| p.1 *= k);
+    }
+}
+
+/// The matching EQ that moves `mix` towards `reference`'s tonal balance,
+/// given the response (dB at a frequency) the chain's own EQ already adds:
+/// octave peaking filters whose response follows [`target_curve`] (the
+/// level is not matched, and what is matched is smoothed and limited).
 pub fn match_eq(
     mix: &Balance,
     reference: &Balance,
     already: impl Fn(f64) -> f64,
     rate: u32,
 ) -> Vec<BandGain> {
-    let diffs: Vec<Option<f64>> = mix
-        .bands_db
-        .iter()
-        .zip(&reference.bands_db)
-        .zip(BANDS_HZ)
-        .map(|((m, r), f)| match (m, r) {
-            (Some(m), Some(r)) if f * std::f64::consts::SQRT_2 < 0.9 * rate as f64 / 2.0 => {
-                Some(r - m - already(f))
-            }
-            _ => None,
-        })
-        .collect();
-    let core: Vec<f64> = diffs
-        .iter()
-        .zip(BANDS_HZ)
-        .filter(|(_, f)| (63.0..=8000.0).contains(f))
-        .filter_map(|(d, _)| *d)
-        .collect();
-    if core.is_empty() {
+    let diff = difference(mix, reference, already, rate);
+    if diff.is_empty() {
         return Vec::new();
     }
-    let offset = core.iter().sum::<f64>() / core.len() as f64;
-    let want: Vec<(f64, f64)> = diffs
-        .iter()
-        .zip(BANDS_HZ)
-        .filter_map(|(d, f)| d.map(|d| (f, (d - offset).clamp(-MAX_MATCH_DB, MAX_MATCH_DB))))
-        .collect();
+    let want = target_curve(&diff);
     // Neighbouring filters overlap, and a band's level is its whole octave:
     // correct each band for what the cascade does across its octave, a few
     // times over.
     let mut bands: Vec<BandGain> = want
         .iter()
+        .filter(|p| p.0 < 0.45 * rate as f64)
         .map(|&(freq_hz, gain_db)| BandGain { freq_hz, gain_db })
         .collect();
     for _ in 0..6 {
@@ -230,7 +378,44 @@ pub fn match_eq(
             b.gain_db = (b.gain_db + 0.8 * (w - got)).clamp(-MAX_MATCH_DB, MAX_MATCH_DB);
         }
     }
+    // The fit must not undo the smoothness it was given.
+    let mut gains: Vec<(f64, f64)> = bands.iter().map(|b| (b.freq_hz, b.gain_db)).collect();
+    limit_curve(&mut gains);
     bands
+        .iter_mut()
+        .zip(gains)
+        .for_each(|(b, (_, g))| b.gain_db = g);
+    bands
+}
+
+/// The matching EQ's response (dB) averaged over the third-octave around
+/// `f`: what [`distance_db`] sees of it.
+pub fn match_response_db(bands: &[BandGain], rate: u32, f: f64) -> f64 {
+    let cascade = match_cascade(bands, rate);
+    let (lo, hi) = (f / 2f64.powf(1.0 / 6.0), f * 2f64.powf(1.0 / 6.0));
+    let n = 8;
+    let mean = (0..n)
+        .map(|i| {
+            let g = lo + (hi - lo) * (i as f64 + 0.5) / n as f64;
+            let db: f64 = cascade.iter().map(|c| c.magnitude_db(g, rate as f64)).sum();
+            10f64.powf(db / 10.0)
+        })
+        .sum::<f64>()
+        / n as f64;
+    10.0 * mean.log10()
+}
+
+/// The matching EQ's response at the octave centres (octave-averaged, as
+/// band levels are): the applied curve.
+pub fn applied_curve(bands: &[BandGain], rate: u32) -> Vec<BandGain> {
+    let cascade = match_cascade(bands, rate);
+    bands
+        .iter()
+        .map(|b| BandGain {
+            freq_hz: b.freq_hz,
+            gain_db: octave_response_db(&cascade, b.freq_hz, rate as f64),
+        })
+        .collect()
 }
 
 /// A cascade's power gain over the octave around `fc` (points spaced evenly
@@ -303,12 +488,20 @@ mod tests {
         a
     }
 
+    fn steps(curve: &[BandGain]) -> f64 {
+        curve
+            .windows(2)
+            .map(|w| (w[1].gain_db - w[0].gain_db).abs())
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn a_track_matched_to_itself_needs_nothing() {
         let a = noise(44_100, 20.0, 1);
         let b = balance(&a);
         let eq = match_eq(&b, &b, |_| 0.0, 44_100);
         assert!(eq.iter().all(|g| g.gain_db.abs() < 1e-9), "{eq:?}");
+        assert!(distance_db(&b, &b, |_| 0.0, 44_100).unwrap() < 1e-9);
     }
 
     #[test]
@@ -321,36 +514,75 @@ mod tests {
             Coeffs::low_shelf(150.0, -2.0, rate as f64),
         ];
         let reference = filtered(noise(rate, 20.0, 3), &tilt);
-        let eq = match_eq(&balance(&mix), &balance(&reference), |_| 0.0, rate);
-        let matched = filtered(mix.clone(), &match_cascade(&eq, rate));
-        let (m, r) = (balance(&matched), balance(&reference));
-        let before = balance(&mix);
-        // Band by band, relative to 1 kHz: the matched mix is within 0.6 dB
-        // of the reference where it was up to 5 dB away.
-        let rel = |b: &Balance, k: usize| b.bands_db[k].unwrap() - b.bands_db[5].unwrap();
+        let (m, r) = (balance(&mix), balance(&reference));
         assert_eq!(
-            r.bands_db[9], None,
-            "16 kHz is too close to Nyquist at 48 kHz"
+            r.bands_db.last().copied().flatten(),
+            None,
+            "20 kHz is too close to Nyquist at 48 kHz"
         );
-        for (k, freq) in BANDS_HZ.iter().enumerate().take(9).skip(1) {
-            let (err, was) = (
-                (rel(&m, k) - rel(&r, k)).abs(),
-                (rel(&before, k) - rel(&r, k)).abs(),
-            );
-            assert!(err < 0.6, "{freq} Hz: off by {err:.2} dB (was {was:.2})");
-        }
+        let eq = match_eq(&m, &r, |_| 0.0, rate);
+        let matched = balance(&filtered(mix.clone(), &match_cascade(&eq, rate)));
+        let before = distance_db(&m, &r, |_| 0.0, rate).unwrap();
+        let measured = distance_db(&matched, &r, |_| 0.0, rate).unwrap();
+        let predicted = distance_db(&m, &r, |f| match_response_db(&eq, rate, f), rate).unwrap();
+        assert!(before > 1.2, "the tilt was there: {before:.2} dB");
         assert!(
-            (rel(&before, 8) - rel(&r, 8)).abs() > 2.5,
-            "the tilt was there"
+            measured < 0.35 * before,
+            "{before:.2} dB from the reference before, {measured:.2} after"
         );
-        // A 12 dB difference is held at the limit.
+        assert!(
+            (measured - predicted).abs() < 0.3,
+            "the report's figure ({predicted:.2}) is what the filters do ({measured:.2})"
+        );
+        assert!(steps(&applied_curve(&eq, rate)) <= 2.5, "{eq:?}");
+        // A 12 dB shelf is followed as far as the limits let it.
         let harsh = filtered(
             noise(rate, 20.0, 4),
             &[Coeffs::high_shelf(6000.0, 12.0, rate as f64)],
         );
-        let eq = match_eq(&balance(&mix), &balance(&harsh), |_| 0.0, rate);
+        let eq = match_eq(&m, &balance(&harsh), |_| 0.0, rate);
         assert!(eq.iter().all(|g| g.gain_db.abs() <= MAX_MATCH_DB), "{eq:?}");
-        assert!(eq.iter().any(|g| g.gain_db >= MAX_MATCH_DB - 0.5), "{eq:?}");
+        assert!(eq.last().unwrap().gain_db >= 2.5, "{eq:?}");
+        let rms = (eq.iter().map(|g| g.gain_db.powi(2)).sum::<f64>() / eq.len() as f64).sqrt();
+        assert!(rms <= MAX_RMS_DB + 1e-9, "{rms}");
+        assert!(steps(&applied_curve(&eq, rate)) <= 2.5, "{eq:?}");
+    }
+
+    #[test]
+    fn a_reference_that_zigzags_by_octave_gets_a_smooth_curve() {
+        // Octaves alternately 6 dB up and down: the notes an arrangement
+        // plays, not a tonal balance. The match stays smooth and small, and
+        // still brings the balance no further away.
+        let rate = 44_100;
+        let mix = noise(rate, 20.0, 5);
+        let zig: Vec<Coeffs> = BANDS_HZ[1..9]
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| {
+                let g = if i % 2 == 0 { 6.0 } else { -6.0 };
+                Coeffs::peaking(f, g, 2.0, rate as f64)
+            })
+            .collect();
+        let reference = filtered(noise(rate, 20.0, 6), &zig);
+        let (m, r) = (balance(&mix), balance(&reference));
+        let eq = match_eq(&m, &r, |_| 0.0, rate);
+        let applied = applied_curve(&eq, rate);
+        assert!(steps(&applied) <= 2.5, "{applied:?}");
+        assert!(steps(&eq) <= MAX_STEP_DB + 1e-9, "{eq:?}");
+        // Between the zigzag's ends (where its last octave is a real dip),
+        // nothing is moved by more than half a dB.
+        assert!(
+            eq.iter()
+                .filter(|g| (125.0..=4000.0).contains(&g.freq_hz))
+                .all(|g| g.gain_db.abs() < 0.5),
+            "{eq:?}"
+        );
+        let before = distance_db(&m, &r, |_| 0.0, rate).unwrap();
+        let after = distance_db(&m, &r, |f| match_response_db(&eq, rate, f), rate).unwrap();
+        assert!(
+            before > 3.0 && after <= before + 0.05,
+            "{before:.2} -> {after:.2}"
+        );
     }
 
     #[test]
