@@ -44,7 +44,7 @@ pub mod store;
 pub mod testsignals;
 
 pub(crate) use analysis::stft;
-pub use analysis::{beats, reference, sections};
+pub use analysis::{beats, reference, sections, structure, texture};
 pub use audio::Audio;
 pub use error::DspError;
 pub(crate) use measure::fir;

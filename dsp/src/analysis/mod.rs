@@ -5,3 +5,5 @@ pub mod beats;
 pub mod reference;
 pub mod sections;
 pub(crate) mod stft;
+pub mod structure;
+pub mod texture;

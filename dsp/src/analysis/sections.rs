@@ -1,13 +1,13 @@
 //! A track's sections and intensity: from the user's arrangement and emotion
 //! documents (validated against the track), or detected from the audio.
 //!
-//! Detection: features every 0.5 s (K-weighted loudness, and the share of
-//! energy in low, mid and high bands), a self-similarity matrix of them, and
-//! Foote's checkerboard novelty along its diagonal; boundaries are novelty
-//! peaks at least [`MIN_SECTION_S`] apart. Labels come from level and
-//! repetition: the loudest group of similar sections is the chorus, a quiet
-//! opening the intro, a quiet ending the outro, a quiet middle the bridge,
-//! the rest verses.
+//! Detection: features every 0.5 s (K-weighted loudness, the share of
+//! energy in low, mid and high bands, chroma and timbre shape), a
+//! self-similarity matrix of the level and bands, and Foote's checkerboard
+//! novelty along its diagonal; fine boundaries are novelty peaks at least
+//! [`MIN_SECTION_S`] apart, on the beat where there is a grid. They are
+//! merged upward to the song's own scale and labelled by what repeats in
+//! [`crate::structure`].
 
 use crate::beats::BeatGrid;
 use crate::biquad::{Coeffs, State};
@@ -216,6 +216,8 @@ pub struct Features {
     pub bands: Vec<[f64; 3]>,
     /// K-weighted energy per 100 ms sub-block (all channels).
     pub k_blocks: Vec<f64>,
+    /// Chroma and timbre shape per hop.
+    pub texture: Vec<crate::texture::Texture>,
     pub rate: u32,
 }
 
@@ -256,6 +258,7 @@ pub struct FeatureStage {
     sub_k: f64,
     sub_filled: usize,
     k_blocks: Vec<f64>,
+    texture: crate::texture::TextureStage,
 }
 
 impl FeatureStage {
@@ -276,10 +279,15 @@ impl FeatureStage {
             sub_k: 0.0,
             sub_filled: 0,
             k_blocks: Vec::new(),
+            texture: crate::texture::TextureStage::new(
+                rate,
+                ((rate as f64 * HOP_S) as usize).max(1),
+            ),
         }
     }
 
     pub fn push(&mut self, block: &[&[f32]]) {
+        self.texture.push(block);
         let nch = block.len() as f32;
         let power = self.k.weigh(block);
         for (i, &p) in power.iter().enumerate() {
@@ -335,6 +343,7 @@ impl FeatureStage {
             loudness,
             bands,
             k_blocks: self.k_blocks,
+            texture: self.texture.finish(n),
             rate: self.rate,
         }
     }
@@ -455,33 +464,6 @@ fn stats(f: &Features, start: f64, end: f64) -> SectionStats {
     }
 }
 
-/// Labels sections by level and repetition (see the module's notes).
-fn label(f: &Features, spans: &[(f64, f64)]) -> Vec<String> {
-    let st: Vec<SectionStats> = spans.iter().map(|&(a, b)| stats(f, a, b)).collect();
-    let loud: Vec<f64> = st.iter().map(|s| s.loudness).collect();
-    let max = loud.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut sorted = loud.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let n = spans.len();
-    (0..n)
-        .map(|i| {
-            let l = loud[i];
-            if l >= max - 2.0 {
-                "Chorus".to_string()
-            } else if i == 0 && l < median {
-                "Intro".to_string()
-            } else if i == n - 1 && l < median && n > 1 {
-                "Outro".to_string()
-            } else if l < median - 3.0 {
-                "Bridge".to_string()
-            } else {
-                "Verse".to_string()
-            }
-        })
-        .collect()
-}
-
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
     detect_with(
@@ -501,6 +483,13 @@ pub fn detect_with(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<
             end: duration,
         }];
     }
+    let edges = crate::structure::merge(f, &fine_edges(duration, f, grid), grid);
+    crate::structure::label(f, &edges)
+}
+
+/// The fine level of the structure: 0, every novelty peak (on the beat
+/// where there is a grid), and the end.
+pub fn fine_edges(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<f64> {
     let mut edges = vec![0.0];
     edges.extend(boundaries(f, duration));
     if let Some(g) = grid {
@@ -512,12 +501,7 @@ pub fn detect_with(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<
     }
     edges.retain(|&e| e < duration - 0.5 * MIN_SECTION_S || e == 0.0);
     edges.push(duration);
-    let spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
-    label(f, &spans)
-        .into_iter()
-        .zip(spans)
-        .map(|(label, (start, end))| Section { label, start, end })
-        .collect()
+    edges
 }
 
 /// How far from a coarse boundary its beat is looked for.

@@ -1,0 +1,325 @@
+//! Structure at the song's own scale: fine boundaries (novelty peaks) merged
+//! upward, and labels from what repeats.
+//!
+//! Merging: the boundary whose two sides are most alike goes first, until
+//! every remaining one marks a real change. Alike is measured at the
+//! boundary: the level's jump (a line with a step fitted across it, so a
+//! crescendo is no jump), and how far chroma and timbre shape move. Short
+//! sections merge more readily (the likeness needed shrinks with the square
+//! root of their length against a phrase: 8 bars on a beat grid, 16 s
+//! without), so what is left holds whole phrases.
+//!
+//! Labels: sections are grouped by likeness over their whole length (chroma,
+//! timbre, level); neighbours of one group join. The loudest group that
+//! repeats is the chorus, the group that repeats most of the rest the verse;
+//! a one-off quiet opening is the intro, a quiet ending the outro, a one-off
+//! after a chorus and quieter than it a bridge; what remains is named by its
+//! group's letter ("Part C"). A track whose sections all belong to one group
+//! is one texture, and is one section.
+
+use crate::beats::BeatGrid;
+use crate::sections::{Features, Section};
+use crate::texture::{Texture, TIMBRE_BANDS};
+
+/// Level jump, chroma distance (1 - cosine) and timbre distance (dB RMS)
+/// that each alone make a boundary.
+const JUMP_DB: f64 = 4.0;
+const CHROMA_DIST: f64 = 0.3;
+const TIMBRE_DB: f64 = 4.0;
+/// How far each side of a boundary is looked at.
+const WINDOW_S: f64 = 12.0;
+/// A section's typical length without a beat grid, and in bars on one.
+const TYPICAL_S: f64 = 16.0;
+const TYPICAL_BARS: f64 = 8.0;
+/// Likeness over whole sections that puts two in one group (the same
+/// measures, each scaled by this much more: repeats vary).
+const GROUP_SCALE: f64 = 1.0;
+
+/// Neighbours of one group divided by a boundary weaker than this join.
+const JOIN: f64 = 1.5;
+
+/// The label of a track that is one texture throughout.
+pub const ONE_SECTION: &str = "One section";
+
+/// Mean texture and level of the hops in `a..b` (silent hops have no texture).
+#[derive(Clone, Debug)]
+struct Stats {
+    level_db: f64,
+    chroma: [f64; 12],
+    timbre: [f64; TIMBRE_BANDS],
+    textured: usize,
+}
+
+fn stats(f: &Features, a: usize, b: usize) -> Stats {
+    let (b, a) = (b.min(f.loudness.len()), a.min(b));
+    let mut s = Stats {
+        level_db: -70.0,
+        chroma: [0.0; 12],
+        timbre: [0.0; TIMBRE_BANDS],
+        textured: 0,
+    };
+    if b <= a {
+        return s;
+    }
+    let e: f64 = f.loudness[a..b]
+        .iter()
+        .map(|l| 10f64.powf(l.max(-70.0) / 10.0))
+        .sum::<f64>()
+        / (b - a) as f64;
+    s.level_db = 10.0 * e.log10();
+    for t in f.texture.get(a..b.min(f.texture.len())).unwrap_or(&[]) {
+        if t.chroma.iter().all(|&c| c == 0.0) {
+            continue;
+        }
+        add(&mut s, t);
+    }
+    if s.textured > 0 {
+        let n = s.textured as f64;
+        s.chroma.iter_mut().for_each(|c| *c /= n);
+        s.timbre.iter_mut().for_each(|c| *c /= n);
+    }
+    s
+}
+
+fn add(s: &mut Stats, t: &Texture) {
+    for (o, c) in s.chroma.iter_mut().zip(&t.chroma) {
+        *o += *c as f64;
+    }
+    for (o, c) in s.timbre.iter_mut().zip(&t.timbre) {
+        *o += *c as f64;
+    }
+    s.textured += 1;
+}
+
+/// Chroma distance (1 - cosine) and timbre distance (dB RMS); zero where
+/// either side has no texture (silence differs by level alone).
+fn texture_distance(x: &Stats, y: &Stats) -> (f64, f64) {
+    if x.textured == 0 || y.textured == 0 {
+        return (0.0, 0.0);
+    }
+    let dot: f64 = x.chroma.iter().zip(&y.chroma).map(|(a, b)| a * b).sum();
+    let norm = |c: &[f64; 12]| c.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let cos = dot / (norm(&x.chroma) * norm(&y.chroma)).max(1e-12);
+    let timbre = (x
+        .timbre
+        .iter()
+        .zip(&y.timbre)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        / TIMBRE_BANDS as f64)
+        .sqrt();
+    ((1.0 - cos).max(0.0), timbre)
+}
+
+/// The level's step at hop `b`: a line plus a step at `b` fitted to the
+/// level over `a..c` by least squares; the step's size (dB).
+fn jump(level: &[f64], a: usize, b: usize, c: usize) -> f64 {
+    let c = c.min(level.len());
+    if b <= a || c <= b {
+        return 0.0;
+    }
+    // Normal equations of y = p + q t + r h, h = 1 from b on.
+    let (mut m, mut v) = ([[0f64; 3]; 3], [0f64; 3]);
+    for (i, &y) in level.iter().enumerate().take(c).skip(a) {
+        let x = [1.0, i as f64 - b as f64, if i >= b { 1.0 } else { 0.0 }];
+        for r in 0..3 {
+            for k in 0..3 {
+                m[r][k] += x[r] * x[k];
+            }
+            v[r] += x[r] * y.max(-70.0);
+        }
+    }
+    let det = |m: &[[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(&m);
+    if d.abs() < 1e-9 {
+        return 0.0;
+    }
+    let mut mr = m;
+    for r in 0..3 {
+        mr[r][2] = v[r];
+    }
+    (det(&mr) / d).abs()
+}
+
+/// How different the two sides of boundary `b` are (1 = just a boundary),
+/// looking at most [`WINDOW_S`] into each side of `a..b..c` (hops).
+fn boundary_cost(f: &Features, a: usize, b: usize, c: usize) -> f64 {
+    let w = (WINDOW_S / f.hop_s) as usize;
+    let (lo, hi) = (a.max(b.saturating_sub(w)), c.min(b + w));
+    let (x, y) = (stats(f, lo, b), stats(f, b, hi));
+    let (chroma, timbre) = texture_distance(&x, &y);
+    let j = jump(&f.loudness, lo, b, hi);
+    ((j / JUMP_DB).powi(2) + (chroma / CHROMA_DIST).powi(2) + (timbre / TIMBRE_DB).powi(2)).sqrt()
+}
+
+/// The length a section typically has here, in seconds.
+fn typical_s(grid: Option<&BeatGrid>) -> f64 {
+    grid.map_or(TYPICAL_S, |g| TYPICAL_BARS * 4.0 * g.period)
+        .clamp(8.0, 32.0)
+}
+
+/// Merges fine sections (`edges`: 0, boundaries..., duration, seconds)
+/// upward; returns the edges kept.
+pub fn merge(f: &Features, edges: &[f64], grid: Option<&BeatGrid>) -> Vec<f64> {
+    let hop = |t: f64| (t / f.hop_s).round() as usize;
+    let typical = typical_s(grid);
+    let mut e = edges.to_vec();
+    while e.len() > 2 {
+        let (i, cost) = (1..e.len() - 1)
+            .map(|i| {
+                let shorter = (e[i] - e[i - 1]).min(e[i + 1] - e[i]);
+                let scale = (shorter / typical).sqrt().min(1.0);
+                (
+                    i,
+                    boundary_cost(f, hop(e[i - 1]), hop(e[i]), hop(e[i + 1])) * scale,
+                )
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("an inner edge");
+        if cost >= 1.0 {
+            break;
+        }
+        e.remove(i);
+    }
+    e
+}
+
+/// Groups of sections alike over their whole length (index of each
+/// section's group, groups numbered in order of first appearance).
+fn groups(f: &Features, spans: &[(f64, f64)]) -> Vec<usize> {
+    let hop = |t: f64| (t / f.hop_s).round() as usize;
+    let st: Vec<Stats> = spans
+        .iter()
+        .map(|&(a, b)| stats(f, hop(a), hop(b)))
+        .collect();
+    let distance = |i: usize, j: usize| {
+        let (c, t) = texture_distance(&st[i], &st[j]);
+        let l = st[i].level_db - st[j].level_db;
+        ((l / JUMP_DB).powi(2) + (c / CHROMA_DIST).powi(2) + (t / TIMBRE_DB).powi(2)).sqrt()
+            / GROUP_SCALE
+    };
+    // Each joins the group of the nearest earlier section within reach.
+    let mut group = vec![0usize; spans.len()];
+    let mut next = 0;
+    for i in 0..spans.len() {
+        let best = (0..i)
+            .map(|j| (j, distance(i, j)))
+            .filter(|(_, d)| *d < 1.0)
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        group[i] = match best {
+            Some((j, _)) => group[j],
+            None => {
+                next += 1;
+                next - 1
+            }
+        };
+    }
+    group
+}
+
+/// Sections from merged edges: neighbours of one group joined, labelled
+/// by what repeats (see the module's notes).
+pub fn label(f: &Features, edges: &[f64]) -> Vec<Section> {
+    let mut spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut group = groups(f, &spans);
+    // Neighbours of one group are one section, unless what divides them is
+    // a clear change where they meet (a step inside one texture).
+    let hop = |t: f64| (t / f.hop_s).round() as usize;
+    let mut i = 1;
+    while i < spans.len() {
+        let weak =
+            || boundary_cost(f, hop(spans[i - 1].0), hop(spans[i].0), hop(spans[i].1)) < JOIN;
+        if group[i] == group[i - 1] && weak() {
+            spans[i - 1].1 = spans[i].1;
+            spans.remove(i);
+            group.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    if spans.len() == 1 {
+        return vec![Section {
+            label: ONE_SECTION.into(),
+            start: spans[0].0,
+            end: spans[0].1,
+        }];
+    }
+    let level: Vec<f64> = spans
+        .iter()
+        .map(|&(a, b)| stats(f, hop(a), hop(b)).level_db)
+        .collect();
+    let n_groups = group.iter().max().map_or(0, |m| m + 1);
+    let members = |g: usize| {
+        (0..spans.len())
+            .filter(|&i| group[i] == g)
+            .collect::<Vec<_>>()
+    };
+    let mean_level = |g: usize| {
+        let m = members(g);
+        10.0 * (m.iter().map(|&i| 10f64.powf(level[i] / 10.0)).sum::<f64>() / m.len() as f64)
+            .log10()
+    };
+    let repeated: Vec<usize> = (0..n_groups).filter(|&g| members(g).len() > 1).collect();
+    let chorus = repeated
+        .iter()
+        .copied()
+        .max_by(|&a, &b| mean_level(a).total_cmp(&mean_level(b)));
+    let mut sorted = level.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let chorus_level = chorus.map_or(f64::INFINITY, mean_level);
+    let n = spans.len();
+    let first_chorus = (0..n).find(|&i| Some(group[i]) == chorus).unwrap_or(n);
+    // Quiet ends that are not the chorus open and close the track, whatever
+    // they repeat (an outro often is the intro again).
+    let intro = |i: usize| i == 0 && Some(group[i]) != chorus && level[i] <= median;
+    let outro = |i: usize| i == n - 1 && Some(group[i]) != chorus && level[i] <= median;
+    // The verse: the group the rest is most often in, one heard before the
+    // first chorus preferred.
+    let verse = (0..n_groups)
+        .filter(|&g| Some(g) != chorus)
+        .map(|g| {
+            let m: Vec<usize> = members(g)
+                .into_iter()
+                .filter(|&i| !intro(i) && !outro(i))
+                .collect();
+            (g, m.len(), m.first().is_some_and(|&i| i < first_chorus))
+        })
+        .filter(|&(_, count, _)| count > 0)
+        .max_by_key(|&(g, count, early)| (count, early, std::cmp::Reverse(g)))
+        .map(|(g, _, _)| g);
+    let mut letters = 0u8;
+    let mut letter = vec![None; n_groups];
+    (0..n)
+        .map(|i| {
+            let g = group[i];
+            let one_off = members(g).len() == 1;
+            let label = if Some(g) == chorus {
+                "Chorus".to_string()
+            } else if intro(i) {
+                "Intro".to_string()
+            } else if outro(i) {
+                "Outro".to_string()
+            } else if Some(g) == verse {
+                "Verse".to_string()
+            } else if one_off && i > first_chorus && level[i] < chorus_level - 1.0 {
+                "Bridge".to_string()
+            } else {
+                let l = *letter[g].get_or_insert_with(|| {
+                    letters += 1;
+                    letters - 1
+                });
+                format!("Part {}", (b'A' + l % 26) as char)
+            };
+            Section {
+                label,
+                start: spans[i].0,
+                end: spans[i].1,
+            }
+        })
+        .collect()
+}
