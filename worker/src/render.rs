@@ -399,6 +399,15 @@ fn render_passes(
         job: None,
         album: None,
         reference: settings.reference.clone(),
+        structure: Some(crate::report::StructureReport::of(
+            match (&opts.plan, &opts.arrangement) {
+                (Some(_), _) => "settings",
+                (None, Some(_)) => "arrangement",
+                (None, None) => "detected",
+            },
+            &settings.sections,
+            duration,
+        )),
     })
 }
 
@@ -545,8 +554,7 @@ fn analyse_reference(
             .map(|k| k.magnitude_db(f, rate as f64))
             .sum()
     };
-    let mut match_eq =
-        loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, &already, rate);
+    let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.sliders.amount.eq;
     }

@@ -139,6 +139,44 @@ pub struct TrackReport {
     /// What a reference track contributed, and how close the match came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
+    /// The sections the plan used, in brief (master_settings.json has them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<StructureReport>,
+}
+
+/// The track's sections in brief.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StructureReport {
+    /// "detected", "arrangement" (the user's document) or "settings" (a plan given).
+    pub source: String,
+    pub sections: usize,
+    pub mean_section_s: f64,
+    /// How many sections carry each label.
+    pub labels: std::collections::BTreeMap<String, usize>,
+    /// How many different tones (EQ, compression, saturation, width) the
+    /// plan used: neighbours of like intensity share one.
+    pub distinct_tones: usize,
+    /// Detection found one texture throughout (one section).
+    pub one_texture: bool,
+}
+
+impl StructureReport {
+    pub fn of(source: &str, plan: &[loopmind_dsp::plan::SectionPlan], duration: f64) -> Self {
+        let mut labels = std::collections::BTreeMap::new();
+        for p in plan {
+            *labels.entry(p.section.clone()).or_insert(0) += 1;
+        }
+        Self {
+            source: source.to_string(),
+            sections: plan.len(),
+            mean_section_s: duration / plan.len().max(1) as f64,
+            labels,
+            distinct_tones: loopmind_dsp::plan::distinct_tones(plan),
+            one_texture: source == "detected"
+                && plan.len() == 1
+                && plan[0].section == loopmind_dsp::structure::ONE_SECTION,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -292,11 +292,13 @@ pub fn plan(
     let base = dynamics_tone(Tone::of(mode_chain), sliders);
     let k = sensitivity(mode);
     let r = sliders.reactivity.clamp(0.0, 1.0);
+    let shared = shared_intensity(sections, character);
     sections
         .iter()
         .zip(character)
-        .map(|(s, (intensity, emotion))| {
-            let d = r * (intensity - mean);
+        .zip(shared)
+        .map(|((s, (intensity, emotion)), tone_intensity)| {
+            let d = r * (tone_intensity - mean);
             let tone = Tone {
                 eq: BandGains {
                     low: base.eq.low + k.eq.low * d,
@@ -324,6 +326,71 @@ pub fn plan(
             }
         })
         .collect()
+}
+
+/// Neighbouring sections whose intensity is within this of their run's
+/// mean share one tone: no change of EQ, compression, saturation or width
+/// without a musical reason.
+pub const SHARED_TONE_INTENSITY: f64 = 0.15;
+
+/// The intensity each section's tone is planned from: runs of neighbours
+/// within [`SHARED_TONE_INTENSITY`] of the run's (length-weighted) mean take
+/// that mean.
+fn shared_intensity(sections: &[Section], character: &[(f64, String)]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(sections.len());
+    let mut run: Vec<(f64, f64)> = Vec::new();
+    let mean = |run: &[(f64, f64)]| {
+        let w: f64 = run.iter().map(|r| r.0).sum();
+        if w > 0.0 {
+            run.iter().map(|r| r.0 * r.1).sum::<f64>() / w
+        } else {
+            run.iter().map(|r| r.1).sum::<f64>() / run.len().max(1) as f64
+        }
+    };
+    let flush = |run: &mut Vec<(f64, f64)>, out: &mut Vec<f64>| {
+        let m = mean(run);
+        out.extend(std::iter::repeat_n(m, run.len()));
+        run.clear();
+    };
+    for (s, c) in sections.iter().zip(character) {
+        let next = ((s.end - s.start).max(0.0), c.0);
+        let mut with = run.clone();
+        with.push(next);
+        let m = mean(&with);
+        if !run.is_empty()
+            && with
+                .iter()
+                .any(|r| (r.1 - m).abs() >= SHARED_TONE_INTENSITY)
+        {
+            flush(&mut run, &mut out);
+        }
+        run.push(next);
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// How many different tones (EQ, compression, saturation, width) a plan's
+/// sections use.
+pub fn distinct_tones(plan: &[SectionPlan]) -> usize {
+    let mut seen: Vec<[f64; 6]> = Vec::new();
+    for p in plan {
+        let t = [
+            p.eq.low,
+            p.eq.mid,
+            p.eq.high,
+            p.compression,
+            p.saturation,
+            p.width,
+        ];
+        if !seen
+            .iter()
+            .any(|s| s.iter().zip(&t).all(|(a, b)| (a - b).abs() < 1e-9))
+        {
+            seen.push(t);
+        }
+    }
+    seen.len()
 }
 
 /// Plans each section's loudness offset from its loudness after the chain
@@ -618,6 +685,59 @@ mod tests {
                 assert_eq!(x.tone(), Tone::of(&g), "{m:?}");
             }
         }
+    }
+
+    #[test]
+    fn neighbours_of_like_intensity_share_one_tone() {
+        let s = |a: f64, b: f64| Section {
+            label: "Part".into(),
+            start: a,
+            end: b,
+        };
+        let secs = [
+            s(0.0, 20.0),
+            s(20.0, 40.0),
+            s(40.0, 60.0),
+            s(60.0, 80.0),
+            s(80.0, 100.0),
+        ];
+        // Two small steps, a big one, then a small one back.
+        let c: Vec<(f64, String)> = [0.30, 0.38, 0.33, 0.90, 0.84]
+            .iter()
+            .map(|&i| (i, "x".to_string()))
+            .collect();
+        let p = plan(
+            &secs,
+            &c,
+            &Mode::Cinematic.chain(),
+            Mode::Cinematic,
+            Sliders::default(),
+        );
+        assert_eq!(p[0].tone(), p[1].tone());
+        assert_eq!(p[1].tone(), p[2].tone());
+        assert_eq!(p[3].tone(), p[4].tone());
+        assert!(
+            p[3].width > p[2].width + 0.05,
+            "{} vs {}",
+            p[3].width,
+            p[2].width
+        );
+        assert_eq!(distinct_tones(&p), 2);
+        // Each section keeps its own intensity in the plan.
+        assert_eq!(p[1].intensity, 0.38);
+        // A slow drift is cut where it has moved too far from its run.
+        let drift: Vec<(f64, String)> = [0.1, 0.2, 0.3, 0.4, 0.5]
+            .iter()
+            .map(|&i| (i, "x".to_string()))
+            .collect();
+        let p = plan(
+            &secs,
+            &drift,
+            &Mode::Cinematic.chain(),
+            Mode::Cinematic,
+            Sliders::default(),
+        );
+        assert!(distinct_tones(&p) >= 2, "{}", distinct_tones(&p));
     }
 
     #[test]
