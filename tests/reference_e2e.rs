@@ -78,8 +78,10 @@ fn reference_moves_the_tonal_balance_towards_it() {
     };
     let (before, after) = (distance(&plain_dir), distance(&matched_dir));
     assert!(before > 1.5, "the reference differs: {before:.2} dB");
+    // Half the way at least: an 8 dB tilt is more than the match's limits
+    // (2 dB between octaves, 2.5 dB RMS) will follow.
     assert!(
-        after < 0.4 * before,
+        after < 0.5 * before,
         "balance {before:.2} dB from the reference before, {after:.2} after"
     );
     assert!(s
