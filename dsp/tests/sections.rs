@@ -124,3 +124,115 @@ fn documents_are_validated_with_the_field_named() {
     ));
     assert!(e.starts_with("curve[1].time"), "{e}");
 }
+
+/// Every true boundary within 1 s; returns what was found.
+fn boundaries_within_a_second(
+    name: &str,
+    audio: &loopmind_dsp::Audio,
+    truth: &[(String, f64, f64)],
+) -> Vec<sections::Section> {
+    let found = sections::detect(audio);
+    let got: Vec<String> = found
+        .iter()
+        .map(|s| format!("{} {:.1}-{:.1}", s.label, s.start, s.end))
+        .collect();
+    for (label, start, _) in truth.iter().skip(1) {
+        assert!(
+            found.iter().skip(1).any(|s| (s.start - start).abs() <= 1.0),
+            "{name}: boundary of {label} at {start:.2} s not found in {got:?}"
+        );
+    }
+    found
+}
+
+fn pop() -> Vec<SongSection> {
+    let s = SongSection::new;
+    vec![
+        s("Intro", 4, -14.0, false, false, false),
+        s("Verse", 8, -7.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Verse", 8, -7.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Bridge", 4, -10.0, false, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Outro", 4, -14.0, false, false, false),
+    ]
+}
+
+#[test]
+fn repeated_choruses_at_several_tempos_and_lead_ins() {
+    for (bpm, lead_in, seed) in [(120.0, 0.0, 11), (92.0, 0.37, 12), (138.0, 1.3, 13)] {
+        let name = format!("pop at {bpm} BPM after {lead_in} s");
+        let (audio, truth) = song_at(44_100, &pop(), seed, bpm, lead_in);
+        let found = boundaries_within_a_second(&name, &audio, &truth);
+        assert_eq!(found.len(), truth.len(), "{name}: {found:?}");
+        // The three choruses are one repeated group, named as such; the
+        // two verses another; nothing else is called either.
+        for (f, (label, ..)) in found.iter().zip(&truth) {
+            assert_eq!(&f.label, label, "{name}: {found:?}");
+        }
+        let choruses = found.iter().filter(|s| s.label == "Chorus").count();
+        assert!(choruses * 10 <= found.len() * 6, "{name}: {found:?}");
+    }
+}
+
+#[test]
+fn a_crescendo_is_not_a_boundary() {
+    let s = SongSection::new;
+    let layout = [
+        s("Intro", 4, -14.0, false, false, false),
+        s("Verse", 16, -6.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Outro", 4, -14.0, false, false, false),
+    ];
+    let (mut audio, truth) = song_at(44_100, &layout, 14, 128.0, 0.0);
+    // The verse rises 12 dB from its first bar to its last, 6 dB under the chorus.
+    let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
+    let rate = audio.rate as f64;
+    for c in &mut audio.channels {
+        for (i, x) in c.iter_mut().enumerate() {
+            let t = i as f64 / rate;
+            if (a..b).contains(&t) {
+                *x *= 10f32.powf((-12.0 * (b - t) / (b - a)) as f32 / 20.0);
+            }
+        }
+    }
+    let inside = |t: f64| t > a + 1.0 && t < b - 1.0;
+    // Offered a cut half way up, merging takes it out (the level there is
+    // 6 dB over the first half's mean, but on the line it rises along)
+    // and keeps the true boundaries.
+    let f = sections::features(&audio);
+    let grid = loopmind_dsp::beats::track(&audio);
+    let end = audio.seconds();
+    let kept = loopmind_dsp::structure::merge(&f, &[0.0, a, 0.5 * (a + b), b, end], grid.as_ref());
+    assert_eq!(kept, vec![0.0, a, b, end]);
+    let found = boundaries_within_a_second("crescendo", &audio, &truth);
+    assert!(
+        found.iter().all(|s| !inside(s.start)),
+        "a boundary inside the crescendo {a:.1}-{b:.1}: {found:?}"
+    );
+}
+
+#[test]
+fn one_texture_is_one_section() {
+    // Three minutes of one groove whose level wanders by a dB or two every
+    // four bars: no section changes, whatever the fine level finds.
+    let s = SongSection::new;
+    let levels = [
+        -6.0, -7.5, -5.5, -7.0, -6.0, -5.0, -6.5, -7.5, -6.0, -5.5, -7.0, -6.0,
+    ];
+    let layout: Vec<SongSection> = levels
+        .iter()
+        .cycle()
+        .take(24)
+        .map(|&l| s("Groove", 4, l, true, true, true))
+        .collect();
+    let (audio, _) = song_at(44_100, &layout, 15, 128.0, 0.0);
+    let f = sections::features(&audio);
+    let grid = loopmind_dsp::beats::track(&audio);
+    let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref());
+    assert!(fine.len() > 3, "the fine level finds something: {fine:?}");
+    let found = sections::detect_with(audio.seconds(), &f, grid.as_ref());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].label, loopmind_dsp::structure::ONE_SECTION);
+}

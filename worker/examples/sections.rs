@@ -90,7 +90,7 @@ fn generated() {
     println!("\ngenerated songs: true boundaries found within 1 s / 3 s, extra boundaries");
     let (mut hit1, mut hit3, mut total, mut extra) = (0, 0, 0, 0);
     let mut cases: Vec<(String, Vec<SongSection>, f64, f64, bool)> = Vec::new();
-    for (name, layout) in [("demo", &demo), ("pop", &pop), ("short intro", &short)] {
+    for (name, layout) in [("demo", &demo), ("pop", &pop), ("verse-chorus", &short)] {
         for (bpm, lead) in [(120.0, 0.0), (92.0, 0.37), (138.0, 1.3), (75.0, 0.0)] {
             cases.push((name.to_string(), layout.clone(), bpm, lead, false));
         }

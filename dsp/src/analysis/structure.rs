@@ -3,19 +3,22 @@
 //!
 //! Merging: the boundary whose two sides are most alike goes first, until
 //! every remaining one marks a real change. Alike is measured at the
-//! boundary: the level's jump (a line with a step fitted across it, so a
-//! crescendo is no jump), and how far chroma and timbre shape move. Short
-//! sections merge more readily (the likeness needed shrinks with the square
-//! root of their length against a phrase: 8 bars on a beat grid, 16 s
-//! without), so what is left holds whole phrases.
+//! boundary, over up to 12 s each side: the level's jump (a line fitted to
+//! each side, read where they meet, so a crescendo is no jump), how far the
+//! timbre shape moves, and large chroma moves. Short sections merge more
+//! readily (the likeness needed shrinks with the square root of their length
+//! against a phrase: 8 bars on a beat grid, 16 s without), so what is left
+//! holds whole phrases.
 //!
 //! Labels: sections are grouped by likeness over their whole length (chroma,
-//! timbre, level); neighbours of one group join. The loudest group that
-//! repeats is the chorus, the group that repeats most of the rest the verse;
-//! a one-off quiet opening is the intro, a quiet ending the outro, a one-off
-//! after a chorus and quieter than it a bridge; what remains is named by its
-//! group's letter ("Part C"). A track whose sections all belong to one group
-//! is one texture, and is one section.
+//! timbre, level); neighbours of one group join unless a clear change
+//! divides them. The loudest group that repeats is the chorus; a quiet first
+//! or last section that is not the chorus is the intro or outro (an outro is
+//! often the intro again); the group most of the rest is in (one heard
+//! before the first chorus preferred) is the verse; a one-off after a chorus
+//! and quieter than it is a bridge; what remains is named by its group's
+//! letter ("Part C"). A track whose sections all belong to one group is one
+//! texture, and is one section.
 
 use crate::beats::BeatGrid;
 use crate::sections::{Features, Section};
@@ -111,38 +114,33 @@ fn texture_distance(x: &Stats, y: &Stats) -> (f64, f64) {
     ((1.0 - cos).max(0.0), timbre)
 }
 
-/// The level's step at hop `b`: a line plus a step at `b` fitted to the
-/// level over `a..c` by least squares; the step's size (dB).
+/// The level's step at hop `b`: a line fitted by least squares to each
+/// side (`a..b` and `b..c`), each read at the boundary; their difference
+/// (dB). A crescendo running through the boundary is no step.
 fn jump(level: &[f64], a: usize, b: usize, c: usize) -> f64 {
     let c = c.min(level.len());
     if b <= a || c <= b {
         return 0.0;
     }
-    // Normal equations of y = p + q t + r h, h = 1 from b on.
-    let (mut m, mut v) = ([[0f64; 3]; 3], [0f64; 3]);
-    for (i, &y) in level.iter().enumerate().take(c).skip(a) {
-        let x = [1.0, i as f64 - b as f64, if i >= b { 1.0 } else { 0.0 }];
-        for r in 0..3 {
-            for k in 0..3 {
-                m[r][k] += x[r] * x[k];
-            }
-            v[r] += x[r] * y.max(-70.0);
-        }
-    }
-    let det = |m: &[[f64; 3]; 3]| {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    // The line through (t, y) read at t = b - 0.5 (between the sides).
+    let at_boundary = |lo: usize, hi: usize| {
+        let n = (hi - lo) as f64;
+        let t = |i: usize| i as f64 - (b as f64 - 0.5);
+        let mt = (lo..hi).map(t).sum::<f64>() / n;
+        let my = level[lo..hi].iter().map(|y| y.max(-70.0)).sum::<f64>() / n;
+        let sxx: f64 = (lo..hi).map(|i| (t(i) - mt).powi(2)).sum();
+        let sxy: f64 = (lo..hi)
+            .map(|i| (t(i) - mt) * (level[i].max(-70.0) - my))
+            .sum();
+        // Fewer than three points give no trustworthy slope: their mean.
+        let slope = if hi - lo >= 3 && sxx > 0.0 {
+            sxy / sxx
+        } else {
+            0.0
+        };
+        my - slope * mt
     };
-    let d = det(&m);
-    if d.abs() < 1e-9 {
-        return 0.0;
-    }
-    let mut mr = m;
-    for r in 0..3 {
-        mr[r][2] = v[r];
-    }
-    (det(&mr) / d).abs()
+    (at_boundary(b, c) - at_boundary(a, b)).abs()
 }
 
 /// How different the two sides of boundary `b` are (1 = just a boundary),
