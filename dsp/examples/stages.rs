@@ -50,7 +50,12 @@ fn main() {
     let (input_lufs, _) = analysis.features.loudness();
     let (found, character) = time("plan: beat grid, sections, intensity", || {
         let grid = beats::grid(&analysis.onsets);
-        let found = sections::detect_with(analysis.seconds(), &analysis.features, grid.as_ref());
+        let found = sections::detect_with(
+            analysis.seconds(),
+            &analysis.features,
+            grid.as_ref(),
+            Some(&analysis.onsets),
+        );
         let character = sections::section_intensity(&analysis.features, &found);
         (found, character)
     });

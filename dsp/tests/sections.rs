@@ -229,10 +229,57 @@ fn one_texture_is_one_section() {
         .collect();
     let (audio, _) = song_at(44_100, &layout, 15, 128.0, 0.0);
     let f = sections::features(&audio);
-    let grid = loopmind_dsp::beats::track(&audio);
-    let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref());
+    let onsets = loopmind_dsp::beats::onsets(&audio);
+    let grid = loopmind_dsp::beats::grid(&onsets);
+    let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert!(fine.len() > 3, "the fine level finds something: {fine:?}");
-    let found = sections::detect_with(audio.seconds(), &f, grid.as_ref());
+    let found = sections::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].label, loopmind_dsp::structure::ONE_SECTION);
+}
+
+#[test]
+fn instruments_entering_at_one_level_land_on_their_beat() {
+    // Drums come in under a crescendo's quiet start, 2 dB under the intro:
+    // the level hardly steps, the onsets do.
+    let (mut audio, truth) = song_at(44_100, &pop(), 16, 110.0, 0.5);
+    let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
+    let rate = audio.rate as f64;
+    for c in &mut audio.channels {
+        for (i, x) in c.iter_mut().enumerate() {
+            let t = i as f64 / rate;
+            if (a..b).contains(&t) {
+                *x *= 10f32.powf((-9.0 * (b - t) / (b - a)) as f32 / 20.0);
+            }
+        }
+    }
+    let found = sections::detect(&audio);
+    let near = found
+        .iter()
+        .map(|s| s.start)
+        .min_by(|x, y| (x - a).abs().total_cmp(&(y - a).abs()))
+        .unwrap();
+    assert!(
+        (near - a).abs() < 0.05,
+        "the verse at {a:.3} s found at {near:.3} s: {found:?}"
+    );
+}
+
+#[test]
+fn a_grid_found_at_half_tempo_keeps_eight_bar_sections() {
+    // At 138 BPM the tracker hears 69: eight of its "bars" are 28 s, longer
+    // than the song's sections; the phrase length is held to 20 s.
+    let s = SongSection::new;
+    let layout = [
+        s("Intro", 4, -12.0, false, true, false),
+        s("Verse", 8, -6.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Verse", 8, -6.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+    ];
+    let (audio, truth) = song_at(44_100, &layout, 52, 138.0, 1.3);
+    let grid = loopmind_dsp::beats::track(&audio).expect("a tempo");
+    assert!((grid.bpm - 69.0).abs() < 1.0, "{grid:?}");
+    let found = boundaries_within_a_second("half tempo", &audio, &truth);
+    assert_eq!(found.len(), truth.len(), "{found:?}");
 }

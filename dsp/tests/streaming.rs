@@ -20,7 +20,12 @@ fn render(audio: &Audio, chunk: usize, block: usize) -> Vec<(TargetMaster, Vec<V
     let analysis = pipeline::analyse(&mut src, false, block).unwrap();
     let (input_lufs, _) = analysis.features.loudness();
     let grid = beats::grid(&analysis.onsets);
-    let found = sections::detect_with(analysis.seconds(), &analysis.features, grid.as_ref());
+    let found = sections::detect_with(
+        analysis.seconds(),
+        &analysis.features,
+        grid.as_ref(),
+        Some(&analysis.onsets),
+    );
     assert!(found.len() > 2, "a song with sections: {found:?}");
     let character = sections::section_intensity(&analysis.features, &found);
     let chain = plan::global(&mode.chain(), sliders);

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 fn detect(audio: &Audio) -> (usize, Vec<sections::Section>, Option<f64>) {
     let f = sections::features(audio);
-    let grid = beats::track(audio);
-    let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref()).len() - 1;
+    let onsets = beats::onsets(audio);
+    let grid = beats::grid(&onsets);
+    let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref(), Some(&onsets)).len() - 1;
     (
         fine,
-        sections::detect_with(audio.seconds(), &f, grid.as_ref()),
+        sections::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets)),
         grid.map(|g| g.bpm),
     )
 }
@@ -120,6 +121,20 @@ fn generated() {
             }
         }
         let (_, found, found_bpm) = detect(&audio);
+        if std::env::args().any(|a| a == "--list") {
+            let f = sections::features(&audio);
+            let o = beats::onsets(&audio);
+            let g = beats::grid(&o);
+            let with: Vec<String> = sections::fine_edges(audio.seconds(), &f, g.as_ref(), Some(&o))
+                .iter()
+                .map(|e| format!("{e:.2}"))
+                .collect();
+            let without: Vec<String> = sections::fine_edges(audio.seconds(), &f, g.as_ref(), None)
+                .iter()
+                .map(|e| format!("{e:.2}"))
+                .collect();
+            println!("    fine with onsets {with:?}\n    fine without {without:?}");
+        }
         let starts: Vec<f64> = found.iter().skip(1).map(|s| s.start).collect();
         let within = |tol: f64| {
             truth
@@ -137,7 +152,16 @@ fn generated() {
         hit3 += within(3.0);
         total += n;
         extra += x;
-        let labels: Vec<&str> = found.iter().map(|s| s.label.as_str()).collect();
+        let labels: Vec<String> = found
+            .iter()
+            .map(|s| {
+                if std::env::args().any(|a| a == "--list") {
+                    format!("{} {:.1}", s.label, s.start)
+                } else {
+                    s.label.clone()
+                }
+            })
+            .collect();
         println!(
             "  {:<22} {:>5.0} bpm (found {:>5.1}) lead-in {:.2} s: {}/{} at 1 s, {}/{} at 3 s, {} extra  [{}]",
             name,

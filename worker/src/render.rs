@@ -471,7 +471,7 @@ fn found_sections(
         None => {
             let grid = loopmind_dsp::beats::grid(&analysis.onsets);
             (
-                sections::detect_with(duration, features, grid.as_ref()),
+                sections::detect_with(duration, features, grid.as_ref(), Some(&analysis.onsets)),
                 grid.map(|g| g.bpm),
             )
         }

@@ -111,13 +111,18 @@ pub struct Onsets {
     pub hop_s: f64,
 }
 
-/// The track's beat grid, or None where no clear pulse is found.
-pub fn track(audio: &Audio) -> Option<BeatGrid> {
+/// A whole track's onsets.
+pub fn onsets(audio: &Audio) -> Onsets {
     let mut stage = OnsetStage::new(audio.rate);
     for c in audio.chunks(65_536) {
         stage.push(&c);
     }
-    grid(&stage.finish())
+    stage.finish()
+}
+
+/// The track's beat grid, or None where no clear pulse is found.
+pub fn track(audio: &Audio) -> Option<BeatGrid> {
+    grid(&onsets(audio))
 }
 
 /// The beat grid of a track's onsets, or None where no clear pulse is found.

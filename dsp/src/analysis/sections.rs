@@ -9,7 +9,7 @@
 //! merged upward to the song's own scale and labelled by what repeats in
 //! [`crate::structure`].
 
-use crate::beats::BeatGrid;
+use crate::beats::{BeatGrid, Onsets};
 use crate::biquad::{Coeffs, State};
 use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
@@ -466,16 +466,24 @@ fn stats(f: &Features, start: f64, end: f64) -> SectionStats {
 
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
+    let onsets = crate::beats::onsets(audio);
     detect_with(
         audio.seconds(),
         &features(audio),
-        crate::beats::track(audio).as_ref(),
+        crate::beats::grid(&onsets).as_ref(),
+        Some(&onsets),
     )
 }
 
 /// Sections detected from already computed features; boundaries snap to
-/// the nearest beat of `grid` when there is one.
-pub fn detect_with(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<Section> {
+/// a beat of `grid` when there is one (chosen by the level's step, and the
+/// onsets' where they are given).
+pub fn detect_with(
+    duration: f64,
+    f: &Features,
+    grid: Option<&BeatGrid>,
+    onsets: Option<&Onsets>,
+) -> Vec<Section> {
     if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
         return vec![Section {
             label: "Track".into(),
@@ -483,18 +491,23 @@ pub fn detect_with(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<
             end: duration,
         }];
     }
-    let edges = crate::structure::merge(f, &fine_edges(duration, f, grid), grid);
+    let edges = crate::structure::merge(f, &fine_edges(duration, f, grid, onsets), grid);
     crate::structure::label(f, &edges)
 }
 
 /// The fine level of the structure: 0, every novelty peak (on the beat
 /// where there is a grid), and the end.
-pub fn fine_edges(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<f64> {
+pub fn fine_edges(
+    duration: f64,
+    f: &Features,
+    grid: Option<&BeatGrid>,
+    onsets: Option<&Onsets>,
+) -> Vec<f64> {
     let mut edges = vec![0.0];
     edges.extend(boundaries(f, duration));
     if let Some(g) = grid {
         for e in edges.iter_mut().skip(1) {
-            *e = snap(*e, g, f, duration);
+            *e = snap(*e, g, f, onsets, duration);
         }
         // Two boundaries on one beat, or one snapped onto the start, merge.
         edges.dedup_by(|b, a| *b - *a < 0.5 * MIN_SECTION_S);
@@ -504,13 +517,21 @@ pub fn fine_edges(duration: f64, f: &Features, grid: Option<&BeatGrid>) -> Vec<f
     edges
 }
 
+/// What a dB of onset-strength step counts against a dB of level step
+/// when a boundary's beat is chosen.
+const ONSET_WEIGHT: f64 = 0.5;
+
+/// How far before a beat its onset windows start (an onset frame is 23 ms).
+const ONSET_LEAD_S: f64 = 0.06;
+
 /// How far from a coarse boundary its beat is looked for.
 const SNAP_S: f64 = 1.5;
 
-/// The beat within [`SNAP_S`] of a coarse boundary `e` where the level steps
-/// most between the two beats before and the two after it (the feature grid is
-/// 0.5 s, and its 1 s windows put a boundary up to about a second off).
-fn snap(e: f64, g: &BeatGrid, f: &Features, duration: f64) -> f64 {
+/// The beat within [`SNAP_S`] of a coarse boundary `e` where the level (and,
+/// given them, the onset strength) steps most between the two beats before
+/// and the two after it (the feature grid is 0.5 s, and its 1 s windows put
+/// a boundary up to about a second off).
+fn snap(e: f64, g: &BeatGrid, f: &Features, onsets: Option<&Onsets>, duration: f64) -> f64 {
     // Two beats each side: a kick and a snare, and short enough that a
     // window straddling the boundary shows it (a bar's chord changes would).
     let bar = 2.0 * g.period;
@@ -527,11 +548,30 @@ fn snap(e: f64, g: &BeatGrid, f: &Features, duration: f64) -> f64 {
             .collect();
         db.iter().sum::<f64>() / db.len().max(1) as f64
     };
+    // Mean onset strength in [a, b), in dB: instruments entering or
+    // leaving at one level (drums under a crescendo's quiet start) show here.
+    // A floor at a tenth of the track's mean: near silence has no ratio.
+    let floor = onsets.map_or(0.0, |o| {
+        0.1 * o.env.iter().sum::<f64>() / o.env.len().max(1) as f64 + 1e-9
+    });
+    let onset = |o: &Onsets, a: f64, b: f64| {
+        let i = (a.max(0.0) / o.hop_s).ceil() as usize;
+        let j = ((b / o.hop_s).floor() as usize).min(o.env.len());
+        let v = &o.env[i.min(j)..j];
+        10.0 * (v.iter().sum::<f64>() / v.len().max(1) as f64 + floor).log10()
+    };
     let mut best = (g.nearest(e), f64::MIN);
     let mut b = g.nearest(e - SNAP_S);
     while b <= e + SNAP_S {
         if b > 0.0 && b < duration {
-            let step = (level(b, b + bar) - level(b - bar, b)).abs();
+            let step = (level(b, b + bar) - level(b - bar, b)).abs()
+                + onsets.map_or(0.0, |o| {
+                    // An onset's frame starts up to a frame before it:
+                    // the windows start a little early so a beat's own hit
+                    // falls on its side.
+                    let c = b - ONSET_LEAD_S;
+                    ONSET_WEIGHT * (onset(o, c, c + bar) - onset(o, c - bar, c)).abs()
+                });
             if step > best.1 {
                 best = (b, step);
             }

@@ -7,7 +7,7 @@
 //! each side, read where they meet, so a crescendo is no jump), how far the
 //! timbre shape moves, and large chroma moves. Short sections merge more
 //! readily (the likeness needed shrinks with the square root of their length
-//! against a phrase: 8 bars on a beat grid, 16 s without), so what is left
+//! against a phrase: 8 bars on a beat grid, at most 20 s; 16 s without), so what is left
 //! holds whole phrases.
 //!
 //! Labels: sections are grouped by likeness over their whole length (chroma,
@@ -154,10 +154,12 @@ fn boundary_cost(f: &Features, a: usize, b: usize, c: usize) -> f64 {
     ((j / JUMP_DB).powi(2) + (chroma / CHROMA_DIST).powi(2) + (timbre / TIMBRE_DB).powi(2)).sqrt()
 }
 
-/// The length a section typically has here, in seconds.
+/// The length a section typically has here, in seconds: 8 bars of the
+/// grid, held to 8..20 s (a tracker that hears half the tempo would make
+/// its "bars" twice as long as the song's, and merge real sections).
 fn typical_s(grid: Option<&BeatGrid>) -> f64 {
     grid.map_or(TYPICAL_S, |g| TYPICAL_BARS * 4.0 * g.period)
-        .clamp(8.0, 32.0)
+        .clamp(8.0, 20.0)
 }
 
 /// Merges fine sections (`edges`: 0, boundaries..., duration, seconds)
