@@ -547,35 +547,24 @@ fn analyse_reference(
     let ref_balance =
         pipeline::balance(&mut src, energies.finish(), block).map_err(|e| named(src.error(e)))?;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
-    let eq = plan::global(mode_chain, opts.sliders).eq;
-    let already = |f: f64| -> f64 {
-        eq.sections(rate)
-            .iter()
-            .map(|k| k.magnitude_db(f, rate as f64))
-            .sum()
-    };
+    let eq = plan::global(mode_chain, opts.sliders).eq.sections(rate);
+    let already = |f: f64| -> f64 { eq.iter().map(|k| k.magnitude_db(f, rate as f64)).sum() };
     let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.sliders.amount.eq;
     }
     // The match's quality: how far the master's tonal balance is from the
     // reference's without the match and with it (the mode's EQ in both).
-    let distance = |with_match: bool| {
+    let matched = loopmind_dsp::reference::match_response(&match_eq, rate);
+    let distance = |with: &dyn Fn(f64) -> f64| {
         loopmind_dsp::reference::distance_db(
             &mix_balance,
             &ref_balance,
-            |f| {
-                already(f)
-                    + if with_match {
-                        loopmind_dsp::reference::match_response_db(&match_eq, rate, f)
-                    } else {
-                        0.0
-                    }
-            },
+            |f| already(f) + with(f),
             rate,
         )
     };
-    let (distance_before_db, distance_after_db) = (distance(false), distance(true));
+    let (distance_before_db, distance_after_db) = (distance(&|_| 0.0), distance(&matched));
     Ok(ReferenceAnalysis {
         report: ReferenceReport {
             source: name.to_string(),

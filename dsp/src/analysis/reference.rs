@@ -289,9 +289,24 @@ pub fn distance_db(
     response: impl Fn(f64) -> f64,
     rate: u32,
 ) -> Option<f64> {
-    let d = difference(mix, reference, response, rate);
-    let core: Vec<f64> = d.iter().filter(|p| in_core(p.0)).map(|p| p.1).collect();
-    (!core.is_empty()).then(|| (core.iter().map(|v| v * v).sum::<f64>() / core.len() as f64).sqrt())
+    core_rms(&difference(mix, reference, response, rate), |_| 0.0)
+}
+
+/// The RMS over the core region of a [`difference`] once `response` is
+/// taken from it (its mean there taken out again): [`distance_db`] for
+/// another response without measuring the difference again.
+fn core_rms(diff: &[(f64, f64)], response: impl Fn(f64) -> f64) -> Option<f64> {
+    let core: Vec<f64> = diff
+        .iter()
+        .filter(|p| in_core(p.0))
+        .map(|&(f, v)| v - response(f))
+        .collect();
+    if core.is_empty() {
+        return None;
+    }
+    let n = core.len() as f64;
+    let mean = core.iter().sum::<f64>() / n;
+    Some((core.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt())
 }
 
 /// The tonal balance to aim for, at the octave centres: the measured
@@ -367,7 +382,7 @@ pub fn match_eq(
     already: impl Fn(f64) -> f64,
     rate: u32,
 ) -> Vec<BandGain> {
-    let diff = difference(mix, reference, &already, rate);
+    let diff = difference(mix, reference, already, rate);
     if diff.is_empty() {
         return Vec::new();
     }
@@ -397,36 +412,26 @@ pub fn match_eq(
     // A smooth curve can miss a balance that is not smooth: take as much of
     // it as brings the track closest to the reference (none, if nothing does),
     // so the match never moves it further away.
-    let at = |k: f64| {
-        let scaled: Vec<BandGain> = bands
-            .iter()
-            .map(|b| BandGain {
-                freq_hz: b.freq_hz,
-                gain_db: b.gain_db * k,
-            })
-            .collect();
-        let d = distance_db(
-            mix,
-            reference,
-            |f| already(f) + match_response_db(&scaled, rate, f),
-            rate,
-        );
-        (scaled, d.unwrap_or(f64::INFINITY))
-    };
+    // Distances from the difference already measured (the chain's EQ in it).
+    let distance =
+        |b: &[BandGain]| core_rms(&diff, match_response(b, rate)).unwrap_or(f64::INFINITY);
     let start = (0..=20)
-        .map(|i| at(i as f64 / 20.0))
+        .map(|i| {
+            let k = i as f64 / 20.0;
+            let scaled: Vec<BandGain> = bands
+                .iter()
+                .map(|b| BandGain {
+                    freq_hz: b.freq_hz,
+                    gain_db: b.gain_db * k,
+                })
+                .collect();
+            let d = distance(&scaled);
+            (scaled, d)
+        })
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(b, _)| b)
         .unwrap_or_default();
-    refine(start, |b| {
-        distance_db(
-            mix,
-            reference,
-            |f| already(f) + match_response_db(b, rate, f),
-            rate,
-        )
-        .unwrap_or(f64::INFINITY)
-    })
+    refine(start, distance)
 }
 
 /// How much a bend in the curve costs against the distance it gains (dB²
@@ -478,21 +483,13 @@ fn refine(mut bands: Vec<BandGain>, distance: impl Fn(&[BandGain]) -> f64) -> Ve
     bands
 }
 
-/// The matching EQ's response (dB) averaged over the third-octave around
-/// `f`: what [`distance_db`] sees of it.
-pub fn match_response_db(bands: &[BandGain], rate: u32, f: f64) -> f64 {
+/// The matching EQ's response (dB at a frequency, averaged over the third
+/// octave around it): what [`distance_db`] sees of it. The filters are
+/// designed once.
+pub fn match_response(bands: &[BandGain], rate: u32) -> impl Fn(f64) -> f64 {
     let cascade = match_cascade(bands, rate);
-    let (lo, hi) = (f / 2f64.powf(1.0 / 6.0), f * 2f64.powf(1.0 / 6.0));
-    let n = 8;
-    let mean = (0..n)
-        .map(|i| {
-            let g = lo + (hi - lo) * (i as f64 + 0.5) / n as f64;
-            let db: f64 = cascade.iter().map(|c| c.magnitude_db(g, rate as f64)).sum();
-            10f64.powf(db / 10.0)
-        })
-        .sum::<f64>()
-        / n as f64;
-    10.0 * mean.log10()
+    let edge = 2f64.powf(1.0 / 6.0);
+    move |f| band_response_db(&cascade, f / edge, f * edge, 8, rate as f64)
 }
 
 /// The matching EQ's response at the octave centres (octave-averaged, as
@@ -512,7 +509,12 @@ pub fn applied_curve(bands: &[BandGain], rate: u32) -> Vec<BandGain> {
 /// in frequency, as the FFT bins that make up a band level are).
 fn octave_response_db(cascade: &[Coeffs], fc: f64, rate: f64) -> f64 {
     let (lo, hi) = (fc / std::f64::consts::SQRT_2, fc * std::f64::consts::SQRT_2);
-    let n = 16;
+    band_response_db(cascade, lo, hi, 16, rate)
+}
+
+/// A cascade's mean power gain (dB) over `lo..hi`, from `n` points spaced
+/// evenly in frequency.
+fn band_response_db(cascade: &[Coeffs], lo: f64, hi: f64, n: usize, rate: f64) -> f64 {
     let mean = (0..n)
         .map(|i| {
             let f = lo + (hi - lo) * (i as f64 + 0.5) / n as f64;
@@ -614,7 +616,7 @@ mod tests {
         let matched = balance(&filtered(mix.clone(), &match_cascade(&eq, rate)));
         let before = distance_db(&m, &r, |_| 0.0, rate).unwrap();
         let measured = distance_db(&matched, &r, |_| 0.0, rate).unwrap();
-        let predicted = distance_db(&m, &r, |f| match_response_db(&eq, rate, f), rate).unwrap();
+        let predicted = distance_db(&m, &r, match_response(&eq, rate), rate).unwrap();
         assert!(before > 1.2, "the tilt was there: {before:.2} dB");
         assert!(
             measured < 0.35 * before,
@@ -674,7 +676,7 @@ mod tests {
             "{eq:?}"
         );
         let before = distance_db(&m, &r, |_| 0.0, rate).unwrap();
-        let after = distance_db(&m, &r, |f| match_response_db(&eq, rate, f), rate).unwrap();
+        let after = distance_db(&m, &r, match_response(&eq, rate), rate).unwrap();
         assert!(before > 3.0 && after <= before, "{before:.2} -> {after:.2}");
     }
 
