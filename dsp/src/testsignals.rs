@@ -90,6 +90,35 @@ pub fn demo_arrangement() -> Vec<SongSection> {
     ]
 }
 
+/// A pop arrangement: intro, verse, chorus twice, bridge, a last chorus, outro.
+pub fn pop_arrangement() -> Vec<SongSection> {
+    let s = SongSection::new;
+    vec![
+        s("Intro", 4, -14.0, false, false, false),
+        s("Verse", 8, -7.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Verse", 8, -7.0, true, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Bridge", 4, -10.0, false, true, false),
+        s("Chorus", 8, 0.0, true, true, true),
+        s("Outro", 4, -14.0, false, false, false),
+    ]
+}
+
+/// A crescendo over `start..end` seconds: the audio there rises from
+/// `rise_db` under its level to its level (a ramp in dB).
+pub fn crescendo(audio: &mut Audio, start: f64, end: f64, rise_db: f64) {
+    let rate = audio.rate as f64;
+    for c in &mut audio.channels {
+        for (i, x) in c.iter_mut().enumerate() {
+            let t = i as f64 / rate;
+            if (start..end).contains(&t) {
+                *x *= db_to_lin(-rise_db * (end - t) / (end - start)) as f32;
+            }
+        }
+    }
+}
+
 /// Renders a stereo song at 120 BPM: pad chords, bass, kick, snare, hats.
 /// Returns the audio and each section's (label, start s, end s).
 pub fn song(rate: u32, sections: &[SongSection], seed: u64) -> (Audio, Vec<(String, f64, f64)>) {

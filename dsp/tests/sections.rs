@@ -1,7 +1,9 @@
 //! Section detection on songs of known structure, and the user's documents.
 
 use loopmind_dsp::sections::{self, parse_arrangement, parse_emotion};
-use loopmind_dsp::testsignals::{demo_arrangement, song, song_at, SongSection};
+use loopmind_dsp::testsignals::{
+    crescendo, demo_arrangement, pop_arrangement, song, song_at, SongSection,
+};
 use loopmind_dsp::DspError;
 
 fn check(name: &str, layout: &[SongSection], seed: u64) {
@@ -145,25 +147,11 @@ fn boundaries_within_a_second(
     found
 }
 
-fn pop() -> Vec<SongSection> {
-    let s = SongSection::new;
-    vec![
-        s("Intro", 4, -14.0, false, false, false),
-        s("Verse", 8, -7.0, true, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Verse", 8, -7.0, true, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Bridge", 4, -10.0, false, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Outro", 4, -14.0, false, false, false),
-    ]
-}
-
 #[test]
 fn repeated_choruses_at_several_tempos_and_lead_ins() {
     for (bpm, lead_in, seed) in [(120.0, 0.0, 11), (92.0, 0.37, 12), (138.0, 1.3, 13)] {
         let name = format!("pop at {bpm} BPM after {lead_in} s");
-        let (audio, truth) = song_at(44_100, &pop(), seed, bpm, lead_in);
+        let (audio, truth) = song_at(44_100, &pop_arrangement(), seed, bpm, lead_in);
         let found = boundaries_within_a_second(&name, &audio, &truth);
         assert_eq!(found.len(), truth.len(), "{name}: {found:?}");
         // The three choruses are one repeated group, named as such; the
@@ -188,15 +176,7 @@ fn a_crescendo_is_not_a_boundary() {
     let (mut audio, truth) = song_at(44_100, &layout, 14, 128.0, 0.0);
     // The verse rises 12 dB from its first bar to its last, 6 dB under the chorus.
     let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
-    let rate = audio.rate as f64;
-    for c in &mut audio.channels {
-        for (i, x) in c.iter_mut().enumerate() {
-            let t = i as f64 / rate;
-            if (a..b).contains(&t) {
-                *x *= 10f32.powf((-12.0 * (b - t) / (b - a)) as f32 / 20.0);
-            }
-        }
-    }
+    crescendo(&mut audio, a, b, 12.0);
     let inside = |t: f64| t > a + 1.0 && t < b - 1.0;
     // Offered a cut half way up, merging takes it out (the level there is
     // 6 dB over the first half's mean, but on the line it rises along)
@@ -242,17 +222,9 @@ fn one_texture_is_one_section() {
 fn instruments_entering_at_one_level_land_on_their_beat() {
     // Drums come in under a crescendo's quiet start, 2 dB under the intro:
     // the level hardly steps, the onsets do.
-    let (mut audio, truth) = song_at(44_100, &pop(), 16, 110.0, 0.5);
+    let (mut audio, truth) = song_at(44_100, &pop_arrangement(), 16, 110.0, 0.5);
     let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
-    let rate = audio.rate as f64;
-    for c in &mut audio.channels {
-        for (i, x) in c.iter_mut().enumerate() {
-            let t = i as f64 / rate;
-            if (a..b).contains(&t) {
-                *x *= 10f32.powf((-9.0 * (b - t) / (b - a)) as f32 / 20.0);
-            }
-        }
-    }
+    crescendo(&mut audio, a, b, 9.0);
     let found = sections::detect(&audio);
     let near = found
         .iter()

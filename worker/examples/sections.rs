@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release -p loopmind-worker --example sections -- [FOLDER] [--list]`
 
-use loopmind_dsp::testsignals::{song_at, SongSection};
+use loopmind_dsp::testsignals::{crescendo, pop_arrangement, song_at, SongSection};
 use loopmind_dsp::{beats, sections, Audio};
 use std::collections::BTreeMap;
 
@@ -70,16 +70,7 @@ fn real(folder: &str, list: bool) {
 
 fn generated() {
     let s = SongSection::new;
-    let pop = vec![
-        s("Intro", 4, -14.0, false, false, false),
-        s("Verse", 8, -7.0, true, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Verse", 8, -7.0, true, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Bridge", 4, -10.0, false, true, false),
-        s("Chorus", 8, 0.0, true, true, true),
-        s("Outro", 4, -14.0, false, false, false),
-    ];
+    let pop = pop_arrangement();
     let short = vec![
         s("Intro", 4, -12.0, false, true, false),
         s("Verse", 8, -6.0, true, true, false),
@@ -104,21 +95,13 @@ fn generated() {
         0.0,
         true,
     ));
-    for (seed, (name, layout, bpm, lead, crescendo)) in cases.into_iter().enumerate() {
+    for (seed, (name, layout, bpm, lead, rising)) in cases.into_iter().enumerate() {
         let (mut audio, truth) = song_at(44_100, &layout, seed as u64 + 40, bpm, lead);
-        if crescendo {
+        if rising {
             // The first verse rises 9 dB from its start to its end: a
             // crescendo inside a section, not a boundary.
             let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
-            let rate = audio.rate as f64;
-            for c in &mut audio.channels {
-                for (i, x) in c.iter_mut().enumerate() {
-                    let t = i as f64 / rate;
-                    if (a..b).contains(&t) {
-                        *x *= 10f32.powf((-9.0 * (b - t) / (b - a)) as f32 / 20.0);
-                    }
-                }
-            }
+            crescendo(&mut audio, a, b, 9.0);
         }
         let (_, found, found_bpm) = detect(&audio);
         if std::env::args().any(|a| a == "--list") {

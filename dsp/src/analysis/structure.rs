@@ -34,10 +34,6 @@ const WINDOW_S: f64 = 12.0;
 /// A section's typical length without a beat grid, and in bars on one.
 const TYPICAL_S: f64 = 16.0;
 const TYPICAL_BARS: f64 = 8.0;
-/// Likeness over whole sections that puts two in one group (the same
-/// measures, each scaled by this much more: repeats vary).
-const GROUP_SCALE: f64 = 1.0;
-
 /// Neighbours of one group divided by a boundary weaker than this join.
 const JOIN: f64 = 1.5;
 
@@ -150,8 +146,16 @@ fn boundary_cost(f: &Features, a: usize, b: usize, c: usize) -> f64 {
     let (lo, hi) = (a.max(b.saturating_sub(w)), c.min(b + w));
     let (x, y) = (stats(f, lo, b), stats(f, b, hi));
     let (chroma, timbre) = texture_distance(&x, &y);
-    let j = jump(&f.loudness, lo, b, hi);
-    ((j / JUMP_DB).powi(2) + (chroma / CHROMA_DIST).powi(2) + (timbre / TIMBRE_DB).powi(2)).sqrt()
+    difference(jump(&f.loudness, lo, b, hi), chroma, timbre)
+}
+
+/// A level step, chroma and timbre distances as one measure: 1 where any
+/// alone, or a few together, make a boundary.
+fn difference(level_db: f64, chroma: f64, timbre_db: f64) -> f64 {
+    ((level_db / JUMP_DB).powi(2)
+        + (chroma / CHROMA_DIST).powi(2)
+        + (timbre_db / TIMBRE_DB).powi(2))
+    .sqrt()
 }
 
 /// The length a section typically has here, in seconds: 8 bars of the
@@ -198,9 +202,7 @@ fn groups(f: &Features, spans: &[(f64, f64)]) -> Vec<usize> {
         .collect();
     let distance = |i: usize, j: usize| {
         let (c, t) = texture_distance(&st[i], &st[j]);
-        let l = st[i].level_db - st[j].level_db;
-        ((l / JUMP_DB).powi(2) + (c / CHROMA_DIST).powi(2) + (t / TIMBRE_DB).powi(2)).sqrt()
-            / GROUP_SCALE
+        difference(st[i].level_db - st[j].level_db, c, t)
     };
     // Each joins the group of the nearest earlier section within reach.
     let mut group = vec![0usize; spans.len()];
