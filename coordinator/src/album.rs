@@ -48,7 +48,10 @@ pub fn offsets(
         }
     }
     let mut out = HashMap::new();
-    for (album, tracks) in by_album {
+    for (album, mut tracks) in by_album {
+        // Summed in one order: the same album gets the same offset to the
+        // last bit, whatever order its members were listed in.
+        tracks.sort_by(|a, b| a.0.cmp(b.0));
         let ms: Vec<Measurement> = tracks.iter().map(|(_, m)| *m).collect();
         let Some(level) = album_loudness(&ms) else {
             continue;
@@ -113,5 +116,31 @@ mod tests {
         );
         assert_eq!(k["x"], "x:a=e1,b=e2");
         assert_eq!(k.len(), 1);
+    }
+
+    #[test]
+    fn the_offset_does_not_depend_on_the_members_order() {
+        let m = |l, d| Measurement {
+            integrated_lufs: l,
+            duration_seconds: d,
+        };
+        let measured: HashMap<String, Measurement> = [
+            ("a", m(-20.123456789, 61.3)),
+            ("b", m(-14.987654321, 187.7)),
+            ("c", m(-9.31, 33.1)),
+            ("d", m(-17.77, 241.9)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let orders = [["a", "b", "c", "d"], ["d", "c", "b", "a"], ["c", "a", "d", "b"]];
+        let bits: Vec<u64> = orders
+            .iter()
+            .map(|o| {
+                let members: Vec<(&str, &str)> = o.iter().map(|t| (*t, "x")).collect();
+                offsets(&members, &measured)["a"].lufs_offset.to_bits()
+            })
+            .collect();
+        assert!(bits.iter().all(|b| *b == bits[0]), "{bits:?}");
     }
 }
