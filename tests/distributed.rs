@@ -949,7 +949,7 @@ fn unreadable_results_and_silent_workers_end_their_jobs() {
             let props = rabbitmq::message_properties(&job.catalog, &job.job_id);
             if job.track == tracks[0].0 {
                 let body =
-                    serde_json::json!({"schema_version": 2, "job_id": job.job_id, "news": true});
+                    serde_json::json!({"schema_version": 3, "job_id": job.job_id, "news": true});
                 rabbitmq::publish_confirmed(&ch, &reply, body.to_string().as_bytes(), props)
                     .await
                     .unwrap();

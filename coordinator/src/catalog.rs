@@ -6,7 +6,6 @@ use crate::manifest::Manifest;
 use crate::runner::{self, Catalog};
 use anyhow::{Context, Result};
 use loopmind_worker::config::Settings;
-use loopmind_worker::job::TrackSpec;
 use loopmind_worker::store::{self, ObjectStore};
 use std::path::Path;
 
@@ -17,27 +16,12 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let store = store::open(&settings.store).await?;
     let bytes = read_manifest(&settings, store.as_ref(), catalog).await?;
     let manifest = Manifest::parse(&bytes)?;
-    let (planned, problems) = manifest.plan_all();
+    let planned = manifest.plan_all();
     let cat = Catalog {
-        problems,
+        problems: planned.problems,
         name: manifest.catalog.clone(),
-        tracks: planned
-            .into_iter()
-            .map(|p| TrackSpec {
-                track: p.entry.id,
-                source: p.entry.source,
-                arrangement: p.entry.arrangement,
-                emotion_graph: p.entry.emotion_graph,
-                targets: p.targets,
-                mode: p.mode,
-                sliders: p.sliders,
-                album: p.entry.album,
-                reference: p.reference,
-                plan: None,
-                codec_check: p.codec_check,
-                formats: p.formats,
-            })
-            .collect(),
+        tracks: planned.tracks,
+        unplanned: planned.unplanned,
     };
     let mut queue = RabbitQueue::new(&settings);
     Ok(runner::run(&cat, store, &mut queue, &settings)

@@ -1,12 +1,10 @@
 //! `loopmind demo`: a synthetic song with a quiet intro, verse, loud chorus,
 //! breakdown and outro, written as WAV and mastered for a few targets.
 
-use crate::local::{run_batch, LocalJob};
+use crate::local::{run_batch, Batch, LocalJob};
 use anyhow::Result;
-use loopmind_dsp::modes::Mode;
-use loopmind_dsp::targets;
 use loopmind_dsp::testsignals::{demo_arrangement, song};
-use loopmind_worker::RenderOptions;
+use loopmind_worker::RenderRequest;
 use std::path::Path;
 
 pub fn run(
@@ -34,31 +32,25 @@ pub fn run(
     for (label, start, end) in &sections {
         println!("  {label:<7} {start:>5.1} - {end:>5.1} s");
     }
-    let targets = ["spotify", "apple-music", "youtube", "cd"]
-        .iter()
-        .map(|n| targets::preset(n).expect("preset"))
-        .collect();
-    let opts = RenderOptions {
-        targets,
-        mode: Mode::Cinematic,
-        limits: (&iso.limits).into(),
-        ..Default::default()
-    };
+    let request = serde_json::json!({
+        "targets": ["spotify", "apple-music", "youtube", "cd"],
+        "mode": "cinematic",
+    });
+    let request = RenderRequest::from_json(request)?;
     let masters = out.join("masters");
-    let ok = run_batch(
-        vec![LocalJob {
-            track: "demo-song".into(),
-            input: mix,
-            arrangement: None,
-            emotion: None,
-        }],
-        &masters,
-        &opts,
-        1,
-        None,
-        settings,
-        iso,
-    )?;
+    let batch = Batch {
+        out: &masters,
+        request: &request,
+        threads: 1,
+        album: None,
+    };
+    let song = LocalJob {
+        track: "demo-song".into(),
+        input: mix,
+        arrangement: None,
+        emotion: None,
+    };
+    let ok = run_batch(vec![song], &batch, settings, iso)?;
     println!(
         "masters and report.json in {}",
         masters.join("demo-song").display()

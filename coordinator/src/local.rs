@@ -7,10 +7,11 @@
 use crate::runner::{self, Catalog};
 use crate::MasterArgs;
 use anyhow::{bail, Context, Result};
-use loopmind_dsp::targets::Target;
 use loopmind_worker::config::Settings;
 use loopmind_worker::isolate::Isolation;
-use loopmind_worker::job::{GivenPlan, TrackSpec};
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use loopmind_worker::job::TrackSpec;
 use loopmind_worker::layout::{safe_name, LOCAL_CATALOG};
 use loopmind_worker::metrics::Metrics;
 use loopmind_worker::queue::breaker::StoreBreaker;
@@ -18,7 +19,8 @@ use loopmind_worker::queue::inprocess::InProcessQueue;
 use loopmind_worker::queue::WorkerCtx;
 use loopmind_worker::report::MasterSettings;
 use loopmind_worker::store::{FolderStore, ObjectStore};
-use loopmind_worker::RenderOptions;
+use loopmind_worker::RenderRequest;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,45 +121,31 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
     Ok(jobs)
 }
 
-pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result<bool> {
-    let targets = args.resolve_targets()?;
-    let mut opts = RenderOptions {
-        targets,
-        mode: args.mode,
-        sliders: args.sliders()?,
-        limits: (&iso.limits).into(),
-        codec_check: args.codec_check.unwrap_or_default(),
-        formats: args.resolve_formats()?,
-        ..Default::default()
-    };
-    if let Some(path) = &args.settings {
-        given_settings(path, &mut opts, iso.limits.max_document_kib)?;
-        if let Some(c) = args.codec_check {
-            opts.codec_check = c;
+pub fn master(
+    args: &MasterArgs,
+    given: &ArgMatches,
+    settings: &Settings,
+    iso: &Isolation,
+) -> Result<bool> {
+    let request = request(args, given, iso.limits.max_document_kib)?;
+    if let Some(path) = request.reference() {
+        if !Path::new(path).is_file() {
+            bail!("--reference {path}: no such file");
         }
     }
-    if let Some(path) = &args.reference {
-        if !path.is_file() {
-            bail!("--reference {}: no such file", path.display());
-        }
-        opts.reference = Some((path.display().to_string(), path.clone()));
-    }
-    opts.validate()?;
     std::fs::create_dir_all(&args.out)?;
     let mut jobs = collect_jobs(&args.inputs, &args.out)?;
     if args.settings.is_some() && jobs.len() != 1 {
         bail!("--settings is the plan of one track; give one input");
     }
-    if args.arrangement.is_some() || args.emotion.is_some() {
+    let (arrangement, emotion) = (request.arrangement(), request.emotion_graph());
+    if arrangement.is_some() || emotion.is_some() {
         if jobs.len() != 1 {
             bail!("--arrangement and --emotion are for a single track; for batches put <stem>.arrangement.json / <stem>.emotion.json beside each mix");
         }
         let job = &mut jobs[0];
-        for (given, slot) in [
-            (&args.arrangement, &mut job.arrangement),
-            (&args.emotion, &mut job.emotion),
-        ] {
-            if let Some(p) = given {
+        for (given, slot) in [(arrangement, &mut job.arrangement), (emotion, &mut job.emotion)] {
+            if let Some(p) = given.map(Path::new) {
                 if !p.is_file() {
                     bail!("{}: no such file", p.display());
                 }
@@ -168,20 +156,44 @@ pub fn master(args: &MasterArgs, settings: &Settings, iso: &Isolation) -> Result
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    run_batch(
-        jobs,
-        &args.out,
-        &opts,
+    let batch = Batch {
+        out: &args.out,
+        request: &request,
         threads,
-        args.album.as_deref(),
-        settings,
-        iso,
-    )
+        album: args.album.as_deref(),
+    };
+    run_batch(jobs, &batch, settings, iso)
 }
 
-/// Takes the plan, mode and sliders of an earlier `master_settings.json`,
-/// and its targets unless others were asked for.
-fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result<()> {
+/// The command line's request: its flags, or with `--settings` that file's
+/// plan, mode, sliders, codec check and targets under the flags given
+/// explicitly (a flag left at its default does not undo the file).
+fn request(args: &MasterArgs, given: &ArgMatches, max_kib: u64) -> Result<RenderRequest> {
+    let targets = args.targets();
+    let Some(path) = &args.settings else {
+        if targets.is_empty() {
+            bail!("no target: give --targets (e.g. --targets spotify,apple-music) or --lufs and --ceiling");
+        }
+        return Ok(args.request.clone().with_targets(targets)?);
+    };
+    let file = settings_layer(path, max_kib)?;
+    let flags = args.request.to_layer();
+    let explicit: Map<String, Value> = flags
+        .iter()
+        .filter(|(k, _)| given.value_source(k) == Some(ValueSource::CommandLine))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut request = RenderRequest::from_layers(&[&flags, &file, &explicit])
+        .with_context(|| format!("{}", path.display()))?;
+    if !targets.is_empty() {
+        request = request.with_targets(targets)?;
+    }
+    Ok(request)
+}
+
+/// What an earlier `master_settings.json` fixes, as a request layer: its
+/// plan, mode, sliders, codec check and the targets it rendered.
+fn settings_layer(path: &Path, max_kib: u64) -> Result<Map<String, Value>> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("{}", path.display()))?
         .len();
@@ -195,31 +207,23 @@ fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result
     let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let s: MasterSettings = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a master_settings.json", path.display()))?;
-    if opts.targets.is_empty() {
-        opts.targets = s
-            .targets
-            .iter()
-            .map(|t| Target {
-                name: t.target.clone(),
-                lufs: t.target_lufs,
-                ceiling_dbtp: t.true_peak_db,
-                rate: Some(t.sample_rate_hz),
-                bits: t.bit_depth,
-                codecs: t.codecs.clone(),
-            })
-            .collect();
-    }
-    opts.mode = s.mode;
-    opts.sliders = s.sliders;
-    opts.codec_check = s.codec_check;
-    opts.plan = Some(GivenPlan {
-        global: s.global,
-        sections: s.sections,
-        tempo_bpm: s.tempo_bpm,
-    });
-    opts.validate()
-        .with_context(|| format!("{}", path.display()))?;
-    Ok(())
+    let asked = s.request.to_layer();
+    let mut layer: Map<String, Value> = ["mode", "dynamics", "reactivity", "amount", "codec_check"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_string(), asked.get(k)?.clone())))
+        .collect();
+    layer.insert("targets".into(), serde_json::to_value(s.rendered_targets())?);
+    layer.insert("plan".into(), serde_json::to_value(s.given_plan())?);
+    Ok(layer)
+}
+
+/// How a batch is run: where, with which request, how many at once, as
+/// an album or not.
+pub struct Batch<'a> {
+    pub out: &'a Path,
+    pub request: &'a RenderRequest,
+    pub threads: usize,
+    pub album: Option<&'a str>,
 }
 
 /// Masters `files` into `out` as one catalog run: prints the summary and
@@ -227,38 +231,35 @@ fn given_settings(path: &Path, opts: &mut RenderOptions, max_kib: u64) -> Result
 /// `album`, the files are one album sharing a loudness offset.
 pub fn run_batch(
     files: Vec<LocalJob>,
-    out: &Path,
-    opts: &RenderOptions,
-    threads: usize,
-    album: Option<&str>,
+    batch: &Batch,
     settings: &Settings,
     iso: &Isolation,
 ) -> Result<bool> {
+    let (out, threads) = (batch.out, batch.threads);
     std::fs::create_dir_all(out)?;
     let _lock = lock_folder(out)?;
+    // Absolute paths: the folder store reads them where they are.
     let abs = |p: &Path| std::path::absolute(p).map(|p| p.display().to_string());
+    let reference = batch.request.reference().map(|r| abs(Path::new(r))).transpose()?;
     let mut tracks = Vec::new();
     for f in &files {
+        let request = batch.request.clone().with_documents(
+            f.arrangement.as_deref().map(abs).transpose()?,
+            f.emotion.as_deref().map(abs).transpose()?,
+            reference.clone(),
+        )?;
         tracks.push(TrackSpec {
             track: f.track.clone(),
-            // Absolute paths: the folder store reads them where they are.
             source: abs(&f.input)?,
-            arrangement: f.arrangement.as_deref().map(abs).transpose()?,
-            emotion_graph: f.emotion.as_deref().map(abs).transpose()?,
-            targets: opts.targets.clone(),
-            mode: opts.mode,
-            sliders: opts.sliders,
-            album: album.map(str::to_string),
-            reference: opts.reference.as_ref().map(|(_, p)| abs(p)).transpose()?,
-            plan: opts.plan.clone(),
-            codec_check: opts.codec_check,
-            formats: opts.formats.clone(),
+            album: batch.album.map(str::to_string),
+            request,
         });
     }
     let cat = Catalog {
         problems: Vec::new(),
         name: LOCAL_CATALOG.into(),
         tracks,
+        unplanned: Vec::new(),
     };
     let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(out));
     // Scratch beside the outputs: publishing a master is a rename.

@@ -18,16 +18,15 @@ mod demo;
 mod follow;
 mod local;
 mod manifest;
-mod options;
 mod runner;
 mod summary;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use loopmind_dsp::modes::Mode;
+use anyhow::{Context, Result};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use loopmind_dsp::targets::{self, Target};
 use loopmind_worker::config::{LogFormat, Settings};
 use loopmind_worker::isolate::Isolation;
+use loopmind_worker::RenderRequest;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -78,14 +77,12 @@ pub struct MasterArgs {
     /// Audio files or directories.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Comma-separated platform targets (see `loopmind targets`).
-    #[arg(long, value_delimiter = ',')]
-    targets: Vec<String>,
     /// Output directory: one folder per track.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value = "transparent")]
-    mode: Mode,
+    /// Every option that changes a master (`--targets`, `--mode`, ...).
+    #[command(flatten)]
+    request: RenderRequest,
     /// A custom target's integrated loudness (LUFS), with --ceiling.
     #[arg(long, allow_negative_numbers = true, requires = "ceiling")]
     lufs: Option<f64>,
@@ -105,106 +102,30 @@ pub struct MasterArgs {
     /// relative levels, and the album as a whole lands on each target.
     #[arg(long, num_args = 0..=1, default_missing_value = "album")]
     album: Option<String>,
-    /// The track's arrangement (seed format); detected when not given.
-    #[arg(long)]
-    arrangement: Option<PathBuf>,
-    /// The track's emotion graph (seed format); measured when not given.
-    #[arg(long)]
-    emotion: Option<PathBuf>,
-    /// Dynamic-range preference: 0 punchy .. 1 compressed.
-    #[arg(long, default_value_t = 0.5)]
-    dynamics: f64,
-    /// Emotion reactivity: 0 one static setting .. 1 the full section plan.
-    #[arg(long, default_value_t = 1.0)]
-    reactivity: f64,
-    /// How much of the planned EQ, width, saturation and compression to
-    /// apply, 0..1 each: e.g. eq=0.5,width=0.7 (others stay at 1).
-    #[arg(long, default_value = "")]
-    amount: String,
     /// Render exactly the plan of this master_settings.json (a single
-    /// track; its mode, sliders, sections and, unless --targets is given,
-    /// targets).
-    #[arg(long, conflicts_with_all = ["arrangement", "emotion", "album"])]
+    /// track; its mode, sliders, codec check, sections and, unless
+    /// --targets is given, targets; flags given explicitly win).
+    #[arg(long, conflicts_with_all = ["arrangement", "emotion_graph", "album", "reference"])]
     settings: Option<PathBuf>,
-    /// A reference track: the masters take on its tonal balance (octave
-    /// bands, each within ±4 dB) and loudness character (LRA, PLR).
-    #[arg(long, conflicts_with = "settings")]
-    reference: Option<PathBuf>,
     /// Settings file (TOML) for the `[render]` limits and budgets;
     /// LOOPMIND_RENDER__* environment variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Masters after their platforms' codecs: off, report (measure and
-    /// say), enforce (also render again under a lower ceiling until every
-    /// codec's decode is under the target's ceiling).
-    /// (Default enforce; with --settings, the one those masters were made under.)
-    #[arg(long)]
-    pub codec_check: Option<loopmind_worker::codec::CodecCheck>,
-    /// Encoded deliverables beside each WAV, comma-separated: wav, flac
-    /// (lossless, the WAV's rate and depth), aac, mp3, opus, vorbis (at the
-    /// platform's bitrate where it streams the format; checked like the
-    /// platform's codecs); all tagged.
-    #[arg(long, value_delimiter = ',')]
-    formats: Vec<String>,
 }
 
 impl MasterArgs {
-    pub fn sliders(&self) -> Result<loopmind_dsp::plan::Sliders> {
-        let amount = loopmind_dsp::plan::Amounts::parse(&self.amount)
-            .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
-        let mut problems = Vec::new();
-        let s = options::sliders(
-            Some(self.dynamics),
-            Some(self.reactivity),
-            amount,
-            ["--dynamics", "--reactivity"],
-            &mut problems,
-        );
-        if !problems.is_empty() {
-            bail!("{}", problems.join("; "));
-        }
-        Ok(s)
-    }
-
-    pub fn resolve_formats(&self) -> Result<Vec<loopmind_dsp::targets::Format>> {
-        let mut problems = Vec::new();
-        let f = options::formats(&self.formats, "--formats", &mut problems);
-        if !problems.is_empty() {
-            bail!("{}", problems.join("; "));
-        }
-        Ok(f)
-    }
-
-    pub fn resolve_targets(&self) -> Result<Vec<Target>> {
-        let mut problems = Vec::new();
-        let mut out = options::targets(&self.targets, "--targets", &mut problems);
-        if !problems.is_empty() {
-            bail!("{}", problems.join("; "));
-        }
+    /// The command line's targets with `--lufs/--ceiling`, `--rate` and
+    /// `--bits` applied (checked with the rest of the request).
+    fn targets(&self) -> Vec<Target> {
+        let mut out = self.request.targets().to_vec();
         if let (Some(lufs), Some(ceiling)) = (self.lufs, self.ceiling) {
             out.push(Target::custom(lufs, ceiling));
         }
-        if out.is_empty() && self.settings.is_some() {
-            return Ok(out);
-        }
-        if out.is_empty() {
-            bail!("no target: give --targets (e.g. --targets spotify,apple-music) or --lufs and --ceiling");
-        }
         for t in &mut out {
-            if let Some(r) = self.rate {
-                t.rate = Some(r);
-            }
-            if let Some(b) = self.bits {
-                t.bits = b;
-            }
-            t.validate().with_context(|| format!("target {}", t.name))?;
+            t.rate = self.rate.or(t.rate);
+            t.bits = self.bits.unwrap_or(t.bits);
         }
-        let mut names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            bail!("a target is listed twice");
-        }
-        Ok(out)
+        out
     }
 }
 
@@ -226,8 +147,11 @@ fn init_logs(filter: &str, json: bool) {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let code = match run(cli) {
+    // The matches stay: `--settings` asks which flags were given explicitly.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = matches.subcommand_matches("master");
+    let code = match run(cli, given) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -261,12 +185,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Ok(true) when every track succeeded.
-fn run(cli: Cli) -> Result<bool> {
+fn run(cli: Cli, given: Option<&clap::ArgMatches>) -> Result<bool> {
     match cli.command {
         Command::Master(args) => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
             let (s, iso) = local_settings(args.config.as_deref())?;
-            local::master(&args, &s, &iso)
+            local::master(&args, given.expect("master's matches"), &s, &iso)
         }
         Command::Demo { out } => {
             init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);

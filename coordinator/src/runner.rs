@@ -40,6 +40,9 @@ pub struct Catalog {
     pub tracks: Vec<TrackSpec>,
     /// Problems its reader found already: listed with the store's, all at once.
     pub problems: Vec<String>,
+    /// (track, source) of tracks refused already: their sources are checked
+    /// too, so the store's problems with them are listed as well.
+    pub unplanned: Vec<(String, String)>,
 }
 
 /// What a run did, for the caller's exit code and tests.
@@ -242,12 +245,10 @@ async fn finish(
 /// Every source and reference exists: their ETags by track, or every problem.
 async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap<String, String>> {
     let started = Instant::now();
-    let heads: Vec<_> = stream::iter(cat.tracks.iter().map(|t| async move {
-        (
-            t.track.clone(),
-            t.source.clone(),
-            store.head(&t.source).await,
-        )
+    let sources = cat.tracks.iter().map(|t| (&t.track, &t.source));
+    let sources = sources.chain(cat.unplanned.iter().map(|(t, s)| (t, s)));
+    let heads: Vec<_> = stream::iter(sources.map(|(track, source)| async move {
+        (track.clone(), source.clone(), store.head(source).await)
     }))
     .buffered(LOOKUPS)
     .collect()
@@ -269,7 +270,7 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
     let references: std::collections::BTreeSet<&str> = cat
         .tracks
         .iter()
-        .filter_map(|t| t.reference.as_deref())
+        .filter_map(|t| t.request.reference())
         .collect();
     for key in references {
         match store.head(key).await {

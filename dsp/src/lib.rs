@@ -34,6 +34,7 @@
 pub mod analysis;
 pub mod audio;
 pub mod error;
+pub mod hash;
 pub mod level;
 pub mod measure;
 pub mod pipeline;

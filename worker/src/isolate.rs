@@ -17,7 +17,7 @@
 
 use crate::config::RenderSettings;
 use crate::job::Measurement;
-use crate::render::{render_masters, RenderOptions};
+use crate::render::{render_masters, RenderInputs};
 use crate::report::TrackReport;
 use crate::{Action, WorkerError};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ pub enum Work {
         input: PathBuf,
         track: String,
         out_dir: PathBuf,
-        opts: Box<RenderOptions>,
+        opts: Box<RenderInputs>,
     },
     /// An album's first pass: loudness and length only.
     Measure {

@@ -2,62 +2,78 @@
 //! is decoded and analysed once) and its result.
 
 use crate::report::{ErrorReport, TrackReport};
-use loopmind_dsp::modes::Mode;
-use loopmind_dsp::targets::Target;
+use crate::request::MAX_KEY;
+use crate::request::RenderRequest;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(remote = "Self")]
 pub struct Job {
     #[serde(default)]
     pub schema_version: crate::schema::SchemaVersion,
-    /// `<catalog>/<track>@<settings hash>`: the same job twice is the same id.
+    /// `<catalog>/<track>@<settings hash>#<run>`: the same job twice is the same id.
     pub job_id: String,
     pub catalog: String,
     pub track: String,
     /// The mix's key in the store.
     pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arrangement: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub emotion_graph: Option<String>,
-    pub targets: Vec<Target>,
-    pub mode: Mode,
     /// Where outputs go, ending in `/`: `masters/<catalog>/<track>/`.
     pub output_prefix: String,
-    /// Hash of everything that shapes the masters (see [`settings_hash`]).
+    /// Hash of everything that shapes the masters
+    /// ([`RenderRequest::settings_hash`]).
     pub settings_hash: String,
     #[serde(default)]
     pub kind: JobKind,
-    #[serde(default)]
-    pub sliders: loopmind_dsp::plan::Sliders,
     /// For a track of an album: the album's shared loudness offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub album: Option<AlbumPlacement>,
-    /// A reference track's key in the store: the masters take on its tonal
-    /// balance and loudness character.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-    /// A plan to render as it is (from an earlier `master_settings.json`),
-    /// instead of planning from the audio.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<GivenPlan>,
-    /// The check of the masters after their platforms' codecs.
-    #[serde(default)]
-    pub codec_check: crate::codec::CodecCheck,
-    /// Encoded deliverables beside each WAV.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub formats: Vec<loopmind_dsp::targets::Format>,
+    /// Every option of the render, as it entered (checked as it is read).
+    pub request: RenderRequest,
 }
 
-/// The part of `master_settings.json` that fixes the sound: the global chain
-/// and every section's span and settings.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GivenPlan {
-    pub global: loopmind_dsp::chain::ChainSettings,
-    pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
-    /// Carried into the new settings file (informational).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tempo_bpm: Option<f64>,
+impl Serialize for Job {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Job::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Job {
+    /// Messages of schema 1 (the request's options loose in the job) are
+    /// read as today's.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = serde_json::Value::deserialize(d)?;
+        if crate::schema::version_of(&v) < 2 {
+            migrate_v1(&mut v);
+        }
+        Job::deserialize(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A schema 1 job message as schema 2: its render options gathered into
+/// `request` (the sliders' fields flat, as the request names them).
+fn migrate_v1(v: &mut serde_json::Value) {
+    let Some(job) = v.as_object_mut() else {
+        return;
+    };
+    let mut request = serde_json::Map::new();
+    if let Some(serde_json::Value::Object(sliders)) = job.remove("sliders") {
+        request.extend(sliders);
+    }
+    for key in [
+        "targets",
+        "mode",
+        "reference",
+        "arrangement",
+        "emotion_graph",
+        "plan",
+        "codec_check",
+        "formats",
+    ] {
+        if let Some(value) = job.remove(key) {
+            request.insert(key.into(), value);
+        }
+    }
+    job.insert("request".into(), request.into());
 }
 
 /// Render the masters, or only measure the mix (an album's first pass).
@@ -169,17 +185,9 @@ pub struct TrackSpec {
     pub track: String,
     /// The mix's key in the store.
     pub source: String,
-    pub arrangement: Option<String>,
-    pub emotion_graph: Option<String>,
-    pub targets: Vec<Target>,
-    pub mode: Mode,
-    pub sliders: loopmind_dsp::plan::Sliders,
     /// The album the track belongs to (one shared loudness offset).
     pub album: Option<String>,
-    pub reference: Option<String>,
-    pub plan: Option<GivenPlan>,
-    pub codec_check: crate::codec::CodecCheck,
-    pub formats: Vec<loopmind_dsp::targets::Format>,
+    pub request: RenderRequest,
 }
 
 impl Job {
@@ -188,34 +196,18 @@ impl Job {
     /// `album_key` is what fixes an album track's offset (its album and the
     /// members' sources, see the coordinator's `album::keys`).
     pub fn new(catalog: &str, run_id: &str, spec: &TrackSpec, album_key: Option<&str>) -> Job {
-        let hash = settings_hash(
-            &spec.targets,
-            spec.mode,
-            spec.sliders,
-            album_key,
-            spec.plan.as_ref(),
-            spec.reference.as_deref(),
-            (spec.codec_check, &spec.formats),
-        );
+        let hash = spec.request.settings_hash(album_key);
         Job {
             schema_version: Default::default(),
             job_id: format!("{catalog}/{}@{hash}#{run_id}", spec.track),
             catalog: catalog.into(),
             track: spec.track.clone(),
             source: spec.source.clone(),
-            arrangement: spec.arrangement.clone(),
-            emotion_graph: spec.emotion_graph.clone(),
-            targets: spec.targets.clone(),
-            mode: spec.mode,
             output_prefix: crate::layout::track_prefix(catalog, &spec.track),
             settings_hash: hash,
             kind: JobKind::Render,
-            sliders: spec.sliders,
             album: None,
-            reference: spec.reference.clone(),
-            plan: spec.plan.clone(),
-            codec_check: spec.codec_check,
-            formats: spec.formats.clone(),
+            request: spec.request.clone(),
         }
     }
 
@@ -269,19 +261,16 @@ impl JobResult {
     }
 }
 
-/// Longest store key a message may name.
-pub const MAX_KEY: usize = 1024;
-
 impl Job {
     pub fn output_key(&self, file: &str) -> String {
         format!("{}{file}", self.output_prefix)
     }
 
-    /// Checks every field of a job as the coordinator made it, before
-    /// anything is read or written for it: names that are safe, the output
-    /// prefix the layout gives them (so no message can point a worker
-    /// elsewhere), keys of sane length, targets, sliders and plan in range.
-    /// The error names the field.
+    /// Checks the job's own fields as the coordinator made them, before
+    /// anything is read or written for it (its request was checked as it
+    /// was read): names that are safe, the output prefix the layout gives
+    /// them (so no message can point a worker elsewhere), keys of sane
+    /// length, an album offset in range. The error names the field.
     pub fn validate(&self) -> Result<(), String> {
         use crate::layout::{safe_id, track_prefix};
         for (field, v) in [("catalog", &self.catalog), ("track", &self.track)] {
@@ -302,50 +291,11 @@ impl Job {
         if self.job_id.is_empty() || self.job_id.len() > 2 * MAX_KEY {
             return Err("job_id must be 1 to 2048 bytes".into());
         }
-        for (field, key) in [
-            ("source", Some(&self.source)),
-            ("arrangement", self.arrangement.as_ref()),
-            ("emotion_graph", self.emotion_graph.as_ref()),
-            ("reference", self.reference.as_ref()),
-        ] {
-            if let Some(k) = key {
-                if k.is_empty() || k.len() > MAX_KEY || k.contains('\0') {
-                    return Err(format!(
-                        "{field} must be a key of 1 to {MAX_KEY} bytes without NUL"
-                    ));
-                }
-            }
-        }
-        if self.targets.is_empty() {
-            return Err("targets: none".into());
-        }
-        for (i, t) in self.targets.iter().enumerate() {
-            t.validate().map_err(|e| format!("targets[{i}]: {e}"))?;
-            // A message's codecs are encodes a worker will run.
-            if t.codecs.len() > 8 {
-                return Err(format!(
-                    "targets[{i}]: {} codecs (8 at most)",
-                    t.codecs.len()
-                ));
-            }
-        }
-        for (i, f) in self.formats.iter().enumerate() {
-            if self.formats[..i].contains(f) {
-                return Err(format!("formats[{i}]: {} listed twice", f.name()));
-            }
-        }
-        let sl = &self.sliders;
-        for (field, v) in [
-            ("sliders.dynamics", sl.dynamics),
-            ("sliders.reactivity", sl.reactivity),
-            ("sliders.amount.eq", sl.amount.eq),
-            ("sliders.amount.width", sl.amount.width),
-            ("sliders.amount.saturation", sl.amount.saturation),
-            ("sliders.amount.compression", sl.amount.compression),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{field}: {v} is outside 0..1"));
-            }
+        let k = &self.source;
+        if k.is_empty() || k.len() > MAX_KEY || k.contains('\0') {
+            return Err(format!(
+                "source must be a key of 1 to {MAX_KEY} bytes without NUL"
+            ));
         }
         if let Some(a) = &self.album {
             if !a.lufs_offset.is_finite() || a.lufs_offset.abs() > 60.0 {
@@ -355,44 +305,8 @@ impl Job {
                 ));
             }
         }
-        if let Some(p) = &self.plan {
-            loopmind_dsp::plan::validate(&p.sections).map_err(|e| format!("plan: {e}"))?;
-            p.global.validate().map_err(|e| format!("plan: {e}"))?;
-        }
         Ok(())
     }
-}
-
-/// A stable hash of what shapes a track's masters: targets, mode, the
-/// software version (a new version may master differently) and, for an album
-/// track, what fixes its offset (the album's name and its members' sources).
-pub fn settings_hash(
-    targets: &[Target],
-    mode: Mode,
-    sliders: loopmind_dsp::plan::Sliders,
-    album: Option<&str>,
-    plan: Option<&GivenPlan>,
-    reference: Option<&str>,
-    codecs: (crate::codec::CodecCheck, &[loopmind_dsp::targets::Format]),
-) -> String {
-    let body = serde_json::to_vec(&(
-        targets,
-        mode,
-        sliders,
-        env!("CARGO_PKG_VERSION"),
-        album,
-        plan,
-        reference,
-        codecs,
-    ))
-    .expect("targets serialise");
-    format!("{:016x}", fnv1a(&body))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 pub use crate::layout::safe_id;
@@ -400,101 +314,74 @@ pub use crate::layout::safe_id;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loopmind_dsp::modes::Mode;
+    use serde_json::{json, Value};
 
-    fn job() -> Job {
-        let targets = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        Job {
-            schema_version: Default::default(),
-            job_id: "c/t@1".into(),
-            catalog: "c".into(),
-            track: "t".into(),
-            source: "mixes/t.wav".into(),
-            arrangement: None,
-            emotion_graph: None,
-            targets,
-            mode: Mode::Cinematic,
-            output_prefix: "masters/c/t/".into(),
-            settings_hash: "1".into(),
-            kind: JobKind::Render,
-            sliders: Default::default(),
-            album: None,
-            reference: None,
-            plan: None,
-            codec_check: Default::default(),
-            formats: Vec::new(),
-        }
+    fn message() -> Value {
+        json!({"schema_version": 2, "job_id": "c/t@1", "catalog": "c", "track": "t",
+            "source": "mixes/t.wav", "output_prefix": "masters/c/t/", "settings_hash": "1",
+            "request": {"targets": ["spotify"], "mode": "cinematic"}})
+    }
+
+    fn read(v: Value) -> Result<Job, String> {
+        let job: Job = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        job.validate()?;
+        Ok(job)
     }
 
     #[test]
     fn a_message_cannot_point_a_worker_elsewhere() {
-        assert_eq!(job().validate(), Ok(()));
-        type Edit = Box<dyn Fn(&mut Job)>;
+        read(message()).unwrap();
+        type Edit = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|j| j["output_prefix"] = "../../etc/".into()), "output_prefix"),
+            (Box::new(|j| j["output_prefix"] = "masters/c/other/".into()), "output_prefix"),
+            (Box::new(|j| j["track"] = "..".into()), "track"),
+            (Box::new(|j| j["catalog"] = "a/b".into()), "catalog"),
             (
-                Box::new(|j| j.output_prefix = "../../etc/".into()),
-                "output_prefix",
-            ),
-            (
-                Box::new(|j| j.output_prefix = "masters/c/other/".into()),
-                "output_prefix",
-            ),
-            (Box::new(|j| j.track = "..".into()), "track"),
-            (Box::new(|j| j.catalog = "a/b".into()), "catalog"),
-            (
-                Box::new(|j| j.targets[0].name = "../x".into()),
+                Box::new(|j| {
+                    j["request"]["targets"] = json!([{"name": "../x", "lufs": -14.0,
+                        "ceiling_dbtp": -1.0, "rate": null, "bits": 24}])
+                }),
                 "targets[0]",
             ),
-            (Box::new(|j| j.targets.clear()), "targets"),
-            (
-                Box::new(|j| j.formats = vec![loopmind_dsp::targets::Format::Mp3; 2]),
-                "formats[1]",
-            ),
-            (Box::new(|j| j.source = "a\0b".into()), "source"),
-            (
-                Box::new(|j| j.sliders.dynamics = f64::NAN),
-                "sliders.dynamics",
-            ),
+            (Box::new(|j| j["request"]["targets"] = json!([])), "targets"),
+            (Box::new(|j| j["request"]["formats"] = json!(["mp3", "mp3"])), "formats"),
+            (Box::new(|j| j["source"] = "a\0b".into()), "source"),
+            (Box::new(|j| j["request"]["dynamics"] = 2.0.into()), "dynamics"),
+            (Box::new(|j| j["request"]["arrangement"] = "a\0b".into()), "arrangement"),
         ];
         for (edit, field) in cases {
-            let mut j = job();
+            let mut j = message();
             edit(&mut j);
-            let e = j.validate().unwrap_err();
+            let e = read(j).unwrap_err();
             assert!(e.contains(field), "{e}");
         }
     }
 
     #[test]
-    fn hash_stable() {
-        let t = vec![loopmind_dsp::targets::preset("spotify").unwrap()];
-        use crate::codec::CodecCheck;
-        let h = |mode, album, check| {
-            settings_hash(
-                &t,
-                mode,
-                Default::default(),
-                album,
-                None,
-                None,
-                (check, &[][..]),
-            )
-        };
-        let a = h(Mode::Cinematic, None, CodecCheck::Enforce);
-        assert_eq!(a, h(Mode::Cinematic, None, CodecCheck::Enforce));
-        assert_ne!(a, h(Mode::Transparent, None, CodecCheck::Enforce));
-        assert_ne!(a, h(Mode::Cinematic, Some("album"), CodecCheck::Enforce));
-        // The check can change the masters: a run with another is not "done".
-        assert_ne!(a, h(Mode::Cinematic, None, CodecCheck::Report));
-        let mp3 = [loopmind_dsp::targets::Format::Mp3];
-        let with_mp3 = settings_hash(
-            &t,
-            Mode::Cinematic,
-            Default::default(),
-            None,
-            None,
-            None,
-            (CodecCheck::Enforce, &mp3[..]),
-        );
-        assert_ne!(a, with_mp3);
+    fn a_schema_1_message_reads_as_today() {
+        // As the coordinator of schema 1 wrote it: the options loose in the job.
+        let v1 = json!({"schema_version": 1, "job_id": "c/t@1", "catalog": "c", "track": "t",
+            "source": "mixes/t.wav", "arrangement": "a.json",
+            "targets": [loopmind_dsp::targets::preset("cd").unwrap()], "mode": "lo-fi",
+            "output_prefix": "masters/c/t/", "settings_hash": "1", "kind": "render",
+            "sliders": {"dynamics": 0.25, "reactivity": 0.5, "amount": {"eq": 0.5,
+                "width": 1.0, "saturation": 1.0, "compression": 1.0}},
+            "codec_check": "report", "formats": ["flac"]});
+        let job = read(v1).unwrap();
+        let r = &job.request;
+        assert_eq!((r.targets()[0].name.as_str(), r.mode()), ("cd", Mode::LoFi));
+        assert_eq!((r.sliders().dynamics, r.sliders().amount.eq), (0.25, 0.5));
+        assert_eq!(r.codec_check(), crate::codec::CodecCheck::Report);
+        assert_eq!(r.formats(), &[loopmind_dsp::targets::Format::Flac]);
+        assert_eq!(r.arrangement(), Some("a.json"));
+        // Written again, it is schema 2 and reads back the same.
+        let again: Job = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(again, job);
+        let newer = json!({"schema_version": 3, "job_id": "c/t@1"});
+        let e = read(newer).unwrap_err();
+        assert!(e.contains("schema_version 3 is newer"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - [`isolate`]: every render in a child process of its own, under a
 //!   memory budget and a deadline; [`progress`]: the stages it reports.
 //! - [`layout`]: every output key and path, from validated parts.
-//! - [`job`]: the job and result messages, settings hash, safe ids.
+//! - [`request`]: the render request, every option that changes a master,
+//!   declared and checked once.
+//! - [`job`]: the job and result messages, safe ids.
 //! - [`store`]: the object store trait and the folder store; [`s3`]: S3 and
 //!   S3-compatible stores.
 //! - [`rabbitmq`]: queue topology, connections with backoff, confirms.
@@ -49,6 +51,7 @@ pub mod queue;
 pub mod rabbitmq;
 pub mod render;
 pub mod report;
+pub mod request;
 pub mod s3;
 pub mod schema;
 pub mod shutdown;
@@ -58,4 +61,5 @@ pub mod target;
 pub mod wav;
 
 pub use error::{Action, WorkerError};
-pub use render::{render_masters, RenderOptions};
+pub use render::{render_masters, RenderInputs};
+pub use request::RenderRequest;

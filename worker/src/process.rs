@@ -5,7 +5,7 @@
 
 use crate::isolate::{Answer, Failure, Isolation, Work};
 use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement};
-use crate::render::RenderOptions;
+use crate::render::RenderInputs;
 use crate::report::ErrorReport;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::{Action, WorkerError};
@@ -225,13 +225,6 @@ async fn run(
     futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
     let (dir, input, meta) = fetch_mix(job, store, scratch, traffic).await?;
     let out = dir.path().join("out");
-    let mut targets = job.targets.clone();
-    if let Some(a) = &job.album {
-        // The album's shared gain: this track keeps its level relative to the others.
-        for t in &mut targets {
-            t.lufs += a.lufs_offset;
-        }
-    }
     let max_doc = iso.limits.max_document_kib.saturating_mul(1024);
     let doc = |key: Option<String>| async move {
         match key {
@@ -255,9 +248,10 @@ async fn run(
             },
         }
     };
-    let arrangement = doc(job.arrangement.clone()).await?;
-    let emotion = doc(job.emotion_graph.clone()).await?;
-    let reference = match &job.reference {
+    let request = &job.request;
+    let arrangement = doc(request.arrangement().map(str::to_string)).await?;
+    let emotion = doc(request.emotion_graph().map(str::to_string)).await?;
+    let reference = match request.reference() {
         Some(key) => {
             let path = dir.path().join("reference");
             let meta = store.get_file(key, &path).await.map_err(|e| match e {
@@ -268,21 +262,18 @@ async fn run(
                 other => other.into(),
             })?;
             traffic.downloaded += meta.size;
-            Some((key.clone(), path))
+            Some(path)
         }
         None => None,
     };
-    let opts = RenderOptions {
-        targets,
-        mode: job.mode,
-        plan: job.plan.clone(),
+    let opts = RenderInputs {
+        request: request.clone(),
         reference,
         arrangement,
         emotion,
-        sliders: job.sliders,
+        // The album's shared gain: this track keeps its level relative to the others.
+        album_offset_lu: job.album.as_ref().map_or(0.0, |a| a.lufs_offset),
         limits: (&iso.limits).into(),
-        codec_check: job.codec_check,
-        formats: job.formats.clone(),
     };
     let work = Work::Render {
         input,
@@ -344,7 +335,8 @@ async fn run(
 
 /// Every file a render publishes besides the report.
 fn outputs(job: &Job) -> Vec<String> {
-    job.targets
+    job.request
+        .targets()
         .iter()
         .flat_map(|t| target_outputs(job, &t.name))
         .chain([SETTINGS.to_string(), PICTURE.to_string()])
@@ -360,7 +352,8 @@ fn target_outputs(job: &Job, target: &str) -> Vec<String> {
     ]
     .into_iter()
     .chain(
-        job.formats
+        job.request
+            .formats()
             .iter()
             .map(|&f| crate::layout::encoded_file(target, f)),
     )

@@ -2,7 +2,7 @@
 //! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::DecodeSource;
-use crate::job::GivenPlan;
+use crate::request::{GivenPlan, RenderRequest};
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
     TargetSettings, TrackReport,
@@ -11,9 +11,8 @@ use crate::spill::FileScratch;
 use crate::wav::partial_path;
 use crate::WorkerError;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
-use loopmind_dsp::modes::Mode;
 use loopmind_dsp::pipeline::{self, Source};
-use loopmind_dsp::plan::{self, SectionPlan, Sliders};
+use loopmind_dsp::plan::{self, SectionPlan};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::targets::Target;
 use loopmind_dsp::{Audio, DspError};
@@ -21,54 +20,54 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RenderOptions {
-    pub targets: Vec<Target>,
-    pub mode: Mode,
-    /// A plan to render as it is, instead of planning from the audio.
-    pub plan: Option<GivenPlan>,
-    /// A reference track (decodable file) whose tonal balance and loudness
-    /// character the masters take on; ignored with a given plan.
-    pub reference: Option<(String, PathBuf)>,
-    /// The user's arrangement document (JSON text); detected when absent.
+/// A render request with what the render child reads for it: the
+/// documents it names (fetched by the job), the album's offset and the
+/// decoder's limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderInputs {
+    pub request: RenderRequest,
+    /// The reference track's file (the request names its key).
+    pub reference: Option<PathBuf>,
+    /// The arrangement document's text; sections are detected without one.
     pub arrangement: Option<String>,
-    /// The user's emotion graph (JSON text); measured when absent.
+    /// The emotion graph's text; intensity is measured without one.
     pub emotion: Option<String>,
-    pub sliders: Sliders,
+    /// An album track's shared loudness offset, added to every target's.
+    #[serde(default)]
+    pub album_offset_lu: f64,
     /// What the mix (and the reference) may ask of the decoder.
     #[serde(default)]
     pub limits: crate::decode::DecodeLimits,
-    /// Masters checked after the platforms' codecs, and kept under their
-    /// ceilings after them.
-    #[serde(default)]
-    pub codec_check: crate::codec::CodecCheck,
-    /// Encoded deliverables written beside each WAV.
-    #[serde(default)]
-    pub formats: Vec<loopmind_dsp::targets::Format>,
 }
 
-impl RenderOptions {
-    /// The global chain: given, or the mode's under the sliders.
-    pub fn chain(&self) -> ChainSettings {
-        match &self.plan {
-            Some(p) => p.global.clone(),
-            None => plan::global(&self.mode.chain(), self.sliders),
+impl RenderInputs {
+    /// Inputs of a request that names no documents.
+    pub fn of(request: RenderRequest, limits: crate::decode::DecodeLimits) -> Self {
+        Self {
+            request,
+            reference: None,
+            arrangement: None,
+            emotion: None,
+            album_offset_lu: 0.0,
+            limits,
         }
     }
 
-    pub fn validate(&self) -> Result<(), WorkerError> {
-        if self.targets.is_empty() {
-            return Err(WorkerError::Request("no targets".into()));
+    /// The request's targets, each moved by the album's offset.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = self.request.targets().to_vec();
+        for t in &mut targets {
+            t.lufs += self.album_offset_lu;
         }
-        for t in &self.targets {
-            t.validate()
-                .map_err(|e| WorkerError::Request(e.to_string()))?;
+        targets
+    }
+
+    /// The reference to match, if the request has one and no given plan.
+    fn matching(&self) -> Option<(&str, &Path)> {
+        match (self.request.reference(), &self.reference, self.request.plan()) {
+            (Some(name), Some(path), None) => Some((name, path)),
+            _ => None,
         }
-        let settings = |e: DspError| WorkerError::Request(format!("settings: {e}"));
-        if let Some(p) = &self.plan {
-            plan::validate(&p.sections).map_err(settings)?;
-        }
-        self.chain().validate().map_err(settings)
     }
 }
 
@@ -86,9 +85,20 @@ pub fn write_json_atomic<T: Serialize + serde::de::DeserializeOwned>(
 
 /// A stable dither seed per target, so a re-render writes identical bits.
 fn seed_for(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    loopmind_dsp::hash::fnv1a(name.as_bytes())
+}
+
+/// An album's offset moves every target's loudness: each must still be one
+/// a target may have.
+fn check_album_targets(opts: &RenderInputs) -> Result<(), WorkerError> {
+    if opts.album_offset_lu == 0.0 {
+        return Ok(());
+    }
+    for t in opts.targets() {
+        t.validate()
+            .map_err(|e| WorkerError::Request(format!("album offset: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Renders `input` for every target into `out_dir` (created if missing):
@@ -98,7 +108,7 @@ pub fn render_masters(
     input: &Path,
     track: &str,
     out_dir: &Path,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
 ) -> Result<TrackReport, WorkerError> {
     fs::create_dir_all(out_dir).map_err(|e| WorkerError::io(out_dir, e))?;
     render_inner(input, track, out_dir, opts)
@@ -111,9 +121,9 @@ fn render_inner(
     input: &Path,
     track: &str,
     out_dir: &Path,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
 ) -> Result<TrackReport, WorkerError> {
-    opts.validate()?;
+    check_album_targets(opts)?;
     let work = out_dir.join(WORK_DIR);
     let mut scratch = FileScratch::new(&work).map_err(|e| WorkerError::io(&work, e))?;
     let result = render_passes(input, track, out_dir, opts, &mut scratch);
@@ -127,13 +137,13 @@ fn render_passes(
     input: &Path,
     track: &str,
     out_dir: &Path,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
     scratch: &mut FileScratch,
 ) -> Result<TrackReport, WorkerError> {
     let block = pipeline::BLOCK;
     crate::progress::stage("analysing");
     let mut src = DecodeSource::open(input, &opts.limits)?;
-    let matching = opts.reference.is_some() && opts.plan.is_none();
+    let matching = opts.matching().is_some();
     let mut analysis = pipeline::analyse(&mut src, matching, block).map_err(|e| src.error(e))?;
     let info = src.info();
     let (integrated_lufs, lra_lu) = analysis.features.loudness();
@@ -148,7 +158,8 @@ fn render_passes(
     };
     let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
     let (in_rate, duration) = (analysis.rate, analysis.seconds());
-    for t in &opts.targets {
+    let targets = opts.targets();
+    for t in &targets {
         crate::wav::check_size(
             &t.name,
             duration,
@@ -172,9 +183,9 @@ fn render_passes(
         .collect();
     let (clip_a, clip_b) = crate::preview::span(&spans, duration);
     // A reference moves the mode's chain and contrast before anything is planned.
-    let mut mode_chain = opts.mode.chain();
+    let mut mode_chain = opts.request.mode().chain();
     let (mut contrast, mut match_eq, mut reference) = (1.0, Vec::new(), None);
-    if let (Some((name, path)), None) = (&opts.reference, &opts.plan) {
+    if let Some((name, path)) = opts.matching() {
         let energies = analysis.balance_energies.take().unwrap_or_default();
         let mix_balance = pipeline::balance(&mut src, energies, block).map_err(|e| src.error(e))?;
         let r = analyse_reference(
@@ -194,14 +205,14 @@ fn render_passes(
     }
     // The chain and each section's tone (from its intensity), or the plan
     // given; the chain follows the sections.
-    let (chain, mut section_plan) = match &opts.plan {
+    let (chain, mut section_plan) = match opts.request.plan() {
         Some(given) => (given.global.clone(), given.sections.clone()),
         None => (
             ChainSettings {
                 match_eq,
-                ..plan::global(&mode_chain, opts.sliders)
+                ..plan::global(&mode_chain, opts.request.sliders())
             },
-            plan::plan(&secs, &character, &mode_chain, opts.mode, opts.sliders),
+            plan::plan(&secs, &character, &mode_chain, opts.request.mode(), opts.request.sliders()),
         ),
     };
     crate::progress::stage("processing");
@@ -220,12 +231,12 @@ fn render_passes(
     .map_err(|e| src.error(e))?;
     // Loudness planned on the chain's output, so the plan's contrast is what
     // the limiter receives; the report keeps the raw input's section loudness.
-    if opts.plan.is_none() {
+    if opts.request.plan().is_none() {
         plan::set_loudness(
             &mut section_plan,
             &processed.section_lufs,
-            opts.mode,
-            opts.sliders,
+            opts.request.mode(),
+            opts.request.sliders(),
             contrast,
         );
     }
@@ -236,8 +247,7 @@ fn render_passes(
 
     // Targets grouped by output rate: each rate is prepared once (the plan's
     // gain, resampling, the detector envelope) and shared by its targets.
-    let mut rates: Vec<u32> = opts
-        .targets
+    let mut rates: Vec<u32> = targets
         .iter()
         .map(|t| t.rate.unwrap_or(in_rate))
         .collect();
@@ -256,8 +266,7 @@ fn render_passes(
             // Its scratch files go before the masters are written.
             processed = None;
         }
-        for (idx, t) in opts
-            .targets
+        for (idx, t) in targets
             .iter()
             .enumerate()
             .filter(|(_, t)| t.rate.unwrap_or(in_rate) == rate)
@@ -355,15 +364,13 @@ fn render_passes(
         reports.into_iter().map(|(_, r, s)| (r, s)).unzip();
     let settings = MasterSettings {
         schema_version: Default::default(),
-        mode: opts.mode,
+        request: opts.request.clone(),
         working_lufs: WORKING_LUFS,
         global: chain,
         targets: target_settings,
-        sliders: opts.sliders,
         sections: section_plan,
         reference,
         tempo_bpm,
-        codec_check: opts.codec_check,
     };
     crate::progress::stage("writing");
     write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
@@ -376,7 +383,7 @@ fn render_passes(
         crate::plot::draw(
             &path,
             &crate::plot::Picture {
-                title: &format!("{track}: short-term loudness, {} mode", opts.mode),
+                title: &format!("{track}: short-term loudness, {} mode", opts.request.mode()),
                 input: &input,
                 master: &master,
                 master_label: &label,
@@ -393,14 +400,14 @@ fn render_passes(
         source: input.display().to_string(),
         input: info,
         input_loudness,
-        mode: opts.mode,
+        mode: opts.request.mode(),
         targets,
         software: format!("LoopMind {}", env!("CARGO_PKG_VERSION")),
         job: None,
         album: None,
         reference: settings.reference.clone(),
         structure: Some(crate::report::StructureReport::of(
-            match (&opts.plan, &opts.arrangement) {
+            match (opts.request.plan(), &opts.arrangement) {
                 (Some(_), _) => "settings",
                 (None, Some(_)) => "arrangement",
                 (None, None) => "detected",
@@ -427,10 +434,10 @@ struct SectionAnalysis {
 /// loudness in the input.
 fn analyse_sections(
     analysis: &pipeline::Analysis,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
 ) -> Result<SectionAnalysis, WorkerError> {
     let features = &analysis.features;
-    let (secs, character, tempo_bpm) = match &opts.plan {
+    let (secs, character, tempo_bpm) = match opts.request.plan() {
         Some(given) => given_sections(given, analysis.seconds())?,
         None => found_sections(analysis, opts)?,
     };
@@ -454,7 +461,7 @@ type Found = (Vec<Section>, Vec<(f64, String)>, Option<f64>);
 /// there is one), their character from the emotion graph or the audio.
 fn found_sections(
     analysis: &pipeline::Analysis,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
 ) -> Result<Found, WorkerError> {
     let (duration, features) = (analysis.seconds(), &analysis.features);
     let named = |doc: &str, e: DspError| match e {
@@ -525,7 +532,7 @@ fn analyse_reference(
     rate: u32,
     mix_loudness: &InputLoudness,
     mode_chain: &ChainSettings,
-    opts: &RenderOptions,
+    opts: &RenderInputs,
 ) -> Result<ReferenceAnalysis, WorkerError> {
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
     crate::progress::stage("analysing the reference");
@@ -547,11 +554,11 @@ fn analyse_reference(
     let ref_balance =
         pipeline::balance(&mut src, energies.finish(), block).map_err(|e| named(src.error(e)))?;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
-    let eq = plan::global(mode_chain, opts.sliders).eq.sections(rate);
+    let eq = plan::global(mode_chain, opts.request.sliders()).eq.sections(rate);
     let already = |f: f64| -> f64 { eq.iter().map(|k| k.magnitude_db(f, rate as f64)).sum() };
     let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
-        b.gain_db *= opts.sliders.amount.eq;
+        b.gain_db *= opts.request.sliders().amount.eq;
     }
     // The match's quality: how far the master's tonal balance is from the
     // reference's without the match and with it (the mode's EQ in both).

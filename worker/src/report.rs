@@ -189,17 +189,19 @@ pub struct ErrorReport {
     pub action: Action,
 }
 
-/// `master_settings.json`: the plan actually rendered.
+/// `master_settings.json`: the request as it entered and the plan actually
+/// rendered from it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(remote = "Self")]
 pub struct MasterSettings {
     #[serde(default)]
     pub schema_version: crate::schema::SchemaVersion,
-    pub mode: Mode,
+    /// Every option the masters were asked with (a plan given included).
+    pub request: crate::request::RenderRequest,
     /// Level the chain works at; the input is brought there first.
     pub working_lufs: f64,
     pub global: ChainSettings,
     pub targets: Vec<TargetSettings>,
-    pub sliders: loopmind_dsp::plan::Sliders,
     /// The section plan rendered: each section's span, character and
     /// loudness offset (ramped over 1 s around boundaries).
     pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
@@ -209,10 +211,79 @@ pub struct MasterSettings {
     /// What a reference track contributed (its match EQ is in `global`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
-    /// The codec check the masters were made under (enforce may have
-    /// lowered a ceiling): `--settings` renders under the same one.
-    #[serde(default)]
-    pub codec_check: crate::codec::CodecCheck,
+}
+
+impl Serialize for MasterSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MasterSettings::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MasterSettings {
+    /// Files of schema 1 (mode, sliders and codec check loose, no request)
+    /// are read as today's.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = serde_json::Value::deserialize(d)?;
+        if crate::schema::version_of(&v) < 2 {
+            settings_v1(&mut v);
+        }
+        MasterSettings::deserialize(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A schema 1 `master_settings.json` as schema 2: its request made of the
+/// mode, sliders and codec check it kept, and the targets it rendered.
+fn settings_v1(v: &mut serde_json::Value) {
+    let Some(doc) = v.as_object_mut() else {
+        return;
+    };
+    let mut request = serde_json::Map::new();
+    if let Some(serde_json::Value::Object(sliders)) = doc.remove("sliders") {
+        request.extend(sliders);
+    }
+    for key in ["mode", "codec_check"] {
+        if let Some(value) = doc.remove(key) {
+            request.insert(key.into(), value);
+        }
+    }
+    let targets = doc.get("targets").and_then(|t| t.as_array());
+    let targets: Vec<serde_json::Value> = targets
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            serde_json::json!({"name": t["target"], "lufs": t["target_lufs"],
+                "ceiling_dbtp": t["true_peak_db"], "rate": t["sample_rate_hz"],
+                "bits": t["bit_depth"], "codecs": t.get("codecs").cloned().unwrap_or_else(|| serde_json::json!([]))})
+        })
+        .collect();
+    request.insert("targets".into(), targets.into());
+    doc.insert("request".into(), request.into());
+}
+
+impl MasterSettings {
+    /// The targets as rendered (each at the rate it was rendered at).
+    pub fn rendered_targets(&self) -> Vec<loopmind_dsp::targets::Target> {
+        self.targets
+            .iter()
+            .map(|t| loopmind_dsp::targets::Target {
+                name: t.target.clone(),
+                lufs: t.target_lufs,
+                ceiling_dbtp: t.true_peak_db,
+                rate: Some(t.sample_rate_hz),
+                bits: t.bit_depth,
+                codecs: t.codecs.clone(),
+            })
+            .collect()
+    }
+
+    /// The plan these masters were rendered from, to render again as it is.
+    pub fn given_plan(&self) -> crate::request::GivenPlan {
+        crate::request::GivenPlan {
+            global: self.global.clone(),
+            sections: self.sections.clone(),
+            tempo_bpm: self.tempo_bpm,
+        }
+    }
 }
 
 /// A reference track's loudness character and what it changed.
@@ -255,4 +326,33 @@ pub struct TargetSettings {
     /// The platform's codecs the master was checked against.
     #[serde(default)]
     pub codecs: Vec<loopmind_dsp::targets::Codec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecCheck;
+
+    /// A master_settings.json as LoopMind wrote it before schema 2 (spotify
+    /// and ebu-r128, cinematic, --dynamics 0.3 --amount eq=0.5
+    /// --codec-check report), read as today's.
+    #[test]
+    fn a_schema_1_settings_file_reads_as_today() {
+        let v1 = include_str!("../tests/fixtures/master_settings.v1.json");
+        let s: MasterSettings = serde_json::from_str(v1).unwrap();
+        let r = &s.request;
+        assert_eq!(r.mode(), Mode::Cinematic);
+        let sliders = r.sliders();
+        assert_eq!((sliders.dynamics, sliders.reactivity, sliders.amount.eq), (0.3, 1.0, 0.5));
+        assert_eq!(r.codec_check(), CodecCheck::Report);
+        let names: Vec<&str> = r.targets().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["spotify", "ebu-r128"]);
+        assert_eq!(r.targets()[0].codecs.len(), 2);
+        assert_eq!(r.targets()[0].rate, Some(44_100));
+        assert_eq!(s.rendered_targets(), r.targets());
+        // Written again it is schema 2, and reads back the same.
+        let again: MasterSettings = serde_json::from_slice(&document(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        assert!(String::from_utf8(document(&s).unwrap()).unwrap().contains("\"schema_version\": 2"));
+    }
 }

@@ -1,14 +1,19 @@
 //! The version of every document and message LoopMind writes: job messages,
 //! results, `report.json`, `master_settings.json`, error reports and
-//! summaries carry `"schema_version": 1`. A reader takes its own version and
+//! summaries carry `"schema_version": 2`. A reader takes its own version and
 //! older ones (a document without the field is version 1, written before it
 //! existed) and refuses a newer one by name, so a mixed fleet during an
 //! upgrade fails loudly instead of misreading a field.
+//!
+//! Version 2 gathered every render option into one request
+//! ([`crate::request::RenderRequest`]): job messages and
+//! `master_settings.json` of version 1 are migrated as they are read (see
+//! their types); the other documents kept their shape.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The major version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A document's `schema_version` field: always written as
 /// [`SCHEMA_VERSION`]; reading a newer one is an error.
@@ -33,6 +38,13 @@ impl<'de> Deserialize<'de> for SchemaVersion {
     }
 }
 
+/// The `schema_version` a document states (1 where it has none).
+pub fn version_of(doc: &serde_json::Value) -> u64 {
+    doc.get("schema_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,13 +63,13 @@ mod tests {
             x: 1,
         })
         .unwrap();
-        assert_eq!(text, r#"{"schema_version":1,"x":1}"#);
+        assert_eq!(text, r#"{"schema_version":2,"x":1}"#);
         assert!(serde_json::from_str::<Doc>(r#"{"x":1}"#).is_ok());
         assert!(serde_json::from_str::<Doc>(r#"{"schema_version":1,"x":1}"#).is_ok());
-        let e = serde_json::from_str::<Doc>(r#"{"schema_version":2,"x":1}"#)
+        let e = serde_json::from_str::<Doc>(r#"{"schema_version":3,"x":1}"#)
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("schema_version 2 is newer"), "{e}");
+        assert!(e.contains("schema_version 3 is newer"), "{e}");
     }
 }

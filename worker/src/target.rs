@@ -5,7 +5,7 @@
 use crate::codec::check::{self, CodecReport, MasterLevels};
 use crate::codec::tags::FileTags;
 use crate::codec::CodecCheck;
-use crate::render::RenderOptions;
+use crate::render::RenderInputs;
 use crate::wav::WavSink;
 use crate::WorkerError;
 use loopmind_dsp::limiter::LimiterSettings;
@@ -30,7 +30,7 @@ pub struct How<'a> {
     pub out_dir: &'a Path,
     /// Where encodes are made before they are kept or dropped.
     pub work: &'a Path,
-    pub opts: &'a RenderOptions,
+    pub opts: &'a RenderInputs,
 }
 
 /// An encoded deliverable beside the WAV.
@@ -91,12 +91,13 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
     let opts = how.opts;
     let path = how.out_dir.join(crate::layout::master_file(&t.name));
     let deliver: Vec<Codec> = opts
-        .formats
+        .request
+        .formats()
         .iter()
         .filter_map(|f| f.lossy())
         .map(|f| deliverable_codec(t, f))
         .collect();
-    let mut run: Vec<Codec> = match opts.codec_check {
+    let mut run: Vec<Codec> = match opts.request.codec_check() {
         CodecCheck::Off => Vec::new(),
         _ => t.codecs.clone(),
     };
@@ -163,7 +164,7 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
             .map(|(r, _)| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
             .fold(f64::NEG_INFINITY, f64::max);
         let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
-        if !over || opts.codec_check != CodecCheck::Enforce {
+        if !over || opts.request.codec_check() != CodecCheck::Enforce {
             let mut files: Vec<EncodedFile> = flac(t, &path, &tags, how)?.into_iter().collect();
             files.extend(keep(t, &deliver, &checked, how.out_dir)?);
             return Ok(Rendered {
@@ -279,7 +280,7 @@ fn flac(
     tags: &FileTags,
     how: &How,
 ) -> Result<Option<EncodedFile>, WorkerError> {
-    if !how.opts.formats.contains(&Format::Flac) {
+    if !how.opts.request.formats().contains(&Format::Flac) {
         return Ok(None);
     }
     crate::progress::stage(&format!("writing {} as FLAC", t.name));

@@ -7,7 +7,14 @@
 use loopmind_dsp::targets::{Codec, Format, Lossy, Target};
 use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::codec::CodecCheck;
-use loopmind_worker::render::{render_masters, RenderOptions};
+use loopmind_worker::render::{render_masters, RenderInputs};
+use loopmind_worker::RenderRequest;
+use serde_json::json;
+
+/// Render inputs of a request written as JSON.
+fn inputs(request: serde_json::Value) -> RenderInputs {
+    RenderInputs::of(RenderRequest::from_json(request).unwrap(), Default::default())
+}
 use loopmind_worker::report::TrackReport;
 use std::path::Path;
 
@@ -44,12 +51,7 @@ fn target() -> Target {
 }
 
 fn render(input: &Path, out: &Path, check: CodecCheck) -> TrackReport {
-    let opts = RenderOptions {
-        targets: vec![target()],
-        mode: loopmind_dsp::modes::Mode::RadioLoud,
-        codec_check: check,
-        ..Default::default()
-    };
+    let opts = inputs(json!({"targets": [target()], "mode": "radio-loud", "codec_check": check}));
     render_masters(input, "t", out, &opts).unwrap()
 }
 
@@ -116,13 +118,8 @@ fn a_target_its_codec_would_clip_is_withheld_and_the_others_ship() {
     let mut loud = target();
     loud.lufs = -7.0;
     let plain = loopmind_dsp::targets::preset("apple-music").unwrap();
-    let opts = RenderOptions {
-        targets: vec![loud.clone(), plain.clone()],
-        mode: loopmind_dsp::modes::Mode::RadioLoud,
-        codec_check: CodecCheck::Enforce,
-        formats: vec![Format::Flac, Format::Opus],
-        ..Default::default()
-    };
+    let opts = inputs(json!({"targets": [loud, plain], "mode": "radio-loud",
+        "codec_check": "enforce", "formats": ["flac", "opus"]}));
     let out = dir.path().join("out");
     let report = render_masters(&input, "t", &out, &opts).unwrap();
     let w = &report.targets[0];
@@ -279,18 +276,8 @@ fn encoded_deliverables_decode_and_carry_their_tags() {
     let out = dir.path().join("out");
     let mut spotify = loopmind_dsp::targets::preset("spotify").unwrap();
     spotify.lufs = -12.0;
-    let opts = RenderOptions {
-        targets: vec![spotify],
-        mode: loopmind_dsp::modes::Mode::RadioLoud,
-        formats: vec![
-            Format::Flac,
-            Format::Aac,
-            Format::Mp3,
-            Format::Opus,
-            Format::Vorbis,
-        ],
-        ..Default::default()
-    };
+    let opts = inputs(json!({"targets": [spotify], "mode": "radio-loud",
+        "formats": ["flac", "aac", "mp3", "opus", "vorbis"]}));
     let report = render_masters(&input, "t", &out, &opts).unwrap();
     let t = &report.targets[0];
     assert_eq!(report.input.tags.isrc.as_deref(), Some("QZABC2600001"));

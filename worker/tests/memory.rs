@@ -4,7 +4,7 @@
 //! its 254 MB for the long one.
 
 use loopmind_dsp::testsignals::{demo_arrangement, song};
-use loopmind_worker::render::{render_masters, RenderOptions};
+use loopmind_worker::render::{render_masters, RenderInputs};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,18 +53,17 @@ fn write_song(path: &Path, minutes: usize) {
 
 /// Peak heap (bytes) above what was live before, rendering `path`.
 fn render_peak(path: &Path, out: &Path) -> usize {
-    let opts = RenderOptions {
-        targets: vec![
-            loopmind_dsp::targets::preset("spotify").unwrap(),
-            // A second rate: the resampling path streams too.
-            loopmind_dsp::targets::Target {
-                rate: Some(48_000),
-                ..loopmind_dsp::targets::preset("ebu-r128").unwrap()
-            },
-        ],
-        mode: loopmind_dsp::modes::Mode::Cinematic,
-        ..Default::default()
-    };
+    let targets = serde_json::json!([
+        "spotify",
+        // A second rate: the resampling path streams too.
+        loopmind_dsp::targets::Target {
+            rate: Some(48_000),
+            ..loopmind_dsp::targets::preset("ebu-r128").unwrap()
+        },
+    ]);
+    let request = serde_json::json!({"targets": targets, "mode": "cinematic"});
+    let request = loopmind_worker::RenderRequest::from_json(request).unwrap();
+    let opts = RenderInputs::of(request, Default::default());
     let base = NOW.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let report = render_masters(path, "t", out, &opts).unwrap();

@@ -1,5 +1,5 @@
 //! Platform targets: the loudness and true-peak ceiling a master is made for,
-//! and the format it is delivered in. Sources are listed in the README.
+//! and the format it is delivered in. Sources are listed in docs/targets.md.
 
 use serde::{Deserialize, Serialize};
 
@@ -102,7 +102,7 @@ use Lossy::{Aac, Mp3, Opus, Vorbis};
 
 /// (name, LUFS, ceiling dBTP, rate, bits, codecs). Where a platform names
 /// several qualities the lowest its paying listeners get by default is
-/// taken (more overshoot); sources in the README's target table.
+/// taken (more overshoot); sources in docs/targets.md.
 #[allow(clippy::type_complexity)]
 const PRESETS: &[(&str, f64, f64, Option<u32>, u16, &[Codec])] = &[
     (

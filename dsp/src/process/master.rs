@@ -329,7 +329,7 @@ struct PassStats {
     checksum: u64,
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+use crate::hash::{FNV_OFFSET, FNV_PRIME};
 
 /// The gain a frame with envelope `env` needs to stay under `ceil` after
 /// `gain` (1 where it needs none; past the end the envelope reads 0).
@@ -448,7 +448,7 @@ fn run_pass(
             for k in 0..len {
                 for ch in &out {
                     hash ^= (ch[k] * scale) as i32 as u32 as u64;
-                    hash = hash.wrapping_mul(0x100_0000_01b3);
+                    hash = hash.wrapping_mul(FNV_PRIME);
                 }
             }
         }
