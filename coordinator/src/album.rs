@@ -133,7 +133,11 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let orders = [["a", "b", "c", "d"], ["d", "c", "b", "a"], ["c", "a", "d", "b"]];
+        let orders = [
+            ["a", "b", "c", "d"],
+            ["d", "c", "b", "a"],
+            ["c", "a", "d", "b"],
+        ];
         let bits: Vec<u64> = orders
             .iter()
             .map(|o| {

@@ -7,10 +7,10 @@
 use crate::runner::{self, Catalog};
 use crate::MasterArgs;
 use anyhow::{bail, Context, Result};
-use loopmind_worker::config::Settings;
-use loopmind_worker::isolate::Isolation;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
+use loopmind_worker::config::Settings;
+use loopmind_worker::isolate::Isolation;
 use loopmind_worker::job::TrackSpec;
 use loopmind_worker::layout::{safe_name, LOCAL_CATALOG};
 use loopmind_worker::metrics::Metrics;
@@ -144,7 +144,10 @@ pub fn master(
             bail!("--arrangement and --emotion are for a single track; for batches put <stem>.arrangement.json / <stem>.emotion.json beside each mix");
         }
         let job = &mut jobs[0];
-        for (given, slot) in [(arrangement, &mut job.arrangement), (emotion, &mut job.emotion)] {
+        for (given, slot) in [
+            (arrangement, &mut job.arrangement),
+            (emotion, &mut job.emotion),
+        ] {
             if let Some(p) = given.map(Path::new) {
                 if !p.is_file() {
                     bail!("{}: no such file", p.display());
@@ -212,7 +215,10 @@ fn settings_layer(path: &Path, max_kib: u64) -> Result<Map<String, Value>> {
         .into_iter()
         .filter_map(|k| Some((k.to_string(), asked.get(k)?.clone())))
         .collect();
-    layer.insert("targets".into(), serde_json::to_value(s.rendered_targets())?);
+    layer.insert(
+        "targets".into(),
+        serde_json::to_value(s.rendered_targets())?,
+    );
     layer.insert("plan".into(), serde_json::to_value(s.given_plan())?);
     Ok(layer)
 }
@@ -240,7 +246,11 @@ pub fn run_batch(
     let _lock = lock_folder(out)?;
     // Absolute paths: the folder store reads them where they are.
     let abs = |p: &Path| std::path::absolute(p).map(|p| p.display().to_string());
-    let reference = batch.request.reference().map(|r| abs(Path::new(r))).transpose()?;
+    let reference = batch
+        .request
+        .reference()
+        .map(|r| abs(Path::new(r)))
+        .transpose()?;
     let mut tracks = Vec::new();
     for f in &files {
         let request = batch.request.clone().with_documents(

@@ -45,7 +45,10 @@ struct NotAString {
 }
 
 /// Takes a string field out of a JSON object (absent: None).
-fn take_string(m: &mut Map<String, Value>, key: &'static str) -> Result<Option<String>, NotAString> {
+fn take_string(
+    m: &mut Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, NotAString> {
     match m.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

@@ -4,6 +4,7 @@
 //! on the master, ours against the ebur128 crate.
 //! `cargo run --release -p loopmind-dsp --example stages [seconds]`
 
+use loopmind_dsp::analysis::structure;
 use loopmind_dsp::chain::WORKING_LUFS;
 use loopmind_dsp::loudness::{measure_with, Measure};
 use loopmind_dsp::master::{master_target, measure_pass, MemorySink, NullSink};
@@ -50,7 +51,7 @@ fn main() {
     let (input_lufs, _) = analysis.features.loudness();
     let (found, character) = time("plan: beat grid, sections, intensity", || {
         let grid = beats::grid(&analysis.onsets);
-        let found = sections::detect_with(
+        let found = structure::detect_with(
             analysis.seconds(),
             &analysis.features,
             grid.as_ref(),

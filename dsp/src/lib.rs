@@ -11,28 +11,35 @@
 //!                                                                                               measure
 //! ```
 //!
-//! Map of the crate:
-//! - [`pipeline`]: the passes and the [`pipeline::Source`] they read;
-//!   [`stage`]: the block-stage shape; [`store`]: where a pass keeps what a
-//!   later one reads again (files in the worker, memory in tests).
-//! - [`analysis`]: [`sections`] (features, detection, documents), [`beats`]
-//!   (onsets, beat grid), [`reference`] (tonal balance, character).
-//! - [`planning`]: [`targets`], [`modes`], [`plan`] (per-section settings),
-//!   [`automation`] (values crossfaded at boundaries).
-//! - [`process`]: [`chain`] ([`eq`], [`compressor`], [`saturation`],
-//!   [`width`] on [`biquad`]s), [`resample`], and the master: [`master`]
-//!   (gain search over the [`limiter`], measured on exactly the [`dither`]ed
-//!   samples written).
+//! Map of the crate, in layers (a module uses only those above it):
+//! - records and primitives: [`audio`] (the planar buffer of whole-track
+//!   helpers and tests), [`level`], [`stage`] (the block-stage shape),
+//!   [`automation`] (values crossfaded at boundaries), [`biquad`] (the filter
+//!   the meters, the analysis and the chain share), [`targets`] (what a
+//!   master must land on), [`store`] (where a pass keeps what a later one
+//!   reads again: files in the worker, memory in tests), [`error`], [`hash`].
 //! - [`measure`]: [`bs1770`] (our loudness, the model the search runs on),
 //!   [`loudness`] (the ebur128 crate), [`truepeak`] (detector and 16x meter).
-//! - [`audio`]: the planar buffer of whole-track helpers and tests;
-//!   [`testsignals`]: EBU Tech 3341/3342 style signals and the demo song.
+//! - [`analysis`]: [`sections`] (features, fine edges, documents),
+//!   [`structure`] (merging and labels: detection), [`beats`] (onsets, beat
+//!   grid), [`reference`] (tonal balance, character).
+//! - [`process`]: [`chain`] ([`eq`], [`compressor`], [`saturation`],
+//!   [`width`]), [`resample`], and the master: [`master`] (gain search over
+//!   the [`limiter`], measured on exactly the [`dither`]ed samples written).
+//!   A stage takes settings and curves; it knows nothing of plans.
+//! - [`planning`]: [`modes`], [`plan`] (per-section settings, and the
+//!   chain's curves from them).
+//! - [`pipeline`]: the passes and the [`pipeline::Source`] they read, driving
+//!   all of the above; [`testsignals`]: EBU Tech 3341/3342 style signals and
+//!   the demo song.
 //!
 //! The modules keep their short paths (`loopmind_dsp::chain`, ...) as
 //! re-exports, so the folders show the pipeline without renaming callers.
 
 pub mod analysis;
 pub mod audio;
+pub mod automation;
+pub mod biquad;
 pub mod error;
 pub mod hash;
 pub mod level;
@@ -42,6 +49,7 @@ pub mod planning;
 pub mod process;
 pub mod stage;
 pub mod store;
+pub mod targets;
 pub mod testsignals;
 
 pub(crate) use analysis::stft;
@@ -50,10 +58,8 @@ pub use audio::Audio;
 pub use error::DspError;
 pub(crate) use measure::fir;
 pub use measure::{bs1770, loudness, truepeak};
-pub use planning::{automation, modes, plan, targets};
-pub use process::{
-    biquad, chain, compressor, dither, eq, limiter, master, resample, saturation, width,
-};
+pub use planning::{modes, plan};
+pub use process::{chain, compressor, dither, eq, limiter, master, resample, saturation, width};
 
 /// Decibels to linear amplitude.
 pub fn db_to_lin(db: f64) -> f64 {

@@ -227,7 +227,12 @@ pub fn process(
     block: usize,
 ) -> Result<Processed, DspError> {
     let (rate, nch) = (src.rate(), src.channels());
-    let mut stage = chain.stage(input_lufs, plan, rate, nch);
+    let mut stage = chain.stage(
+        input_lufs,
+        crate::plan::chain_curves(chain, plan),
+        rate,
+        nch,
+    );
     let mut band = crate::truepeak::band_limiter(rate, nch);
     let mut k = crate::bs1770::KPower::new(nch, rate);
     let mut meter = SectionMeter::new(sections, rate);

@@ -59,7 +59,7 @@ fn each_section_gets_its_own_width() {
     let mut a = stereo_tones(12.0);
     let before = side_to_mid(&a, 1.0, 3.0);
     // Working level = input level: no gain change, tone shaping only.
-    chain.run_planned(&mut a, -18.0, &p);
+    chain.run_with(&mut a, -18.0, plan::chain_curves(&chain, &p));
     for (k, sec) in p.iter().enumerate() {
         let got = side_to_mid(&a, sec.start + 1.0, sec.end - 1.0);
         // EQ and saturation move mid and side a little; width moves their ratio.
@@ -80,7 +80,7 @@ fn a_plan_with_one_setting_is_the_static_chain() {
     let p = song_plan(Mode::Cinematic, still);
     let chain = plan::global(&Mode::Cinematic.chain(), still);
     let (mut a, mut b) = (stereo_tones(12.0), stereo_tones(12.0));
-    chain.run_planned(&mut a, -20.0, &p);
+    chain.run_with(&mut a, -20.0, plan::chain_curves(&chain, &p));
     chain.run(&mut b, -20.0);
     assert_eq!(a.channels, b.channels);
 }
@@ -93,7 +93,7 @@ fn tone_changes_at_boundaries_do_not_click() {
         let p = song_plan(mode, Sliders::default());
         let chain = plan::global(&mode.chain(), Sliders::default());
         let mut a = stereo_tones(12.0);
-        chain.run_planned(&mut a, -18.0, &p);
+        chain.run_with(&mut a, -18.0, plan::chain_curves(&chain, &p));
         let d3 = |v: &[f32], i: usize| (v[i + 3] - 3.0 * v[i + 2] + 3.0 * v[i + 1] - v[i]).abs();
         for ch in &a.channels {
             let steady = |from: f64| {

@@ -1,5 +1,6 @@
 //! Section detection on songs of known structure, and the user's documents.
 
+use loopmind_dsp::analysis::structure;
 use loopmind_dsp::sections::{self, parse_arrangement, parse_emotion};
 use loopmind_dsp::testsignals::{
     crescendo, demo_arrangement, pop_arrangement, song, song_at, SongSection,
@@ -8,7 +9,7 @@ use loopmind_dsp::DspError;
 
 fn check(name: &str, layout: &[SongSection], seed: u64) {
     let (audio, truth) = song(44_100, layout, seed);
-    let found = sections::detect(&audio);
+    let found = structure::detect(&audio);
     let got: Vec<String> = found
         .iter()
         .map(|s| format!("{} {:.1}-{:.1}", s.label, s.start, s.end))
@@ -60,7 +61,7 @@ fn boundaries_snap_to_the_beat() {
     let (audio, truth) = song_at(44_100, &demo_arrangement(), 4, 100.0, 0.37);
     let grid = loopmind_dsp::beats::track(&audio).expect("a tempo");
     assert!((grid.bpm - 100.0).abs() < 0.5, "{grid:?}");
-    let found = sections::detect(&audio);
+    let found = structure::detect(&audio);
     assert_eq!(found.len(), truth.len(), "{found:?}");
     for (f, (label, start, _)) in found.iter().zip(&truth).skip(1) {
         // On the true boundary (a beat), to within 20 ms.
@@ -133,7 +134,7 @@ fn boundaries_within_a_second(
     audio: &loopmind_dsp::Audio,
     truth: &[(String, f64, f64)],
 ) -> Vec<sections::Section> {
-    let found = sections::detect(audio);
+    let found = structure::detect(audio);
     let got: Vec<String> = found
         .iter()
         .map(|s| format!("{} {:.1}-{:.1}", s.label, s.start, s.end))
@@ -213,7 +214,7 @@ fn one_texture_is_one_section() {
     let grid = loopmind_dsp::beats::grid(&onsets);
     let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert!(fine.len() > 3, "the fine level finds something: {fine:?}");
-    let found = sections::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
+    let found = structure::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].label, loopmind_dsp::structure::ONE_SECTION);
 }
@@ -225,7 +226,7 @@ fn instruments_entering_at_one_level_land_on_their_beat() {
     let (mut audio, truth) = song_at(44_100, &pop_arrangement(), 16, 110.0, 0.5);
     let (_, a, b) = truth.iter().find(|t| t.0 == "Verse").cloned().unwrap();
     crescendo(&mut audio, a, b, 9.0);
-    let found = sections::detect(&audio);
+    let found = structure::detect(&audio);
     let near = found
         .iter()
         .map(|s| s.start)

@@ -1,6 +1,7 @@
 //! The render streams in blocks: how the track is cut into blocks (by the
 //! decoder and by the pipeline) must not change a bit of any master.
 
+use loopmind_dsp::analysis::structure;
 use loopmind_dsp::chain::WORKING_LUFS;
 use loopmind_dsp::master::{master_target, MemorySink, TargetMaster};
 use loopmind_dsp::modes::Mode;
@@ -20,7 +21,7 @@ fn render(audio: &Audio, chunk: usize, block: usize) -> Vec<(TargetMaster, Vec<V
     let analysis = pipeline::analyse(&mut src, false, block).unwrap();
     let (input_lufs, _) = analysis.features.loudness();
     let grid = beats::grid(&analysis.onsets);
-    let found = sections::detect_with(
+    let found = structure::detect_with(
         analysis.seconds(),
         &analysis.features,
         grid.as_ref(),

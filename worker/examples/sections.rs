@@ -6,6 +6,7 @@
 //!
 //! `cargo run --release -p loopmind-worker --example sections -- [FOLDER] [--list]`
 
+use loopmind_dsp::analysis::structure;
 use loopmind_dsp::testsignals::{crescendo, pop_arrangement, song_at, SongSection};
 use loopmind_dsp::{beats, sections, Audio};
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ fn detect(audio: &Audio) -> (usize, Vec<sections::Section>, Option<f64>) {
     let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref(), Some(&onsets)).len() - 1;
     (
         fine,
-        sections::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets)),
+        structure::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets)),
         grid.map(|g| g.bpm),
     )
 }

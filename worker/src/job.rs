@@ -2,8 +2,8 @@
 //! is decoded and analysed once) and its result.
 
 use crate::report::{ErrorReport, TrackReport};
-use crate::request::MAX_KEY;
 use crate::request::RenderRequest;
+use crate::request::MAX_KEY;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -334,8 +334,14 @@ mod tests {
         read(message()).unwrap();
         type Edit = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(Edit, &str)> = vec![
-            (Box::new(|j| j["output_prefix"] = "../../etc/".into()), "output_prefix"),
-            (Box::new(|j| j["output_prefix"] = "masters/c/other/".into()), "output_prefix"),
+            (
+                Box::new(|j| j["output_prefix"] = "../../etc/".into()),
+                "output_prefix",
+            ),
+            (
+                Box::new(|j| j["output_prefix"] = "masters/c/other/".into()),
+                "output_prefix",
+            ),
             (Box::new(|j| j["track"] = "..".into()), "track"),
             (Box::new(|j| j["catalog"] = "a/b".into()), "catalog"),
             (
@@ -346,10 +352,19 @@ mod tests {
                 "targets[0]",
             ),
             (Box::new(|j| j["request"]["targets"] = json!([])), "targets"),
-            (Box::new(|j| j["request"]["formats"] = json!(["mp3", "mp3"])), "formats"),
+            (
+                Box::new(|j| j["request"]["formats"] = json!(["mp3", "mp3"])),
+                "formats",
+            ),
             (Box::new(|j| j["source"] = "a\0b".into()), "source"),
-            (Box::new(|j| j["request"]["dynamics"] = 2.0.into()), "dynamics"),
-            (Box::new(|j| j["request"]["arrangement"] = "a\0b".into()), "arrangement"),
+            (
+                Box::new(|j| j["request"]["dynamics"] = 2.0.into()),
+                "dynamics",
+            ),
+            (
+                Box::new(|j| j["request"]["arrangement"] = "a\0b".into()),
+                "arrangement",
+            ),
         ];
         for (edit, field) in cases {
             let mut j = message();

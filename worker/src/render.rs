@@ -2,14 +2,15 @@
 //! queue workers both reach it through [`crate::process::process_job`].
 
 use crate::decode::DecodeSource;
-use crate::request::{GivenPlan, RenderRequest};
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
     TargetSettings, TrackReport,
 };
+use crate::request::{GivenPlan, RenderRequest};
 use crate::spill::FileScratch;
 use crate::wav::partial_path;
 use crate::WorkerError;
+use loopmind_dsp::analysis::structure;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::plan::{self, SectionPlan};
@@ -64,7 +65,11 @@ impl RenderInputs {
 
     /// The reference to match, if the request has one and no given plan.
     fn matching(&self) -> Option<(&str, &Path)> {
-        match (self.request.reference(), &self.reference, self.request.plan()) {
+        match (
+            self.request.reference(),
+            &self.reference,
+            self.request.plan(),
+        ) {
             (Some(name), Some(path), None) => Some((name, path)),
             _ => None,
         }
@@ -212,7 +217,13 @@ fn render_passes(
                 match_eq,
                 ..plan::global(&mode_chain, opts.request.sliders())
             },
-            plan::plan(&secs, &character, &mode_chain, opts.request.mode(), opts.request.sliders()),
+            plan::plan(
+                &secs,
+                &character,
+                &mode_chain,
+                opts.request.mode(),
+                opts.request.sliders(),
+            ),
         ),
     };
     crate::progress::stage("processing");
@@ -247,10 +258,7 @@ fn render_passes(
 
     // Targets grouped by output rate: each rate is prepared once (the plan's
     // gain, resampling, the detector envelope) and shared by its targets.
-    let mut rates: Vec<u32> = targets
-        .iter()
-        .map(|t| t.rate.unwrap_or(in_rate))
-        .collect();
+    let mut rates: Vec<u32> = targets.iter().map(|t| t.rate.unwrap_or(in_rate)).collect();
     rates.sort_unstable();
     rates.dedup();
     let mut reports: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
@@ -478,7 +486,7 @@ fn found_sections(
         None => {
             let grid = loopmind_dsp::beats::grid(&analysis.onsets);
             (
-                sections::detect_with(duration, features, grid.as_ref(), Some(&analysis.onsets)),
+                structure::detect_with(duration, features, grid.as_ref(), Some(&analysis.onsets)),
                 grid.map(|g| g.bpm),
             )
         }
@@ -554,7 +562,9 @@ fn analyse_reference(
     let ref_balance =
         pipeline::balance(&mut src, energies.finish(), block).map_err(|e| named(src.error(e)))?;
     let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
-    let eq = plan::global(mode_chain, opts.request.sliders()).eq.sections(rate);
+    let eq = plan::global(mode_chain, opts.request.sliders())
+        .eq
+        .sections(rate);
     let already = |f: f64| -> f64 { eq.iter().map(|k| k.magnitude_db(f, rate as f64)).sum() };
     let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {

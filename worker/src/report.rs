@@ -343,7 +343,10 @@ mod tests {
         let r = &s.request;
         assert_eq!(r.mode(), Mode::Cinematic);
         let sliders = r.sliders();
-        assert_eq!((sliders.dynamics, sliders.reactivity, sliders.amount.eq), (0.3, 1.0, 0.5));
+        assert_eq!(
+            (sliders.dynamics, sliders.reactivity, sliders.amount.eq),
+            (0.3, 1.0, 0.5)
+        );
         assert_eq!(r.codec_check(), CodecCheck::Report);
         let names: Vec<&str> = r.targets().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["spotify", "ebu-r128"]);
@@ -353,6 +356,8 @@ mod tests {
         // Written again it is schema 2, and reads back the same.
         let again: MasterSettings = serde_json::from_slice(&document(&s).unwrap()).unwrap();
         assert_eq!(again, s);
-        assert!(String::from_utf8(document(&s).unwrap()).unwrap().contains("\"schema_version\": 2"));
+        assert!(String::from_utf8(document(&s).unwrap())
+            .unwrap()
+            .contains("\"schema_version\": 2"));
     }
 }

@@ -409,7 +409,8 @@ mod tests {
         assert_eq!(r.codec_check(), CodecCheck::Enforce);
         assert_eq!(r.mode(), Mode::Transparent);
         // Written in full, it reads back the same.
-        let again: RenderRequest = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        let again: RenderRequest =
+            serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(again, r);
     }
 

@@ -13,7 +13,10 @@ use serde_json::json;
 
 /// Render inputs of a request written as JSON.
 fn inputs(request: serde_json::Value) -> RenderInputs {
-    RenderInputs::of(RenderRequest::from_json(request).unwrap(), Default::default())
+    RenderInputs::of(
+        RenderRequest::from_json(request).unwrap(),
+        Default::default(),
+    )
 }
 use loopmind_worker::report::TrackReport;
 use std::path::Path;

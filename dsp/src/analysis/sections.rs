@@ -464,37 +464,6 @@ fn stats(f: &Features, start: f64, end: f64) -> SectionStats {
     }
 }
 
-/// Sections detected from the audio.
-pub fn detect(audio: &Audio) -> Vec<Section> {
-    let onsets = crate::beats::onsets(audio);
-    detect_with(
-        audio.seconds(),
-        &features(audio),
-        crate::beats::grid(&onsets).as_ref(),
-        Some(&onsets),
-    )
-}
-
-/// Sections detected from already computed features; boundaries snap to
-/// a beat of `grid` when there is one (chosen by the level's step, and the
-/// onsets' where they are given).
-pub fn detect_with(
-    duration: f64,
-    f: &Features,
-    grid: Option<&BeatGrid>,
-    onsets: Option<&Onsets>,
-) -> Vec<Section> {
-    if f.loudness.len() < 4 || duration < 2.0 * MIN_SECTION_S {
-        return vec![Section {
-            label: "Track".into(),
-            start: 0.0,
-            end: duration,
-        }];
-    }
-    let edges = crate::structure::merge(f, &fine_edges(duration, f, grid, onsets), grid);
-    crate::structure::label(f, &edges)
-}
-
 /// The fine level of the structure: 0, every novelty peak (on the beat
 /// where there is a grid), and the end.
 pub fn fine_edges(

@@ -20,9 +20,10 @@
 //! letter ("Part C"). A track whose sections all belong to one group is one
 //! texture, and is one section.
 
-use crate::beats::BeatGrid;
-use crate::sections::{Features, Section};
+use crate::beats::{BeatGrid, Onsets};
+use crate::sections::{self, Features, Section};
 use crate::texture::{Texture, TIMBRE_BANDS};
+use crate::Audio;
 
 /// Level jump, chroma distance (1 - cosine) and timbre distance (dB RMS)
 /// that each alone make a boundary.
@@ -36,6 +37,37 @@ const TYPICAL_S: f64 = 16.0;
 const TYPICAL_BARS: f64 = 8.0;
 /// Neighbours of one group divided by a boundary weaker than this join.
 const JOIN: f64 = 1.5;
+
+/// Sections detected from the audio.
+pub fn detect(audio: &Audio) -> Vec<Section> {
+    let onsets = crate::beats::onsets(audio);
+    detect_with(
+        audio.seconds(),
+        &sections::features(audio),
+        crate::beats::grid(&onsets).as_ref(),
+        Some(&onsets),
+    )
+}
+
+/// Sections detected from already computed features; boundaries snap to
+/// a beat of `grid` when there is one (chosen by the level's step, and the
+/// onsets' where they are given).
+pub fn detect_with(
+    duration: f64,
+    f: &Features,
+    grid: Option<&BeatGrid>,
+    onsets: Option<&Onsets>,
+) -> Vec<Section> {
+    if f.loudness.len() < 4 || duration < 2.0 * sections::MIN_SECTION_S {
+        return vec![Section {
+            label: "Track".into(),
+            start: 0.0,
+            end: duration,
+        }];
+    }
+    let edges = merge(f, &sections::fine_edges(duration, f, grid, onsets), grid);
+    label(f, &edges)
+}
 
 /// The label of a track that is one texture throughout.
 pub const ONE_SECTION: &str = "One section";

@@ -12,7 +12,7 @@
 
 use crate::automation::Automation;
 use crate::bs1770;
-use crate::chain::ChainSettings;
+use crate::chain::{ChainCurves, ChainSettings};
 use crate::modes::Mode;
 use crate::sections::Section;
 use crate::DspError;
@@ -596,6 +596,21 @@ impl SectionMeter {
             .iter()
             .map(|(_, _, _, _, subs)| bs1770::gated_loudness(subs, self.hop))
             .collect()
+    }
+}
+
+/// The chain's curves under a section plan: each dimension follows the
+/// sections' values (the chain's own when there are none).
+pub fn chain_curves(chain: &ChainSettings, plan: &[SectionPlan]) -> ChainCurves {
+    ChainCurves {
+        eq: [
+            automation(plan, |p| p.eq.low, chain.eq.low),
+            automation(plan, |p| p.eq.mid, chain.eq.mid),
+            automation(plan, |p| p.eq.high, chain.eq.high),
+        ],
+        ratio: automation(plan, |p| p.compression, chain.compressor.ratio),
+        saturation: automation(plan, |p| p.saturation, chain.saturation),
+        width: automation(plan, |p| p.width, chain.stereo_width),
     }
 }
 

@@ -1,13 +1,14 @@
 //! The processing chain before the limiter, run in place:
 //! working-level gain -> high-pass + EQ -> compressor -> saturation -> width.
-//! With a section plan, the EQ bands, ratio, saturation and width follow
-//! each section's values, crossfaded at the boundaries.
+//! The EQ bands, ratio, saturation and width follow curves ([`ChainCurves`]):
+//! constant, or each section's values crossfaded at the boundaries (the
+//! planner's `plan::chain_curves`).
 
+use crate::automation::Automation;
 use crate::biquad::CascadeStage;
 use crate::compressor::{CompressorSettings, CompressorStage};
 use crate::eq::{EqSettings, EqStage};
 use crate::limiter::LimiterSettings;
-use crate::plan::{automation, SectionPlan};
 use crate::reference::{match_cascade, BandGain};
 use crate::saturation::SaturationStage;
 use crate::stage::Stage;
@@ -102,45 +103,56 @@ impl ChainSettings {
         Ok(())
     }
 
-    /// Runs the chain in place. `input_lufs` is the input's integrated loudness.
+    /// Runs the chain in place, static. `input_lufs` is the input's
+    /// integrated loudness.
     pub fn run(&self, audio: &mut Audio, input_lufs: f64) {
-        self.run_planned(audio, input_lufs, &[]);
+        self.run_with(audio, input_lufs, self.constant_curves());
     }
 
-    /// Runs the chain with each section's EQ gains, ratio, saturation and
-    /// width; where a dimension is the same in every section it runs static.
-    pub fn run_planned(&self, audio: &mut Audio, input_lufs: f64, plan: &[SectionPlan]) {
-        let mut stage = self.stage(input_lufs, plan, audio.rate, audio.num_channels());
+    /// Runs the chain in place with its parameters following `curves`.
+    pub fn run_with(&self, audio: &mut Audio, input_lufs: f64, curves: ChainCurves) {
+        let mut stage = self.stage(input_lufs, curves, audio.rate, audio.num_channels());
         crate::stage::run_whole(&mut stage, audio);
+    }
+
+    /// Every automated parameter held at this chain's own value.
+    pub fn constant_curves(&self) -> ChainCurves {
+        ChainCurves {
+            eq: [self.eq.low, self.eq.mid, self.eq.high].map(Automation::constant),
+            ratio: Automation::constant(self.compressor.ratio),
+            saturation: Automation::constant(self.saturation),
+            width: Automation::constant(self.stereo_width),
+        }
     }
 
     /// The chain as a stage (see [`ChainStage`]).
     pub fn stage(
         &self,
         input_lufs: f64,
-        plan: &[SectionPlan],
+        curves: ChainCurves,
         rate: u32,
         channels: usize,
     ) -> ChainStage {
-        let bands = [
-            automation(plan, |p| p.eq.low, self.eq.low),
-            automation(plan, |p| p.eq.mid, self.eq.mid),
-            automation(plan, |p| p.eq.high, self.eq.high),
-        ];
         let matcher = (!self.match_eq.is_empty())
             .then(|| CascadeStage::new(match_cascade(&self.match_eq, rate), channels));
-        let ratio = automation(plan, |p| p.compression, self.compressor.ratio);
-        let sat = automation(plan, |p| p.saturation, self.saturation);
-        let width = automation(plan, |p| p.width, self.stereo_width);
         ChainStage {
             level: crate::db_to_lin(WORKING_LUFS - input_lufs) as f32,
-            eq: EqStage::new(&self.eq, bands, rate, channels),
+            eq: EqStage::new(&self.eq, curves.eq, rate, channels),
             matcher,
-            compressor: CompressorStage::new(&self.compressor, ratio, rate),
-            saturation: SaturationStage::new(sat, channels, rate),
-            width: WidthStage::new(width, channels, rate),
+            compressor: CompressorStage::new(&self.compressor, curves.ratio, rate),
+            saturation: SaturationStage::new(curves.saturation, channels, rate),
+            width: WidthStage::new(curves.width, channels, rate),
         }
     }
+}
+
+/// The chain's parameters over the track: the EQ's low, mid and high gains
+/// (dB), the compressor's ratio, saturation and width.
+pub struct ChainCurves {
+    pub eq: [Automation; 3],
+    pub ratio: Automation,
+    pub saturation: Automation,
+    pub width: Automation,
 }
 
 /// The chain before the limiter as one stage: working-level gain -> EQ ->

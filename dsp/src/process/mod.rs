@@ -1,7 +1,6 @@
 //! The stages that change the audio: the chain (EQ, compressor, saturation,
 //! width), resampling, and the master's gain search, limiter and dither.
 
-pub mod biquad;
 pub mod chain;
 pub mod compressor;
 pub mod dither;
