@@ -4,12 +4,13 @@
 //! resume, album passes, summary) with [`follow`] following jobs to their
 //! ends on a queue; [`local`] feeds it files (`loopmind master`, in-process
 //! queue, folder store) and [`catalog`] a manifest (`loopmind coordinator`,
-//! [`broker`]'s RabbitMQ queue, S3), both validated by [`options`] and
-//! [`manifest`]; [`album`] computes album offsets; [`summary`] prints and
-//! saves what happened; [`demo`] writes a synthetic multi-section song to
-//! master. `worker` runs the worker crate's consumer; the hidden
-//! `render-child` subcommand is one isolated render, started by `master`
-//! and `worker` alike (`loopmind_worker::isolate`).
+//! [`broker`]'s RabbitMQ queue, S3), [`manifest`] reading it into
+//! render requests (`loopmind_worker::request`, the one check); [`album`]
+//! computes album offsets; [`summary`] prints and saves what happened;
+//! [`demo`] writes a synthetic multi-section song to master. `worker` runs
+//! the worker crate's consumer; the hidden `render-child` subcommand is one
+//! isolated render, started by `master` and `worker` alike
+//! (`loopmind_worker::isolate`).
 
 mod album;
 mod broker;

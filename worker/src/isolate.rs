@@ -17,6 +17,7 @@
 
 use crate::config::RenderSettings;
 use crate::job::Measurement;
+use crate::progress::Note;
 use crate::render::{render_masters, RenderInputs};
 use crate::report::TrackReport;
 use crate::{Action, WorkerError};
@@ -121,14 +122,13 @@ impl From<WorkerError> for Failure {
     }
 }
 
-/// One line from the child.
+/// One line from the child: its answer, or a progress note written by the
+/// render as it goes (the same line `progress` writes on its own).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// A new stage began ("decoding", "rendering spotify", ...).
-    Stage(String),
-    /// Still working.
-    Tick,
     Done(Result<Answer, Failure>),
+    #[serde(untagged)]
+    Note(Note),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,8 +233,8 @@ impl Isolation {
                     Ok(Some(l)) => {
                         last = Instant::now();
                         match serde_json::from_str::<Message>(&l) {
-                            Ok(Message::Stage(s)) => stage = s,
-                            Ok(Message::Tick) => {}
+                            Ok(Message::Note(Note::Stage(s))) => stage = s,
+                            Ok(Message::Note(Note::Tick)) => {}
                             Ok(Message::Done(r)) => done = Some(r),
                             Err(_) => warn!(line = %l, "render process wrote an unknown line"),
                         }

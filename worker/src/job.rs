@@ -1,6 +1,8 @@
 //! The messages of the pipeline: a job (one track, all its targets, so the mix
 //! is decoded and analysed once) and its result.
 
+// The stamp and the album placement are records a report carries.
+pub use crate::report::{AlbumPlacement, JobStamp};
 use crate::report::{ErrorReport, TrackReport};
 use crate::request::RenderRequest;
 use crate::request::MAX_KEY;
@@ -85,16 +87,6 @@ pub enum JobKind {
     Measure,
 }
 
-/// Album normalisation: every track of an album moves by the same gain, so
-/// their relative levels are kept; the album as a whole lands on target.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct AlbumPlacement {
-    pub album: String,
-    /// This track's loudness minus the album's, at the input: each target's
-    /// loudness is shifted by it for this track.
-    pub lufs_offset: f64,
-}
-
 /// A mix's integrated loudness and length (a measure job's answer).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Measurement {
@@ -116,15 +108,6 @@ pub fn album_loudness(tracks: &[Measurement]) -> Option<f64> {
         .sum::<f64>()
         / total;
     Some(10.0 * power.log10())
-}
-
-/// What marks a report as belonging to a job: resuming skips a track whose
-/// report carries the same source ETag and settings hash.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct JobStamp {
-    pub job_id: String,
-    pub source_etag: String,
-    pub settings_hash: String,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

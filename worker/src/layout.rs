@@ -5,6 +5,11 @@
 
 /// The catalog name of `loopmind master`'s jobs.
 pub const LOCAL_CATALOG: &str = "local";
+/// A track's files beside its masters.
+pub const REPORT: &str = "report.json";
+pub const ERROR: &str = "error.json";
+pub const SETTINGS: &str = "master_settings.json";
+pub const PICTURE: &str = "loudness.png";
 /// Longest track, catalog or target name, in bytes.
 pub const MAX_NAME: usize = 128;
 

@@ -80,10 +80,7 @@ impl JobError {
     }
 }
 
-pub const REPORT: &str = "report.json";
-pub const ERROR: &str = "error.json";
-pub const SETTINGS: &str = "master_settings.json";
-pub const PICTURE: &str = "loudness.png";
+pub use crate::layout::{ERROR, PICTURE, REPORT, SETTINGS};
 
 /// Runs `job`, its decoding and rendering in a child process as `iso`
 /// says; `scratch` is a folder for temporary files (on the store's file

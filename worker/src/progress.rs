@@ -3,7 +3,7 @@
 //! a long stage from a stuck one. Silent unless [`report_to_stdout`] was
 //! called (in a render child); then each report is a JSON line on stdout.
 
-use crate::isolate::Message;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -20,8 +20,18 @@ pub fn report_to_stdout() {
     ON.store(true, Ordering::SeqCst);
 }
 
+/// What a render says as it goes (a line of the child's protocol; the
+/// child's answer is the isolation's own).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Note {
+    /// A new stage began ("decoding", "rendering spotify", ...).
+    Stage(String),
+    /// Still working.
+    Tick,
+}
+
 /// Writes one message line (no-op outside a render child).
-pub fn send(m: &Message) {
+pub fn send(m: &impl Serialize) {
     if !ON.load(Ordering::SeqCst) {
         return;
     }
@@ -38,7 +48,7 @@ pub fn stage(name: &str) {
     s.0 = name.to_string();
     s.1 = Some(Instant::now());
     drop(s);
-    send(&Message::Stage(name.to_string()));
+    send(&Note::Stage(name.to_string()));
 }
 
 /// Still working (cheap: at most one line a second).
@@ -49,7 +59,7 @@ pub fn tick() {
     }
     s.1 = Some(Instant::now());
     drop(s);
-    send(&Message::Tick);
+    send(&Note::Tick);
 }
 
 /// The stage in progress ("starting" before the first).

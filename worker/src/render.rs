@@ -1,12 +1,12 @@
 //! One track to every target, rendered into a scratch folder. Local mode and
-//! queue workers both reach it through [`crate::process::process_job`].
+//! queue workers both reach it through `process::process_job`.
 
 use crate::decode::DecodeSource;
 use crate::report::{
     InputLoudness, MasterSettings, Preview, ReferenceReport, SectionReport, TargetReport,
     TargetSettings, TrackReport,
 };
-use crate::request::{GivenPlan, RenderRequest};
+use crate::request::GivenPlan;
 use crate::spill::FileScratch;
 use crate::wav::partial_path;
 use crate::WorkerError;
@@ -15,66 +15,12 @@ use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::plan::{self, SectionPlan};
 use loopmind_dsp::sections::{self, Section};
-use loopmind_dsp::targets::Target;
 use loopmind_dsp::{Audio, DspError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A render request with what the render child reads for it: the
-/// documents it names (fetched by the job), the album's offset and the
-/// decoder's limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RenderInputs {
-    pub request: RenderRequest,
-    /// The reference track's file (the request names its key).
-    pub reference: Option<PathBuf>,
-    /// The arrangement document's text; sections are detected without one.
-    pub arrangement: Option<String>,
-    /// The emotion graph's text; intensity is measured without one.
-    pub emotion: Option<String>,
-    /// An album track's shared loudness offset, added to every target's.
-    #[serde(default)]
-    pub album_offset_lu: f64,
-    /// What the mix (and the reference) may ask of the decoder.
-    #[serde(default)]
-    pub limits: crate::decode::DecodeLimits,
-}
-
-impl RenderInputs {
-    /// Inputs of a request that names no documents.
-    pub fn of(request: RenderRequest, limits: crate::decode::DecodeLimits) -> Self {
-        Self {
-            request,
-            reference: None,
-            arrangement: None,
-            emotion: None,
-            album_offset_lu: 0.0,
-            limits,
-        }
-    }
-
-    /// The request's targets, each moved by the album's offset.
-    pub fn targets(&self) -> Vec<Target> {
-        let mut targets = self.request.targets().to_vec();
-        for t in &mut targets {
-            t.lufs += self.album_offset_lu;
-        }
-        targets
-    }
-
-    /// The reference to match, if the request has one and no given plan.
-    fn matching(&self) -> Option<(&str, &Path)> {
-        match (
-            self.request.reference(),
-            &self.reference,
-            self.request.plan(),
-        ) {
-            (Some(name), Some(path), None) => Some((name, path)),
-            _ => None,
-        }
-    }
-}
+pub use crate::request::RenderInputs;
 
 /// Writes JSON to `<path>.partial` then renames, so readers see all or nothing.
 pub fn write_json_atomic<T: Serialize + serde::de::DeserializeOwned>(
@@ -108,7 +54,7 @@ fn check_album_targets(opts: &RenderInputs) -> Result<(), WorkerError> {
 
 /// Renders `input` for every target into `out_dir` (created if missing):
 /// `<target>.wav` each and `master_settings.json`; returns the report.
-/// The caller publishes them ([`crate::process`]), report last.
+/// The caller publishes them (`process`), report last.
 pub fn render_masters(
     input: &Path,
     track: &str,
@@ -386,7 +332,7 @@ fn render_passes(
         let hop = loopmind_dsp::bs1770::hop;
         let input = crate::plot::short_term(&input_blocks, hop(in_rate));
         let master = crate::plot::short_term(&blocks, hop(rate));
-        let path = out_dir.join(crate::process::PICTURE);
+        let path = out_dir.join(crate::layout::PICTURE);
         let label = format!("{name} master");
         crate::plot::draw(
             &path,

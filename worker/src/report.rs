@@ -131,11 +131,11 @@ pub struct TrackReport {
     pub software: String,
     /// The job that wrote this report (what resuming compares).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<crate::job::JobStamp>,
+    pub job: Option<JobStamp>,
     /// Album normalisation applied: every target's loudness was shifted by
     /// the offset, the album's shared gain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub album: Option<crate::job::AlbumPlacement>,
+    pub album: Option<AlbumPlacement>,
     /// What a reference track contributed, and how close the match came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
@@ -326,6 +326,25 @@ pub struct TargetSettings {
     /// The platform's codecs the master was checked against.
     #[serde(default)]
     pub codecs: Vec<loopmind_dsp::targets::Codec>,
+}
+
+/// Album normalisation: every track of an album moves by the same gain, so
+/// their relative levels are kept; the album as a whole lands on target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlbumPlacement {
+    pub album: String,
+    /// This track's loudness minus the album's, at the input: each target's
+    /// loudness is shifted by it for this track.
+    pub lufs_offset: f64,
+}
+
+/// What marks a report as belonging to a job: resuming skips a track whose
+/// report carries the same source ETag and settings hash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobStamp {
+    pub job_id: String,
+    pub source_etag: String,
+    pub settings_hash: String,
 }
 
 #[cfg(test)]

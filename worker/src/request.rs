@@ -18,6 +18,7 @@ use loopmind_dsp::plan::{Amounts, SectionPlan, Sliders};
 use loopmind_dsp::targets::{self, Format, Target};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 
 /// Longest store key (or path) a request may name.
 pub const MAX_KEY: usize = 1024;
@@ -285,6 +286,61 @@ impl RenderRequest {
         let body = serde_json::to_vec(&(self, env!("CARGO_PKG_VERSION"), album_key))
             .expect("a request serialises");
         format!("{:016x}", loopmind_dsp::hash::fnv1a(&body))
+    }
+}
+
+/// A render request with what the render child reads for it: the
+/// documents it names (fetched by the job), the album's offset and the
+/// decoder's limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderInputs {
+    pub request: RenderRequest,
+    /// The reference track's file (the request names its key).
+    pub reference: Option<PathBuf>,
+    /// The arrangement document's text; sections are detected without one.
+    pub arrangement: Option<String>,
+    /// The emotion graph's text; intensity is measured without one.
+    pub emotion: Option<String>,
+    /// An album track's shared loudness offset, added to every target's.
+    #[serde(default)]
+    pub album_offset_lu: f64,
+    /// What the mix (and the reference) may ask of the decoder.
+    #[serde(default)]
+    pub limits: crate::decode::DecodeLimits,
+}
+
+impl RenderInputs {
+    /// Inputs of a request that names no documents.
+    pub fn of(request: RenderRequest, limits: crate::decode::DecodeLimits) -> Self {
+        Self {
+            request,
+            reference: None,
+            arrangement: None,
+            emotion: None,
+            album_offset_lu: 0.0,
+            limits,
+        }
+    }
+
+    /// The request's targets, each moved by the album's offset.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = self.request.targets().to_vec();
+        for t in &mut targets {
+            t.lufs += self.album_offset_lu;
+        }
+        targets
+    }
+
+    /// The reference to match, if the request has one and no given plan.
+    pub(crate) fn matching(&self) -> Option<(&str, &Path)> {
+        match (
+            self.request.reference(),
+            &self.reference,
+            self.request.plan(),
+        ) {
+            (Some(name), Some(path), None) => Some((name, path)),
+            _ => None,
+        }
     }
 }
 

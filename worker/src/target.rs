@@ -5,7 +5,7 @@
 use crate::codec::check::{self, CodecReport, MasterLevels};
 use crate::codec::tags::FileTags;
 use crate::codec::CodecCheck;
-use crate::render::RenderInputs;
+use crate::request::RenderInputs;
 use crate::wav::WavSink;
 use crate::WorkerError;
 use loopmind_dsp::limiter::LimiterSettings;

@@ -1,6 +1,8 @@
 //! Where mixes come from and masters go: an object store. Two kinds behind one
 //! trait: a folder (local mode, tests) and S3 or any S3-compatible service
-//! ([`crate::s3`]). Writes are whole-or-nothing for readers.
+//! ([`s3`]). Writes are whole-or-nothing for readers.
+
+pub mod s3;
 
 use crate::config::{StoreKind, StoreSettings};
 use async_trait::async_trait;
@@ -47,7 +49,7 @@ pub trait ObjectStore: Send + Sync {
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, StoreError> {
     Ok(match settings.kind {
         StoreKind::Local => Arc::new(FolderStore::new(&settings.root)),
-        StoreKind::S3 => Arc::new(crate::s3::S3Store::new(settings).await?),
+        StoreKind::S3 => Arc::new(s3::S3Store::new(settings).await?),
     })
 }
 

@@ -3,8 +3,8 @@
 //! from the standard AWS chain. The SDK retries transient failures with
 //! exponential backoff; what still fails is classified for the job's fate.
 
+use super::{ObjectMeta, ObjectStore, StoreError};
 use crate::config::StoreSettings;
-use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
