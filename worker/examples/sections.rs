@@ -69,7 +69,11 @@ fn real(folder: &str, list: bool) {
     }
 }
 
-fn generated() {
+/// A generated song: its name, layout, tempo, lead-in and whether its first
+/// verse is a crescendo.
+type Case = (String, Vec<SongSection>, f64, f64, bool);
+
+fn cases() -> Vec<Case> {
     let s = SongSection::new;
     let pop = pop_arrangement();
     let short = vec![
@@ -80,23 +84,58 @@ fn generated() {
         s("Chorus", 8, 0.0, true, true, true),
     ];
     let demo = loopmind_dsp::testsignals::demo_arrangement();
-    println!("\ngenerated songs: true boundaries found within 1 s / 3 s, extra boundaries");
-    let (mut hit1, mut hit3, mut total, mut extra) = (0, 0, 0, 0);
-    let mut cases: Vec<(String, Vec<SongSection>, f64, f64, bool)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for (name, layout) in [("demo", &demo), ("pop", &pop), ("verse-chorus", &short)] {
         for (bpm, lead) in [(120.0, 0.0), (92.0, 0.37), (138.0, 1.3), (75.0, 0.0)] {
             cases.push((name.to_string(), layout.clone(), bpm, lead, false));
         }
     }
-    cases.push(("pop, crescendo verse".into(), pop.clone(), 110.0, 0.5, true));
-    cases.push((
-        "demo, crescendo verse".into(),
-        demo.clone(),
-        128.0,
-        0.0,
-        true,
-    ));
-    for (seed, (name, layout, bpm, lead, rising)) in cases.into_iter().enumerate() {
+    cases.push(("pop, crescendo verse".into(), pop, 110.0, 0.5, true));
+    cases.push(("demo, crescendo verse".into(), demo, 128.0, 0.0, true));
+    cases
+}
+
+/// Fine boundaries with and without onsets (`--list`, for diagnosis).
+fn print_fine_edges(audio: &Audio) {
+    let f = sections::features(audio);
+    let o = beats::onsets(audio);
+    let g = beats::grid(&o);
+    let edges = |onsets| -> Vec<String> {
+        sections::fine_edges(audio.seconds(), &f, g.as_ref(), onsets)
+            .iter()
+            .map(|e| format!("{e:.2}"))
+            .collect()
+    };
+    let (with, without) = (edges(Some(&o)), edges(None));
+    println!("    fine with onsets {with:?}\n    fine without {without:?}");
+}
+
+/// True boundaries found within 1 s and 3 s, true boundaries, extra ones
+/// (none within 3 s of a true one).
+fn score(
+    truth: &[(String, f64, f64)],
+    found: &[sections::Section],
+) -> (usize, usize, usize, usize) {
+    let starts: Vec<f64> = found.iter().skip(1).map(|s| s.start).collect();
+    let within = |tol: f64| {
+        truth
+            .iter()
+            .skip(1)
+            .filter(|t| starts.iter().any(|s| (s - t.1).abs() <= tol))
+            .count()
+    };
+    let extra = starts
+        .iter()
+        .filter(|s| truth.iter().skip(1).all(|t| (*s - t.1).abs() > 3.0))
+        .count();
+    (within(1.0), within(3.0), truth.len() - 1, extra)
+}
+
+fn generated() {
+    println!("\ngenerated songs: true boundaries found within 1 s / 3 s, extra boundaries");
+    let list = std::env::args().any(|a| a == "--list");
+    let (mut hit1, mut hit3, mut total, mut extra) = (0, 0, 0, 0);
+    for (seed, (name, layout, bpm, lead, rising)) in cases().into_iter().enumerate() {
         let (mut audio, truth) = song_at(44_100, &layout, seed as u64 + 40, bpm, lead);
         if rising {
             // The first verse rises 9 dB from its start to its end: a
@@ -105,58 +144,24 @@ fn generated() {
             crescendo(&mut audio, a, b, 9.0);
         }
         let (_, found, found_bpm) = detect(&audio);
-        if std::env::args().any(|a| a == "--list") {
-            let f = sections::features(&audio);
-            let o = beats::onsets(&audio);
-            let g = beats::grid(&o);
-            let with: Vec<String> = sections::fine_edges(audio.seconds(), &f, g.as_ref(), Some(&o))
-                .iter()
-                .map(|e| format!("{e:.2}"))
-                .collect();
-            let without: Vec<String> = sections::fine_edges(audio.seconds(), &f, g.as_ref(), None)
-                .iter()
-                .map(|e| format!("{e:.2}"))
-                .collect();
-            println!("    fine with onsets {with:?}\n    fine without {without:?}");
+        if list {
+            print_fine_edges(&audio);
         }
-        let starts: Vec<f64> = found.iter().skip(1).map(|s| s.start).collect();
-        let within = |tol: f64| {
-            truth
-                .iter()
-                .skip(1)
-                .filter(|t| starts.iter().any(|s| (s - t.1).abs() <= tol))
-                .count()
-        };
-        let n = truth.len() - 1;
-        let x = starts
-            .iter()
-            .filter(|s| truth.iter().skip(1).all(|t| (*s - t.1).abs() > 3.0))
-            .count();
-        hit1 += within(1.0);
-        hit3 += within(3.0);
-        total += n;
-        extra += x;
+        let (h1, h3, n, x) = score(&truth, &found);
+        (hit1, hit3, total, extra) = (hit1 + h1, hit3 + h3, total + n, extra + x);
         let labels: Vec<String> = found
             .iter()
-            .map(|s| {
-                if std::env::args().any(|a| a == "--list") {
-                    format!("{} {:.1}", s.label, s.start)
-                } else {
-                    s.label.clone()
-                }
+            .map(|s| match list {
+                true => format!("{} {:.1}", s.label, s.start),
+                false => s.label.clone(),
             })
             .collect();
         println!(
-            "  {:<22} {:>5.0} bpm (found {:>5.1}) lead-in {:.2} s: {}/{} at 1 s, {}/{} at 3 s, {} extra  [{}]",
+            "  {:<22} {:>5.0} bpm (found {:>5.1}) lead-in {:.2} s: {h1}/{n} at 1 s, {h3}/{n} at 3 s, {x} extra  [{}]",
             name,
             bpm,
             found_bpm.unwrap_or(0.0),
             lead,
-            within(1.0),
-            n,
-            within(3.0),
-            n,
-            x,
             labels.join(" ")
         );
     }

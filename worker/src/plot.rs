@@ -3,8 +3,9 @@
 //! before they read numbers.
 
 use loopmind_dsp::plan::SectionPlan;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 /// DejaVu Sans (free licence, see assets/DejaVuSans.LICENSE), embedded so
@@ -34,13 +35,62 @@ pub struct Picture<'a> {
     pub duration: f64,
 }
 
-pub fn draw(path: &Path, p: &Picture) -> Result<(), String> {
+/// A picture that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct PlotError {
+    path: PathBuf,
+    pub(crate) reason: String,
+}
+
+/// What plotters' drawing calls fail with (their error types are generic
+/// over the backend); made a [`PlotError`] naming the file in [`draw`].
+type Drawn<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+pub fn draw(path: &Path, p: &Picture) -> Result<(), PlotError> {
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
-    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    draw_to(path, p).map_err(|e| PlotError {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn draw_to(path: &Path, p: &Picture) -> Drawn {
     let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+    root.fill(&WHITE)?;
+    let (lo, hi) = level_range(p);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(p.title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..p.duration.max(1.0), lo..hi)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("short-term loudness (LUFS)")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    draw_sections(&mut chart, p, (lo, hi))?;
+    draw_curves(&mut chart, p)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The loudness axis: every curve and the target with 3 dB around them,
+/// silence (-inf) and anything under -60 LUFS left below it.
+fn level_range(p: &Picture) -> (f64, f64) {
     let lo = p
         .input
         .iter()
@@ -57,53 +107,37 @@ pub fn draw(path: &Path, p: &Picture) -> Result<(), String> {
         .map(|x| x.1)
         .fold(p.target_lufs, f64::max)
         + 3.0;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(p.title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(0.0..p.duration.max(1.0), lo..hi)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("short-term loudness (LUFS)")
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(|e| err(&e))?;
-    // Sections: a colour per label, a thin line at each boundary, and the
-    // labels placed so none overlaps another (see `place_labels`).
+    (lo, hi)
+}
+
+/// Sections: a colour per label, a thin line at each boundary, and the
+/// labels placed so none overlaps another (see `place_labels`), with a key
+/// for the labels shortened to fit.
+fn draw_sections(chart: &mut Chart, p: &Picture, (lo, hi): (f64, f64)) -> Drawn {
     for s in p.sections {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(s.start, lo), (s.end, hi)],
-                colour(&s.section).filled(),
-            )))
-            .map_err(|e| err(&e))?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                [(s.start, lo), (s.start, hi)],
-                WHITE.stroke_width(2),
-            )))
-            .map_err(|e| err(&e))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(s.start, lo), (s.end, hi)],
+            colour(&s.section).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            [(s.start, lo), (s.start, hi)],
+            WHITE.stroke_width(2),
+        )))?;
     }
     let (x_px, _) = chart.plotting_area().dim_in_pixel();
     let placed = place_labels(p.sections, p.duration.max(1.0), x_px as f64);
     let row_db = (hi - lo) * ROW_PX / PLOT_PX;
     for l in &placed {
         let s = &p.sections[l.index];
-        chart
-            .draw_series(std::iter::once(Text::new(
-                l.text.clone(),
-                (
-                    s.start + TEXT_PAD_PX / x_px as f64 * p.duration.max(1.0),
-                    hi - 0.3 - l.row as f64 * row_db,
-                ),
-                ("sans-serif", 14),
-            )))
-            .map_err(|e| err(&e))?;
+        chart.draw_series(std::iter::once(Text::new(
+            l.text.clone(),
+            (
+                s.start + TEXT_PAD_PX / x_px as f64 * p.duration.max(1.0),
+                hi - 0.3 - l.row as f64 * row_db,
+            ),
+            ("sans-serif", 14),
+        )))?;
     }
-    // A key for the labels shortened to fit.
     let mut key: Vec<String> = Vec::new();
     for l in &placed {
         let full = &p.sections[l.index].section;
@@ -113,48 +147,39 @@ pub fn draw(path: &Path, p: &Picture) -> Result<(), String> {
         }
     }
     if !key.is_empty() {
-        chart
-            .draw_series(std::iter::once(Text::new(
-                key.join(" · "),
-                (p.duration.max(1.0) * 0.01, lo + 0.4 * row_db),
-                ("sans-serif", 13),
-            )))
-            .map_err(|e| err(&e))?;
+        chart.draw_series(std::iter::once(Text::new(
+            key.join(" · "),
+            (p.duration.max(1.0) * 0.01, lo + 0.4 * row_db),
+            ("sans-serif", 13),
+        )))?;
     }
+    Ok(())
+}
+
+/// The target line, the input's and the master's loudness, each in the legend.
+fn draw_curves(chart: &mut Chart, p: &Picture) -> Drawn {
     let target = p.target_lufs;
     chart
         .draw_series(LineSeries::new(
             [(0.0, target), (p.duration, target)],
             RED.mix(0.6).stroke_width(1),
-        ))
-        .map_err(|e| err(&e))?
+        ))?
         .label(format!("target {target} LUFS"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
     chart
         .draw_series(LineSeries::new(
             p.input.iter().copied(),
             RGBColor(120, 120, 120).stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?
+        ))?
         .label("input mix")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RGBColor(120, 120, 120)));
     chart
         .draw_series(LineSeries::new(
             p.master.iter().copied(),
             BLUE.stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?
+        ))?
         .label(p.master_label.to_string())
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 

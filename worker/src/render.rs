@@ -14,6 +14,7 @@ use loopmind_dsp::analysis::structure;
 use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::plan::{self, SectionPlan};
+use loopmind_dsp::planning::track::{ReferenceMove, TrackPlan};
 use loopmind_dsp::sections::{self, Section};
 use loopmind_dsp::{Audio, DspError};
 use serde::Serialize;
@@ -91,131 +92,196 @@ fn render_passes(
     opts: &RenderInputs,
     scratch: &mut FileScratch,
 ) -> Result<TrackReport, WorkerError> {
-    let block = pipeline::BLOCK;
     crate::progress::stage("analysing");
     let mut src = DecodeSource::open(input, &opts.limits)?;
+    let mut a = analyse_input(&mut src, opts)?;
+    let (mut plan, reference) = plan_track(&mut src, &mut a, opts)?;
+    crate::progress::stage("processing");
+    // What the limiter gets has nothing above 0.46 fs, where true-peak
+    // meters disagree (other output rates are band-limited after resampling).
+    let mut processed = pipeline::process(
+        &mut src,
+        &plan.chain,
+        a.loudness.integrated_lufs,
+        &plan.sections,
+        &a.sections.sections,
+        a.clip,
+        scratch,
+        pipeline::BLOCK,
+    )
+    .map_err(|e| src.error(e))?;
+    plan.settle(&processed.section_lufs, &a.sections.input_lufs);
+    let mix_clip = std::mem::replace(
+        &mut processed.clip,
+        Audio::new(a.analysis.rate, vec![vec![0.0]])?,
+    );
+    let rendered = render_targets(processed, &plan, &a, &mix_clip, opts, out_dir, scratch)?;
+    let settings = MasterSettings {
+        schema_version: Default::default(),
+        request: opts.request.clone(),
+        working_lufs: WORKING_LUFS,
+        global: plan.chain,
+        targets: rendered.settings,
+        sections: plan.sections,
+        reference,
+        tempo_bpm: a.sections.tempo_bpm,
+    };
+    crate::progress::stage("writing");
+    write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
+    if let Some(pictured) = &rendered.pictured {
+        draw_picture(out_dir, track, opts, &a, &settings.sections, pictured)?;
+    }
+    Ok(track_report(
+        input,
+        track,
+        opts,
+        a,
+        &settings,
+        rendered.reports,
+    ))
+}
+
+/// What the first pass learned of the mix, its loudness, its sections and
+/// where its preview clip lies.
+struct Analysed {
+    analysis: pipeline::Analysis,
+    info: crate::decode::SourceInfo,
+    loudness: InputLoudness,
+    sections: SectionAnalysis,
+    clip: (f64, f64),
+}
+
+impl Analysed {
+    /// The gain that brings the mix to the chain's working level.
+    fn pre_gain_db(&self) -> f64 {
+        WORKING_LUFS - self.loudness.integrated_lufs
+    }
+}
+
+/// Pass 1 and what follows from it alone: the input's loudness (silence is
+/// refused), every target's master size checked, the sections found.
+fn analyse_input(src: &mut DecodeSource, opts: &RenderInputs) -> Result<Analysed, WorkerError> {
     let matching = opts.matching().is_some();
-    let mut analysis = pipeline::analyse(&mut src, matching, block).map_err(|e| src.error(e))?;
+    let analysis = pipeline::analyse(src, matching, pipeline::BLOCK).map_err(|e| src.error(e))?;
     let info = src.info();
     let (integrated_lufs, lra_lu) = analysis.features.loudness();
     let integrated_lufs = loopmind_dsp::bs1770::audible(integrated_lufs)?;
     let input_tp = analysis.true_peak_dbtp;
-    let input_loudness = InputLoudness {
+    let loudness = InputLoudness {
         integrated_lufs,
         lra_lu,
         sample_peak_dbfs: loopmind_dsp::lin_to_db(analysis.sample_peak as f64),
         true_peak_dbtp: input_tp,
         plr_db: input_tp - integrated_lufs,
     };
-    let pre_gain_db = WORKING_LUFS - input_loudness.integrated_lufs;
-    let (in_rate, duration) = (analysis.rate, analysis.seconds());
-    let targets = opts.targets();
-    for t in &targets {
-        crate::wav::check_size(
-            &t.name,
-            duration,
-            analysis.channels,
-            t.rate.unwrap_or(in_rate),
-            t.bits,
-        )?;
+    let duration = analysis.seconds();
+    for t in &opts.targets() {
+        let rate = t.rate.unwrap_or(analysis.rate);
+        crate::wav::check_size(&t.name, duration, analysis.channels, rate, t.bits)?;
     }
-    let SectionAnalysis {
-        sections: secs,
-        character,
-        input_lufs: section_input,
-        input_blocks,
-        tempo_bpm,
-    } = analyse_sections(&analysis, opts)?;
+    let sections = analyse_sections(&analysis, opts)?;
     // The raw mix's A/B clip is cut as the chain's pass reads the mix.
-    let spans: Vec<(f64, f64, f64)> = secs
+    let spans: Vec<(f64, f64, f64)> = sections
+        .sections
         .iter()
-        .zip(&character)
+        .zip(&sections.character)
         .map(|(s, c)| (s.start, s.end, c.0))
         .collect();
-    let (clip_a, clip_b) = crate::preview::span(&spans, duration);
-    // A reference moves the mode's chain and contrast before anything is planned.
-    let mut mode_chain = opts.request.mode().chain();
-    let (mut contrast, mut match_eq, mut reference) = (1.0, Vec::new(), None);
+    let clip = crate::preview::span(&spans, duration);
+    Ok(Analysed {
+        analysis,
+        info,
+        loudness,
+        sections,
+        clip,
+    })
+}
+
+/// The track's plan: given whole, or planned from its sections under the
+/// request (a reference, where there is one, moves the mode's chain and
+/// contrast before anything is planned); and the reference's report.
+fn plan_track(
+    src: &mut DecodeSource,
+    a: &mut Analysed,
+    opts: &RenderInputs,
+) -> Result<(TrackPlan, Option<ReferenceReport>), WorkerError> {
+    if let Some(given) = opts.request.plan() {
+        return Ok((
+            TrackPlan::given(given.global.clone(), given.sections.clone()),
+            None,
+        ));
+    }
+    let mut moved = None;
     if let Some((name, path)) = opts.matching() {
-        let energies = analysis.balance_energies.take().unwrap_or_default();
-        let mix_balance = pipeline::balance(&mut src, energies, block).map_err(|e| src.error(e))?;
+        let energies = a.analysis.balance_energies.take().unwrap_or_default();
+        let mix_balance =
+            pipeline::balance(src, energies, pipeline::BLOCK).map_err(|e| src.error(e))?;
+        let mode_chain = opts.request.mode().chain();
         let r = analyse_reference(
             name,
             path,
             mix_balance,
-            in_rate,
-            &input_loudness,
+            a.analysis.rate,
+            &a.loudness,
             &mode_chain,
             opts,
         )?;
-        mode_chain.compressor.ratio =
-            (mode_chain.compressor.ratio * r.report.compression_factor).clamp(1.0, 20.0);
-        contrast = r.report.contrast_factor;
-        match_eq = r.match_eq;
-        reference = Some(r.report);
+        moved = Some(r);
     }
-    // The chain and each section's tone (from its intensity), or the plan
-    // given; the chain follows the sections.
-    let (chain, mut section_plan) = match opts.request.plan() {
-        Some(given) => (given.global.clone(), given.sections.clone()),
-        None => (
-            ChainSettings {
-                match_eq,
-                ..plan::global(&mode_chain, opts.request.sliders())
-            },
-            plan::plan(
-                &secs,
-                &character,
-                &mode_chain,
-                opts.request.mode(),
-                opts.request.sliders(),
-            ),
-        ),
+    let (report, reference) = match moved {
+        Some((report, m)) => (Some(report), Some(m)),
+        None => (None, None),
     };
-    crate::progress::stage("processing");
-    // What the limiter gets has nothing above 0.46 fs, where true-peak
-    // meters disagree (other output rates are band-limited after resampling).
-    let mut processed = pipeline::process(
-        &mut src,
-        &chain,
-        input_loudness.integrated_lufs,
-        &section_plan,
-        &secs,
-        (clip_a, clip_b),
-        scratch,
-        block,
-    )
-    .map_err(|e| src.error(e))?;
-    // Loudness planned on the chain's output, so the plan's contrast is what
-    // the limiter receives; the report keeps the raw input's section loudness.
-    if opts.request.plan().is_none() {
-        plan::set_loudness(
-            &mut section_plan,
-            &processed.section_lufs,
-            opts.request.mode(),
-            opts.request.sliders(),
-            contrast,
-        );
-    }
-    for (p, l) in section_plan.iter_mut().zip(section_input) {
-        p.input_lufs = l;
-    }
-    let mix_clip = std::mem::replace(&mut processed.clip, Audio::new(in_rate, vec![vec![0.0]])?);
+    let plan = TrackPlan::planned(
+        opts.request.mode(),
+        opts.request.sliders(),
+        &a.sections.sections,
+        &a.sections.character,
+        reference,
+    );
+    Ok((plan, report))
+}
 
-    // Targets grouped by output rate: each rate is prepared once (the plan's
-    // gain, resampling, the detector envelope) and shared by its targets.
+/// Every target's report and settings, in the request's order, and the
+/// first target's loudness for the picture.
+struct RenderedTargets {
+    reports: Vec<TargetReport>,
+    settings: Vec<TargetSettings>,
+    pictured: Option<Pictured>,
+}
+
+/// A master's loudness over time, for the picture.
+struct Pictured {
+    target: String,
+    target_lufs: f64,
+    blocks: Vec<f64>,
+    rate: u32,
+}
+
+/// Targets grouped by output rate: each rate is prepared once (the plan's
+/// gain, resampling, the detector envelope) and shared by its targets.
+fn render_targets(
+    processed: pipeline::Processed,
+    plan: &TrackPlan,
+    a: &Analysed,
+    mix_clip: &Audio,
+    opts: &RenderInputs,
+    out_dir: &Path,
+    scratch: &mut FileScratch,
+) -> Result<RenderedTargets, WorkerError> {
+    let in_rate = a.analysis.rate;
+    let targets = opts.targets();
     let mut rates: Vec<u32> = targets.iter().map(|t| t.rate.unwrap_or(in_rate)).collect();
     rates.sort_unstable();
     rates.dedup();
-    let mut reports: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
-    // The first target's measured loudness, for the picture.
-    let mut pictured: Option<(String, f64, Vec<f64>, u32)> = None;
+    let mut done: Vec<(usize, TargetReport, TargetSettings)> = Vec::new();
+    let mut pictured = None;
     let last = rates.last().copied();
     let mut processed = Some(processed);
     for rate in rates {
         crate::progress::stage(&format!("preparing {rate} Hz"));
         let from = processed.as_mut().expect("kept until the last rate");
-        let prep = pipeline::prepare(from, &section_plan, rate, scratch, block)?;
+        let prep = pipeline::prepare(from, &plan.sections, rate, scratch, pipeline::BLOCK)?;
         if Some(rate) == last {
             // Its scratch files go before the masters are written.
             processed = None;
@@ -225,135 +291,184 @@ fn render_passes(
             .enumerate()
             .filter(|(_, t)| t.rate.unwrap_or(in_rate) == rate)
         {
-            crate::progress::stage(&format!("rendering {}", t.name));
-            let file = crate::layout::master_file(&t.name);
-            let path = out_dir.join(&file);
-            let seed = seed_for(&t.name);
-            let crate::target::Rendered {
-                master: m,
-                codecs,
-                codec_ceiling_dbtp,
-                files,
-                withheld,
-            } = crate::target::render(
-                &prep,
-                t,
-                &crate::target::How {
-                    limiter: &chain.limiter,
-                    pre_gain_db,
-                    seed,
-                    tags: &info.tags,
-                    out_dir,
-                    work: &out_dir.join(WORK_DIR),
-                    opts,
-                },
-            )?;
-            let preview = match withheld {
-                Some(_) => None,
-                None => {
-                    let master_clip = crate::preview::read_master(&path, clip_a, clip_b)?;
-                    let preview_dir = out_dir.join(crate::preview::DIR);
-                    let lufs =
-                        crate::preview::write_pair(&preview_dir, &t.name, &mix_clip, &master_clip)?;
-                    Some(Preview {
-                        start: clip_a,
-                        end: clip_b,
-                        lufs,
-                        mix_file: crate::preview::clip_file(&t.name, "mix"),
-                        master_file: crate::preview::clip_file(&t.name, "master"),
-                    })
-                }
-            };
+            let (report, settings, blocks) =
+                render_target(&prep, t, plan, a, mix_clip, opts, out_dir)?;
             if idx == 0 {
-                pictured = Some((
-                    t.name.clone(),
-                    t.lufs,
-                    m.measured.block_energy.clone(),
+                pictured = Some(Pictured {
+                    target: t.name.clone(),
+                    target_lufs: t.lufs,
+                    blocks,
                     rate,
-                ));
+                });
             }
-            let l = &m.measured.loudness;
-            reports.push((
-                idx,
-                TargetReport {
-                    target: t.name.clone(),
-                    target_lufs: t.lufs,
-                    ceiling_dbtp: t.ceiling_dbtp,
-                    output_file: file,
-                    sample_rate_hz: rate,
-                    bit_depth: t.bits,
-                    integrated_lufs: l.integrated_lufs,
-                    lra_lu: l.lra_lu,
-                    true_peak_dbtp: m.measured.true_peak_dbtp,
-                    true_peak_bs1770_dbtp: m.measured.true_peak_bs1770_dbtp,
-                    sample_peak_dbfs: l.sample_peak_dbfs,
-                    gain_db: pre_gain_db + m.params.gain_db,
-                    limiter_gr_max_db: m.measured.limiter_gr_max_db,
-                    limiter_gr_mean_db: m.measured.limiter_gr_mean_db,
-                    passes: m.passes,
-                    model_passes: m.model_passes,
-                    codecs,
-                    codec_ceiling_dbtp,
-                    files,
-                    withheld,
-                    preview,
-                    ..section_report(&section_plan, &m.measured.block_energy, rate)
-                },
-                TargetSettings {
-                    target: t.name.clone(),
-                    target_lufs: t.lufs,
-                    true_peak_db: t.ceiling_dbtp,
-                    sample_rate_hz: rate,
-                    bit_depth: t.bits,
-                    gain_db: m.params.gain_db,
-                    limit_dbtp: m.params.limit_dbtp,
-                    dither_seed: seed,
-                    codecs: t.codecs.clone(),
-                },
-            ));
+            done.push((idx, report, settings));
         }
     }
-    reports.sort_by_key(|r| r.0);
-    let (targets, target_settings): (Vec<_>, Vec<_>) =
-        reports.into_iter().map(|(_, r, s)| (r, s)).unzip();
-    let settings = MasterSettings {
-        schema_version: Default::default(),
-        request: opts.request.clone(),
-        working_lufs: WORKING_LUFS,
-        global: chain,
-        targets: target_settings,
-        sections: section_plan,
-        reference,
-        tempo_bpm,
+    done.sort_by_key(|r| r.0);
+    let (reports, settings) = done.into_iter().map(|(_, r, s)| (r, s)).unzip();
+    Ok(RenderedTargets {
+        reports,
+        settings,
+        pictured,
+    })
+}
+
+/// One target's master, checks, deliverables and preview; its report, its
+/// settings and its loudness per 100 ms.
+fn render_target(
+    prep: &loopmind_dsp::master::Prepared,
+    t: &loopmind_dsp::targets::Target,
+    plan: &TrackPlan,
+    a: &Analysed,
+    mix_clip: &Audio,
+    opts: &RenderInputs,
+    out_dir: &Path,
+) -> Result<(TargetReport, TargetSettings, Vec<f64>), WorkerError> {
+    crate::progress::stage(&format!("rendering {}", t.name));
+    let file = crate::layout::master_file(&t.name);
+    let seed = seed_for(&t.name);
+    let pre_gain_db = a.pre_gain_db();
+    let r = crate::target::render(
+        prep,
+        t,
+        &crate::target::How {
+            limiter: &plan.chain.limiter,
+            pre_gain_db,
+            seed,
+            tags: &a.info.tags,
+            out_dir,
+            work: &out_dir.join(WORK_DIR),
+            opts,
+        },
+    )?;
+    let preview = match r.withheld {
+        Some(_) => None,
+        None => Some(preview(
+            &out_dir.join(&file),
+            &t.name,
+            a.clip,
+            mix_clip,
+            out_dir,
+        )?),
     };
-    crate::progress::stage("writing");
-    write_json_atomic(&out_dir.join("master_settings.json"), &settings)?;
-    if let Some((name, lufs, blocks, rate)) = pictured {
-        let hop = loopmind_dsp::bs1770::hop;
-        let input = crate::plot::short_term(&input_blocks, hop(in_rate));
-        let master = crate::plot::short_term(&blocks, hop(rate));
-        let path = out_dir.join(crate::layout::PICTURE);
-        let label = format!("{name} master");
-        crate::plot::draw(
-            &path,
-            &crate::plot::Picture {
-                title: &format!("{track}: short-term loudness, {} mode", opts.request.mode()),
-                input: &input,
-                master: &master,
-                master_label: &label,
-                target_lufs: lufs,
-                sections: &settings.sections,
-                duration,
-            },
-        )
-        .map_err(|reason| WorkerError::Encode { path, reason })?;
-    }
-    Ok(TrackReport {
+    let (m, rate) = (&r.master, prep.rate);
+    let l = &m.measured.loudness;
+    let settings = TargetSettings {
+        target: t.name.clone(),
+        target_lufs: t.lufs,
+        true_peak_db: t.ceiling_dbtp,
+        sample_rate_hz: rate,
+        bit_depth: t.bits,
+        gain_db: m.params.gain_db,
+        limit_dbtp: m.params.limit_dbtp,
+        dither_seed: seed,
+        codecs: t.codecs.clone(),
+    };
+    let report = TargetReport {
+        target: t.name.clone(),
+        target_lufs: t.lufs,
+        ceiling_dbtp: t.ceiling_dbtp,
+        output_file: file,
+        sample_rate_hz: rate,
+        bit_depth: t.bits,
+        integrated_lufs: l.integrated_lufs,
+        lra_lu: l.lra_lu,
+        true_peak_dbtp: m.measured.true_peak_dbtp,
+        true_peak_bs1770_dbtp: m.measured.true_peak_bs1770_dbtp,
+        sample_peak_dbfs: l.sample_peak_dbfs,
+        gain_db: pre_gain_db + m.params.gain_db,
+        limiter_gr_max_db: m.measured.limiter_gr_max_db,
+        limiter_gr_mean_db: m.measured.limiter_gr_mean_db,
+        passes: m.passes,
+        model_passes: m.model_passes,
+        preview,
+        ..section_report(&plan.sections, &m.measured.block_energy, rate)
+    };
+    let blocks = r.master.measured.block_energy;
+    let report = TargetReport {
+        codecs: r.codecs,
+        codec_ceiling_dbtp: r.codec_ceiling_dbtp,
+        files: r.files,
+        withheld: r.withheld,
+        ..report
+    };
+    Ok((report, settings, blocks))
+}
+
+/// The loudness-matched A/B clips of the mix and a written master.
+fn preview(
+    master: &Path,
+    target: &str,
+    (start, end): (f64, f64),
+    mix_clip: &Audio,
+    out_dir: &Path,
+) -> Result<Preview, WorkerError> {
+    let master_clip = crate::preview::read_master(master, start, end)?;
+    let preview_dir = out_dir.join(crate::preview::DIR);
+    let lufs = crate::preview::write_pair(&preview_dir, target, mix_clip, &master_clip)?;
+    Ok(Preview {
+        start,
+        end,
+        lufs,
+        mix_file: crate::preview::clip_file(target, "mix"),
+        master_file: crate::preview::clip_file(target, "master"),
+    })
+}
+
+/// `loudness.png`: the input's and the first target's master's short-term
+/// loudness, with the sections.
+fn draw_picture(
+    out_dir: &Path,
+    track: &str,
+    opts: &RenderInputs,
+    a: &Analysed,
+    sections: &[SectionPlan],
+    p: &Pictured,
+) -> Result<(), WorkerError> {
+    let hop = loopmind_dsp::bs1770::hop;
+    let input = crate::plot::short_term(&a.sections.input_blocks, hop(a.analysis.rate));
+    let master = crate::plot::short_term(&p.blocks, hop(p.rate));
+    let path = out_dir.join(crate::layout::PICTURE);
+    let label = format!("{} master", p.target);
+    crate::plot::draw(
+        &path,
+        &crate::plot::Picture {
+            title: &format!("{track}: short-term loudness, {} mode", opts.request.mode()),
+            input: &input,
+            master: &master,
+            master_label: &label,
+            target_lufs: p.target_lufs,
+            sections,
+            duration: a.analysis.seconds(),
+        },
+    )
+    .map_err(|e| WorkerError::Encode {
+        path,
+        reason: e.reason,
+    })
+}
+
+/// The track's report.
+fn track_report(
+    input: &Path,
+    track: &str,
+    opts: &RenderInputs,
+    a: Analysed,
+    settings: &MasterSettings,
+    targets: Vec<TargetReport>,
+) -> TrackReport {
+    let source = match (opts.request.plan(), &opts.arrangement) {
+        (Some(_), _) => "settings",
+        (None, Some(_)) => "arrangement",
+        (None, None) => "detected",
+    };
+    let duration = a.analysis.seconds();
+    TrackReport {
         schema_version: Default::default(),
         track: track.to_string(),
         source: input.display().to_string(),
-        input: info,
-        input_loudness,
+        input: a.info,
+        input_loudness: a.loudness,
         mode: opts.request.mode(),
         targets,
         software: format!("LoopMind {}", env!("CARGO_PKG_VERSION")),
@@ -361,15 +476,11 @@ fn render_passes(
         album: None,
         reference: settings.reference.clone(),
         structure: Some(crate::report::StructureReport::of(
-            match (opts.request.plan(), &opts.arrangement) {
-                (Some(_), _) => "settings",
-                (None, Some(_)) => "arrangement",
-                (None, None) => "detected",
-            },
+            source,
             &settings.sections,
             duration,
         )),
-    })
+    }
 }
 
 struct SectionAnalysis {
@@ -471,11 +582,6 @@ fn found_sections(
     Ok((secs, character, tempo_bpm))
 }
 
-struct ReferenceAnalysis {
-    report: ReferenceReport,
-    match_eq: Vec<loopmind_dsp::reference::BandGain>,
-}
-
 /// The reference's loudness character against the mix's, and the EQ that
 /// moves the mix's tonal balance towards it (on top of the mode's EQ; the
 /// EQ amount scales it like the rest of the EQ).
@@ -487,7 +593,7 @@ fn analyse_reference(
     mix_loudness: &InputLoudness,
     mode_chain: &ChainSettings,
     opts: &RenderInputs,
-) -> Result<ReferenceAnalysis, WorkerError> {
+) -> Result<(ReferenceReport, ReferenceMove), WorkerError> {
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
     crate::progress::stage("analysing the reference");
     let mut src = DecodeSource::open(path, &opts.limits).map_err(named)?;
@@ -528,20 +634,23 @@ fn analyse_reference(
         )
     };
     let (distance_before_db, distance_after_db) = (distance(&|_| 0.0), distance(&matched));
-    Ok(ReferenceAnalysis {
-        report: ReferenceReport {
-            source: name.to_string(),
-            integrated_lufs: integrated,
-            lra_lu: lra,
-            plr_db: plr,
-            contrast_factor: c.contrast,
-            compression_factor: c.compression,
-            distance_before_db,
-            distance_after_db,
-            applied_curve: loopmind_dsp::reference::applied_curve(&match_eq, rate),
-        },
+    let report = ReferenceReport {
+        source: name.to_string(),
+        integrated_lufs: integrated,
+        lra_lu: lra,
+        plr_db: plr,
+        contrast_factor: c.contrast,
+        compression_factor: c.compression,
+        distance_before_db,
+        distance_after_db,
+        applied_curve: loopmind_dsp::reference::applied_curve(&match_eq, rate),
+    };
+    let moved = ReferenceMove {
+        compression_factor: c.compression,
+        contrast_factor: c.contrast,
         match_eq,
-    })
+    };
+    Ok((report, moved))
 }
 
 /// The sections of a given plan, which must lie inside the track.

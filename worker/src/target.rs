@@ -90,6 +90,62 @@ pub fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
 pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, WorkerError> {
     let opts = how.opts;
     let path = how.out_dir.join(crate::layout::master_file(&t.name));
+    let (deliver, run) = codecs_of(t, opts);
+    let mut under = t.clone();
+    let mut search = Search::default();
+    loop {
+        search.renders += 1;
+        let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
+        let m = match master_target(
+            prep,
+            &under,
+            how.limiter,
+            how.pre_gain_db,
+            how.seed,
+            &mut sink,
+        ) {
+            Err(DspError::Unreachable { reached_lufs, .. }) if search.renders > 1 => {
+                return search.out_of_reach(t, &path, under.ceiling_dbtp, reached_lufs)
+            }
+            other => other?,
+        };
+        sink.commit(how.tags)?;
+        let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
+        let tags = file_tags(how.tags, &m);
+        let checked = match run.is_empty() {
+            true => Vec::new(),
+            false => {
+                crate::progress::stage(&format!("encoding {} for its codecs", t.name));
+                let levels = MasterLevels {
+                    true_peak_dbtp: m.measured.true_peak_dbtp,
+                    integrated_lufs: m.measured.loudness.integrated_lufs,
+                };
+                check::check(&path, levels, &run, how.work, &t.name, &tags, &opts.limits)?
+            }
+        };
+        let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
+        if !over || opts.request.codec_check() != CodecCheck::Enforce {
+            let mut files: Vec<EncodedFile> = flac(t, &path, &tags, how)?.into_iter().collect();
+            files.extend(keep(t, &deliver, &checked, how.out_dir)?);
+            return Ok(Rendered {
+                master: m,
+                files,
+                codecs: checked.into_iter().map(|(r, _)| r).collect(),
+                codec_ceiling_dbtp: lowered,
+                withheld: None,
+            });
+        }
+        if search.renders >= MAX_CODEC_RENDERS {
+            return search.still_over(t, &path, m, checked, under.ceiling_dbtp);
+        }
+        search.lower(t, &mut under, m, checked);
+    }
+}
+
+/// The codecs a target's deliverables are encoded with, and every codec its
+/// master is encoded with: its platform's (unless the check is off) and
+/// the deliverables'.
+fn codecs_of(t: &Target, opts: &RenderInputs) -> (Vec<Codec>, Vec<Codec>) {
     let deliver: Vec<Codec> = opts
         .request
         .formats()
@@ -106,100 +162,56 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
             run.push(*d);
         }
     }
-    let mut under = t.clone();
-    let mut renders = 0;
-    // (limiter ceiling, worst decoded peak) of the last render, for the step.
-    let mut last: Option<(f64, f64)> = None;
-    // The last render and its readings, for a target withheld after it.
-    let mut prev: Option<(TargetMaster, Vec<CodecReport>)> = None;
-    loop {
-        renders += 1;
-        let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
-        let m = match master_target(
-            prep,
-            &under,
-            how.limiter,
-            how.pre_gain_db,
-            how.seed,
-            &mut sink,
-        ) {
-            Err(DspError::Unreachable { reached_lufs, .. }) if renders > 1 => {
-                let (m, codecs) = prev.expect("a render before this one");
-                let reason = format!(
-                    "{} LUFS is out of reach under the {:.2} dBTP ceiling its codecs need \
-                     (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
-                     once encoded (--codec-check report keeps it and says so)",
-                    t.lufs, under.ceiling_dbtp
-                );
-                return withhold(t, &path, m, codecs, under.ceiling_dbtp, reason);
-            }
-            other => other?,
-        };
-        sink.commit(how.tags)?;
-        let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
-        let tags = FileTags {
-            track: how.tags.clone(),
-            lufs: Some(m.measured.loudness.integrated_lufs),
-            peak: Some(loopmind_dsp::db_to_lin(
-                m.measured.loudness.sample_peak_dbfs,
-            )),
-        };
-        if run.is_empty() {
-            return Ok(Rendered {
-                master: m,
-                codecs: Vec::new(),
-                codec_ceiling_dbtp: lowered,
-                files: flac(t, &path, &tags, how)?.into_iter().collect(),
-                withheld: None,
-            });
-        }
-        crate::progress::stage(&format!("encoding {} for its codecs", t.name));
-        let levels = MasterLevels {
-            true_peak_dbtp: m.measured.true_peak_dbtp,
-            integrated_lufs: m.measured.loudness.integrated_lufs,
-        };
-        let checked = check::check(&path, levels, &run, how.work, &t.name, &tags, &opts.limits)?;
+    (deliver, run)
+}
+
+/// The tags of an encode of master `m`: the track's and its loudness.
+fn file_tags(track: &crate::decode::Tags, m: &TargetMaster) -> FileTags {
+    FileTags {
+        track: track.clone(),
+        lufs: Some(m.measured.loudness.integrated_lufs),
+        peak: Some(loopmind_dsp::db_to_lin(
+            m.measured.loudness.sample_peak_dbfs,
+        )),
+    }
+}
+
+/// Where enforce's search for a ceiling the codecs keep under stands.
+#[derive(Default)]
+struct Search {
+    renders: u32,
+    /// (limiter ceiling, worst decoded peak) of the last render, for the step.
+    last: Option<(f64, f64)>,
+    /// The last render and its readings, for a target withheld after it.
+    prev: Option<(TargetMaster, Vec<CodecReport>)>,
+}
+
+impl Search {
+    /// Lowers `under`'s ceiling for the next render: what the worst codec
+    /// put over the target's ceiling comes off the master's, with a margin.
+    /// Deeper limiting at the same loudness makes the encode add more, so
+    /// from the second try on the step is scaled by how much the decoded
+    /// peak moved per dB of ceiling.
+    fn lower(
+        &mut self,
+        t: &Target,
+        under: &mut Target,
+        m: TargetMaster,
+        checked: Vec<(CodecReport, std::path::PathBuf)>,
+    ) {
         let worst = checked
             .iter()
             .map(|(r, _)| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
             .fold(f64::NEG_INFINITY, f64::max);
-        let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
-        if !over || opts.request.codec_check() != CodecCheck::Enforce {
-            let mut files: Vec<EncodedFile> = flac(t, &path, &tags, how)?.into_iter().collect();
-            files.extend(keep(t, &deliver, &checked, how.out_dir)?);
-            return Ok(Rendered {
-                master: m,
-                files,
-                codecs: checked.into_iter().map(|(r, _)| r).collect(),
-                codec_ceiling_dbtp: lowered,
-                withheld: None,
-            });
-        }
-        if renders >= MAX_CODEC_RENDERS {
-            let (r, _) = checked
-                .iter()
-                .find(|(r, _)| r.over(t.ceiling_dbtp))
-                .expect("one is over");
-            let reason = format!(
-                "after {renders} renders {} still peaks at {:.2} dBTP ({} samples over full \
-                 scale) against a ceiling of {} dBTP",
-                r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
-            );
-            let codecs = drop_encodes(checked);
-            return withhold(t, &path, m, codecs, under.ceiling_dbtp, reason);
-        }
-        // What the worst codec put over the target's ceiling comes off the
-        // master's, with a margin. Deeper limiting at the same loudness
-        // makes the encode add more, so from the second try on the step is
-        // scaled by how much the decoded peak moved per dB of ceiling.
         let over_db = worst - t.ceiling_dbtp + CODEC_MARGIN_DB;
-        let per_db = last
+        let per_db = self
+            .last
             .filter(|(c, _)| (c - under.ceiling_dbtp).abs() > 1e-6)
             .map_or(1.0, |(c, w)| {
                 ((w - worst) / (c - under.ceiling_dbtp)).clamp(0.3, 1.0)
             });
-        last = Some((under.ceiling_dbtp, worst));
-        prev = Some((m, drop_encodes(checked)));
+        self.last = Some((under.ceiling_dbtp, worst));
+        self.prev = Some((m, drop_encodes(checked)));
         under.ceiling_dbtp -= over_db / per_db;
         tracing::info!(
             target = %t.name,
@@ -207,6 +219,47 @@ pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, Worker
             ceiling_dbtp = under.ceiling_dbtp,
             "over its ceiling after encoding: rendering again under a lower ceiling"
         );
+    }
+
+    /// The loudness cannot be reached under the ceiling the codecs need:
+    /// the previous render's readings go in the report.
+    fn out_of_reach(
+        self,
+        t: &Target,
+        path: &Path,
+        ceiling_dbtp: f64,
+        reached_lufs: f64,
+    ) -> Result<Rendered, WorkerError> {
+        let (m, codecs) = self.prev.expect("a render before this one");
+        let reason = format!(
+            "{} LUFS is out of reach under the {ceiling_dbtp:.2} dBTP ceiling its codecs need \
+             (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
+             once encoded (--codec-check report keeps it and says so)",
+            t.lufs
+        );
+        withhold(t, path, m, codecs, ceiling_dbtp, reason)
+    }
+
+    /// The last render allowed is still over after its codecs.
+    fn still_over(
+        self,
+        t: &Target,
+        path: &Path,
+        m: TargetMaster,
+        checked: Vec<(CodecReport, std::path::PathBuf)>,
+        ceiling_dbtp: f64,
+    ) -> Result<Rendered, WorkerError> {
+        let (r, _) = checked
+            .iter()
+            .find(|(r, _)| r.over(t.ceiling_dbtp))
+            .expect("one is over");
+        let reason = format!(
+            "after {} renders {} still peaks at {:.2} dBTP ({} samples over full \
+             scale) against a ceiling of {} dBTP",
+            self.renders, r.codec, r.true_peak_dbtp, r.samples_over, t.ceiling_dbtp
+        );
+        let codecs = drop_encodes(checked);
+        withhold(t, path, m, codecs, ceiling_dbtp, reason)
     }
 }
 
@@ -287,11 +340,11 @@ fn flac(
     let file = crate::layout::encoded_file(&t.name, Format::Flac);
     let to = how.out_dir.join(&file);
     let part = how.work.join(&file);
-    crate::codec::flac::write(master, &part, tags).map_err(|reason| {
+    crate::codec::flac::write(master, &part, tags).map_err(|e| {
         let _ = fs::remove_file(&part);
         WorkerError::Encode {
             path: to.clone(),
-            reason,
+            reason: e.to_string(),
         }
     })?;
     fs::rename(&part, &to).map_err(|e| WorkerError::io(&to, e))?;

@@ -1,5 +1,6 @@
 //! AAC-LC by the Fraunhofer FDK encoder, in ADTS frames.
 
+use super::CodecError;
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
 use std::io::Write;
 
@@ -14,7 +15,7 @@ pub struct Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, String> {
+    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
         let enc = fdk_aac::enc::Encoder::new(EncoderParams {
             bit_rate: BitRate::Cbr(kbps * 1000),
             sample_rate: rate,
@@ -26,7 +27,7 @@ impl<W: Write> Encoder<W> {
             },
             audio_object_type: AudioObjectType::Mpeg4LowComplexity,
         })
-        .map_err(|e| format!("aac {kbps}k at {rate} Hz: {e}"))?;
+        .map_err(|e| CodecError::lib("aac", format!("{kbps}k at {rate} Hz: {e}")))?;
         Ok(Self {
             enc,
             channels,
@@ -36,7 +37,7 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    fn drain(&mut self, all: bool) -> Result<(), String> {
+    fn drain(&mut self, all: bool) -> Result<(), CodecError> {
         // One frame (1024 per channel) at a time.
         let frame = 1024 * self.channels;
         let mut used = 0;
@@ -45,10 +46,8 @@ impl<W: Write> Encoder<W> {
             let info = self
                 .enc
                 .encode(&self.pcm[used..end], &mut self.buf)
-                .map_err(|e| format!("aac: {e}"))?;
-            self.out
-                .write_all(&self.buf[..info.output_size])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CodecError::lib("aac", e))?;
+            self.out.write_all(&self.buf[..info.output_size])?;
             if info.input_consumed == 0 && info.output_size == 0 {
                 break;
             }
@@ -60,7 +59,7 @@ impl<W: Write> Encoder<W> {
 }
 
 impl<W: Write> super::Encode for Encoder<W> {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         let n = planar[0].len();
         for i in 0..n {
             for c in planar {
@@ -71,13 +70,13 @@ impl<W: Write> super::Encode for Encoder<W> {
         self.drain(false)
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), String> {
+    fn finish(mut self: Box<Self>) -> Result<(), CodecError> {
         // The FDK wrapper cannot signal the end of input: silence past the
         // encoder's delay (2048 frames) and one frame pushes the last
         // samples out.
         self.pcm
             .resize(self.pcm.len() + 4 * 1024 * self.channels, 0);
         self.drain(true)?;
-        self.out.flush().map_err(|e| e.to_string())
+        Ok(self.out.flush()?)
     }
 }

@@ -2,8 +2,9 @@
 //! the platform will, decoded without clamping and measured: 16x true peak,
 //! overs (as Apple's afclip counts them), loudness shift.
 
-use super::{decode, encoder, extension, Encode, BLOCK};
+use super::{decode, encoder, extension, CodecError, Encode, BLOCK};
 use crate::decode::{DecodeLimits, DecodeSource};
+use crate::error::Action;
 use crate::WorkerError;
 use loopmind_dsp::bs1770::BlockMeter;
 use loopmind_dsp::pipeline::{self, Source};
@@ -92,17 +93,11 @@ pub fn check(
     }
     let mut src = DecodeSource::open(master, limits)?;
     let (rate, nch) = (src.rate(), src.channels());
-    let encode_err = |path: &Path, reason: String| WorkerError::Encode {
-        path: path.to_path_buf(),
-        reason,
-    };
     let mut encoders: Vec<(Box<dyn Encode>, PathBuf, f64)> = Vec::new();
     for &c in codecs {
         let path = encoded_path(dir, stem, c);
         let t = thread_cpu();
-        // A codec that will not start is no passing trouble: never retried.
-        let e = encoder(c, rate, nch, &path, tags)
-            .map_err(|r| WorkerError::Internal(format!("{}: {r}", path.display())))?;
+        let e = encoder(c, rate, nch, &path, tags).map_err(|e| codec_failure(&path, e))?;
         encoders.push((e, path, thread_cpu() - t));
     }
     // An encoder's error, kept typed across the pass's DspError.
@@ -112,8 +107,9 @@ pub fn check(
         for (e, path, cpu) in &mut encoders {
             let t = thread_cpu();
             e.write(&part).map_err(|r| {
-                failed = Some(encode_err(path, r.clone()));
-                DspError::Sink(r)
+                let reason = r.to_string();
+                failed = Some(codec_failure(path, r));
+                DspError::Sink(reason)
             })?;
             *cpu += thread_cpu() - t;
         }
@@ -125,7 +121,7 @@ pub fn check(
     let mut reports = Vec::new();
     for ((e, path, mut cpu), &codec) in encoders.into_iter().zip(codecs) {
         let t = thread_cpu();
-        e.finish().map_err(|r| encode_err(&path, r))?;
+        e.finish().map_err(|r| codec_failure(&path, r))?;
         let m = measure(codec, &path, limits)?;
         cpu += thread_cpu() - t;
         let shift = if m.integrated_lufs.is_finite() && levels.integrated_lufs.is_finite() {
@@ -149,6 +145,19 @@ pub fn check(
         ));
     }
     Ok(reports)
+}
+
+/// A failed encode as the job's error: a file that could not be written may
+/// be written later (retried); a codec that refuses our master (one that
+/// will not start, say) refuses it again (never retried).
+fn codec_failure(path: &Path, e: CodecError) -> WorkerError {
+    match e.action() {
+        Action::Retry => WorkerError::Encode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Action::Abort => WorkerError::Internal(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Decodes an encoded file and measures it.

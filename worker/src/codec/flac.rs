@@ -5,6 +5,7 @@
 //! its placeholder at the end, so memory is one block whatever the length.
 
 use super::tags::{comment_body, FileTags};
+use super::CodecError;
 use flacenc::bitsink::ByteSink;
 use flacenc::component::{
     BitRepr, ChannelAssignment, Frame, FrameHeader, FrameOffset, StreamInfo, SubFrame, Verbatim,
@@ -21,12 +22,13 @@ const VORBIS_COMMENT: u8 = 4;
 const STREAMINFO_AT: u64 = 8;
 
 /// Writes `wav` (an integer PCM master) to `out` as FLAC.
-pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), CodecError> {
+    let e = |e: &dyn std::fmt::Display| CodecError::lib("flac", e);
+    let io = |e: std::io::Error| CodecError::file(out, e);
     let mut r = hound::WavReader::open(wav).map_err(|x| e(&x))?;
     let spec = r.spec();
     if spec.sample_format != hound::SampleFormat::Int {
-        return Err("FLAC carries integer samples; the master is float".into());
+        return Err(e(&"FLAC carries integer samples; the master is float"));
     }
     let (ch, bits, rate) = (
         spec.channels as usize,
@@ -38,21 +40,19 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
         .map_err(|(_, x)| e(&x))?;
     let block = cfg.block_size;
     let mut info = StreamInfo::new(rate, ch, bits).map_err(|x| e(&x))?;
-    let mut w = BufWriter::with_capacity(1 << 16, File::create(out).map_err(|x| e(&x))?);
-    w.write_all(b"fLaC").map_err(|x| e(&x))?;
+    let mut w = BufWriter::with_capacity(1 << 16, File::create(out).map_err(io)?);
+    w.write_all(b"fLaC").map_err(io)?;
     // A placeholder: the real one is known once every frame is written.
     let mut sink = ByteSink::new();
-    write_block(&mut w, STREAMINFO, false, bits_of(&info, &mut sink)?)?;
+    write_block(&mut w, STREAMINFO, false, bits_of(&info, &mut sink)?).map_err(io)?;
     // Tags are bounded when read (decode::MAX_TAG_CHARS); a cut body would
     // be a corrupt block, so a longer one is refused.
     let comments = comment_body("flacenc", &tags.comments());
     if comments.len() >= 1 << 24 {
-        return Err(format!(
-            "{} bytes of tags (FLAC holds 16 MiB)",
-            comments.len()
-        ));
+        let what = format!("{} bytes of tags (FLAC holds 16 MiB)", comments.len());
+        return Err(CodecError::limit("flac", what));
     }
-    write_block(&mut w, VORBIS_COMMENT, true, &comments)?;
+    write_block(&mut w, VORBIS_COMMENT, true, &comments).map_err(io)?;
 
     let mut fb = FrameBuf::with_size(ch, block).map_err(|x| e(&x))?;
     let mut ctx = Context::new(bits, ch);
@@ -67,7 +67,7 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
             break;
         }
         if buf.len() % ch != 0 {
-            return Err("the master ends inside a frame".into());
+            return Err(e(&"the master ends inside a frame"));
         }
         (&mut fb, &mut ctx)
             .fill_interleaved(&buf)
@@ -80,8 +80,7 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
             frame = verbatim(&buf, ch, bits, rate, n).map_err(|x| e(&x))?;
         }
         info.update_frame_info(&frame);
-        w.write_all(bits_of(&frame, &mut sink)?)
-            .map_err(|x| e(&x))?;
+        w.write_all(bits_of(&frame, &mut sink)?).map_err(io)?;
         if buf.len() < block * ch {
             break;
         }
@@ -90,10 +89,10 @@ pub fn write(wav: &Path, out: &Path, tags: &FileTags) -> Result<(), String> {
     info.set_total_samples(ctx.total_samples());
     // A fixed-blocksize stream: every frame but the last is `block` long.
     info.set_block_sizes(block, block).map_err(|x| e(&x))?;
-    let mut f = w.into_inner().map_err(|x| e(&x.into_error()))?;
-    f.seek(SeekFrom::Start(STREAMINFO_AT)).map_err(|x| e(&x))?;
-    f.write_all(bits_of(&info, &mut sink)?).map_err(|x| e(&x))?;
-    f.sync_all().map_err(|x| e(&x))
+    let mut f = w.into_inner().map_err(|x| io(x.into_error()))?;
+    f.seek(SeekFrom::Start(STREAMINFO_AT)).map_err(io)?;
+    f.write_all(bits_of(&info, &mut sink)?).map_err(io)?;
+    f.sync_all().map_err(io)
 }
 
 /// What a verbatim frame carries besides its samples, at most: frame
@@ -126,14 +125,15 @@ fn verbatim(
 }
 
 /// A component's bytes, in `sink` (reused: one frame's worth of memory).
-fn bits_of<'a>(c: &impl BitRepr, sink: &'a mut ByteSink) -> Result<&'a [u8], String> {
+fn bits_of<'a>(c: &impl BitRepr, sink: &'a mut ByteSink) -> Result<&'a [u8], CodecError> {
     sink.clear();
-    c.write(sink).map_err(|x| format!("{x:?}"))?;
+    c.write(sink)
+        .map_err(|x| CodecError::lib("flac", format!("{x:?}")))?;
     Ok(sink.as_slice())
 }
 
 /// A metadata block: type and last-block flag, 24-bit length, body.
-fn write_block(w: &mut impl Write, kind: u8, last: bool, body: &[u8]) -> Result<(), String> {
+fn write_block(w: &mut impl Write, kind: u8, last: bool, body: &[u8]) -> std::io::Result<()> {
     let len = body.len() as u32;
     let head = [
         kind | if last { 0x80 } else { 0 },
@@ -141,9 +141,7 @@ fn write_block(w: &mut impl Write, kind: u8, last: bool, body: &[u8]) -> Result<
         (len >> 8) as u8,
         len as u8,
     ];
-    w.write_all(&head)
-        .and_then(|_| w.write_all(body))
-        .map_err(|x| x.to_string())
+    w.write_all(&head).and_then(|_| w.write_all(body))
 }
 
 #[cfg(test)]

@@ -21,15 +21,68 @@ use crate::decode::DecodeLimits;
 use loopmind_dsp::targets::{Codec, Format, Lossy};
 use std::path::Path;
 
+/// Why an encode, or the decode of one, failed; and whether to try again.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The codec library refused or failed: parameters it will not take, a
+    /// stream it cannot read. The same master meets it again.
+    #[error("{codec}: {reason}")]
+    Library { codec: &'static str, reason: String },
+    /// A stream asks for more than the decoder's limits (or the encoder's).
+    #[error("{codec}: {what}")]
+    Limit { codec: &'static str, what: String },
+    /// Opening, reading or writing a file (a full disk, say).
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing through an encoder's output stream (the caller names the file).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl CodecError {
+    pub(crate) fn lib(codec: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self::Library {
+            codec,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn limit(codec: &'static str, what: impl Into<String>) -> Self {
+        Self::Limit {
+            codec,
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn file(path: &Path, source: std::io::Error) -> Self {
+        Self::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A file that could not be read or written may be there later; a codec
+    /// that refuses our master will refuse it again.
+    pub fn action(&self) -> crate::error::Action {
+        match self {
+            Self::File { .. } | Self::Io(_) => crate::error::Action::Retry,
+            Self::Library { .. } | Self::Limit { .. } => crate::error::Action::Abort,
+        }
+    }
+}
+
 /// Frames handed to an encoder at a time.
 pub const BLOCK: usize = 4096;
 
 /// A streaming encoder writing one file.
 pub trait Encode {
     /// Encodes planar samples (every channel the same length).
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String>;
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError>;
     /// Encodes what is buffered and closes the file.
-    fn finish(self: Box<Self>) -> Result<(), String>;
+    fn finish(self: Box<Self>) -> Result<(), CodecError>;
 }
 
 /// The file name extension of an encoded file.
@@ -63,10 +116,10 @@ pub const ENCODE_CHANNELS: usize = 2;
 struct Doubled(Box<dyn Encode>);
 
 impl Encode for Doubled {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         self.0.write(&[planar[0], planar[0]])
     }
-    fn finish(self: Box<Self>) -> Result<(), String> {
+    fn finish(self: Box<Self>) -> Result<(), CodecError> {
         self.0.finish()
     }
 }
@@ -79,7 +132,7 @@ struct Resampling {
 }
 
 impl Resampling {
-    fn pass(&mut self) -> Result<(), String> {
+    fn pass(&mut self) -> Result<(), CodecError> {
         let slices: Vec<&[f32]> = self.out.iter().map(Vec::as_slice).collect();
         if !slices.first().is_some_and(|c| c.is_empty()) {
             self.inner.write(&slices)?;
@@ -90,18 +143,16 @@ impl Resampling {
 }
 
 impl Encode for Resampling {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         let block: Vec<Vec<f32>> = planar.iter().map(|c| c.to_vec()).collect();
-        self.stage
-            .push(&block, &mut self.out)
-            .map_err(|e| e.to_string())?;
+        let resampled = self.stage.push(&block, &mut self.out);
+        resampled.map_err(|e| CodecError::lib("resampler", e))?;
         self.pass()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), String> {
-        self.stage
-            .finish(&mut self.out)
-            .map_err(|e| e.to_string())?;
+    fn finish(mut self: Box<Self>) -> Result<(), CodecError> {
+        let resampled = self.stage.finish(&mut self.out);
+        resampled.map_err(|e| CodecError::lib("resampler", e))?;
         self.pass()?;
         self.inner.finish()
     }
@@ -115,13 +166,12 @@ pub fn encoder(
     channels: usize,
     path: &Path,
     tags: &tags::FileTags,
-) -> Result<Box<dyn Encode>, String> {
+) -> Result<Box<dyn Encode>, CodecError> {
     if !(1..=2).contains(&channels) {
-        return Err(format!(
-            "{codec}: {channels} channels (mono or stereo only)"
-        ));
+        let what = format!("{codec}: {channels} channels (mono or stereo only)");
+        return Err(CodecError::limit("encoder", what));
     }
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = std::fs::File::create(path).map_err(|e| CodecError::file(path, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
     let (source_rate, source_channels) = (rate, channels);
     let rate = encode_rate(codec.format, rate);
@@ -131,7 +181,8 @@ pub fn encoder(
         Lossy::Aac => Box::new(aac::Encoder::new(codec.kbps, rate, channels, out)?),
         Lossy::Mp3 => {
             use std::io::Write;
-            out.write_all(&tags.id3v2()).map_err(|e| e.to_string())?;
+            out.write_all(&tags.id3v2())
+                .map_err(|e| CodecError::file(path, e))?;
             Box::new(mp3::Encoder::new(codec.kbps, rate, channels, out)?)
         }
         Lossy::Vorbis => Box::new(vorbis::Encoder::new(codec.kbps, rate, channels, out, tags)?),
@@ -148,7 +199,7 @@ pub fn encoder(
     } else {
         Box::new(Resampling {
             stage: loopmind_dsp::resample::ResampleStage::new(source_rate, rate, channels)
-                .map_err(|e| format!("{codec}: {e}"))?,
+                .map_err(|e| CodecError::lib("resampler", format!("{codec}: {e}")))?,
             out: vec![Vec::new(); channels],
             inner,
         })
@@ -166,7 +217,7 @@ pub fn decode(
     path: &Path,
     limits: &DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
-) -> Result<(), String> {
+) -> Result<(), CodecError> {
     // symphonia's MP3 and Vorbis decoders clamp to full scale.
     match format {
         Lossy::Opus => return opus::decode(path, limits, f),
@@ -176,14 +227,14 @@ pub fn decode(
     }
     use loopmind_dsp::pipeline::{self, Source};
     let mut src = crate::decode::DecodeSource::open(path, limits)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CodecError::lib("aac", e))?
         .ignoring_stated_length();
     let rate = src.rate();
     pipeline::for_each_block(&mut src, BLOCK, |b| {
         f(rate, &b.iter().map(Vec::as_slice).collect::<Vec<_>>());
         Ok(())
     })
-    .map_err(|e| src.error(e).to_string())?;
+    .map_err(|e| CodecError::lib("aac", src.error(e)))?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! MP3 by LAME at a constant bitrate, its recommended quality (-q 2).
 
+use super::CodecError;
 use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality};
 use std::io::Write;
 
@@ -9,7 +10,7 @@ pub struct Encoder<W: Write> {
     out: W,
 }
 
-fn bitrate(kbps: u32) -> Result<Bitrate, String> {
+fn bitrate(kbps: u32) -> Result<Bitrate, CodecError> {
     use Bitrate::*;
     Ok(match kbps {
         32 => Kbps32,
@@ -25,14 +26,21 @@ fn bitrate(kbps: u32) -> Result<Bitrate, String> {
         224 => Kbps224,
         256 => Kbps256,
         320 => Kbps320,
-        other => return Err(format!("mp3: {other} kb/s is not an MP3 bitrate")),
+        other => {
+            return Err(CodecError::lib(
+                "mp3",
+                format!("{other} kb/s is not an MP3 bitrate"),
+            ))
+        }
     })
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, String> {
-        let err = |e: mp3lame_encoder::BuildError| format!("mp3 {kbps}k at {rate} Hz: {e}");
-        let mut b = Builder::new().ok_or("mp3: LAME did not start")?;
+    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
+        let err = |e: mp3lame_encoder::BuildError| {
+            CodecError::lib("mp3", format!("{kbps}k at {rate} Hz: {e}"))
+        };
+        let mut b = Builder::new().ok_or_else(|| CodecError::lib("mp3", "LAME did not start"))?;
         b.set_num_channels(channels as u8).map_err(err)?;
         b.set_sample_rate(rate).map_err(err)?;
         b.set_brate(bitrate(kbps)?).map_err(err)?;
@@ -47,15 +55,15 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    fn emit(&mut self) -> Result<(), String> {
-        self.out.write_all(&self.buf).map_err(|e| e.to_string())?;
+    fn emit(&mut self) -> Result<(), CodecError> {
+        self.out.write_all(&self.buf)?;
         self.buf.clear();
         Ok(())
     }
 }
 
 impl<W: Write> super::Encode for Encoder<W> {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         let n = planar[0].len();
         self.buf
             .reserve(mp3lame_encoder::max_required_buffer_size(n));
@@ -66,17 +74,17 @@ impl<W: Write> super::Encode for Encoder<W> {
                 .encode_to_vec(DualPcm { left: l, right: r }, &mut self.buf),
             [] => return Ok(()),
         };
-        r.map_err(|e| format!("mp3: {e}"))?;
+        r.map_err(|e| CodecError::lib("mp3", e))?;
         self.emit()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), String> {
+    fn finish(mut self: Box<Self>) -> Result<(), CodecError> {
         self.buf.reserve(7200);
         self.enc
             .flush_to_vec::<FlushGap>(&mut self.buf)
-            .map_err(|e| format!("mp3: {e}"))?;
+            .map_err(|e| CodecError::lib("mp3", e))?;
         self.emit()?;
-        self.out.flush().map_err(|e| e.to_string())
+        Ok(self.out.flush()?)
     }
 }
 
@@ -86,9 +94,9 @@ pub fn decode(
     path: &std::path::Path,
     limits: &crate::decode::DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
-) -> Result<(), String> {
+) -> Result<(), CodecError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| CodecError::file(path, e))?;
     let mut dec = rmp3::RawDecoder::new();
     let mut pcm = [0f32; rmp3::MAX_SAMPLES_PER_FRAME];
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
@@ -99,7 +107,9 @@ pub fn decode(
         if !eof && buf.len() < 1 << 16 {
             let have = buf.len();
             buf.resize(have + (1 << 16), 0);
-            let n = file.read(&mut buf[have..]).map_err(|e| e.to_string())?;
+            let n = file
+                .read(&mut buf[have..])
+                .map_err(|e| CodecError::file(path, e))?;
             buf.truncate(have + n);
             eof = n == 0;
         }
@@ -112,7 +122,10 @@ pub fn decode(
         if let rmp3::Frame::Audio(a) = frame {
             let (nch, rate) = (a.channels() as usize, a.sample_rate());
             if nch == 0 || nch > limits.max_channels || rate == 0 {
-                return Err(format!("mp3: a frame of {nch} channels at {rate} Hz"));
+                return Err(CodecError::limit(
+                    "mp3",
+                    format!("a frame of {nch} channels at {rate} Hz"),
+                ));
             }
             let s = a.samples();
             let n = a.sample_count();
@@ -123,7 +136,10 @@ pub fn decode(
             }
             done += n as f64 / rate as f64;
             if done > limits.max_seconds {
-                return Err(format!("mp3: longer than {} s", limits.max_seconds));
+                return Err(CodecError::limit(
+                    "mp3",
+                    format!("longer than {} s", limits.max_seconds),
+                ));
             }
             let slices: Vec<&[f32]> = planar.iter().map(Vec::as_slice).collect();
             f(rate, &slices);

@@ -1,6 +1,7 @@
 //! Opus by libopus (music mode, VBR at the bitrate) in an Ogg stream
 //! (RFC 7845), at 48 kHz, the codec's one full-band rate.
 
+use super::CodecError;
 use crate::decode::DecodeLimits;
 use ogg::{PacketReader, PacketWriteEndInfo, PacketWriter};
 use opus_codec::{Application, Bitrate, Channels, SampleRate};
@@ -28,8 +29,8 @@ pub struct Encoder<W: Write> {
     out: PacketWriter<'static, W>,
 }
 
-fn opus_err(e: opus_codec::Error) -> String {
-    format!("opus: {e}")
+fn opus_err(e: opus_codec::Error) -> CodecError {
+    CodecError::lib("opus", e)
 }
 
 impl<W: Write> Encoder<W> {
@@ -40,7 +41,7 @@ impl<W: Write> Encoder<W> {
         channels: usize,
         out: W,
         file_tags: &super::tags::FileTags,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CodecError> {
         let ch = if channels == 1 {
             Channels::Mono
         } else {
@@ -61,9 +62,7 @@ impl<W: Write> Encoder<W> {
         head.extend_from_slice(&rate.to_le_bytes());
         head.extend_from_slice(&0i16.to_le_bytes());
         head.push(0);
-        let w = |e: std::io::Error| e.to_string();
-        out.write_packet(head, SERIAL, PacketWriteEndInfo::EndPage, 0)
-            .map_err(w)?;
+        out.write_packet(head, SERIAL, PacketWriteEndInfo::EndPage, 0)?;
         // RFC 7845: gain as R128_TRACK_GAIN, not ReplayGain's fields.
         let mut comments: Vec<(String, String)> = file_tags
             .comments()
@@ -75,8 +74,7 @@ impl<W: Write> Encoder<W> {
         }
         let mut tags = b"OpusTags".to_vec();
         tags.extend_from_slice(&super::tags::comment_body("libopus", &comments));
-        out.write_packet(tags, SERIAL, PacketWriteEndInfo::EndPage, 0)
-            .map_err(w)?;
+        out.write_packet(tags, SERIAL, PacketWriteEndInfo::EndPage, 0)?;
         Ok(Self {
             enc,
             channels,
@@ -100,7 +98,7 @@ impl<W: Write> Encoder<W> {
         }
     }
 
-    fn encode_frames(&mut self, all: bool) -> Result<(), String> {
+    fn encode_frames(&mut self, all: bool) -> Result<(), CodecError> {
         let frame = FRAME * self.channels;
         if all {
             // The last frame padded with silence, and enough more for the
@@ -121,8 +119,7 @@ impl<W: Write> Encoder<W> {
             if let Some(p) = self.held.take() {
                 let gp = (self.granule - FRAME as u64).min(self.pre_skip + self.input);
                 self.out
-                    .write_packet(p, SERIAL, PacketWriteEndInfo::NormalPacket, gp)
-                    .map_err(|e| e.to_string())?;
+                    .write_packet(p, SERIAL, PacketWriteEndInfo::NormalPacket, gp)?;
             }
             self.held = Some(self.packet[..n].to_vec());
         }
@@ -132,21 +129,20 @@ impl<W: Write> Encoder<W> {
 }
 
 impl<W: Write> super::Encode for Encoder<W> {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         self.take(planar);
         self.encode_frames(false)
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), String> {
+    fn finish(mut self: Box<Self>) -> Result<(), CodecError> {
         self.encode_frames(true)?;
         // The end granule trims the padding: input plus pre-skip.
         let end = self.pre_skip + self.input;
         let last = self.held.take().unwrap_or_default();
         self.out
-            .write_packet(last, SERIAL, PacketWriteEndInfo::EndStream, end)
-            .map_err(|e| e.to_string())?;
+            .write_packet(last, SERIAL, PacketWriteEndInfo::EndStream, end)?;
         let mut w = self.out.into_inner();
-        w.flush().map_err(|e| e.to_string())
+        Ok(w.flush()?)
     }
 }
 
@@ -156,21 +152,24 @@ pub fn decode(
     path: &Path,
     limits: &DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
-) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<(), CodecError> {
+    let file = std::fs::File::open(path).map_err(|e| CodecError::file(path, e))?;
     let mut r = PacketReader::new(std::io::BufReader::new(file));
-    let next = |r: &mut PacketReader<_>| r.read_packet().map_err(|e| format!("opus: ogg: {e}"));
-    let head = next(&mut r)?.ok_or("opus: empty stream")?;
+    let next = |r: &mut PacketReader<_>| {
+        r.read_packet()
+            .map_err(|e| CodecError::lib("opus", format!("ogg: {e}")))
+    };
+    let head = next(&mut r)?.ok_or_else(|| CodecError::lib("opus", "empty stream"))?;
     let h = &head.data;
     if h.len() < 19 || &h[..8] != b"OpusHead" || h[18] != 0 {
-        return Err("opus: not a mono/stereo OpusHead".into());
+        return Err(CodecError::lib("opus", "not a mono/stereo OpusHead"));
     }
     let channels = h[9] as usize;
     if !(1..=2).contains(&channels) || channels > limits.max_channels {
-        return Err(format!("opus: {channels} channels"));
+        return Err(CodecError::limit("opus", format!("{channels} channels")));
     }
     let mut skip = u16::from_le_bytes([h[10], h[11]]) as u64;
-    next(&mut r)?.ok_or("opus: no OpusTags")?;
+    next(&mut r)?.ok_or_else(|| CodecError::lib("opus", "no OpusTags"))?;
     let ch = if channels == 1 {
         Channels::Mono
     } else {
@@ -203,7 +202,10 @@ pub fn decode(
         }
         done += (to - from) as u64;
         if done > max {
-            return Err(format!("opus: longer than {} s", limits.max_seconds));
+            return Err(CodecError::limit(
+                "opus",
+                format!("longer than {} s", limits.max_seconds),
+            ));
         }
         for (c, out) in planar.iter_mut().enumerate() {
             out.clear();

@@ -1,6 +1,7 @@
 //! Ogg Vorbis by libvorbis (aoTuV), VBR around the bitrate as Spotify's
 //! qualities are named.
 
+use super::CodecError;
 use std::io::Write;
 use std::num::{NonZeroU32, NonZeroU8};
 use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoder, VorbisEncoderBuilder};
@@ -16,13 +17,16 @@ impl<W: Write> Encoder<W> {
         channels: usize,
         out: W,
         tags: &super::tags::FileTags,
-    ) -> Result<Self, String> {
-        let err = |e: vorbis_rs::VorbisError| format!("vorbis {kbps}k at {rate} Hz: {e}");
-        let nz = |v: u32| NonZeroU32::new(v).ok_or_else(|| "vorbis: zero rate".to_string());
+    ) -> Result<Self, CodecError> {
+        let err = |e: vorbis_rs::VorbisError| {
+            CodecError::lib("vorbis", format!("{kbps}k at {rate} Hz: {e}"))
+        };
+        let nz = |v: u32| NonZeroU32::new(v).ok_or_else(|| CodecError::lib("vorbis", "zero rate"));
         // A fixed stream serial: the same master encodes to the same bytes.
         let mut b = VorbisEncoderBuilder::new_with_serial(
             nz(rate)?,
-            NonZeroU8::new(channels as u8).ok_or("vorbis: no channels")?,
+            NonZeroU8::new(channels as u8)
+                .ok_or_else(|| CodecError::lib("vorbis", "no channels"))?,
             out,
             0x4c4d_0001,
         );
@@ -37,15 +41,18 @@ impl<W: Write> Encoder<W> {
 }
 
 impl<W: Write> super::Encode for Encoder<W> {
-    fn write(&mut self, planar: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, planar: &[&[f32]]) -> Result<(), CodecError> {
         self.enc
             .encode_audio_block(planar)
-            .map_err(|e| format!("vorbis: {e}"))
+            .map_err(|e| CodecError::lib("vorbis", e))
     }
 
-    fn finish(self: Box<Self>) -> Result<(), String> {
-        let mut out = self.enc.finish().map_err(|e| format!("vorbis: {e}"))?;
-        out.flush().map_err(|e| e.to_string())
+    fn finish(self: Box<Self>) -> Result<(), CodecError> {
+        let mut out = self
+            .enc
+            .finish()
+            .map_err(|e| CodecError::lib("vorbis", e))?;
+        Ok(out.flush()?)
     }
 }
 
@@ -54,26 +61,29 @@ pub fn decode(
     path: &std::path::Path,
     limits: &crate::decode::DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
-) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<(), CodecError> {
+    let file = std::fs::File::open(path).map_err(|e| CodecError::file(path, e))?;
     let mut dec = vorbis_rs::VorbisDecoder::new(std::io::BufReader::new(file))
-        .map_err(|e| format!("vorbis: {e}"))?;
+        .map_err(|e| CodecError::lib("vorbis", e))?;
     let (nch, rate) = (
         dec.channels().get() as usize,
         dec.sampling_frequency().get(),
     );
     if nch > limits.max_channels {
-        return Err(format!("vorbis: {nch} channels"));
+        return Err(CodecError::limit("vorbis", format!("{nch} channels")));
     }
     let mut done = 0f64;
     while let Some(block) = dec
         .decode_audio_block()
-        .map_err(|e| format!("vorbis: {e}"))?
+        .map_err(|e| CodecError::lib("vorbis", e))?
     {
         let s = block.samples();
         done += s.first().map_or(0, |c| c.len()) as f64 / rate as f64;
         if done > limits.max_seconds {
-            return Err(format!("vorbis: longer than {} s", limits.max_seconds));
+            return Err(CodecError::limit(
+                "vorbis",
+                format!("longer than {} s", limits.max_seconds),
+            ));
         }
         f(rate, s);
     }
