@@ -386,14 +386,7 @@ fn run_pass(
     let mut gc = prime(prep, store, p, gain, ceil)?;
     let d = gc.delay();
     let mut env = vec![0f32; CHUNK];
-    let mut dither: Vec<_> = (0..nch)
-        .map(|c| {
-            crate::dither::Dither::new(
-                p.bits,
-                p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
-            )
-        })
-        .collect();
+    let mut dither = channel_dithers(p, nch);
     let mut out: Vec<Vec<f32>> = vec![vec![0.0; CHUNK]; nch];
     let mut g = vec![0f32; CHUNK];
     let scale = (1u64 << (p.bits - 1)) as f32;
@@ -402,7 +395,7 @@ fn run_pass(
         .map(|c| p.dc.get(c).copied().unwrap_or(0.0))
         .collect();
     let mut sums = vec![0f64; nch];
-    let (mut g_min, mut gr_sum, mut gr_count) = (1f32, 0f64, 0u64);
+    let mut gr = GainReduction::new();
     let mut i = 0;
     while i < frames {
         let len = CHUNK.min(frames - i);
@@ -410,47 +403,13 @@ fn run_pass(
         let env = &mut env[..len];
         store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
         limiter_gains(&mut gc, gain, ceil, env, g);
-        // Gain reduction statistics every 8th frame (CHUNK is a multiple).
-        for &v in g.iter().step_by(8) {
-            gr_count += 1;
-            if v < 1.0 {
-                gr_sum -= lin_to_db(v as f64);
-            }
-        }
-        g_min = g.iter().fold(g_min, |m, &v| m.min(v));
+        gr.add(g);
         for (c, o) in out.iter_mut().enumerate() {
             store.read(c, i, &mut o[..len]).map_err(store_err)?;
         }
-        if let ([l, r], [ql, qr]) = (&mut out[..], &mut dither[..]) {
-            // Stereo in lockstep: each dither's generator waits on its own
-            // state, and the other channel's fills that wait.
-            let (mut sl, mut sr) = (0f64, 0f64);
-            for ((a, b), &g) in l[..len].iter_mut().zip(&mut r[..len]).zip(g.iter()) {
-                let k = gain * g;
-                *a = ql.quantise(*a * k - dc[0]);
-                *b = qr.quantise(*b * k - dc[1]);
-                sl += *a as f64;
-                sr += *b as f64;
-            }
-            sums[0] += sl;
-            sums[1] += sr;
-        } else {
-            for (c, o) in out.iter_mut().enumerate() {
-                let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
-                for (o, &g) in o[..len].iter_mut().zip(g.iter()) {
-                    *o = q.quantise(*o * (gain * g) - dc);
-                    s += *o as f64;
-                }
-                sums[c] += s;
-            }
-        }
+        quantise(&mut out, &mut dither, g, gain, &dc, &mut sums);
         if checksum {
-            for k in 0..len {
-                for ch in &out {
-                    hash ^= (ch[k] * scale) as i32 as u32 as u64;
-                    hash = hash.wrapping_mul(FNV_PRIME);
-                }
-            }
+            hash = checksum_chunk(hash, &out, len, scale);
         }
         let slices: Vec<&[f32]> = out.iter().map(|c| &c[..len]).collect();
         emit(&slices);
@@ -458,14 +417,116 @@ fn run_pass(
     }
     Ok(PassStats {
         dc: sums.iter().map(|s| s / frames.max(1) as f64).collect(),
-        gr_max_db: -lin_to_db(g_min as f64),
-        gr_mean_db: if gr_count > 0 {
-            gr_sum / gr_count as f64
-        } else {
-            0.0
-        },
+        gr_max_db: gr.max_db(),
+        gr_mean_db: gr.mean_db(),
         checksum: hash,
     })
+}
+
+/// One TPDF dither per channel, seeded apart so the channels' noise is
+/// independent, and from `p` alone so every pass dithers alike.
+fn channel_dithers(p: &RenderParams, nch: usize) -> Vec<crate::dither::Dither> {
+    (0..nch)
+        .map(|c| {
+            crate::dither::Dither::new(
+                p.bits,
+                p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
+            )
+        })
+        .collect()
+}
+
+/// The limiter's gain reduction over a pass: the deepest, and the mean.
+struct GainReduction {
+    g_min: f32,
+    /// Reduction (dB) summed over the frames sampled, and their count.
+    sum_db: f64,
+    count: u64,
+}
+
+impl GainReduction {
+    fn new() -> Self {
+        Self {
+            g_min: 1.0,
+            sum_db: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Takes a chunk's gains; the mean samples every 8th frame (CHUNK is a
+    /// multiple of 8, so the frames sampled do not depend on the chunking).
+    fn add(&mut self, g: &[f32]) {
+        for &v in g.iter().step_by(8) {
+            self.count += 1;
+            if v < 1.0 {
+                self.sum_db -= lin_to_db(v as f64);
+            }
+        }
+        self.g_min = g.iter().fold(self.g_min, |m, &v| m.min(v));
+    }
+
+    fn max_db(&self) -> f64 {
+        -lin_to_db(self.g_min as f64)
+    }
+
+    fn mean_db(&self) -> f64 {
+        if self.count > 0 {
+            self.sum_db / self.count as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Applies the gain and the limiter's gains `g` to the first `g.len()`
+/// frames of `out`, removes `dc`, and dithers onto the output grid, in
+/// place; adds each channel's sum of the result to `sums` (per chunk, in
+/// this order, so the measured DC is the same to the bit).
+fn quantise(
+    out: &mut [Vec<f32>],
+    dither: &mut [crate::dither::Dither],
+    g: &[f32],
+    gain: f32,
+    dc: &[f32],
+    sums: &mut [f64],
+) {
+    let len = g.len();
+    if let ([l, r], [ql, qr]) = (&mut out[..], &mut dither[..]) {
+        // Stereo in lockstep: each dither's generator waits on its own
+        // state, and the other channel's fills that wait.
+        let (mut sl, mut sr) = (0f64, 0f64);
+        for ((a, b), &g) in l[..len].iter_mut().zip(&mut r[..len]).zip(g.iter()) {
+            let k = gain * g;
+            *a = ql.quantise(*a * k - dc[0]);
+            *b = qr.quantise(*b * k - dc[1]);
+            sl += *a as f64;
+            sr += *b as f64;
+        }
+        sums[0] += sl;
+        sums[1] += sr;
+    } else {
+        for (c, o) in out.iter_mut().enumerate() {
+            let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
+            for (o, &g) in o[..len].iter_mut().zip(g.iter()) {
+                *o = q.quantise(*o * (gain * g) - dc);
+                s += *o as f64;
+            }
+            sums[c] += s;
+        }
+    }
+}
+
+/// `hash` (FNV-1a) carried over the first `len` frames of `out`, frame by
+/// frame, each sample as its integer on the output grid: what a file of
+/// these samples holds, whatever the chunking.
+fn checksum_chunk(mut hash: u64, out: &[Vec<f32>], len: usize, scale: f32) -> u64 {
+    for k in 0..len {
+        for ch in out {
+            hash ^= (ch[k] * scale) as i32 as u32 as u64;
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+    hash
 }
 
 /// The loudness model's integrated loudness for `p`: the limiter's gain
