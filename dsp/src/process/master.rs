@@ -132,6 +132,18 @@ impl Prepared {
     fn power_lane(&self) -> usize {
         self.channels + 1
     }
+
+    /// Learns how far a render's true peak `tp` went past the detector.
+    /// Only a render the limiter worked on says how well it detects. (A miss
+    /// within the margin changes nothing: later targets keep their
+    /// ceilings, and so share model runs.)
+    fn learn_detector_miss(&self, m: &Measured, p: &RenderParams, tp: f64) {
+        if m.limiter_gr_max_db > 0.01 {
+            self.detector_miss_db.set(
+                (tp - p.limit_dbtp - CEILING_MARGIN_DB + 0.01).clamp(0.0, MAX_DETECTOR_MISS_DB),
+            );
+        }
+    }
 }
 
 fn store_err(e: String) -> DspError {
@@ -761,14 +773,7 @@ pub fn master_target(
     seed: u64,
     sink: &mut dyn MasterSink,
 ) -> Result<TargetMaster, DspError> {
-    let loudness_gain = target.lufs - (prep.lufs - pre_gain_db);
-    if loudness_gain > GAIN_CAP_DB {
-        return Err(DspError::GainCap {
-            target_lufs: target.lufs,
-            gain_db: loudness_gain,
-            cap_db: GAIN_CAP_DB,
-        });
-    }
+    check_gain_cap(prep, target, pre_gain_db)?;
     let mut p = RenderParams {
         gain_db: target.lufs - prep.lufs,
         limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB - prep.detector_miss_db.get(),
@@ -796,21 +801,9 @@ pub fn master_target(
         }
         let measured = measure_pass(prep, &p, sink)?;
         passes += 1;
-        let lufs = measured.loudness.integrated_lufs;
-        let tp = measured.true_peak_dbtp.max(measured.true_peak_bs1770_dbtp);
-        let err = (lufs - target.lufs).abs();
-        let tp_ok = tp <= target.ceiling_dbtp;
-        if measured.limiter_gr_max_db > 0.01 {
-            // Only a render the limiter worked on says how well it detects.
-            // (A miss within the margin changes nothing: later targets keep
-            // their ceilings, and so share model runs.)
-            prep.detector_miss_db.set(
-                (tp - p.limit_dbtp - CEILING_MARGIN_DB + 0.01).clamp(0.0, MAX_DETECTOR_MISS_DB),
-            );
-        }
-        let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
-        let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;
-        if !dc_ok {
+        let v = Verdict::of(&measured, target);
+        prep.learn_detector_miss(&measured, &p, v.tp);
+        if !v.dc_ok {
             // The model's DC estimate missed by what was measured.
             for (r, m) in dc_residual.iter_mut().zip(&measured.dc) {
                 *r += *m as f32;
@@ -822,37 +815,95 @@ pub fn master_target(
             passes,
             model_passes: prep.model_runs.get() - runs_before,
         };
-        if done {
+        if v.done() {
             return Ok(result);
         }
-        if tp_ok && dc_ok && err <= LUFS_TOLERANCE && best.as_ref().is_none_or(|(e, _)| err < *e) {
-            best = Some((err, result));
+        if v.keeps_promise() && best.as_ref().is_none_or(|(e, _)| v.err < *e) {
+            best = Some((v.err, result));
         }
-        offset = lufs - model_integrated(prep, &p)?;
-        if !tp_ok {
+        offset = v.lufs - model_integrated(prep, &p)?;
+        if !v.tp_ok {
             // The detector under-read this material: lower the limiter's
             // ceiling by what it missed.
-            p.limit_dbtp -= tp - target.ceiling_dbtp + 0.005;
+            p.limit_dbtp -= v.tp - target.ceiling_dbtp + 0.005;
         }
     }
-    // Close enough by the promise, though not by the search's own tolerance:
-    // the sink holds the last pass, so write the best one again.
-    if let Some((_, r)) = best {
-        let again = measure_pass(prep, &r.params, sink)?;
-        if again.checksum != r.measured.checksum {
-            // Never ship a file whose report describes other samples.
-            return Err(DspError::Sink(
-                "re-render differs from the measured pass".into(),
-            ));
-        }
-        return Ok(TargetMaster {
-            passes: passes + 1,
-            ..r
+    match best {
+        Some((_, r)) => write_again(prep, r, passes, sink),
+        None => Err(DspError::Unreachable {
+            target_lufs: target.lufs,
+            ceiling_dbtp: target.ceiling_dbtp,
+            reached_lufs: f64::NAN,
+        }),
+    }
+}
+
+/// Refuses a target that needs more loudness gain than [`GAIN_CAP_DB`]
+/// before any pass is run.
+fn check_gain_cap(prep: &Prepared, target: &Target, pre_gain_db: f64) -> Result<(), DspError> {
+    let loudness_gain = target.lufs - (prep.lufs - pre_gain_db);
+    if loudness_gain > GAIN_CAP_DB {
+        return Err(DspError::GainCap {
+            target_lufs: target.lufs,
+            gain_db: loudness_gain,
+            cap_db: GAIN_CAP_DB,
         });
     }
-    Err(DspError::Unreachable {
-        target_lufs: target.lufs,
-        ceiling_dbtp: target.ceiling_dbtp,
-        reached_lufs: f64::NAN,
+    Ok(())
+}
+
+/// How a measured pass compares with its target.
+struct Verdict {
+    lufs: f64,
+    /// The higher of the two true-peak readings.
+    tp: f64,
+    /// Distance from the target's loudness (LU).
+    err: f64,
+    tp_ok: bool,
+    dc_ok: bool,
+}
+
+impl Verdict {
+    fn of(m: &Measured, target: &Target) -> Self {
+        let lufs = m.loudness.integrated_lufs;
+        let tp = m.true_peak_dbtp.max(m.true_peak_bs1770_dbtp);
+        Self {
+            lufs,
+            tp,
+            err: (lufs - target.lufs).abs(),
+            tp_ok: tp <= target.ceiling_dbtp,
+            dc_ok: m.dc.iter().all(|d| d.abs() <= MAX_DC),
+        }
+    }
+
+    /// On target by the search's own tolerance: the answer.
+    fn done(&self) -> bool {
+        self.tp_ok && self.dc_ok && self.err <= SEARCH_TOLERANCE
+    }
+
+    /// Within what a master promises: kept in case no later pass is done.
+    fn keeps_promise(&self) -> bool {
+        self.tp_ok && self.dc_ok && self.err <= LUFS_TOLERANCE
+    }
+}
+
+/// Close enough by the promise, though not by the search's own tolerance:
+/// the sink holds the last pass, so write the best one again.
+fn write_again(
+    prep: &Prepared,
+    best: TargetMaster,
+    passes: u32,
+    sink: &mut dyn MasterSink,
+) -> Result<TargetMaster, DspError> {
+    let again = measure_pass(prep, &best.params, sink)?;
+    if again.checksum != best.measured.checksum {
+        // Never ship a file whose report describes other samples.
+        return Err(DspError::Sink(
+            "re-render differs from the measured pass".into(),
+        ));
+    }
+    Ok(TargetMaster {
+        passes: passes + 1,
+        ..best
     })
 }
