@@ -5,6 +5,7 @@
 //! dither), so the pass that is measured and the pass that is written produce
 //! the same bits; a checksum proves it.
 
+use crate::error::IoFault;
 use crate::limiter::{GainComputer, LimiterSettings};
 use crate::loudness::Loudness;
 use crate::store::FrameStore;
@@ -146,10 +147,6 @@ impl Prepared {
     }
 }
 
-fn store_err(e: String) -> DspError {
-    DspError::Store(e)
-}
-
 /// Builds a [`Prepared`] from blocks of band-limited pre-limiter audio: the
 /// detector envelope and the K-weighted power go to the store beside the
 /// audio; the model's per-sub-block sums stay in memory.
@@ -245,25 +242,25 @@ impl PrepareStage {
         let mut lanes = audio;
         lanes.push(&self.out.env);
         lanes.push(&self.power);
-        self.store.append(&lanes).map_err(store_err)
+        self.store.append(&lanes).map_err(DspError::Store)
     }
 }
 
 /// Where a master's samples go: a file being written, or nowhere.
 pub trait MasterSink {
     /// Starts over: a later pass replaces what an earlier one wrote.
-    fn restart(&mut self) -> Result<(), String>;
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String>;
+    fn restart(&mut self) -> Result<(), IoFault>;
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault>;
 }
 
 /// Discards samples (measurement only).
 pub struct NullSink;
 
 impl MasterSink for NullSink {
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), IoFault> {
         Ok(())
     }
-    fn write(&mut self, _: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, _: &[&[f32]]) -> Result<(), IoFault> {
         Ok(())
     }
 }
@@ -278,11 +275,11 @@ impl MemorySink {
 }
 
 impl MasterSink for MemorySink {
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), IoFault> {
         self.0.iter_mut().for_each(Vec::clear);
         Ok(())
     }
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault> {
         for (d, s) in self.0.iter_mut().zip(chunk) {
             d.extend_from_slice(s);
         }
@@ -376,7 +373,7 @@ fn prime(
     let mut env = vec![0f32; gc.delay()];
     store
         .read(prep.env_lane(), 0, &mut env)
-        .map_err(store_err)?;
+        .map_err(DspError::Store)?;
     for e in env {
         gc.push(required_gain(e, gain, ceil));
     }
@@ -413,11 +410,13 @@ fn run_pass(
         let len = CHUNK.min(frames - i);
         let g = &mut g[..len];
         let env = &mut env[..len];
-        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        store
+            .read(prep.env_lane(), i + d, env)
+            .map_err(DspError::Store)?;
         limiter_gains(&mut gc, gain, ceil, env, g);
         gr.add(g);
         for (c, o) in out.iter_mut().enumerate() {
-            store.read(c, i, &mut o[..len]).map_err(store_err)?;
+            store.read(c, i, &mut o[..len]).map_err(DspError::Store)?;
         }
         quantise(&mut out, &mut dither, g, gain, &dc, &mut sums);
         if checksum {
@@ -608,15 +607,19 @@ fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> 
         }
         let g = &mut g[..len];
         let (x, env) = (&mut x[..len], &mut env[..len]);
-        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        store
+            .read(prep.env_lane(), i + d, env)
+            .map_err(DspError::Store)?;
         limiter_gains(&mut gc, gain, ceil, env, g);
         for (c, s) in sums.iter_mut().enumerate() {
-            store.read(c, i, x).map_err(store_err)?;
+            store.read(c, i, x).map_err(DspError::Store)?;
             *s += crate::fir::dot(g, x) as f64;
         }
         g.iter_mut().for_each(|v| *v *= *v);
         if len == hop {
-            store.read(prep.power_lane(), i, x).map_err(store_err)?;
+            store
+                .read(prep.power_lane(), i, x)
+                .map_err(DspError::Store)?;
             subs.push(crate::fir::dot(g, x) as f64);
         }
         i += len;
@@ -898,9 +901,12 @@ fn write_again(
     let again = measure_pass(prep, &best.params, sink)?;
     if again.checksum != best.measured.checksum {
         // Never ship a file whose report describes other samples.
-        return Err(DspError::Sink(
-            "re-render differs from the measured pass".into(),
-        ));
+        // (Reported as the sink's fault, as it always was: the worker
+        // retries those.)
+        return Err(DspError::Sink(IoFault::other(
+            "re-render",
+            "differs from the measured pass",
+        )));
     }
     Ok(TargetMaster {
         passes: passes + 1,

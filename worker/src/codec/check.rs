@@ -113,7 +113,7 @@ pub fn check(
             let t = thread_cpu();
             e.write(&part).map_err(|r| {
                 failed = Some(encode_err(path, r.clone()));
-                DspError::Sink(r)
+                DspError::Sink(loopmind_dsp::error::IoFault::other(path.display(), r))
             })?;
             *cpu += thread_cpu() - t;
         }
