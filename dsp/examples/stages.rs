@@ -6,14 +6,15 @@
 
 use loopmind_dsp::analysis::structure;
 use loopmind_dsp::chain::WORKING_LUFS;
+use loopmind_dsp::limiter::LimiterSettings;
 use loopmind_dsp::loudness::{measure_with, Measure};
-use loopmind_dsp::master::{master_target, measure_pass, MemorySink, NullSink};
+use loopmind_dsp::master::{master_target, measure_pass, MemorySink, NullSink, Prepared};
 use loopmind_dsp::modes::Mode;
 use loopmind_dsp::pipeline::{self, AudioSource, BLOCK};
 use loopmind_dsp::plan::{self, Sliders};
 use loopmind_dsp::store::MemoryScratch;
 use loopmind_dsp::testsignals::{demo_arrangement, song};
-use loopmind_dsp::{beats, sections, truepeak};
+use loopmind_dsp::{beats, sections, truepeak, Audio};
 use std::time::Instant;
 
 fn time<T>(label: &str, f: impl FnOnce() -> T) -> T {
@@ -28,6 +29,16 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
+    let mut audio = demo_song(seconds);
+    println!("{} s of stereo at 44.1 kHz", audio.frames() / 44_100);
+    let (prep, limiter, pre) = passes(&audio);
+    let master = target(&prep, &limiter, pre);
+    meters(&master);
+    audio.channels.clear();
+}
+
+/// The demo arrangement repeated to `seconds` of 44.1 kHz stereo.
+fn demo_song(seconds: usize) -> Audio {
     let repeats = seconds.div_ceil(72).max(1);
     let sections: Vec<_> = demo_arrangement()
         .into_iter()
@@ -39,12 +50,17 @@ fn main() {
         .channels
         .iter_mut()
         .for_each(|c| c.truncate(seconds * 44_100));
-    println!("{} s of stereo at 44.1 kHz", audio.frames() / 44_100);
+    audio
+}
+
+/// The passes up to the master, timed: analysis, planning, the chain,
+/// preparation at 44.1 kHz. Returns what the master needs: the prepared
+/// audio, the limiter and the gain already applied.
+fn passes(audio: &Audio) -> (Prepared, LimiterSettings, f64) {
     let mode = Mode::Cinematic;
     let sliders = Sliders::default();
-    let mut src = AudioSource::new(&audio, 4096);
+    let mut src = AudioSource::new(audio, 4096);
     let mut scratch = MemoryScratch;
-
     let analysis = time("pass 1: analysis (features, onsets, 16x TP)", || {
         pipeline::analyse(&mut src, false, BLOCK).unwrap()
     });
@@ -86,18 +102,27 @@ fn main() {
     let prep = time("pass 3: gain, envelope, model power", || {
         pipeline::prepare(&mut processed, &section_plan, 44_100, &mut scratch, BLOCK).unwrap()
     });
+    (prep, chain.limiter, WORKING_LUFS - input_lufs)
+}
+
+/// The gain search and one measured render onto Spotify's target, timed;
+/// returns the master.
+fn target(prep: &Prepared, limiter: &LimiterSettings, pre: f64) -> Audio {
     let t = loopmind_dsp::targets::preset("spotify").unwrap();
-    let pre = WORKING_LUFS - input_lufs;
     let m = time("gain search + measured render (spotify)", || {
-        master_target(&prep, &t, &chain.limiter, pre, 1, &mut NullSink).unwrap()
+        master_target(prep, &t, limiter, pre, 1, &mut NullSink).unwrap()
     });
     println!("  renders: {}, model passes: {}", m.passes, m.model_passes);
     time("  of which one measured render", || {
-        measure_pass(&prep, &m.params, &mut NullSink).unwrap()
+        measure_pass(prep, &m.params, &mut NullSink).unwrap()
     });
     let mut keep = MemorySink::new(2);
-    measure_pass(&prep, &m.params, &mut keep).unwrap();
-    let master = loopmind_dsp::Audio::new(44_100, keep.0).unwrap();
+    measure_pass(prep, &m.params, &mut keep).unwrap();
+    Audio::new(44_100, keep.0).unwrap()
+}
+
+/// Our meters against the ebur128 crate's, on the master.
+fn meters(master: &Audio) {
     let only_i = Measure::INTEGRATED;
     let i_lra = Measure {
         lra: true,
@@ -108,15 +133,14 @@ fn main() {
         ..only_i
     };
     println!("\nmeters on the master:");
-    time("ebur128 I + LRA", || measure_with(&master, i_lra).unwrap());
+    time("ebur128 I + LRA", || measure_with(master, i_lra).unwrap());
     time("our meter I + LRA", || {
-        loopmind_dsp::bs1770::measure(&master)
+        loopmind_dsp::bs1770::measure(master)
     });
     time("ebur128 I + 4x true peak", || {
-        measure_with(&master, tp).unwrap()
+        measure_with(master, tp).unwrap()
     });
     time("our 16x true-peak meter", || {
-        truepeak::true_peak_dbtp(&master)
+        truepeak::true_peak_dbtp(master)
     });
-    audio.channels.clear();
 }

@@ -140,17 +140,9 @@ pub fn song_at(
     let total_bars: usize = sections.iter().map(|s| s.bars).sum();
     let n = ((total_bars as f64 * bar + lead_in) * fs) as usize;
     let (mut l, mut r) = (vec![0f32; n], vec![0f32; n]);
-    let mut noise = Noise::new(seed);
-    // A minor-key progression (roots in Hz): Am, F, C, G.
-    let chords: [[f64; 3]; 4] = [
-        [220.0, 261.63, 329.63],
-        [174.61, 220.0, 261.63],
-        [261.63, 329.63, 392.0],
-        [196.0, 246.94, 293.66],
-    ];
+    let mut band = Band::new(seed, beat, bar);
     let mut bounds = Vec::new();
     let mut bar0 = 0usize;
-    let mut lp = 0f64; // one-pole state for hats
     for sec in sections {
         let start = bar0 as f64 * bar + lead_in;
         let end = (bar0 + sec.bars) as f64 * bar + lead_in;
@@ -163,45 +155,7 @@ pub fn song_at(
         let (i0, i1) = ((start * fs) as usize, ((end * fs) as usize).min(n));
         for i in i0..i1 {
             let t = i as f64 / fs - lead_in;
-            let bar_idx = (t / bar) as usize;
-            let chord = chords[bar_idx % 4];
-            let tb = t % beat; // time within the beat
-            let beat_idx = ((t / beat) as usize) % 4;
-            // Pad: detuned per side for width.
-            let (mut pl, mut pr) = (0.0, 0.0);
-            for (k, &f) in chord.iter().enumerate() {
-                pl += (2.0 * PI * f * 1.002 * t + k as f64).sin();
-                pr += (2.0 * PI * f * 0.998 * t + 2.0 * k as f64).sin();
-            }
-            let (mut sl, mut sr) = (0.08 * pl, 0.08 * pr);
-            if sec.bass {
-                let f = chord[0] / 4.0;
-                let env = (-tb * 3.0).exp();
-                let b = 0.25 * env * ((2.0 * PI * f * t).sin() + 0.3 * (4.0 * PI * f * t).sin());
-                sl += b;
-                sr += b;
-            }
-            if sec.drums {
-                if beat_idx.is_multiple_of(2) {
-                    // Kick: falling pitch, fast decay.
-                    let ph = 2.0 * PI * (50.0 * tb + 60.0 * (1.0 - (-tb * 30.0).exp()) / 30.0);
-                    let k = 0.6 * (-tb * 12.0).exp() * ph.sin();
-                    sl += k;
-                    sr += k;
-                } else {
-                    let s = 0.25 * (-tb * 20.0).exp() * noise.sample();
-                    sl += s;
-                    sr += s;
-                }
-            }
-            if sec.hats {
-                let th = t % (beat / 2.0);
-                let x = noise.sample();
-                lp = 0.5 * lp + 0.5 * x;
-                let h = 0.12 * (-th * 60.0).exp() * (x - lp);
-                sl += 0.7 * h;
-                sr += h;
-            }
+            let (sl, sr) = band.frame(sec, t);
             l[i] = (gain * sl * 0.5) as f32;
             r[i] = (gain * sr * 0.5) as f32;
         }
@@ -211,4 +165,97 @@ pub fn song_at(
         Audio::new(rate, vec![l, r]).expect("equal channels"),
         bounds,
     )
+}
+
+/// A minor-key progression (roots in Hz), one chord a bar: Am, F, C, G.
+const CHORDS: [[f64; 3]; 4] = [
+    [220.0, 261.63, 329.63],
+    [174.61, 220.0, 261.63],
+    [261.63, 329.63, 392.0],
+    [196.0, 246.94, 293.66],
+];
+
+/// The players of [`song_at`]. The snare and the hats draw on one noise
+/// generator in frame order (and the hats keep a filter's state), so frames
+/// are played in order, by one of these, for a song to be repeatable.
+struct Band {
+    noise: Noise,
+    /// One-pole low-pass state; the hats are the noise minus it.
+    hat_lp: f64,
+    beat: f64,
+    bar: f64,
+}
+
+impl Band {
+    fn new(seed: u64, beat: f64, bar: f64) -> Self {
+        Self {
+            noise: Noise::new(seed),
+            hat_lp: 0.0,
+            beat,
+            bar,
+        }
+    }
+
+    /// The frame at `t` seconds into the music (pre-gain, left and right).
+    /// The parts are summed in one fixed order, so a song's samples stay the
+    /// same to the bit.
+    fn frame(&mut self, sec: &SongSection, t: f64) -> (f64, f64) {
+        let chord = CHORDS[(t / self.bar) as usize % 4];
+        let tb = t % self.beat; // time within the beat
+        let beat_idx = ((t / self.beat) as usize) % 4;
+        let (pl, pr) = pad(&chord, t);
+        let (mut sl, mut sr) = (0.08 * pl, 0.08 * pr);
+        if sec.bass {
+            let b = bass(&chord, t, tb);
+            sl += b;
+            sr += b;
+        }
+        if sec.drums {
+            let d = self.drum(tb, beat_idx);
+            sl += d;
+            sr += d;
+        }
+        if sec.hats {
+            let h = self.hat(t);
+            sl += 0.7 * h;
+            sr += h;
+        }
+        (sl, sr)
+    }
+
+    /// Kick on beats 1 and 3, a noise snare on 2 and 4.
+    fn drum(&mut self, tb: f64, beat_idx: usize) -> f64 {
+        if beat_idx.is_multiple_of(2) {
+            // Kick: falling pitch, fast decay.
+            let ph = 2.0 * PI * (50.0 * tb + 60.0 * (1.0 - (-tb * 30.0).exp()) / 30.0);
+            0.6 * (-tb * 12.0).exp() * ph.sin()
+        } else {
+            0.25 * (-tb * 20.0).exp() * self.noise.sample()
+        }
+    }
+
+    /// High-passed noise on every half beat (left is played 0.7 of it).
+    fn hat(&mut self, t: f64) -> f64 {
+        let th = t % (self.beat / 2.0);
+        let x = self.noise.sample();
+        self.hat_lp = 0.5 * self.hat_lp + 0.5 * x;
+        0.12 * (-th * 60.0).exp() * (x - self.hat_lp)
+    }
+}
+
+/// The chord as a pad, detuned per side for width (unscaled sums).
+fn pad(chord: &[f64; 3], t: f64) -> (f64, f64) {
+    let (mut pl, mut pr) = (0.0, 0.0);
+    for (k, &f) in chord.iter().enumerate() {
+        pl += (2.0 * PI * f * 1.002 * t + k as f64).sin();
+        pr += (2.0 * PI * f * 0.998 * t + 2.0 * k as f64).sin();
+    }
+    (pl, pr)
+}
+
+/// The chord's root two octaves down, plucked on every beat.
+fn bass(chord: &[f64; 3], t: f64, tb: f64) -> f64 {
+    let f = chord[0] / 4.0;
+    let env = (-tb * 3.0).exp();
+    0.25 * env * ((2.0 * PI * f * t).sin() + 0.3 * (4.0 * PI * f * t).sin())
 }

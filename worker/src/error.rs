@@ -90,7 +90,10 @@ mod tests {
             (WorkerError::Internal("bug".into()), Action::Abort),
             (WorkerError::Input(DspError::Silent), Action::Abort),
             (
-                WorkerError::Input(DspError::Sink("disk".into())),
+                WorkerError::Input(DspError::Sink(loopmind_dsp::error::IoFault::io(
+                    "/x",
+                    std::io::Error::from(std::io::ErrorKind::StorageFull),
+                ))),
                 Action::Retry,
             ),
             (io(std::io::ErrorKind::NotFound), Action::Abort),

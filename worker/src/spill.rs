@@ -5,6 +5,7 @@
 //! 24 bytes per stereo frame at the peak), not RAM. Files go when the store
 //! is dropped.
 
+use loopmind_dsp::error::IoFault;
 use loopmind_dsp::store::{FrameStore, Scratch};
 use std::fs::File;
 use std::io::Write;
@@ -31,7 +32,7 @@ impl FileScratch {
 }
 
 impl Scratch for FileScratch {
-    fn create(&mut self, lanes: usize, what: &str) -> Result<Box<dyn FrameStore>, String> {
+    fn create(&mut self, lanes: usize, what: &str) -> Result<Box<dyn FrameStore>, IoFault> {
         let mut files = Vec::with_capacity(lanes);
         for lane in 0..lanes {
             let path = self.dir.join(format!("{what}.{lane}.f32"));
@@ -41,7 +42,7 @@ impl Scratch for FileScratch {
                 .create(true)
                 .truncate(true)
                 .open(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| IoFault::io(path.display(), e))?;
             files.push(Lane {
                 path,
                 file,
@@ -70,11 +71,11 @@ struct Lane {
 }
 
 impl Lane {
-    fn err(&self, e: std::io::Error) -> String {
-        format!("{}: {e}", self.path.display())
+    fn err(&self, e: std::io::Error) -> IoFault {
+        IoFault::io(self.path.display(), e)
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), IoFault> {
         if !self.pending.is_empty() {
             let r = self.file.write_all(&self.pending);
             r.map_err(|e| self.err(e))?;
@@ -84,7 +85,7 @@ impl Lane {
     }
 
     /// Reads frames `from..from + out.len()` (all inside the file).
-    fn read_at(&mut self, from: usize, n: usize, out: &mut [f32]) -> Result<(), String> {
+    fn read_at(&mut self, from: usize, n: usize, out: &mut [f32]) -> Result<(), IoFault> {
         self.bytes.resize(n * 4, 0);
         let r = self.file.read_exact_at(&mut self.bytes, from as u64 * 4);
         r.map_err(|e| self.err(e))?;
@@ -102,7 +103,7 @@ pub struct FileStore {
 }
 
 impl FrameStore for FileStore {
-    fn append(&mut self, lanes: &[&[f32]]) -> Result<(), String> {
+    fn append(&mut self, lanes: &[&[f32]]) -> Result<(), IoFault> {
         for (lane, data) in self.lanes.iter_mut().zip(lanes) {
             lane.pending
                 .extend(data.iter().flat_map(|v| v.to_le_bytes()));
@@ -114,7 +115,7 @@ impl FrameStore for FileStore {
         Ok(())
     }
 
-    fn read(&mut self, lane: usize, from: usize, out: &mut [f32]) -> Result<(), String> {
+    fn read(&mut self, lane: usize, from: usize, out: &mut [f32]) -> Result<(), IoFault> {
         let frames = self.frames;
         let l = &mut self.lanes[lane];
         l.flush()?;

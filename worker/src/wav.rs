@@ -5,6 +5,7 @@
 
 use crate::decode::Tags;
 use crate::WorkerError;
+use loopmind_dsp::error::IoFault;
 use loopmind_dsp::master::MasterSink;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Cursor, Seek, SeekFrom, Write};
@@ -54,11 +55,9 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// hound's headers for `spec` with no samples yet (sizes patched at commit).
-fn empty_header(spec: hound::WavSpec) -> Result<Vec<u8>, String> {
+fn empty_header(spec: hound::WavSpec) -> Result<Vec<u8>, hound::Error> {
     let mut buf = Cursor::new(Vec::new());
-    hound::WavWriter::new(&mut buf, spec)
-        .and_then(|w| w.finalize())
-        .map_err(|e| e.to_string())?;
+    hound::WavWriter::new(&mut buf, spec).and_then(|w| w.finalize())?;
     Ok(buf.into_inner())
 }
 
@@ -119,22 +118,27 @@ impl Drop for WavSink {
 }
 
 impl MasterSink for WavSink {
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), IoFault> {
         self.writer.take();
         if self.header.is_empty() {
-            self.header = empty_header(self.spec)?;
+            // (In memory: only a spec hound refuses fails here.)
+            self.header =
+                empty_header(self.spec).map_err(|e| IoFault::other("the WAV header", e))?;
         }
-        let f =
-            File::create(&self.partial).map_err(|e| format!("{}: {e}", self.partial.display()))?;
+        let io = |e| IoFault::io(self.partial.display(), e);
+        let f = File::create(&self.partial).map_err(io)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&self.header).map_err(|e| e.to_string())?;
+        w.write_all(&self.header).map_err(io)?;
         self.writer = Some(w);
         self.data_bytes = 0;
         Ok(())
     }
 
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
-        let w = self.writer.as_mut().ok_or("writer not started")?;
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault> {
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| IoFault::other(self.partial.display(), "writer not started"))?;
         let bits = self.spec.bits_per_sample;
         let scale = (1u32 << (bits - 1)) as f32;
         let width = bits as usize / 8;
@@ -150,7 +154,7 @@ impl MasterSink for WavSink {
         }
         self.data_bytes += self.packed.len() as u64;
         w.write_all(&self.packed)
-            .map_err(|e| format!("{}: {e}", self.partial.display()))
+            .map_err(|e| IoFault::io(self.partial.display(), e))
     }
 }
 

@@ -258,10 +258,36 @@ fn groups(f: &Features, spans: &[(f64, f64)]) -> Vec<usize> {
 /// Sections from merged edges: neighbours of one group joined, labelled
 /// by what repeats (see the module's notes).
 pub fn label(f: &Features, edges: &[f64]) -> Vec<Section> {
-    let mut spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
-    let mut group = groups(f, &spans);
-    // Neighbours of one group are one section, unless what divides them is
-    // a clear change where they meet (a step inside one texture).
+    let spans: Vec<(f64, f64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
+    let group = groups(f, &spans);
+    let (spans, group) = join_neighbours(f, spans, group);
+    if spans.len() == 1 {
+        return vec![Section {
+            label: ONE_SECTION.into(),
+            start: spans[0].0,
+            end: spans[0].1,
+        }];
+    }
+    let hop = |t: f64| (t / f.hop_s).round() as usize;
+    let level: Vec<f64> = spans
+        .iter()
+        .map(|&(a, b)| stats(f, hop(a), hop(b)).level_db)
+        .collect();
+    let names = Roles::new(&group, &level).names();
+    spans
+        .iter()
+        .zip(names)
+        .map(|(&(start, end), label)| Section { label, start, end })
+        .collect()
+}
+
+/// Neighbours of one group are one section, unless what divides them is
+/// a clear change where they meet (a step inside one texture).
+fn join_neighbours(
+    f: &Features,
+    mut spans: Vec<(f64, f64)>,
+    mut group: Vec<usize>,
+) -> (Vec<(f64, f64)>, Vec<usize>) {
     let hop = |t: f64| (t / f.hop_s).round() as usize;
     let mut i = 1;
     while i < spans.len() {
@@ -275,85 +301,115 @@ pub fn label(f: &Features, edges: &[f64]) -> Vec<Section> {
             i += 1;
         }
     }
-    if spans.len() == 1 {
-        return vec![Section {
-            label: ONE_SECTION.into(),
-            start: spans[0].0,
-            end: spans[0].1,
-        }];
+    (spans, group)
+}
+
+/// The sections in group `g`.
+fn members(group: &[usize], g: usize) -> Vec<usize> {
+    (0..group.len()).filter(|&i| group[i] == g).collect()
+}
+
+/// A group's level: the mean of its sections' powers, in dB.
+fn mean_level(group: &[usize], level: &[f64], g: usize) -> f64 {
+    let m = members(group, g);
+    10.0 * (m.iter().map(|&i| 10f64.powf(level[i] / 10.0)).sum::<f64>() / m.len() as f64).log10()
+}
+
+/// What each section is in the song, from its group and level (dB) alone.
+struct Roles<'a> {
+    group: &'a [usize],
+    level: &'a [f64],
+    n_groups: usize,
+    /// The loudest group that repeats.
+    chorus: Option<usize>,
+    median: f64,
+    /// The first section of the chorus (the count of sections if none).
+    first_chorus: usize,
+}
+
+impl<'a> Roles<'a> {
+    fn new(group: &'a [usize], level: &'a [f64]) -> Self {
+        let n_groups = group.iter().max().map_or(0, |m| m + 1);
+        let chorus = (0..n_groups)
+            .filter(|&g| members(group, g).len() > 1)
+            .max_by(|&a, &b| mean_level(group, level, a).total_cmp(&mean_level(group, level, b)));
+        let mut sorted = level.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = group.len();
+        Roles {
+            group,
+            level,
+            n_groups,
+            chorus,
+            median: sorted[sorted.len() / 2],
+            first_chorus: (0..n).find(|&i| Some(group[i]) == chorus).unwrap_or(n),
+        }
     }
-    let level: Vec<f64> = spans
-        .iter()
-        .map(|&(a, b)| stats(f, hop(a), hop(b)).level_db)
-        .collect();
-    let n_groups = group.iter().max().map_or(0, |m| m + 1);
-    let members = |g: usize| {
-        (0..spans.len())
-            .filter(|&i| group[i] == g)
-            .collect::<Vec<_>>()
-    };
-    let mean_level = |g: usize| {
-        let m = members(g);
-        10.0 * (m.iter().map(|&i| 10f64.powf(level[i] / 10.0)).sum::<f64>() / m.len() as f64)
-            .log10()
-    };
-    let repeated: Vec<usize> = (0..n_groups).filter(|&g| members(g).len() > 1).collect();
-    let chorus = repeated
-        .iter()
-        .copied()
-        .max_by(|&a, &b| mean_level(a).total_cmp(&mean_level(b)));
-    let mut sorted = level.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let chorus_level = chorus.map_or(f64::INFINITY, mean_level);
-    let n = spans.len();
-    let first_chorus = (0..n).find(|&i| Some(group[i]) == chorus).unwrap_or(n);
-    // Quiet ends that are not the chorus open and close the track, whatever
-    // they repeat (an outro often is the intro again).
-    let intro = |i: usize| i == 0 && Some(group[i]) != chorus && level[i] <= median;
-    let outro = |i: usize| i == n - 1 && Some(group[i]) != chorus && level[i] <= median;
-    // The verse: the group the rest is most often in, one heard before the
-    // first chorus preferred.
-    let verse = (0..n_groups)
-        .filter(|&g| Some(g) != chorus)
-        .map(|g| {
-            let m: Vec<usize> = members(g)
-                .into_iter()
-                .filter(|&i| !intro(i) && !outro(i))
-                .collect();
-            (g, m.len(), m.first().is_some_and(|&i| i < first_chorus))
-        })
-        .filter(|&(_, count, _)| count > 0)
-        .max_by_key(|&(g, count, early)| (count, early, std::cmp::Reverse(g)))
-        .map(|(g, _, _)| g);
-    let mut letters = 0u8;
-    let mut letter = vec![None; n_groups];
-    (0..n)
-        .map(|i| {
-            let g = group[i];
-            let one_off = members(g).len() == 1;
-            let label = if Some(g) == chorus {
-                "Chorus".to_string()
-            } else if intro(i) {
-                "Intro".to_string()
-            } else if outro(i) {
-                "Outro".to_string()
-            } else if Some(g) == verse {
-                "Verse".to_string()
-            } else if one_off && i > first_chorus && level[i] < chorus_level - 1.0 {
-                "Bridge".to_string()
-            } else {
-                let l = *letter[g].get_or_insert_with(|| {
-                    letters += 1;
-                    letters - 1
-                });
-                format!("Part {}", (b'A' + l % 26) as char)
-            };
-            Section {
-                label,
-                start: spans[i].0,
-                end: spans[i].1,
-            }
-        })
-        .collect()
+
+    /// Quiet ends that are not the chorus open and close the track, whatever
+    /// they repeat (an outro often is the intro again).
+    fn intro(&self, i: usize) -> bool {
+        i == 0 && Some(self.group[i]) != self.chorus && self.level[i] <= self.median
+    }
+
+    fn outro(&self, i: usize) -> bool {
+        i == self.group.len() - 1
+            && Some(self.group[i]) != self.chorus
+            && self.level[i] <= self.median
+    }
+
+    /// The verse: the group the rest is most often in, one heard before the
+    /// first chorus preferred.
+    fn verse(&self) -> Option<usize> {
+        (0..self.n_groups)
+            .filter(|&g| Some(g) != self.chorus)
+            .map(|g| {
+                let m: Vec<usize> = members(self.group, g)
+                    .into_iter()
+                    .filter(|&i| !self.intro(i) && !self.outro(i))
+                    .collect();
+                (
+                    g,
+                    m.len(),
+                    m.first().is_some_and(|&i| i < self.first_chorus),
+                )
+            })
+            .filter(|&(_, count, _)| count > 0)
+            .max_by_key(|&(g, count, early)| (count, early, std::cmp::Reverse(g)))
+            .map(|(g, _, _)| g)
+    }
+
+    /// Each section's label, in order; groups without a role get letters
+    /// in order of first appearance.
+    fn names(&self) -> Vec<String> {
+        let verse = self.verse();
+        let chorus_level = self
+            .chorus
+            .map_or(f64::INFINITY, |g| mean_level(self.group, self.level, g));
+        let mut letters = 0u8;
+        let mut letter = vec![None; self.n_groups];
+        (0..self.group.len())
+            .map(|i| {
+                let g = self.group[i];
+                let one_off = members(self.group, g).len() == 1;
+                if Some(g) == self.chorus {
+                    "Chorus".to_string()
+                } else if self.intro(i) {
+                    "Intro".to_string()
+                } else if self.outro(i) {
+                    "Outro".to_string()
+                } else if Some(g) == verse {
+                    "Verse".to_string()
+                } else if one_off && i > self.first_chorus && self.level[i] < chorus_level - 1.0 {
+                    "Bridge".to_string()
+                } else {
+                    let l = *letter[g].get_or_insert_with(|| {
+                        letters += 1;
+                        letters - 1
+                    });
+                    format!("Part {}", (b'A' + l % 26) as char)
+                }
+            })
+            .collect()
+    }
 }

@@ -65,31 +65,44 @@ impl Default for Amounts {
     }
 }
 
+/// Why a text of amounts (`eq=0.5,width=0.7`) does not parse; its message
+/// is what the command line shows.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum AmountsError {
+    #[error("'{0}' is not name=value")]
+    NotPair(String),
+    #[error("{key}: '{value}' is not a number")]
+    NotNumber { key: String, value: String },
+    #[error("{key}: {value} is outside 0..1")]
+    OutOfRange { key: String, value: f64 },
+    #[error("unknown dimension '{0}' (eq, width, saturation, compression)")]
+    Unknown(String),
+}
+
 impl Amounts {
     /// Parses `eq=0.5,width=0.7`; dimensions not named stay at 1.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, AmountsError> {
         let mut a = Self::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
-                .ok_or_else(|| format!("'{part}' is not name=value"))?;
-            let v: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("{key}: '{value}' is not a number"))?;
+                .ok_or_else(|| AmountsError::NotPair(part.to_string()))?;
+            let v: f64 = value.trim().parse().map_err(|_| AmountsError::NotNumber {
+                key: key.to_string(),
+                value: value.to_string(),
+            })?;
             if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{key}: {v} is outside 0..1"));
+                return Err(AmountsError::OutOfRange {
+                    key: key.to_string(),
+                    value: v,
+                });
             }
             let slot = match key.trim() {
                 "eq" => &mut a.eq,
                 "width" => &mut a.width,
                 "saturation" => &mut a.saturation,
                 "compression" => &mut a.compression,
-                other => {
-                    return Err(format!(
-                        "unknown dimension '{other}' (eq, width, saturation, compression)"
-                    ))
-                }
+                other => return Err(AmountsError::Unknown(other.to_string())),
             };
             *slot = v;
         }
@@ -811,11 +824,11 @@ mod tests {
                 (y.eq, y.saturation, y.compression)
             );
         }
-        assert!(Amounts::parse("eq=2").unwrap_err().contains("outside 0..1"));
-        assert!(Amounts::parse("reverb=0.5")
-            .unwrap_err()
-            .contains("unknown dimension"));
-        assert!(Amounts::parse("eq").unwrap_err().contains("name=value"));
+        let err = |text| Amounts::parse(text).unwrap_err().to_string();
+        assert!(err("eq=2").contains("outside 0..1"));
+        assert!(err("reverb=0.5").contains("unknown dimension"));
+        assert!(err("eq").contains("name=value"));
+        assert_eq!(err("eq=loud"), "eq: 'loud' is not a number");
     }
 
     #[test]

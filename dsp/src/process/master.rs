@@ -5,6 +5,7 @@
 //! dither), so the pass that is measured and the pass that is written produce
 //! the same bits; a checksum proves it.
 
+use crate::error::IoFault;
 use crate::limiter::{GainComputer, LimiterSettings};
 use crate::loudness::Loudness;
 use crate::store::FrameStore;
@@ -132,10 +133,18 @@ impl Prepared {
     fn power_lane(&self) -> usize {
         self.channels + 1
     }
-}
 
-fn store_err(e: String) -> DspError {
-    DspError::Store(e)
+    /// Learns how far a render's true peak `tp` went past the detector.
+    /// Only a render the limiter worked on says how well it detects. (A miss
+    /// within the margin changes nothing: later targets keep their
+    /// ceilings, and so share model runs.)
+    fn learn_detector_miss(&self, m: &Measured, p: &RenderParams, tp: f64) {
+        if m.limiter_gr_max_db > 0.01 {
+            self.detector_miss_db.set(
+                (tp - p.limit_dbtp - CEILING_MARGIN_DB + 0.01).clamp(0.0, MAX_DETECTOR_MISS_DB),
+            );
+        }
+    }
 }
 
 /// Builds a [`Prepared`] from blocks of band-limited pre-limiter audio: the
@@ -233,25 +242,25 @@ impl PrepareStage {
         let mut lanes = audio;
         lanes.push(&self.out.env);
         lanes.push(&self.power);
-        self.store.append(&lanes).map_err(store_err)
+        self.store.append(&lanes).map_err(DspError::Store)
     }
 }
 
 /// Where a master's samples go: a file being written, or nowhere.
 pub trait MasterSink {
     /// Starts over: a later pass replaces what an earlier one wrote.
-    fn restart(&mut self) -> Result<(), String>;
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String>;
+    fn restart(&mut self) -> Result<(), IoFault>;
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault>;
 }
 
 /// Discards samples (measurement only).
 pub struct NullSink;
 
 impl MasterSink for NullSink {
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), IoFault> {
         Ok(())
     }
-    fn write(&mut self, _: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, _: &[&[f32]]) -> Result<(), IoFault> {
         Ok(())
     }
 }
@@ -266,11 +275,11 @@ impl MemorySink {
 }
 
 impl MasterSink for MemorySink {
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), IoFault> {
         self.0.iter_mut().for_each(Vec::clear);
         Ok(())
     }
-    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), String> {
+    fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault> {
         for (d, s) in self.0.iter_mut().zip(chunk) {
             d.extend_from_slice(s);
         }
@@ -364,7 +373,7 @@ fn prime(
     let mut env = vec![0f32; gc.delay()];
     store
         .read(prep.env_lane(), 0, &mut env)
-        .map_err(store_err)?;
+        .map_err(DspError::Store)?;
     for e in env {
         gc.push(required_gain(e, gain, ceil));
     }
@@ -386,14 +395,7 @@ fn run_pass(
     let mut gc = prime(prep, store, p, gain, ceil)?;
     let d = gc.delay();
     let mut env = vec![0f32; CHUNK];
-    let mut dither: Vec<_> = (0..nch)
-        .map(|c| {
-            crate::dither::Dither::new(
-                p.bits,
-                p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
-            )
-        })
-        .collect();
+    let mut dither = channel_dithers(p, nch);
     let mut out: Vec<Vec<f32>> = vec![vec![0.0; CHUNK]; nch];
     let mut g = vec![0f32; CHUNK];
     let scale = (1u64 << (p.bits - 1)) as f32;
@@ -402,55 +404,23 @@ fn run_pass(
         .map(|c| p.dc.get(c).copied().unwrap_or(0.0))
         .collect();
     let mut sums = vec![0f64; nch];
-    let (mut g_min, mut gr_sum, mut gr_count) = (1f32, 0f64, 0u64);
+    let mut gr = GainReduction::new();
     let mut i = 0;
     while i < frames {
         let len = CHUNK.min(frames - i);
         let g = &mut g[..len];
         let env = &mut env[..len];
-        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        store
+            .read(prep.env_lane(), i + d, env)
+            .map_err(DspError::Store)?;
         limiter_gains(&mut gc, gain, ceil, env, g);
-        // Gain reduction statistics every 8th frame (CHUNK is a multiple).
-        for &v in g.iter().step_by(8) {
-            gr_count += 1;
-            if v < 1.0 {
-                gr_sum -= lin_to_db(v as f64);
-            }
-        }
-        g_min = g.iter().fold(g_min, |m, &v| m.min(v));
+        gr.add(g);
         for (c, o) in out.iter_mut().enumerate() {
-            store.read(c, i, &mut o[..len]).map_err(store_err)?;
+            store.read(c, i, &mut o[..len]).map_err(DspError::Store)?;
         }
-        if let ([l, r], [ql, qr]) = (&mut out[..], &mut dither[..]) {
-            // Stereo in lockstep: each dither's generator waits on its own
-            // state, and the other channel's fills that wait.
-            let (mut sl, mut sr) = (0f64, 0f64);
-            for ((a, b), &g) in l[..len].iter_mut().zip(&mut r[..len]).zip(g.iter()) {
-                let k = gain * g;
-                *a = ql.quantise(*a * k - dc[0]);
-                *b = qr.quantise(*b * k - dc[1]);
-                sl += *a as f64;
-                sr += *b as f64;
-            }
-            sums[0] += sl;
-            sums[1] += sr;
-        } else {
-            for (c, o) in out.iter_mut().enumerate() {
-                let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
-                for (o, &g) in o[..len].iter_mut().zip(g.iter()) {
-                    *o = q.quantise(*o * (gain * g) - dc);
-                    s += *o as f64;
-                }
-                sums[c] += s;
-            }
-        }
+        quantise(&mut out, &mut dither, g, gain, &dc, &mut sums);
         if checksum {
-            for k in 0..len {
-                for ch in &out {
-                    hash ^= (ch[k] * scale) as i32 as u32 as u64;
-                    hash = hash.wrapping_mul(FNV_PRIME);
-                }
-            }
+            hash = checksum_chunk(hash, &out, len, scale);
         }
         let slices: Vec<&[f32]> = out.iter().map(|c| &c[..len]).collect();
         emit(&slices);
@@ -458,14 +428,116 @@ fn run_pass(
     }
     Ok(PassStats {
         dc: sums.iter().map(|s| s / frames.max(1) as f64).collect(),
-        gr_max_db: -lin_to_db(g_min as f64),
-        gr_mean_db: if gr_count > 0 {
-            gr_sum / gr_count as f64
-        } else {
-            0.0
-        },
+        gr_max_db: gr.max_db(),
+        gr_mean_db: gr.mean_db(),
         checksum: hash,
     })
+}
+
+/// One TPDF dither per channel, seeded apart so the channels' noise is
+/// independent, and from `p` alone so every pass dithers alike.
+fn channel_dithers(p: &RenderParams, nch: usize) -> Vec<crate::dither::Dither> {
+    (0..nch)
+        .map(|c| {
+            crate::dither::Dither::new(
+                p.bits,
+                p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
+            )
+        })
+        .collect()
+}
+
+/// The limiter's gain reduction over a pass: the deepest, and the mean.
+struct GainReduction {
+    g_min: f32,
+    /// Reduction (dB) summed over the frames sampled, and their count.
+    sum_db: f64,
+    count: u64,
+}
+
+impl GainReduction {
+    fn new() -> Self {
+        Self {
+            g_min: 1.0,
+            sum_db: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Takes a chunk's gains; the mean samples every 8th frame (CHUNK is a
+    /// multiple of 8, so the frames sampled do not depend on the chunking).
+    fn add(&mut self, g: &[f32]) {
+        for &v in g.iter().step_by(8) {
+            self.count += 1;
+            if v < 1.0 {
+                self.sum_db -= lin_to_db(v as f64);
+            }
+        }
+        self.g_min = g.iter().fold(self.g_min, |m, &v| m.min(v));
+    }
+
+    fn max_db(&self) -> f64 {
+        -lin_to_db(self.g_min as f64)
+    }
+
+    fn mean_db(&self) -> f64 {
+        if self.count > 0 {
+            self.sum_db / self.count as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Applies the gain and the limiter's gains `g` to the first `g.len()`
+/// frames of `out`, removes `dc`, and dithers onto the output grid, in
+/// place; adds each channel's sum of the result to `sums` (per chunk, in
+/// this order, so the measured DC is the same to the bit).
+fn quantise(
+    out: &mut [Vec<f32>],
+    dither: &mut [crate::dither::Dither],
+    g: &[f32],
+    gain: f32,
+    dc: &[f32],
+    sums: &mut [f64],
+) {
+    let len = g.len();
+    if let ([l, r], [ql, qr]) = (&mut out[..], &mut dither[..]) {
+        // Stereo in lockstep: each dither's generator waits on its own
+        // state, and the other channel's fills that wait.
+        let (mut sl, mut sr) = (0f64, 0f64);
+        for ((a, b), &g) in l[..len].iter_mut().zip(&mut r[..len]).zip(g.iter()) {
+            let k = gain * g;
+            *a = ql.quantise(*a * k - dc[0]);
+            *b = qr.quantise(*b * k - dc[1]);
+            sl += *a as f64;
+            sr += *b as f64;
+        }
+        sums[0] += sl;
+        sums[1] += sr;
+    } else {
+        for (c, o) in out.iter_mut().enumerate() {
+            let (mut s, dc, q) = (0f64, dc[c], &mut dither[c]);
+            for (o, &g) in o[..len].iter_mut().zip(g.iter()) {
+                *o = q.quantise(*o * (gain * g) - dc);
+                s += *o as f64;
+            }
+            sums[c] += s;
+        }
+    }
+}
+
+/// `hash` (FNV-1a) carried over the first `len` frames of `out`, frame by
+/// frame, each sample as its integer on the output grid: what a file of
+/// these samples holds, whatever the chunking.
+fn checksum_chunk(mut hash: u64, out: &[Vec<f32>], len: usize, scale: f32) -> u64 {
+    for k in 0..len {
+        for ch in out {
+            hash ^= (ch[k] * scale) as i32 as u32 as u64;
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+    hash
 }
 
 /// The loudness model's integrated loudness for `p`: the limiter's gain
@@ -535,15 +607,19 @@ fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> 
         }
         let g = &mut g[..len];
         let (x, env) = (&mut x[..len], &mut env[..len]);
-        store.read(prep.env_lane(), i + d, env).map_err(store_err)?;
+        store
+            .read(prep.env_lane(), i + d, env)
+            .map_err(DspError::Store)?;
         limiter_gains(&mut gc, gain, ceil, env, g);
         for (c, s) in sums.iter_mut().enumerate() {
-            store.read(c, i, x).map_err(store_err)?;
+            store.read(c, i, x).map_err(DspError::Store)?;
             *s += crate::fir::dot(g, x) as f64;
         }
         g.iter_mut().for_each(|v| *v *= *v);
         if len == hop {
-            store.read(prep.power_lane(), i, x).map_err(store_err)?;
+            store
+                .read(prep.power_lane(), i, x)
+                .map_err(DspError::Store)?;
             subs.push(crate::fir::dot(g, x) as f64);
         }
         i += len;
@@ -700,14 +776,7 @@ pub fn master_target(
     seed: u64,
     sink: &mut dyn MasterSink,
 ) -> Result<TargetMaster, DspError> {
-    let loudness_gain = target.lufs - (prep.lufs - pre_gain_db);
-    if loudness_gain > GAIN_CAP_DB {
-        return Err(DspError::GainCap {
-            target_lufs: target.lufs,
-            gain_db: loudness_gain,
-            cap_db: GAIN_CAP_DB,
-        });
-    }
+    check_gain_cap(prep, target, pre_gain_db)?;
     let mut p = RenderParams {
         gain_db: target.lufs - prep.lufs,
         limit_dbtp: target.ceiling_dbtp - CEILING_MARGIN_DB - prep.detector_miss_db.get(),
@@ -735,21 +804,9 @@ pub fn master_target(
         }
         let measured = measure_pass(prep, &p, sink)?;
         passes += 1;
-        let lufs = measured.loudness.integrated_lufs;
-        let tp = measured.true_peak_dbtp.max(measured.true_peak_bs1770_dbtp);
-        let err = (lufs - target.lufs).abs();
-        let tp_ok = tp <= target.ceiling_dbtp;
-        if measured.limiter_gr_max_db > 0.01 {
-            // Only a render the limiter worked on says how well it detects.
-            // (A miss within the margin changes nothing: later targets keep
-            // their ceilings, and so share model runs.)
-            prep.detector_miss_db.set(
-                (tp - p.limit_dbtp - CEILING_MARGIN_DB + 0.01).clamp(0.0, MAX_DETECTOR_MISS_DB),
-            );
-        }
-        let dc_ok = measured.dc.iter().all(|d| d.abs() <= MAX_DC);
-        let done = tp_ok && dc_ok && err <= SEARCH_TOLERANCE;
-        if !dc_ok {
+        let v = Verdict::of(&measured, target);
+        prep.learn_detector_miss(&measured, &p, v.tp);
+        if !v.dc_ok {
             // The model's DC estimate missed by what was measured.
             for (r, m) in dc_residual.iter_mut().zip(&measured.dc) {
                 *r += *m as f32;
@@ -761,37 +818,98 @@ pub fn master_target(
             passes,
             model_passes: prep.model_runs.get() - runs_before,
         };
-        if done {
+        if v.done() {
             return Ok(result);
         }
-        if tp_ok && dc_ok && err <= LUFS_TOLERANCE && best.as_ref().is_none_or(|(e, _)| err < *e) {
-            best = Some((err, result));
+        if v.keeps_promise() && best.as_ref().is_none_or(|(e, _)| v.err < *e) {
+            best = Some((v.err, result));
         }
-        offset = lufs - model_integrated(prep, &p)?;
-        if !tp_ok {
+        offset = v.lufs - model_integrated(prep, &p)?;
+        if !v.tp_ok {
             // The detector under-read this material: lower the limiter's
             // ceiling by what it missed.
-            p.limit_dbtp -= tp - target.ceiling_dbtp + 0.005;
+            p.limit_dbtp -= v.tp - target.ceiling_dbtp + 0.005;
         }
     }
-    // Close enough by the promise, though not by the search's own tolerance:
-    // the sink holds the last pass, so write the best one again.
-    if let Some((_, r)) = best {
-        let again = measure_pass(prep, &r.params, sink)?;
-        if again.checksum != r.measured.checksum {
-            // Never ship a file whose report describes other samples.
-            return Err(DspError::Sink(
-                "re-render differs from the measured pass".into(),
-            ));
-        }
-        return Ok(TargetMaster {
-            passes: passes + 1,
-            ..r
+    match best {
+        Some((_, r)) => write_again(prep, r, passes, sink),
+        None => Err(DspError::Unreachable {
+            target_lufs: target.lufs,
+            ceiling_dbtp: target.ceiling_dbtp,
+            reached_lufs: f64::NAN,
+        }),
+    }
+}
+
+/// Refuses a target that needs more loudness gain than [`GAIN_CAP_DB`]
+/// before any pass is run.
+fn check_gain_cap(prep: &Prepared, target: &Target, pre_gain_db: f64) -> Result<(), DspError> {
+    let loudness_gain = target.lufs - (prep.lufs - pre_gain_db);
+    if loudness_gain > GAIN_CAP_DB {
+        return Err(DspError::GainCap {
+            target_lufs: target.lufs,
+            gain_db: loudness_gain,
+            cap_db: GAIN_CAP_DB,
         });
     }
-    Err(DspError::Unreachable {
-        target_lufs: target.lufs,
-        ceiling_dbtp: target.ceiling_dbtp,
-        reached_lufs: f64::NAN,
+    Ok(())
+}
+
+/// How a measured pass compares with its target.
+struct Verdict {
+    lufs: f64,
+    /// The higher of the two true-peak readings.
+    tp: f64,
+    /// Distance from the target's loudness (LU).
+    err: f64,
+    tp_ok: bool,
+    dc_ok: bool,
+}
+
+impl Verdict {
+    fn of(m: &Measured, target: &Target) -> Self {
+        let lufs = m.loudness.integrated_lufs;
+        let tp = m.true_peak_dbtp.max(m.true_peak_bs1770_dbtp);
+        Self {
+            lufs,
+            tp,
+            err: (lufs - target.lufs).abs(),
+            tp_ok: tp <= target.ceiling_dbtp,
+            dc_ok: m.dc.iter().all(|d| d.abs() <= MAX_DC),
+        }
+    }
+
+    /// On target by the search's own tolerance: the answer.
+    fn done(&self) -> bool {
+        self.tp_ok && self.dc_ok && self.err <= SEARCH_TOLERANCE
+    }
+
+    /// Within what a master promises: kept in case no later pass is done.
+    fn keeps_promise(&self) -> bool {
+        self.tp_ok && self.dc_ok && self.err <= LUFS_TOLERANCE
+    }
+}
+
+/// Close enough by the promise, though not by the search's own tolerance:
+/// the sink holds the last pass, so write the best one again.
+fn write_again(
+    prep: &Prepared,
+    best: TargetMaster,
+    passes: u32,
+    sink: &mut dyn MasterSink,
+) -> Result<TargetMaster, DspError> {
+    let again = measure_pass(prep, &best.params, sink)?;
+    if again.checksum != best.measured.checksum {
+        // Never ship a file whose report describes other samples.
+        // (Reported as the sink's fault, as it always was: the worker
+        // retries those.)
+        return Err(DspError::Sink(IoFault::other(
+            "re-render",
+            "differs from the measured pass",
+        )));
+    }
+    Ok(TargetMaster {
+        passes: passes + 1,
+        ..best
     })
 }

@@ -107,9 +107,9 @@ pub fn check(
         for (e, path, cpu) in &mut encoders {
             let t = thread_cpu();
             e.write(&part).map_err(|r| {
-                let reason = r.to_string();
+                let sink = loopmind_dsp::error::IoFault::other(path.display(), &r);
                 failed = Some(codec_failure(path, r));
-                DspError::Sink(reason)
+                DspError::Sink(sink)
             })?;
             *cpu += thread_cpu() - t;
         }
