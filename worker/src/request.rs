@@ -50,6 +50,14 @@ pub struct RenderRequest {
     #[arg(long, default_value = "", value_parser = Amounts::parse)]
     #[serde(default)]
     amount: Amounts,
+    /// Largest loudness move one section gets, either way, in dB (0..8):
+    /// 0 keeps the mix's own section contrast whatever the mode plans.
+    #[arg(long, default_value_t = Sliders::default().max_section_move_db)]
+    #[serde(
+        default = "default_max_move",
+        skip_serializing_if = "is_default_max_move"
+    )]
+    max_section_move_db: f64,
     /// Masters after their platforms' codecs: off, report (measure and
     /// say), enforce (also render again under a lower ceiling until every
     /// codec's decode is under the target's ceiling).
@@ -111,6 +119,14 @@ fn default_dynamics() -> f64 {
 }
 fn default_reactivity() -> f64 {
     Sliders::default().reactivity
+}
+fn default_max_move() -> f64 {
+    Sliders::default().max_section_move_db
+}
+/// Left out of a request written at its default, so the settings hash of
+/// every request made before the option existed stays what it was.
+fn is_default_max_move(v: &f64) -> bool {
+    *v == default_max_move()
 }
 
 impl Serialize for RenderRequest {
@@ -184,6 +200,13 @@ impl RenderRequest {
                 problems.push(format!("{field}: {v} is outside 0..1"));
             }
         }
+        let most = loopmind_dsp::plan::MAX_SECTION_GAIN_DB;
+        if !(0.0..=most).contains(&self.max_section_move_db) {
+            problems.push(format!(
+                "max_section_move_db: {} is outside 0..{most}",
+                self.max_section_move_db
+            ));
+        }
         if let Some((name, v)) = self.amount.out_of_range() {
             problems.push(format!("amount.{name}: {v} is outside 0..1"));
         }
@@ -230,6 +253,7 @@ impl RenderRequest {
             dynamics: self.dynamics,
             reactivity: self.reactivity,
             amount: self.amount,
+            max_section_move_db: self.max_section_move_db,
         }
     }
     pub fn codec_check(&self) -> CodecCheck {
@@ -462,6 +486,9 @@ mod tests {
         assert_eq!(r.targets()[1].lufs, -12.0);
         assert_eq!(r.formats(), &[Format::Vorbis]);
         assert_eq!(r.sliders(), Sliders::default());
+        // An option at its default is not written: hashes made before it
+        // existed stay the same.
+        assert!(!r.to_layer().contains_key("max_section_move_db"));
         assert_eq!(r.codec_check(), CodecCheck::Enforce);
         assert_eq!(r.mode(), Mode::Transparent);
         // Written in full, it reads back the same.
@@ -473,6 +500,7 @@ mod tests {
     #[test]
     fn every_problem_is_named_and_none_gets_through_serde() {
         let e = request(json!({"targets": ["spotify", "spotify"], "dynamics": 1.5,
+            "max_section_move_db": 9.0,
             "amount": {"eq": 2.0}, "formats": ["mp3", "mp3"], "reference": ""}))
         .unwrap_err()
         .to_string();
@@ -482,6 +510,7 @@ mod tests {
             "amount.eq: 2 is outside 0..1",
             "format 'mp3' listed twice",
             "reference must be a key",
+            "max_section_move_db: 9 is outside 0..8",
         ] {
             assert!(e.contains(want), "missing {want} in {e}");
         }
@@ -492,6 +521,8 @@ mod tests {
             json!({"targets": [{"name": "../x", "lufs": -14.0, "ceiling_dbtp": -1.0,
                 "rate": null, "bits": 24}]}),
             json!({"targets": ["cd"], "reactivity": -0.1}),
+            json!({"targets": ["cd"], "max_section_move_db": -1.0}),
+            json!({"targets": ["cd"], "max_section_move_db": "NaN"}),
         ] {
             assert!(request(bad.clone()).is_err(), "{bad} was taken");
         }
@@ -519,6 +550,7 @@ mod tests {
             json!({"amount": {"width": 0.5}}),
             json!({"reference": "refs/a.wav"}),
             json!({"arrangement": "a.json"}),
+            json!({"max_section_move_db": 2.0}),
         ] {
             let r = RenderRequest::from_layers(&[&base.to_layer(), &layer(edit.clone())]).unwrap();
             assert_ne!(r.settings_hash(None), h, "{edit} left the hash alone");

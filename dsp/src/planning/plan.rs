@@ -31,6 +31,15 @@ pub struct Sliders {
     /// How much of each planned dimension to apply.
     #[serde(default)]
     pub amount: Amounts,
+    /// Largest loudness move one section gets, either way (dB, at most
+    /// [`MAX_SECTION_GAIN_DB`]): 0 keeps the mix's own contrast whatever the
+    /// mode plans.
+    #[serde(default = "max_section_move_default")]
+    pub max_section_move_db: f64,
+}
+
+fn max_section_move_default() -> f64 {
+    MAX_SECTION_GAIN_DB
 }
 
 impl Default for Sliders {
@@ -39,6 +48,7 @@ impl Default for Sliders {
             dynamics: 0.5,
             reactivity: 1.0,
             amount: Amounts::default(),
+            max_section_move_db: MAX_SECTION_GAIN_DB,
         }
     }
 }
@@ -437,9 +447,10 @@ pub fn set_loudness(
     };
     let k = contrast_factor(mode, sliders.dynamics) * contrast - 1.0;
     let r = sliders.reactivity.clamp(0.0, 1.0);
+    let most = sliders.max_section_move_db.clamp(0.0, MAX_SECTION_GAIN_DB);
     for (p, &l) in plan.iter_mut().zip(processed_lufs) {
         p.lufs_offset = if l.is_finite() {
-            (r * k * (l - reference)).clamp(-MAX_SECTION_GAIN_DB, MAX_SECTION_GAIN_DB)
+            (r * k * (l - reference)).clamp(-most, most)
         } else {
             0.0
         };
@@ -829,6 +840,28 @@ mod tests {
         assert!(err("reverb=0.5").contains("unknown dimension"));
         assert!(err("eq").contains("name=value"));
         assert_eq!(err("eq=loud"), "eq: 'loud' is not a number");
+    }
+
+    #[test]
+    fn no_section_moves_further_than_the_sliders_allow() {
+        let (s, c, l) = sections();
+        let d = Sliders::default();
+        let widest = |sl| {
+            let p = full(&s, &c, &l, Mode::Cinematic, sl);
+            p.iter().map(|x| x.lufs_offset.abs()).fold(0.0, f64::max)
+        };
+        // Cinematic moves these sections by more than 1 dB unbounded.
+        assert!(widest(d) > 1.5, "{}", widest(d));
+        let one = Sliders {
+            max_section_move_db: 1.0,
+            ..d
+        };
+        assert!((widest(one) - 1.0).abs() < 1e-12, "{}", widest(one));
+        let none = Sliders {
+            max_section_move_db: 0.0,
+            ..d
+        };
+        assert_eq!(widest(none), 0.0);
     }
 
     #[test]
