@@ -44,6 +44,8 @@
 //!   and `/healthz`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, listened to by every task.
 
+#![warn(unreachable_pub)]
+
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -54,10 +56,10 @@ pub mod isolate;
 pub mod job;
 pub mod layout;
 pub mod metrics;
-pub mod plot;
-pub mod preview;
+pub(crate) mod plot;
+pub(crate) mod preview;
 pub mod process;
-pub mod progress;
+pub(crate) mod progress;
 pub mod queue;
 pub mod rabbitmq;
 pub mod render;
@@ -65,10 +67,10 @@ pub mod report;
 pub mod request;
 pub mod schema;
 pub mod shutdown;
-pub mod spill;
+pub(crate) mod spill;
 pub mod store;
-pub mod target;
-pub mod wav;
+pub(crate) mod target;
+pub(crate) mod wav;
 
 // The S3 backend keeps its short path.
 pub use store::s3;

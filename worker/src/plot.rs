@@ -15,7 +15,7 @@ static REGISTER: Once = Once::new();
 
 /// Short-term (3 s) loudness every 0.5 s from K-weighted energy per 100 ms
 /// sub-block: (seconds, LUFS).
-pub fn short_term(blocks: &[f64], hop_frames: usize) -> Vec<(f64, f64)> {
+pub(crate) fn short_term(blocks: &[f64], hop_frames: usize) -> Vec<(f64, f64)> {
     (29..blocks.len())
         .step_by(5)
         .map(|i| {
@@ -25,7 +25,7 @@ pub fn short_term(blocks: &[f64], hop_frames: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub struct Picture<'a> {
+pub(crate) struct Picture<'a> {
     pub title: &'a str,
     pub input: &'a [(f64, f64)],
     pub master: &'a [(f64, f64)],
@@ -38,7 +38,7 @@ pub struct Picture<'a> {
 /// A picture that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
-pub struct PlotError {
+pub(crate) struct PlotError {
     path: PathBuf,
     pub(crate) reason: String,
 }
@@ -49,7 +49,7 @@ type Drawn<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-pub fn draw(path: &Path, p: &Picture) -> Result<(), PlotError> {
+pub(crate) fn draw(path: &Path, p: &Picture) -> Result<(), PlotError> {
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
@@ -198,7 +198,7 @@ const CHAR_PX: f64 = 8.5;
 /// A label placed on the picture: the section it names, the text (full,
 /// label only, or abbreviated), its row and its horizontal extent (pixels).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Placed {
+pub(crate) struct Placed {
     pub index: usize,
     pub text: String,
     pub row: usize,
@@ -210,7 +210,7 @@ pub struct Placed {
 /// takes the longest of "label (emotion)" (only inside its section),
 /// "label" and its abbreviation that finds room in one of [`ROWS`] rows;
 /// a section with no room goes unlabelled (its colour still says it).
-pub fn place_labels(sections: &[SectionPlan], duration: f64, width_px: f64) -> Vec<Placed> {
+pub(crate) fn place_labels(sections: &[SectionPlan], duration: f64, width_px: f64) -> Vec<Placed> {
     let mut rows: Vec<f64> = vec![f64::NEG_INFINITY; ROWS];
     let mut out = Vec::new();
     for (index, s) in sections.iter().enumerate() {
@@ -246,7 +246,7 @@ pub fn place_labels(sections: &[SectionPlan], duration: f64, width_px: f64) -> V
 
 /// A label's short form: the usual names by their first letters, "Part X"
 /// by its letter.
-pub fn abbreviation(label: &str) -> String {
+pub(crate) fn abbreviation(label: &str) -> String {
     match label {
         "Intro" => "In".into(),
         "Verse" => "V".into(),
@@ -259,7 +259,7 @@ pub fn abbreviation(label: &str) -> String {
 }
 
 /// A section's colour: one per label, the usual names fixed.
-pub fn colour(label: &str) -> RGBColor {
+pub(crate) fn colour(label: &str) -> RGBColor {
     const PALETTE: [RGBColor; 8] = [
         RGBColor(232, 240, 228),
         RGBColor(246, 236, 222),

@@ -8,17 +8,17 @@ use crate::WorkerError;
 use loopmind_dsp::{bs1770, db_to_lin, Audio};
 use std::path::Path;
 
-pub const CLIP_S: f64 = 30.0;
-pub const DIR: &str = "preview";
+pub(crate) const CLIP_S: f64 = 30.0;
+pub(crate) const DIR: &str = "preview";
 
 /// A clip's file, relative to the track's folder: `preview/<target>-<which>.wav`.
-pub fn clip_file(target: &str, which: &str) -> String {
+pub(crate) fn clip_file(target: &str, which: &str) -> String {
     format!("{DIR}/{target}-{which}.wav")
 }
 
 /// The clip's span: 30 s centred on the most intense section (the whole
 /// track if shorter). `sections` are (start, end, intensity).
-pub fn span(sections: &[(f64, f64, f64)], duration: f64) -> (f64, f64) {
+pub(crate) fn span(sections: &[(f64, f64, f64)], duration: f64) -> (f64, f64) {
     if duration <= CLIP_S {
         return (0.0, duration);
     }
@@ -31,7 +31,7 @@ pub fn span(sections: &[(f64, f64, f64)], duration: f64) -> (f64, f64) {
 }
 
 /// Reads `start..end` seconds of a written master.
-pub fn read_master(path: &Path, start: f64, end: f64) -> Result<Audio, WorkerError> {
+pub(crate) fn read_master(path: &Path, start: f64, end: f64) -> Result<Audio, WorkerError> {
     let enc = |reason: String| WorkerError::Encode {
         path: path.into(),
         reason,
@@ -82,7 +82,7 @@ fn write_float(path: &Path, a: &Audio, gain: f32) -> Result<(), WorkerError> {
 
 /// Writes `<dir>/<target>-mix.wav` and `<dir>/<target>-master.wav`, matched
 /// in loudness; returns their shared loudness (LUFS).
-pub fn write_pair(
+pub(crate) fn write_pair(
     dir: &Path,
     target: &str,
     mix: &Audio,

@@ -16,7 +16,7 @@ static STATE: Mutex<(String, Option<Instant>)> = Mutex::new((String::new(), None
 /// Ticks closer together than this are dropped.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 
-pub fn report_to_stdout() {
+pub(crate) fn report_to_stdout() {
     ON.store(true, Ordering::SeqCst);
 }
 
@@ -31,7 +31,7 @@ pub enum Note {
 }
 
 /// Writes one message line (no-op outside a render child).
-pub fn send(m: &impl Serialize) {
+pub(crate) fn send(m: &impl Serialize) {
     if !ON.load(Ordering::SeqCst) {
         return;
     }
@@ -43,7 +43,7 @@ pub fn send(m: &impl Serialize) {
 }
 
 /// A new stage begins.
-pub fn stage(name: &str) {
+pub(crate) fn stage(name: &str) {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     s.0 = name.to_string();
     s.1 = Some(Instant::now());
@@ -52,7 +52,7 @@ pub fn stage(name: &str) {
 }
 
 /// Still working (cheap: at most one line a second).
-pub fn tick() {
+pub(crate) fn tick() {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     if s.1.is_some_and(|t| t.elapsed() < TICK_EVERY) {
         return;
@@ -63,7 +63,7 @@ pub fn tick() {
 }
 
 /// The stage in progress ("starting" before the first).
-pub fn current() -> String {
+pub(crate) fn current() -> String {
     let s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     if s.0.is_empty() {
         "starting".into()

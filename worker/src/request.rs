@@ -400,11 +400,11 @@ mod target_list {
         Full(Target),
     }
 
-    pub fn serialize<S: Serializer>(t: &Targets, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &Targets, s: S) -> Result<S::Ok, S::Error> {
         t.0.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Targets, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Targets, D::Error> {
         let items = Vec::<Named>::deserialize(d)?;
         let one = |n| match n {
             Named::Name(name) => preset(&name),
@@ -448,11 +448,11 @@ impl std::str::FromStr for Formats {
 mod format_list {
     use super::*;
 
-    pub fn serialize<S: Serializer>(f: &Formats, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(f: &Formats, s: S) -> Result<S::Ok, S::Error> {
         f.0.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Formats, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Formats, D::Error> {
         let names = Vec::<String>::deserialize(d)?;
         let found: Result<Vec<Option<Format>>, RequestError> =
             names.iter().map(|n| format_named(n.trim())).collect();

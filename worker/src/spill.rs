@@ -18,12 +18,12 @@ const WINDOW: usize = 65_536;
 const WRITE_BUF: usize = 1 << 20;
 
 /// Makes [`FileStore`]s in a folder.
-pub struct FileScratch {
+pub(crate) struct FileScratch {
     dir: PathBuf,
 }
 
 impl FileScratch {
-    pub fn new(dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -97,7 +97,7 @@ impl Lane {
 }
 
 /// See the module's notes.
-pub struct FileStore {
+pub(crate) struct FileStore {
     lanes: Vec<Lane>,
     frames: usize,
 }

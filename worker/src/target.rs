@@ -22,7 +22,7 @@ const MAX_CODEC_RENDERS: u32 = 5;
 const CODEC_MARGIN_DB: f64 = 0.1;
 
 /// What every target of a track shares.
-pub struct How<'a> {
+pub(crate) struct How<'a> {
     pub limiter: &'a LimiterSettings,
     pub pre_gain_db: f64,
     pub seed: u64,
@@ -53,7 +53,7 @@ impl EncodedFile {
     }
 }
 
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub master: TargetMaster,
     /// Every codec the master was encoded with, decoded and measured.
     pub codecs: Vec<CodecReport>,
@@ -68,7 +68,7 @@ pub struct Rendered {
 
 /// The codec a deliverable `format` of `t` is encoded with: the platform's
 /// own bitrate where it streams that format, else a high one.
-pub fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
+pub(crate) fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
     t.codecs
         .iter()
         .copied()
@@ -87,7 +87,7 @@ pub fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
 
 /// Renders `t`'s master to `<out_dir>/<target>.wav`, checks it and writes
 /// its deliverables.
-pub fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, WorkerError> {
+pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, WorkerError> {
     let opts = how.opts;
     let path = how.out_dir.join(crate::layout::master_file(&t.name));
     let (deliver, run) = codecs_of(t, opts);

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub struct WavSink {
+pub(crate) struct WavSink {
     final_path: PathBuf,
     partial: PathBuf,
     spec: hound::WavSpec,
@@ -24,7 +24,7 @@ pub struct WavSink {
 
 /// Refuses, before any rendering, a master a WAV file cannot hold (its
 /// sizes are 32-bit: 4 GiB in all).
-pub fn check_size(
+pub(crate) fn check_size(
     target: &str,
     seconds: f64,
     channels: usize,
@@ -48,7 +48,7 @@ pub fn check_size(
 }
 
 /// The temporary name a file is written under.
-pub fn partial_path(path: &Path) -> PathBuf {
+pub(crate) fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
@@ -62,7 +62,7 @@ fn empty_header(spec: hound::WavSpec) -> Result<Vec<u8>, hound::Error> {
 }
 
 impl WavSink {
-    pub fn new(path: &Path, channels: usize, rate: u32, bits: u16) -> Self {
+    pub(crate) fn new(path: &Path, channels: usize, rate: u32, bits: u16) -> Self {
         Self {
             final_path: path.to_path_buf(),
             partial: partial_path(path),
@@ -80,7 +80,7 @@ impl WavSink {
     }
 
     /// Finalises the file, adds the INFO chunk and renames it into place.
-    pub fn commit(mut self, tags: &Tags) -> Result<(), WorkerError> {
+    pub(crate) fn commit(mut self, tags: &Tags) -> Result<(), WorkerError> {
         let enc = |reason: String| WorkerError::Encode {
             path: self.final_path.clone(),
             reason,

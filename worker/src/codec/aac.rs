@@ -4,7 +4,7 @@ use super::CodecError;
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
 use std::io::Write;
 
-pub struct Encoder<W: Write> {
+pub(super) struct Encoder<W: Write> {
     enc: fdk_aac::enc::Encoder,
     channels: usize,
     /// Interleaved 16-bit input not yet taken by the encoder (the FDK
@@ -15,7 +15,7 @@ pub struct Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
+    pub(super) fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
         let enc = fdk_aac::enc::Encoder::new(EncoderParams {
             bit_rate: BitRate::Cbr(kbps * 1000),
             sample_rate: rate,

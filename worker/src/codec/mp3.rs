@@ -4,7 +4,7 @@ use super::CodecError;
 use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality};
 use std::io::Write;
 
-pub struct Encoder<W: Write> {
+pub(super) struct Encoder<W: Write> {
     enc: mp3lame_encoder::Encoder,
     buf: Vec<u8>,
     out: W,
@@ -36,7 +36,7 @@ fn bitrate(kbps: u32) -> Result<Bitrate, CodecError> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
+    pub(super) fn new(kbps: u32, rate: u32, channels: usize, out: W) -> Result<Self, CodecError> {
         let err = |e: mp3lame_encoder::BuildError| {
             CodecError::lib("mp3", format!("{kbps}k at {rate} Hz: {e}"))
         };
@@ -90,7 +90,7 @@ impl<W: Write> super::Encode for Encoder<W> {
 
 /// Decodes an MP3 file to f32 by minimp3 (float output, nothing clamped),
 /// reading it a window at a time.
-pub fn decode(
+pub(super) fn decode(
     path: &std::path::Path,
     limits: &crate::decode::DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),

@@ -8,12 +8,12 @@ use opus_codec::{Application, Bitrate, Channels, SampleRate};
 use std::io::Write;
 use std::path::Path;
 
-pub const RATE: u32 = 48_000;
+pub(super) const RATE: u32 = 48_000;
 /// 20 ms frames, libopus's default for music.
 const FRAME: usize = 960;
 const SERIAL: u32 = 0x4c4d_0002;
 
-pub struct Encoder<W: Write> {
+pub(super) struct Encoder<W: Write> {
     enc: opus_codec::Encoder,
     channels: usize,
     /// Interleaved 48 kHz input not yet a whole frame.
@@ -35,7 +35,7 @@ fn opus_err(e: opus_codec::Error) -> CodecError {
 
 impl<W: Write> Encoder<W> {
     /// `rate` is the source's (written in the header); input comes at 48 kHz.
-    pub fn new(
+    pub(super) fn new(
         kbps: u32,
         rate: u32,
         channels: usize,
@@ -148,7 +148,7 @@ impl<W: Write> super::Encode for Encoder<W> {
 
 /// Decodes an Ogg Opus file (mono or stereo, family 0) to f32 at 48 kHz,
 /// dropping the pre-skip and trimming to the last page's granule.
-pub fn decode(
+pub(super) fn decode(
     path: &Path,
     limits: &DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::num::{NonZeroU32, NonZeroU8};
 use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoder, VorbisEncoderBuilder};
 
-pub struct Encoder<W: Write> {
+pub(super) struct Encoder<W: Write> {
     enc: VorbisEncoder<W>,
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(
+    pub(super) fn new(
         kbps: u32,
         rate: u32,
         channels: usize,
@@ -57,7 +57,7 @@ impl<W: Write> super::Encode for Encoder<W> {
 }
 
 /// Decodes an Ogg Vorbis file to f32 by libvorbisfile (nothing clamped).
-pub fn decode(
+pub(super) fn decode(
     path: &std::path::Path,
     limits: &crate::decode::DecodeLimits,
     mut f: impl FnMut(u32, &[&[f32]]),
