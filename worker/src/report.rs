@@ -11,11 +11,20 @@ use serde::{Deserialize, Serialize};
 /// A document as LoopMind writes it (pretty JSON), proven to read back into
 /// its own type first: a number JSON cannot hold would otherwise become a
 /// file that `--settings`, resuming or the coordinator refuses later.
-pub fn document<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>, String> {
-    let body = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
-    serde_json::from_slice::<T>(&body)
-        .map_err(|e| format!("would not read back ({e}); not written"))?;
+pub fn document<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>, DocumentError> {
+    let body = serde_json::to_vec_pretty(value).map_err(DocumentError::Write)?;
+    serde_json::from_slice::<T>(&body).map_err(DocumentError::ReadBack)?;
     Ok(body)
+}
+
+/// Why a document was not written: both are LoopMind's own fault (a value
+/// JSON cannot hold), so the same job meets them again.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("cannot be written as JSON: {0}")]
+    Write(serde_json::Error),
+    #[error("would not read back ({0}); not written")]
+    ReadBack(serde_json::Error),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

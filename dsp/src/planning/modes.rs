@@ -126,14 +126,17 @@ impl fmt::Display for Mode {
     }
 }
 
+/// A mode's name that is none of them.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("unknown mode '{0}' (transparent, cinematic, radio-loud, lo-fi)")]
+pub struct UnknownMode(String);
+
 impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, UnknownMode> {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                format!("unknown mode '{s}' (transparent, cinematic, radio-loud, lo-fi)")
-            })
+            .ok_or_else(|| UnknownMode(s.to_string()))
     }
 }

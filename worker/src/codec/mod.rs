@@ -253,14 +253,19 @@ pub enum CodecCheck {
     Enforce,
 }
 
+/// A codec check named none of off, report, enforce.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("'{0}' is not off, report or enforce")]
+pub struct UnknownCodecCheck(String);
+
 impl std::str::FromStr for CodecCheck {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCodecCheck;
+    fn from_str(s: &str) -> Result<Self, UnknownCodecCheck> {
         match s {
             "off" => Ok(Self::Off),
             "report" => Ok(Self::Report),
             "enforce" => Ok(Self::Enforce),
-            other => Err(format!("'{other}' is not off, report or enforce")),
+            other => Err(UnknownCodecCheck(other.to_string())),
         }
     }
 }
