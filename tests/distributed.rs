@@ -7,7 +7,7 @@ mod common;
 
 use common::services::{finish, http_get, metric, runtime, Cluster};
 use common::{ffmpeg_convert, short_song, write_wav};
-use loopmind_dsp::{loudness, truepeak};
+use loopmind_dsp::measure::{loudness, truepeak};
 use loopmind_worker::decode::decode_file;
 use loopmind_worker::report::TrackReport;
 use loopmind_worker::store::ObjectStore;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use loopmind_dsp::{loudness, truepeak};
+use loopmind_dsp::measure::{loudness, truepeak};
 use loopmind_worker::decode::decode_file;
 use loopmind_worker::report::TrackReport;
 use std::path::Path;

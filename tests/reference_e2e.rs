@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
+use loopmind_dsp::analysis::reference::{balance, distance_db, Balance, MAX_MATCH_DB};
 use loopmind_dsp::biquad::{run_cascade, Coeffs};
-use loopmind_dsp::reference::{balance, distance_db, Balance, MAX_MATCH_DB};
 use loopmind_dsp::testsignals::{demo_arrangement, song};
 use loopmind_worker::report::{MasterSettings, TrackReport};
 use std::path::Path;

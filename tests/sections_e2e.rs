@@ -144,9 +144,12 @@ fn modes_shape_section_contrast_and_documents_are_honoured() {
         let level = |f: &str| {
             let (a, _) = loopmind_worker::decode::decode_file(&dir.join(f)).unwrap();
             assert!((a.seconds() - 30.0).abs() < 0.01);
-            loopmind_dsp::loudness::measure_with(&a, loopmind_dsp::loudness::Measure::INTEGRATED)
-                .unwrap()
-                .integrated_lufs
+            loopmind_dsp::measure::loudness::measure_with(
+                &a,
+                loopmind_dsp::measure::loudness::Measure::INTEGRATED,
+            )
+            .unwrap()
+            .integrated_lufs
         };
         let (m, x) = (level(&p.mix_file), level(&p.master_file));
         assert!(

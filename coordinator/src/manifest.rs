@@ -191,7 +191,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopmind_dsp::modes::Mode;
+    use loopmind_dsp::planning::modes::Mode;
 
     #[test]
     fn every_problem_is_listed() {

@@ -5,16 +5,18 @@
 //! `cargo run --release -p loopmind-dsp --example stages [seconds]`
 
 use loopmind_dsp::analysis::structure;
-use loopmind_dsp::chain::WORKING_LUFS;
-use loopmind_dsp::limiter::LimiterSettings;
-use loopmind_dsp::loudness::{measure_with, Measure};
-use loopmind_dsp::master::{master_target, measure_pass, MemorySink, NullSink, Prepared};
-use loopmind_dsp::modes::Mode;
+use loopmind_dsp::analysis::{beats, sections};
+use loopmind_dsp::measure::loudness::{measure_with, Measure};
+use loopmind_dsp::measure::truepeak;
 use loopmind_dsp::pipeline::{self, AudioSource, BLOCK};
-use loopmind_dsp::plan::{self, Sliders};
+use loopmind_dsp::planning::modes::Mode;
+use loopmind_dsp::planning::plan::{self, Sliders};
+use loopmind_dsp::process::chain::WORKING_LUFS;
+use loopmind_dsp::process::limiter::LimiterSettings;
+use loopmind_dsp::process::master::{master_target, measure_pass, MemorySink, NullSink, Prepared};
 use loopmind_dsp::store::MemoryScratch;
 use loopmind_dsp::testsignals::{demo_arrangement, song};
-use loopmind_dsp::{beats, sections, truepeak, Audio};
+use loopmind_dsp::Audio;
 use std::time::Instant;
 
 fn time<T>(label: &str, f: impl FnOnce() -> T) -> T {
@@ -135,7 +137,7 @@ fn meters(master: &Audio) {
     println!("\nmeters on the master:");
     time("ebur128 I + LRA", || measure_with(master, i_lra).unwrap());
     time("our meter I + LRA", || {
-        loopmind_dsp::bs1770::measure(master)
+        loopmind_dsp::measure::bs1770::measure(master)
     });
     time("ebur128 I + 4x true peak", || {
         measure_with(master, tp).unwrap()

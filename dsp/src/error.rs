@@ -3,7 +3,7 @@ use std::io::ErrorKind;
 use thiserror::Error;
 
 /// What a scratch store ([`crate::store`]) or a master sink
-/// ([`crate::master::MasterSink`]) reports when it cannot do its part: what
+/// ([`crate::process::master::MasterSink`]) reports when it cannot do its part: what
 /// failed (a file, a stage) and why. Unlike the rest of [`DspError`] this is
 /// no property of the input: the same job may well succeed later, so callers
 /// treat it as a passing fault.

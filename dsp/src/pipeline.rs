@@ -8,19 +8,19 @@
 //!    each section's loudness after the chain (the plan's loudness needs it).
 //! 4. [`prepare`] per output rate: the plan's gain (and resampling), the
 //!    detector envelope and the model's power, into a second store.
-//! 5. [`crate::master::master_target`] per target: the gain search and the
+//! 5. [`crate::process::master::master_target`] per target: the gain search and the
 //!    measured render, read from that store, written to the caller's sink.
 
+use crate::analysis::beats::{OnsetStage, Onsets};
+use crate::analysis::reference::{Balance, BalanceEnergies, BalanceSpectrum};
+use crate::analysis::sections::{FeatureStage, Features, Section};
 use crate::audio::{check_finite, check_format, check_length};
-use crate::beats::{OnsetStage, Onsets};
-use crate::chain::ChainSettings;
-use crate::master::{PrepareStage, Prepared};
-use crate::plan::{GainStage, SectionMeter, SectionPlan};
-use crate::reference::{Balance, BalanceEnergies, BalanceSpectrum};
-use crate::sections::{FeatureStage, Features, Section};
+use crate::measure::truepeak::TruePeakMeter;
+use crate::planning::plan::{GainStage, SectionMeter, SectionPlan};
+use crate::process::chain::ChainSettings;
+use crate::process::master::{PrepareStage, Prepared};
 use crate::stage::{frames, Stage};
 use crate::store::{FrameStore, Scratch};
-use crate::truepeak::TruePeakMeter;
 use crate::{Audio, DspError};
 
 /// Frames per block unless a caller asks otherwise: big enough that per-block
@@ -229,12 +229,12 @@ pub fn process(
     let (rate, nch) = (src.rate(), src.channels());
     let mut stage = chain.stage(
         input_lufs,
-        crate::plan::chain_curves(chain, plan),
+        crate::planning::plan::chain_curves(chain, plan),
         rate,
         nch,
     );
-    let mut band = crate::truepeak::band_limiter(rate, nch);
-    let mut k = crate::bs1770::KPower::new(nch, rate);
+    let mut band = crate::measure::truepeak::band_limiter(rate, nch);
+    let mut k = crate::measure::bs1770::KPower::new(nch, rate);
     let mut meter = SectionMeter::new(sections, rate);
     let mut store = scratch.create(nch, "processed").map_err(DspError::Store)?;
     let (ca, cb) = (
@@ -290,8 +290,8 @@ pub fn prepare(
     let mut gain = GainStage::new(plan, processed.rate);
     let mut resampler = if rate != processed.rate {
         Some((
-            crate::resample::ResampleStage::new(processed.rate, rate, nch)?,
-            crate::truepeak::band_limiter(rate, nch),
+            crate::process::resample::ResampleStage::new(processed.rate, rate, nch)?,
+            crate::measure::truepeak::band_limiter(rate, nch),
             vec![Vec::new(); nch],
         ))
     } else {

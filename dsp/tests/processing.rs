@@ -2,12 +2,14 @@
 //! against signals built to get past it.
 
 use loopmind_dsp::biquad::{run_cascade, Coeffs};
-use loopmind_dsp::compressor::CompressorSettings;
-use loopmind_dsp::limiter::LimiterSettings;
-use loopmind_dsp::master::{master_target, MemorySink, Prepared};
+use loopmind_dsp::measure::{loudness, truepeak};
+use loopmind_dsp::process::compressor::CompressorSettings;
+use loopmind_dsp::process::limiter::LimiterSettings;
+use loopmind_dsp::process::master::{master_target, MemorySink, Prepared};
+use loopmind_dsp::process::width;
 use loopmind_dsp::targets::Target;
 use loopmind_dsp::testsignals::sine;
-use loopmind_dsp::{lin_to_db, loudness, truepeak, width, Audio};
+use loopmind_dsp::{lin_to_db, Audio};
 
 /// Differentiated white noise: energy rising to Nyquist.
 fn bright_noise(seed: u64, n: usize, gain: f64) -> Vec<f32> {

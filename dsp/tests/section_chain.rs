@@ -1,9 +1,9 @@
 //! The chain following a section plan: each section gets its own tone, the
 //! changes are smooth, and a plan with one setting is the static chain.
 
-use loopmind_dsp::modes::Mode;
-use loopmind_dsp::plan::{self, SectionPlan, Sliders};
-use loopmind_dsp::sections::Section;
+use loopmind_dsp::analysis::sections::Section;
+use loopmind_dsp::planning::modes::Mode;
+use loopmind_dsp::planning::plan::{self, SectionPlan, Sliders};
 use loopmind_dsp::Audio;
 
 const RATE: u32 = 48_000;

@@ -1,7 +1,7 @@
 //! Section detection on songs of known structure, and the user's documents.
 
+use loopmind_dsp::analysis::sections::{self, parse_arrangement, parse_emotion};
 use loopmind_dsp::analysis::structure;
-use loopmind_dsp::sections::{self, parse_arrangement, parse_emotion};
 use loopmind_dsp::testsignals::{
     crescendo, demo_arrangement, pop_arrangement, song, song_at, SongSection,
 };
@@ -59,7 +59,7 @@ fn boundaries_snap_to_the_beat() {
     // 100 BPM after a 0.37 s lead-in: bars every 2.4 s, nowhere near the
     // detector's 0.5 s feature grid.
     let (audio, truth) = song_at(44_100, &demo_arrangement(), 4, 100.0, 0.37);
-    let grid = loopmind_dsp::beats::track(&audio).expect("a tempo");
+    let grid = loopmind_dsp::analysis::beats::track(&audio).expect("a tempo");
     assert!((grid.bpm - 100.0).abs() < 0.5, "{grid:?}");
     let found = structure::detect(&audio);
     assert_eq!(found.len(), truth.len(), "{found:?}");
@@ -183,9 +183,13 @@ fn a_crescendo_is_not_a_boundary() {
     // 6 dB over the first half's mean, but on the line it rises along)
     // and keeps the true boundaries.
     let f = sections::features(&audio);
-    let grid = loopmind_dsp::beats::track(&audio);
+    let grid = loopmind_dsp::analysis::beats::track(&audio);
     let end = audio.seconds();
-    let kept = loopmind_dsp::structure::merge(&f, &[0.0, a, 0.5 * (a + b), b, end], grid.as_ref());
+    let kept = loopmind_dsp::analysis::structure::merge(
+        &f,
+        &[0.0, a, 0.5 * (a + b), b, end],
+        grid.as_ref(),
+    );
     assert_eq!(kept, vec![0.0, a, b, end]);
     let found = boundaries_within_a_second("crescendo", &audio, &truth);
     assert!(
@@ -210,13 +214,16 @@ fn one_texture_is_one_section() {
         .collect();
     let (audio, _) = song_at(44_100, &layout, 15, 128.0, 0.0);
     let f = sections::features(&audio);
-    let onsets = loopmind_dsp::beats::onsets(&audio);
-    let grid = loopmind_dsp::beats::grid(&onsets);
+    let onsets = loopmind_dsp::analysis::beats::onsets(&audio);
+    let grid = loopmind_dsp::analysis::beats::grid(&onsets);
     let fine = sections::fine_edges(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert!(fine.len() > 3, "the fine level finds something: {fine:?}");
     let found = structure::detect_with(audio.seconds(), &f, grid.as_ref(), Some(&onsets));
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].label, loopmind_dsp::structure::ONE_SECTION);
+    assert_eq!(
+        found[0].label,
+        loopmind_dsp::analysis::structure::ONE_SECTION
+    );
 }
 
 #[test]
@@ -251,7 +258,7 @@ fn a_grid_found_at_half_tempo_keeps_eight_bar_sections() {
         s("Chorus", 8, 0.0, true, true, true),
     ];
     let (audio, truth) = song_at(44_100, &layout, 52, 138.0, 1.3);
-    let grid = loopmind_dsp::beats::track(&audio).expect("a tempo");
+    let grid = loopmind_dsp::analysis::beats::track(&audio).expect("a tempo");
     assert!((grid.bpm - 69.0).abs() < 1.0, "{grid:?}");
     let found = boundaries_within_a_second("half tempo", &audio, &truth);
     assert_eq!(found.len(), truth.len(), "{found:?}");

@@ -3,8 +3,9 @@
 //! meter (what every report states) is also held to the ebur128 crate's
 //! reading of the same signal.
 
+use loopmind_dsp::measure::{bs1770, loudness, truepeak};
 use loopmind_dsp::testsignals::{sine, song, stepped_sine};
-use loopmind_dsp::{bs1770, loudness, truepeak, Audio};
+use loopmind_dsp::Audio;
 
 /// Our integrated loudness, checked against ebur128's and the gain search's
 /// per-frame model.

@@ -2,14 +2,15 @@
 //! decoder and by the pipeline) must not change a bit of any master.
 
 use loopmind_dsp::analysis::structure;
-use loopmind_dsp::chain::WORKING_LUFS;
-use loopmind_dsp::master::{master_target, MemorySink, TargetMaster};
-use loopmind_dsp::modes::Mode;
+use loopmind_dsp::analysis::{beats, sections};
 use loopmind_dsp::pipeline::{self, AudioSource};
-use loopmind_dsp::plan::{self, Sliders};
+use loopmind_dsp::planning::modes::Mode;
+use loopmind_dsp::planning::plan::{self, Sliders};
+use loopmind_dsp::process::chain::WORKING_LUFS;
+use loopmind_dsp::process::master::{master_target, MemorySink, TargetMaster};
 use loopmind_dsp::store::MemoryScratch;
 use loopmind_dsp::testsignals::{demo_arrangement, song};
-use loopmind_dsp::{beats, sections, Audio};
+use loopmind_dsp::Audio;
 
 /// The product's passes for two targets, one at the source rate and one
 /// resampled; returns what each master measured and its samples.

@@ -7,8 +7,9 @@
 //! `cargo run --release -p loopmind-worker --example sections -- [FOLDER] [--list]`
 
 use loopmind_dsp::analysis::structure;
+use loopmind_dsp::analysis::{beats, sections};
 use loopmind_dsp::testsignals::{crescendo, pop_arrangement, song_at, SongSection};
-use loopmind_dsp::{beats, sections, Audio};
+use loopmind_dsp::Audio;
 use std::collections::BTreeMap;
 
 fn detect(audio: &Audio) -> (usize, Vec<sections::Section>, Option<f64>) {

@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p loopmind-worker --example tonal -- REFERENCE FILE...`
 
-use loopmind_dsp::reference::{balance, distance_db, thirds_hz};
+use loopmind_dsp::analysis::reference::{balance, distance_db, thirds_hz};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,7 +22,7 @@ fn main() {
         let b = balance(&a);
         let d = distance_db(&b, &rb, |_| 0.0, a.rate.min(r.rate));
         // Reference minus file per octave (nearest third), relative to 1 kHz.
-        let at = |bal: &loopmind_dsp::reference::Balance, hz: f64| {
+        let at = |bal: &loopmind_dsp::analysis::reference::Balance, hz: f64| {
             let (i, _) = thirds_hz()
                 .into_iter()
                 .enumerate()

@@ -2,7 +2,7 @@
 //! the target line, and the sections with their labels. People look at this
 //! before they read numbers.
 
-use loopmind_dsp::plan::SectionPlan;
+use loopmind_dsp::planning::plan::SectionPlan;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -293,15 +293,15 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let p = loopmind_dsp::plan::plan(
-                    &[loopmind_dsp::sections::Section {
+                let p = loopmind_dsp::planning::plan::plan(
+                    &[loopmind_dsp::analysis::sections::Section {
                         label: l.to_string(),
                         start: i as f64 * each_s,
                         end: (i + 1) as f64 * each_s,
                     }],
                     &[(0.5, "uplifting".into())],
-                    &loopmind_dsp::modes::Mode::Transparent.chain(),
-                    loopmind_dsp::modes::Mode::Transparent,
+                    &loopmind_dsp::planning::modes::Mode::Transparent.chain(),
+                    loopmind_dsp::planning::modes::Mode::Transparent,
                     Default::default(),
                 );
                 p.into_iter().next().unwrap()

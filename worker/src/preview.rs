@@ -5,7 +5,8 @@
 //! WAV (no requantisation).
 
 use crate::WorkerError;
-use loopmind_dsp::{bs1770, db_to_lin, Audio};
+use loopmind_dsp::measure::bs1770;
+use loopmind_dsp::{db_to_lin, Audio};
 use std::path::Path;
 
 pub(crate) const CLIP_S: f64 = 30.0;

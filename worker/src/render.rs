@@ -10,12 +10,12 @@ use crate::request::GivenPlan;
 use crate::spill::FileScratch;
 use crate::wav::partial_path;
 use crate::WorkerError;
+use loopmind_dsp::analysis::sections::{self, Section};
 use loopmind_dsp::analysis::structure;
-use loopmind_dsp::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::pipeline::{self, Source};
-use loopmind_dsp::plan::{self, SectionPlan};
+use loopmind_dsp::planning::plan::{self, SectionPlan};
 use loopmind_dsp::planning::track::{ReferenceMove, TrackPlan};
-use loopmind_dsp::sections::{self, Section};
+use loopmind_dsp::process::chain::{ChainSettings, WORKING_LUFS};
 use loopmind_dsp::{Audio, DspError};
 use serde::Serialize;
 use std::fs;
@@ -165,7 +165,7 @@ fn analyse_input(src: &mut DecodeSource, opts: &RenderInputs) -> Result<Analysed
     let analysis = pipeline::analyse(src, matching, pipeline::BLOCK).map_err(|e| src.error(e))?;
     let info = src.info();
     let (integrated_lufs, lra_lu) = analysis.features.loudness();
-    let integrated_lufs = loopmind_dsp::bs1770::audible(integrated_lufs)?;
+    let integrated_lufs = loopmind_dsp::measure::bs1770::audible(integrated_lufs)?;
     let input_tp = analysis.true_peak_dbtp;
     let loudness = InputLoudness {
         integrated_lufs,
@@ -316,7 +316,7 @@ fn render_targets(
 /// One target's master, checks, deliverables and preview; its report, its
 /// settings and its loudness per 100 ms.
 fn render_target(
-    prep: &loopmind_dsp::master::Prepared,
+    prep: &loopmind_dsp::process::master::Prepared,
     t: &loopmind_dsp::targets::Target,
     plan: &TrackPlan,
     a: &Analysed,
@@ -425,7 +425,7 @@ fn draw_picture(
     sections: &[SectionPlan],
     p: &Pictured,
 ) -> Result<(), WorkerError> {
-    let hop = loopmind_dsp::bs1770::hop;
+    let hop = loopmind_dsp::measure::bs1770::hop;
     let input = crate::plot::short_term(&a.sections.input_blocks, hop(a.analysis.rate));
     let master = crate::plot::short_term(&p.blocks, hop(p.rate));
     let path = out_dir.join(crate::layout::PICTURE);
@@ -541,7 +541,7 @@ fn found_sections(
             None,
         ),
         None => {
-            let grid = loopmind_dsp::beats::grid(&analysis.onsets);
+            let grid = loopmind_dsp::analysis::beats::grid(&analysis.onsets);
             (
                 structure::detect_with(duration, features, grid.as_ref(), Some(&analysis.onsets)),
                 grid.map(|g| g.bpm),
@@ -588,7 +588,7 @@ fn found_sections(
 fn analyse_reference(
     name: &str,
     path: &Path,
-    mix_balance: loopmind_dsp::reference::Balance,
+    mix_balance: loopmind_dsp::analysis::reference::Balance,
     rate: u32,
     mix_loudness: &InputLoudness,
     mode_chain: &ChainSettings,
@@ -599,9 +599,9 @@ fn analyse_reference(
     let mut src = DecodeSource::open(path, &opts.limits).map_err(named)?;
     let (ref_rate, nch) = (src.rate(), src.channels());
     let block = pipeline::BLOCK;
-    let mut meter = loopmind_dsp::bs1770::BlockMeter::new(nch, ref_rate);
-    let mut tp = loopmind_dsp::truepeak::TruePeakMeter::new(nch, ref_rate);
-    let mut energies = loopmind_dsp::reference::BalanceEnergies::new(ref_rate);
+    let mut meter = loopmind_dsp::measure::bs1770::BlockMeter::new(nch, ref_rate);
+    let mut tp = loopmind_dsp::measure::truepeak::TruePeakMeter::new(nch, ref_rate);
+    let mut energies = loopmind_dsp::analysis::reference::BalanceEnergies::new(ref_rate);
     let pass = pipeline::for_each_checked_block(&mut src, block, |p| {
         meter.add(p);
         tp.add(p);
@@ -609,24 +609,31 @@ fn analyse_reference(
     });
     pass.map_err(|e| named(src.error(e)))?;
     let (integrated, lra) = meter.loudness();
-    let integrated = loopmind_dsp::bs1770::audible(integrated).map_err(|e| named(e.into()))?;
+    let integrated =
+        loopmind_dsp::measure::bs1770::audible(integrated).map_err(|e| named(e.into()))?;
     let plr = loopmind_dsp::lin_to_db(tp.finish() as f64) - integrated;
     let ref_balance =
         pipeline::balance(&mut src, energies.finish(), block).map_err(|e| named(src.error(e)))?;
-    let c = loopmind_dsp::reference::character(mix_loudness.lra_lu, mix_loudness.plr_db, lra, plr);
+    let c = loopmind_dsp::analysis::reference::character(
+        mix_loudness.lra_lu,
+        mix_loudness.plr_db,
+        lra,
+        plr,
+    );
     let eq = plan::global(mode_chain, opts.request.sliders())
         .eq
         .sections(rate);
     let already = |f: f64| -> f64 { eq.iter().map(|k| k.magnitude_db(f, rate as f64)).sum() };
-    let mut match_eq = loopmind_dsp::reference::match_eq(&mix_balance, &ref_balance, already, rate);
+    let mut match_eq =
+        loopmind_dsp::analysis::reference::match_eq(&mix_balance, &ref_balance, already, rate);
     for b in &mut match_eq {
         b.gain_db *= opts.request.sliders().amount.eq;
     }
     // The match's quality: how far the master's tonal balance is from the
     // reference's without the match and with it (the mode's EQ in both).
-    let matched = loopmind_dsp::reference::match_response(&match_eq, rate);
+    let matched = loopmind_dsp::analysis::reference::match_response(&match_eq, rate);
     let distance = |with: &dyn Fn(f64) -> f64| {
-        loopmind_dsp::reference::distance_db(
+        loopmind_dsp::analysis::reference::distance_db(
             &mix_balance,
             &ref_balance,
             |f| already(f) + with(f),
@@ -643,7 +650,7 @@ fn analyse_reference(
         compression_factor: c.compression,
         distance_before_db,
         distance_after_db,
-        applied_curve: loopmind_dsp::reference::applied_curve(&match_eq, rate),
+        applied_curve: loopmind_dsp::analysis::reference::applied_curve(&match_eq, rate),
     };
     let moved = ReferenceMove {
         compression_factor: c.compression,
@@ -694,7 +701,9 @@ fn section_report(plan: &[SectionPlan], blocks: &[f64], rate: u32) -> TargetRepo
             start: p.start,
             end: p.end,
             input_lufs: p.input_lufs,
-            output_lufs: loopmind_dsp::bs1770::range_loudness(blocks, rate, p.start, p.end),
+            output_lufs: loopmind_dsp::measure::bs1770::range_loudness(
+                blocks, rate, p.start, p.end,
+            ),
         })
         .collect();
     let spread = |v: Vec<f64>| {

@@ -3,8 +3,8 @@
 
 use crate::decode::SourceInfo;
 use crate::Action;
-use loopmind_dsp::chain::ChainSettings;
-use loopmind_dsp::modes::Mode;
+use loopmind_dsp::planning::modes::Mode;
+use loopmind_dsp::process::chain::ChainSettings;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -170,7 +170,11 @@ pub struct StructureReport {
 }
 
 impl StructureReport {
-    pub fn of(source: &str, plan: &[loopmind_dsp::plan::SectionPlan], duration: f64) -> Self {
+    pub fn of(
+        source: &str,
+        plan: &[loopmind_dsp::planning::plan::SectionPlan],
+        duration: f64,
+    ) -> Self {
         let mut labels = std::collections::BTreeMap::new();
         for p in plan {
             *labels.entry(p.section.clone()).or_insert(0) += 1;
@@ -180,10 +184,10 @@ impl StructureReport {
             sections: plan.len(),
             mean_section_s: duration / plan.len().max(1) as f64,
             labels,
-            distinct_tones: loopmind_dsp::plan::distinct_tones(plan),
+            distinct_tones: loopmind_dsp::planning::plan::distinct_tones(plan),
             one_texture: source == "detected"
                 && plan.len() == 1
-                && plan[0].section == loopmind_dsp::structure::ONE_SECTION,
+                && plan[0].section == loopmind_dsp::analysis::structure::ONE_SECTION,
         }
     }
 }
@@ -213,7 +217,7 @@ pub struct MasterSettings {
     pub targets: Vec<TargetSettings>,
     /// The section plan rendered: each section's span, character and
     /// loudness offset (ramped over 1 s around boundaries).
-    pub sections: Vec<loopmind_dsp::plan::SectionPlan>,
+    pub sections: Vec<loopmind_dsp::planning::plan::SectionPlan>,
     /// The tempo found in the mix; detected boundaries sit on its beats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tempo_bpm: Option<f64>,
@@ -317,7 +321,7 @@ pub struct ReferenceReport {
     /// The match EQ's response at its octave centres (octave-averaged):
     /// the curve applied, where `global.match_eq` holds the filters' gains.
     #[serde(default)]
-    pub applied_curve: Vec<loopmind_dsp::reference::BandGain>,
+    pub applied_curve: Vec<loopmind_dsp::analysis::reference::BandGain>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -12,9 +12,9 @@
 //! merged key by key before the one check ([`RenderRequest::from_layers`]).
 
 use crate::codec::CodecCheck;
-use loopmind_dsp::chain::ChainSettings;
-use loopmind_dsp::modes::Mode;
-use loopmind_dsp::plan::{Amounts, SectionPlan, Sliders};
+use loopmind_dsp::planning::modes::Mode;
+use loopmind_dsp::planning::plan::{Amounts, SectionPlan, Sliders};
+use loopmind_dsp::process::chain::ChainSettings;
 use loopmind_dsp::targets::{self, Format, Target};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -200,7 +200,7 @@ impl RenderRequest {
                 problems.push(format!("{field}: {v} is outside 0..1"));
             }
         }
-        let most = loopmind_dsp::plan::MAX_SECTION_GAIN_DB;
+        let most = loopmind_dsp::planning::plan::MAX_SECTION_GAIN_DB;
         if !(0.0..=most).contains(&self.max_section_move_db) {
             problems.push(format!(
                 "max_section_move_db: {} is outside 0..{most}",
@@ -229,7 +229,7 @@ impl RenderRequest {
             }
         }
         if let Some(p) = &self.plan {
-            if let Err(e) = loopmind_dsp::plan::validate(&p.sections) {
+            if let Err(e) = loopmind_dsp::planning::plan::validate(&p.sections) {
                 problems.push(format!("plan: {e}"));
             }
             if let Err(e) = p.global.validate() {
@@ -279,7 +279,7 @@ impl RenderRequest {
     pub fn chain(&self) -> ChainSettings {
         match &self.plan {
             Some(p) => p.global.clone(),
-            None => loopmind_dsp::plan::global(&self.mode.chain(), self.sliders()),
+            None => loopmind_dsp::planning::plan::global(&self.mode.chain(), self.sliders()),
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::decode::Tags;
 use crate::WorkerError;
 use loopmind_dsp::error::IoFault;
-use loopmind_dsp::master::MasterSink;
+use loopmind_dsp::process::master::MasterSink;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

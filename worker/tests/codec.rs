@@ -206,7 +206,7 @@ fn every_codec_file_decodes_elsewhere_to_the_peak_the_check_read() {
         let planar: Vec<Vec<f32>> = (0..nch)
             .map(|c| samples.iter().skip(c).step_by(nch).copied().collect())
             .collect();
-        let mut m = loopmind_dsp::truepeak::TruePeakMeter::new(nch, spec.sample_rate);
+        let mut m = loopmind_dsp::measure::truepeak::TruePeakMeter::new(nch, spec.sample_rate);
         let slices: Vec<&[f32]> = planar.iter().map(Vec::as_slice).collect();
         m.add(&slices);
         let theirs = loopmind_dsp::lin_to_db(m.finish() as f64);

@@ -7,9 +7,9 @@
 //! novelty along its diagonal; fine boundaries are novelty peaks at least
 //! [`MIN_SECTION_S`] apart, on the beat where there is a grid. They are
 //! merged upward to the song's own scale and labelled by what repeats in
-//! [`crate::structure`].
+//! [`crate::analysis::structure`].
 
-use crate::beats::{BeatGrid, Onsets};
+use crate::analysis::beats::{BeatGrid, Onsets};
 use crate::biquad::{Coeffs, State};
 use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ pub struct Features {
     /// K-weighted energy per 100 ms sub-block (all channels).
     pub k_blocks: Vec<f64>,
     /// Chroma and timbre shape per hop.
-    pub texture: Vec<crate::texture::Texture>,
+    pub texture: Vec<crate::analysis::texture::Texture>,
     pub rate: u32,
 }
 
@@ -245,7 +245,7 @@ pub struct FeatureStage {
     /// Frames per feature hop, and per 100 ms sub-block.
     hop: usize,
     sub: usize,
-    k: crate::bs1770::KPower,
+    k: crate::measure::bs1770::KPower,
     filters: [Coeffs; 2],
     lo: State,
     hi: State,
@@ -258,7 +258,7 @@ pub struct FeatureStage {
     sub_k: f64,
     sub_filled: usize,
     k_blocks: Vec<f64>,
-    texture: crate::texture::TextureStage,
+    texture: crate::analysis::texture::TextureStage,
 }
 
 impl FeatureStage {
@@ -266,8 +266,8 @@ impl FeatureStage {
         Self {
             rate,
             hop: ((rate as f64 * HOP_S) as usize).max(1),
-            sub: crate::bs1770::hop(rate),
-            k: crate::bs1770::KPower::new(channels, rate),
+            sub: crate::measure::bs1770::hop(rate),
+            k: crate::measure::bs1770::KPower::new(channels, rate),
             filters: band_filters(rate),
             lo: State::default(),
             hi: State::default(),
@@ -279,7 +279,7 @@ impl FeatureStage {
             sub_k: 0.0,
             sub_filled: 0,
             k_blocks: Vec::new(),
-            texture: crate::texture::TextureStage::new(
+            texture: crate::analysis::texture::TextureStage::new(
                 rate,
                 ((rate as f64 * HOP_S) as usize).max(1),
             ),
@@ -352,17 +352,17 @@ impl FeatureStage {
 impl Features {
     /// The whole track's integrated loudness (LUFS) and loudness range (LU).
     pub fn loudness(&self) -> (f64, f64) {
-        let hop = crate::bs1770::hop(self.rate);
+        let hop = crate::measure::bs1770::hop(self.rate);
         (
-            crate::bs1770::gated_loudness(&self.k_blocks, hop),
-            crate::bs1770::loudness_range(&self.k_blocks, hop),
+            crate::measure::bs1770::gated_loudness(&self.k_blocks, hop),
+            crate::measure::bs1770::loudness_range(&self.k_blocks, hop),
         )
     }
 
     /// A span's integrated (gated) loudness from the K-weighted energy the
     /// features already hold.
     pub fn range_loudness(&self, start: f64, end: f64) -> f64 {
-        crate::bs1770::range_loudness(&self.k_blocks, self.rate, start, end)
+        crate::measure::bs1770::range_loudness(&self.k_blocks, self.rate, start, end)
     }
 }
 
@@ -507,7 +507,7 @@ fn snap(e: f64, g: &BeatGrid, f: &Features, onsets: Option<&Onsets>, duration: f
     // Mean level in dB of the 100 ms blocks wholly inside [a, b): ungated
     // (gating would drop the quiet part of a window), and in dB so one loud
     // block cannot stand for a quiet window.
-    let sub = crate::bs1770::hop(f.rate) as f64 / f.rate as f64;
+    let sub = crate::measure::bs1770::hop(f.rate) as f64 / f.rate as f64;
     let level = |a: f64, b: f64| {
         let i = (a.max(0.0) / sub).ceil() as usize;
         let j = ((b.min(duration) / sub).floor() as usize).min(f.k_blocks.len());

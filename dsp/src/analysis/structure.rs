@@ -20,9 +20,9 @@
 //! letter ("Part C"). A track whose sections all belong to one group is one
 //! texture, and is one section.
 
-use crate::beats::{BeatGrid, Onsets};
-use crate::sections::{self, Features, Section};
-use crate::texture::{Texture, TIMBRE_BANDS};
+use crate::analysis::beats::{BeatGrid, Onsets};
+use crate::analysis::sections::{self, Features, Section};
+use crate::analysis::texture::{Texture, TIMBRE_BANDS};
 use crate::Audio;
 
 /// Level jump, chroma distance (1 - cosine) and timbre distance (dB RMS)
@@ -40,11 +40,11 @@ const JOIN: f64 = 1.5;
 
 /// Sections detected from the audio.
 pub fn detect(audio: &Audio) -> Vec<Section> {
-    let onsets = crate::beats::onsets(audio);
+    let onsets = crate::analysis::beats::onsets(audio);
     detect_with(
         audio.seconds(),
         &sections::features(audio),
-        crate::beats::grid(&onsets).as_ref(),
+        crate::analysis::beats::grid(&onsets).as_ref(),
         Some(&onsets),
     )
 }

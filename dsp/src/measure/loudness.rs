@@ -1,6 +1,6 @@
 //! BS.1770-4 / EBU R128 measurement through the ebur128 crate in queue mode
 //! (exact block energies, not the 0.1 dB histogram): the independent
-//! reference our own meter ([`crate::bs1770`], one K-weighting pass shared
+//! reference our own meter ([`crate::measure::bs1770`], one K-weighting pass shared
 //! with the gain search and section analysis) is tested against, and the
 //! short-term curve.
 

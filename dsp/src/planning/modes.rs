@@ -1,9 +1,9 @@
 //! Mastering modes: each sets the chain's character.
 
-use crate::chain::ChainSettings;
-use crate::compressor::CompressorSettings;
-use crate::eq::EqSettings;
-use crate::limiter::LimiterSettings;
+use crate::process::chain::ChainSettings;
+use crate::process::compressor::CompressorSettings;
+use crate::process::eq::EqSettings;
+use crate::process::limiter::LimiterSettings;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

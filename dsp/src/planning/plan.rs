@@ -10,11 +10,11 @@
 //! every per-section difference: 0 gives every section the same setting;
 //! `amount` scales each planned dimension towards neutral.
 
+use crate::analysis::sections::Section;
 use crate::automation::Automation;
-use crate::bs1770;
-use crate::chain::{ChainCurves, ChainSettings};
-use crate::modes::Mode;
-use crate::sections::Section;
+use crate::measure::bs1770;
+use crate::planning::modes::Mode;
+use crate::process::chain::{ChainCurves, ChainSettings};
 use crate::DspError;
 use serde::{Deserialize, Serialize};
 
@@ -468,13 +468,13 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
             reason: reason.into(),
         })
     };
-    if plan.len() > crate::sections::MAX_SECTIONS {
+    if plan.len() > crate::analysis::sections::MAX_SECTIONS {
         return Err(DspError::Setting {
             key: "sections".into(),
             reason: format!(
                 "{} sections; at most {}",
                 plan.len(),
-                crate::sections::MAX_SECTIONS
+                crate::analysis::sections::MAX_SECTIONS
             ),
         });
     }
@@ -482,7 +482,7 @@ pub fn validate(plan: &[SectionPlan]) -> Result<(), DspError> {
     for (i, p) in plan.iter().enumerate() {
         for (key, v) in [("section", &p.section), ("emotion", &p.emotion)] {
             if let Err(DspError::Document { reason, .. }) =
-                crate::sections::check_label(String::new(), v)
+                crate::analysis::sections::check_label(String::new(), v)
             {
                 return bad(i, key, &reason);
             }

@@ -4,15 +4,15 @@
 //! constant, or each section's values crossfaded at the boundaries (the
 //! planner's `plan::chain_curves`).
 
+use crate::analysis::reference::{match_cascade, BandGain};
 use crate::automation::Automation;
 use crate::biquad::CascadeStage;
-use crate::compressor::{CompressorSettings, CompressorStage};
-use crate::eq::{EqSettings, EqStage};
-use crate::limiter::LimiterSettings;
-use crate::reference::{match_cascade, BandGain};
-use crate::saturation::SaturationStage;
+use crate::process::compressor::{CompressorSettings, CompressorStage};
+use crate::process::eq::{EqSettings, EqStage};
+use crate::process::limiter::LimiterSettings;
+use crate::process::saturation::SaturationStage;
+use crate::process::width::WidthStage;
 use crate::stage::Stage;
-use crate::width::WidthStage;
 use crate::{Audio, DspError};
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Lookahead true-peak limiter with a provable bound.
 //!
 //! For each frame k the detector gives `p[k]`, the largest reconstructed value
-//! around k (see [`crate::truepeak::peak_envelope`]); the gain that frame needs
+//! around k (see [`crate::measure::truepeak::peak_envelope`]); the gain that frame needs
 //! is `r[k] = min(1, ceiling / p[k])`. The gain curve is
 //!
 //! ```text

@@ -6,11 +6,11 @@
 //! the same bits; a checksum proves it.
 
 use crate::error::IoFault;
-use crate::limiter::{GainComputer, LimiterSettings};
-use crate::loudness::Loudness;
+use crate::measure::loudness::Loudness;
+use crate::measure::truepeak::TruePeakMeter;
+use crate::process::limiter::{GainComputer, LimiterSettings};
 use crate::store::FrameStore;
 use crate::targets::Target;
-use crate::truepeak::TruePeakMeter;
 use crate::{db_to_lin, lin_to_db, Audio, DspError};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -90,7 +90,7 @@ impl ModelPoint {
             .iter()
             .map(|s| (s * gain / frames.max(1) as f64) as f32)
             .collect();
-        (crate::bs1770::gated_loudness(&subs, hop), dc)
+        (crate::measure::bs1770::gated_loudness(&subs, hop), dc)
     }
 }
 
@@ -113,10 +113,10 @@ impl Block {
 }
 
 impl Prepared {
-    /// Band-limits `audio` ([`crate::truepeak::band_limit`]) and prepares it
+    /// Band-limits `audio` ([`crate::measure::truepeak::band_limit`]) and prepares it
     /// in memory (tests, examples).
     pub fn new(mut audio: Audio) -> Result<Self, DspError> {
-        crate::truepeak::band_limit(&mut audio);
+        crate::measure::truepeak::band_limit(&mut audio);
         let mut stage = PrepareStage::new(
             audio.num_channels(),
             audio.rate,
@@ -153,10 +153,10 @@ impl Prepared {
 pub struct PrepareStage {
     rate: u32,
     channels: usize,
-    env: crate::truepeak::EnvelopeStage,
-    k: crate::bs1770::KPower,
+    env: crate::measure::truepeak::EnvelopeStage,
+    k: crate::measure::bs1770::KPower,
     store: Box<dyn FrameStore>,
-    out: crate::truepeak::Delayed,
+    out: crate::measure::truepeak::Delayed,
     power: Vec<f32>,
     hop: usize,
     /// The sub-block being summed, and how many frames it has.
@@ -170,12 +170,12 @@ impl PrepareStage {
         Self {
             rate,
             channels,
-            env: crate::truepeak::EnvelopeStage::new(channels, rate),
-            k: crate::bs1770::KPower::new(channels, rate),
+            env: crate::measure::truepeak::EnvelopeStage::new(channels, rate),
+            k: crate::measure::bs1770::KPower::new(channels, rate),
             store,
             out: Default::default(),
             power: Vec::new(),
-            hop: crate::bs1770::hop(rate),
+            hop: crate::measure::bs1770::hop(rate),
             acc: Block::empty(channels),
             filled: 0,
             blocks: Vec::new(),
@@ -198,7 +198,9 @@ impl PrepareStage {
         // Whole sub-blocks only, as BS.1770 measures.
         let whole = frames / self.hop;
         let subs: Vec<f64> = self.blocks[..whole].iter().map(|b| b.power).collect();
-        let lufs = crate::bs1770::audible(crate::bs1770::gated_loudness(&subs, self.hop))?;
+        let lufs = crate::measure::bs1770::audible(crate::measure::bs1770::gated_loudness(
+            &subs, self.hop,
+        ))?;
         Ok(Prepared {
             rate: self.rate,
             channels: self.channels,
@@ -436,10 +438,10 @@ fn run_pass(
 
 /// One TPDF dither per channel, seeded apart so the channels' noise is
 /// independent, and from `p` alone so every pass dithers alike.
-fn channel_dithers(p: &RenderParams, nch: usize) -> Vec<crate::dither::Dither> {
+fn channel_dithers(p: &RenderParams, nch: usize) -> Vec<crate::process::dither::Dither> {
     (0..nch)
         .map(|c| {
-            crate::dither::Dither::new(
+            crate::process::dither::Dither::new(
                 p.bits,
                 p.seed.wrapping_add(c as u64 * 0x9E37_79B9_7F4A_7C15),
             )
@@ -495,7 +497,7 @@ impl GainReduction {
 /// this order, so the measured DC is the same to the bit).
 fn quantise(
     out: &mut [Vec<f32>],
-    dither: &mut [crate::dither::Dither],
+    dither: &mut [crate::process::dither::Dither],
     g: &[f32],
     gain: f32,
     dc: &[f32],
@@ -551,7 +553,7 @@ fn model_integrated(prep: &Prepared, p: &RenderParams) -> Result<f64, DspError> 
 /// (before dither, which has none), so the DC the limiter makes can be
 /// removed before anything is written.
 fn model(prep: &Prepared, p: &RenderParams) -> Result<(f64, Vec<f32>), DspError> {
-    let (frames, hop) = (prep.frames, crate::bs1770::hop(prep.rate));
+    let (frames, hop) = (prep.frames, crate::measure::bs1770::hop(prep.rate));
     let c_db = p.limit_dbtp - p.gain_db;
     let known = prep
         .points
@@ -573,7 +575,7 @@ fn model(prep: &Prepared, p: &RenderParams) -> Result<(f64, Vec<f32>), DspError>
 /// ratio.
 fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> {
     let (nch, frames) = (prep.channels, prep.frames);
-    let hop = crate::bs1770::hop(prep.rate);
+    let hop = crate::measure::bs1770::hop(prep.rate);
     let gain = db_to_lin(p.gain_db) as f32;
     let ceil = db_to_lin(p.limit_dbtp) as f32;
     let mut store = prep.store.borrow_mut();
@@ -636,7 +638,7 @@ fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> 
 /// What earlier model runs say at `p`'s ceiling: (gain, loudness), one per
 /// run, nearest to `want` first.
 fn known_gains(prep: &Prepared, p: &RenderParams, want: f64) -> Vec<(f64, f64)> {
-    let (frames, hop) = (prep.frames, crate::bs1770::hop(prep.rate));
+    let (frames, hop) = (prep.frames, crate::measure::bs1770::hop(prep.rate));
     let mut known: Vec<(f64, f64)> = prep
         .points
         .borrow()
@@ -662,7 +664,7 @@ pub fn measure_pass(
     // One K-weighting pass gives integrated loudness, LRA and the per-section
     // energies; the true peaks (near-ideal and BS.1770's 4x) come from one
     // interpolation pass.
-    let mut meter = crate::bs1770::BlockMeter::new(prep.channels, prep.rate);
+    let mut meter = crate::measure::bs1770::BlockMeter::new(prep.channels, prep.rate);
     let mut tp = TruePeakMeter::new(prep.channels, prep.rate);
     let mut err = None;
     let stats = run_pass(prep, p, true, |c| {

@@ -126,7 +126,7 @@ impl Encode for Doubled {
 
 /// Resamples on the way into another encoder.
 struct Resampling {
-    stage: loopmind_dsp::resample::ResampleStage,
+    stage: loopmind_dsp::process::resample::ResampleStage,
     out: Vec<Vec<f32>>,
     inner: Box<dyn Encode>,
 }
@@ -198,7 +198,7 @@ pub fn encoder(
         inner
     } else {
         Box::new(Resampling {
-            stage: loopmind_dsp::resample::ResampleStage::new(source_rate, rate, channels)
+            stage: loopmind_dsp::process::resample::ResampleStage::new(source_rate, rate, channels)
                 .map_err(|e| CodecError::lib("resampler", format!("{codec}: {e}")))?,
             out: vec![Vec::new(); channels],
             inner,
