@@ -11,6 +11,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
 use lapin::Connection;
 use loopmind_worker::config::Settings;
@@ -54,7 +55,7 @@ impl RabbitQueue {
         Ok(self.conn.as_ref().expect("connected"))
     }
 
-    /// Declares the catalog's queues and holds them with exclusive consumers.
+    /// Takes the catalog's lock, declares its queues and consumes them.
     async fn take(&mut self) -> Result<(), QueueError> {
         let catalog = self.catalog.clone();
         let q = self.settings.queue.clone();
@@ -78,15 +79,14 @@ impl RabbitQueue {
             FieldTable::default(),
         )
         .await
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("RESOURCE_LOCKED") || text.contains("exclusive") {
-                QueueError::Busy(format!(
-                    "catalog '{catalog}' is being run by another coordinator (it holds {lock})"
-                ))
-            } else {
-                e.into()
-            }
+        .map_err(|e| match rabbitmq::soft_error(&e) {
+            // Another connection holds this exclusive queue (the broker's
+            // answer, pinned by worker/tests/rabbitmq.rs). No other refusal
+            // means "taken": the consumers below are not exclusive.
+            Some(AMQPSoftError::RESOURCELOCKED) => QueueError::Busy(format!(
+                "catalog '{catalog}' is being run by another coordinator (it holds {lock})"
+            )),
+            _ => e.into(),
         })?;
         rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
         let mut streams = Vec::new();
@@ -251,5 +251,52 @@ impl JobQueue for RabbitQueue {
             let _ = c.close(200, "catalog done".into()).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::options::QueueDeleteOptions;
+
+    /// A second coordinator on a catalog another holds is refused as busy:
+    /// the broker's RESOURCE_LOCKED on the lock, read by its code (RabbitMQ
+    /// on 127.0.0.1:5672, a jobs queue of the test's own).
+    #[tokio::test]
+    async fn a_second_coordinator_on_a_held_catalog_is_busy() {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let mut settings = Settings::default();
+        if let Ok(url) = std::env::var("LOOPMIND_QUEUE__URL") {
+            settings.queue.url = url;
+        }
+        settings.queue.jobs = format!("loopmind.test.busy-{n}");
+        let catalog = format!("busy-{n}");
+        let (mut first, mut second) = (RabbitQueue::new(&settings), RabbitQueue::new(&settings));
+        let refused = tokio::time::timeout(Duration::from_secs(60), async {
+            first
+                .open(&catalog)
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672");
+            second.open(&catalog).await
+        })
+        .await
+        .expect("RabbitMQ answers within 60 s");
+        let _ = second.close(false).await;
+        let ch = first.connection().await.unwrap().create_channel().await;
+        let jobs = settings.queue.jobs.as_str().into();
+        let _ = ch
+            .unwrap()
+            .queue_delete(jobs, QueueDeleteOptions::default())
+            .await;
+        first.close(true).await.unwrap();
+        match refused {
+            Err(QueueError::Busy(m)) => {
+                assert!(m.contains("being run by another coordinator"), "{m}")
+            }
+            other => panic!("a second coordinator was not refused as busy: {other:?}"),
+        }
     }
 }
