@@ -26,6 +26,7 @@ use loopmind_worker::layout;
 use loopmind_worker::process::REPORT;
 use loopmind_worker::queue::JobQueue;
 use loopmind_worker::report::TrackReport;
+use loopmind_worker::schema::{self, NewerSchema};
 use loopmind_worker::store::ObjectStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ pub async fn run(
     }
 
     // Resume: tracks whose complete report matches this job are done.
-    let done: Vec<Result<Option<TrackReport>, String>> = stream::iter(jobs.iter().map(|j| {
+    let done: Vec<Result<Option<TrackReport>, NewerReport>> = stream::iter(jobs.iter().map(|j| {
         let store = store.clone();
         let etag = etags[&j.track].clone();
         async move { complete_report(store.as_ref(), j, &etag).await }
@@ -290,22 +291,39 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
     Ok(etags)
 }
 
+/// A track's report that a newer LoopMind wrote: resuming would misread
+/// it, and so would every later run of this build (abort: only an upgrade
+/// reads it).
+#[derive(Debug, thiserror::Error)]
+#[error("{report}: {newer}")]
+struct NewerReport {
+    report: String,
+    newer: NewerSchema,
+}
+
 /// The track's report if it is complete and made from the same source and
-/// settings; an error if a newer LoopMind wrote it.
+/// settings; an error if a newer LoopMind wrote it. Anything else that does
+/// not read as a report is rendered again.
 async fn complete_report(
     store: &dyn ObjectStore,
     job: &Job,
     etag: &str,
-) -> Result<Option<TrackReport>, String> {
-    let Ok(Some(bytes)) = store.get_bytes(&job.output_key(REPORT)).await else {
+) -> Result<Option<TrackReport>, NewerReport> {
+    let key = job.output_key(REPORT);
+    let Ok(Some(bytes)) = store.get_bytes(&key).await else {
         return Ok(None);
     };
-    let report: TrackReport = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) if e.to_string().contains("schema_version") => {
-            return Err(format!("{}: {e}", store.describe(&job.output_key(REPORT))))
-        }
-        Err(_) => return Ok(None),
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    // Its version decides first: "newer" is told from any other misfit by
+    // the number it states, not by the parser's wording.
+    schema::readable(&doc).map_err(|newer| NewerReport {
+        report: store.describe(&key),
+        newer,
+    })?;
+    let Ok(report) = serde_json::from_value::<TrackReport>(doc) else {
+        return Ok(None);
     };
     let Some(stamp) = report.job.as_ref() else {
         return Ok(None);
@@ -367,4 +385,51 @@ fn totals(results: &[JobResult]) {
         uploaded_bytes = up,
         "catalog totals"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopmind_worker::store::FolderStore;
+
+    /// A report a newer LoopMind wrote stops the resume, named by the
+    /// version it states, whatever else in it does not read (its fields may
+    /// have changed shape ahead of `schema_version`); any other report that
+    /// does not read is rendered again.
+    #[tokio::test]
+    async fn a_report_of_a_newer_schema_is_refused_by_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::new(dir.path());
+        let spec = TrackSpec {
+            track: "t".into(),
+            source: "mixes/t.wav".into(),
+            album: None,
+            request: serde_json::from_value(serde_json::json!({"targets": ["spotify"]})).unwrap(),
+        };
+        let job = Job::new("c", "run", &spec, None);
+        let key = job.output_key(REPORT);
+        for body in [
+            r#"{"schema_version": 3}"#,
+            r#"{"track": 5, "schema_version": 3}"#,
+        ] {
+            store.put_bytes(&key, body.into()).await.unwrap();
+            let e = complete_report(&store, &job, "etag").await.unwrap_err();
+            assert_eq!(e.newer, NewerSchema { found: 3 }, "{body}");
+            assert!(
+                e.to_string()
+                    .contains("report.json: schema_version 3 is newer"),
+                "{e}"
+            );
+        }
+        for body in [
+            r#"{"schema_version": 2}"#,
+            r#"{"track": 5}"#,
+            r#"{"schema_version": "3"}"#,
+            "not json",
+        ] {
+            store.put_bytes(&key, body.into()).await.unwrap();
+            let got = complete_report(&store, &job, "etag").await;
+            assert!(matches!(got, Ok(None)), "{body}: {got:?}");
+        }
+    }
 }
