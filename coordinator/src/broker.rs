@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use lapin::Connection;
 use loopmind_worker::config::Settings;
 use loopmind_worker::job::{Job, JobResult};
-use loopmind_worker::queue::{Event, JobQueue, QueueError};
+use loopmind_worker::queue::{DeadLetterError, Event, JobQueue, QueueError};
 use loopmind_worker::rabbitmq;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -144,8 +144,7 @@ async fn event_of(dead: bool, d: Delivery) -> Result<Event, lapin::Error> {
     let id = d.properties.message_id().as_ref().map(|s| s.to_string());
     let event = if dead {
         Event::DeadLettered(
-            serde_json::from_slice::<Job>(&d.data)
-                .map_err(|e| format!("a dead letter that is not a job: {e}")),
+            serde_json::from_slice::<Job>(&d.data).map_err(DeadLetterError::NotAJob),
         )
     } else if d.properties.kind().as_ref().map(|k| k.as_str()) == Some(rabbitmq::STARTED) {
         match serde_json::from_slice::<rabbitmq::StartedNote>(&d.data) {

@@ -8,7 +8,7 @@
 
 use crate::config::Settings;
 use crate::isolate::Isolation;
-use crate::job::{Job, JobResult};
+use crate::job::{Job, JobResult, UnreadableJob};
 use crate::metrics::Metrics;
 use crate::queue::breaker::StoreBreaker;
 use crate::queue::{work_on, Delivery, QueueError, WorkerCtx};
@@ -360,7 +360,7 @@ impl Delivery for RabbitDelivery {
         Ok(())
     }
 
-    async fn reject(self: Box<Self>, _reason: &str) -> Result<(), QueueError> {
+    async fn reject(self: Box<Self>, _why: UnreadableJob) -> Result<(), QueueError> {
         // Not a job we may act on: straight to the dead letters.
         self.delivery
             .reject(BasicRejectOptions { requeue: false })
