@@ -283,14 +283,20 @@ mod tests {
         })
         .await
         .expect("RabbitMQ answers within 60 s");
+        // Cleaned up on a connection of its own once both have let go: a
+        // queue deleted under its consumer's feet can upset the connection.
         let _ = second.close(false).await;
-        let ch = first.connection().await.unwrap().create_channel().await;
+        first.close(false).await.unwrap();
+        let conn = rabbitmq::connect(&settings.queue.url, "loopmind-test", || true)
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        rabbitmq::delete_catalog(&ch, &catalog).await.unwrap();
         let jobs = settings.queue.jobs.as_str().into();
-        let _ = ch
-            .unwrap()
-            .queue_delete(jobs, QueueDeleteOptions::default())
-            .await;
-        first.close(true).await.unwrap();
+        ch.queue_delete(jobs, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = conn.close(200, "done".into()).await;
         match refused {
             Err(QueueError::Busy(m)) => {
                 assert!(m.contains("being run by another coordinator"), "{m}")
