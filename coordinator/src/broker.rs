@@ -11,11 +11,12 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
 use lapin::Connection;
 use loopmind_worker::config::Settings;
 use loopmind_worker::job::{Job, JobResult};
-use loopmind_worker::queue::{Event, JobQueue, QueueError};
+use loopmind_worker::queue::{DeadLetterError, Event, JobQueue, QueueError};
 use loopmind_worker::rabbitmq;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -54,7 +55,7 @@ impl RabbitQueue {
         Ok(self.conn.as_ref().expect("connected"))
     }
 
-    /// Declares the catalog's queues and holds them with exclusive consumers.
+    /// Takes the catalog's lock, declares its queues and consumes them.
     async fn take(&mut self) -> Result<(), QueueError> {
         let catalog = self.catalog.clone();
         let q = self.settings.queue.clone();
@@ -78,15 +79,14 @@ impl RabbitQueue {
             FieldTable::default(),
         )
         .await
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("RESOURCE_LOCKED") || text.contains("exclusive") {
-                QueueError::Busy(format!(
-                    "catalog '{catalog}' is being run by another coordinator (it holds {lock})"
-                ))
-            } else {
-                e.into()
-            }
+        .map_err(|e| match rabbitmq::soft_error(&e) {
+            // Another connection holds this exclusive queue (the broker's
+            // answer, pinned by worker/tests/rabbitmq.rs). No other refusal
+            // means "taken": the consumers below are not exclusive.
+            Some(AMQPSoftError::RESOURCELOCKED) => QueueError::Busy(format!(
+                "catalog '{catalog}' is being run by another coordinator (it holds {lock})"
+            )),
+            _ => e.into(),
         })?;
         rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
         let mut streams = Vec::new();
@@ -144,8 +144,7 @@ async fn event_of(dead: bool, d: Delivery) -> Result<Event, lapin::Error> {
     let id = d.properties.message_id().as_ref().map(|s| s.to_string());
     let event = if dead {
         Event::DeadLettered(
-            serde_json::from_slice::<Job>(&d.data)
-                .map_err(|e| format!("a dead letter that is not a job: {e}")),
+            serde_json::from_slice::<Job>(&d.data).map_err(DeadLetterError::NotAJob),
         )
     } else if d.properties.kind().as_ref().map(|k| k.as_str()) == Some(rabbitmq::STARTED) {
         match serde_json::from_slice::<rabbitmq::StartedNote>(&d.data) {
@@ -251,5 +250,58 @@ impl JobQueue for RabbitQueue {
             let _ = c.close(200, "catalog done".into()).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::options::QueueDeleteOptions;
+
+    /// A second coordinator on a catalog another holds is refused as busy:
+    /// the broker's RESOURCE_LOCKED on the lock, read by its code (RabbitMQ
+    /// on 127.0.0.1:5672, a jobs queue of the test's own).
+    #[tokio::test]
+    async fn a_second_coordinator_on_a_held_catalog_is_busy() {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let mut settings = Settings::default();
+        if let Ok(url) = std::env::var("LOOPMIND_QUEUE__URL") {
+            settings.queue.url = url;
+        }
+        settings.queue.jobs = format!("loopmind.test.busy-{n}");
+        let catalog = format!("busy-{n}");
+        let (mut first, mut second) = (RabbitQueue::new(&settings), RabbitQueue::new(&settings));
+        let refused = tokio::time::timeout(Duration::from_secs(60), async {
+            first
+                .open(&catalog)
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672");
+            second.open(&catalog).await
+        })
+        .await
+        .expect("RabbitMQ answers within 60 s");
+        // Cleaned up on a connection of its own once both have let go: a
+        // queue deleted under its consumer's feet can upset the connection.
+        let _ = second.close(false).await;
+        first.close(false).await.unwrap();
+        let conn = rabbitmq::connect(&settings.queue.url, "loopmind-test", || true)
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        rabbitmq::delete_catalog(&ch, &catalog).await.unwrap();
+        let jobs = settings.queue.jobs.as_str().into();
+        ch.queue_delete(jobs, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = conn.close(200, "done".into()).await;
+        match refused {
+            Err(QueueError::Busy(m)) => {
+                assert!(m.contains("being run by another coordinator"), "{m}")
+            }
+            other => panic!("a second coordinator was not refused as busy: {other:?}"),
+        }
     }
 }

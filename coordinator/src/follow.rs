@@ -27,6 +27,15 @@ struct InFlight {
     started: Option<Instant>,
 }
 
+/// The jobs of one publish not ended yet, by id, and what was heard.
+struct Pending {
+    jobs: HashMap<String, InFlight>,
+    /// When any worker was last heard from (the idle deadline's start).
+    last_word: Instant,
+    /// Results and messages that named no pending job.
+    strays: usize,
+}
+
 /// Holds the catalog on the queue and follows its jobs to their ends.
 pub struct Follower<'q> {
     queue: &'q mut dyn JobQueue,
@@ -90,96 +99,23 @@ impl<'q> Follower<'q> {
     pub async fn publish_and_follow(&mut self, mut jobs: Vec<Job>) -> Result<Vec<JobResult>> {
         jobs.sort_by(|a, b| a.track.cmp(&b.track));
         self.queue.publish(&jobs).await?;
-        let mut pending: HashMap<String, InFlight> = jobs
-            .into_iter()
-            .map(|job| (job.job_id.clone(), InFlight { job, started: None }))
-            .collect();
-        let bar = bar(pending.len());
+        let mut pending = Pending {
+            jobs: jobs
+                .into_iter()
+                .map(|job| (job.job_id.clone(), InFlight { job, started: None }))
+                .collect(),
+            last_word: Instant::now(),
+            strays: 0,
+        };
+        let bar = bar(pending.jobs.len());
         let mut results = Vec::new();
-        let mut last_word = Instant::now();
-        let (mut failed, mut strays) = (0usize, 0usize);
-        let deadline = Duration::from_secs(self.limits.job_deadline_s);
-        let idle = Duration::from_secs(self.limits.idle_timeout_s);
-        while !pending.is_empty() {
-            let event = match self.queue.next_event(Duration::from_millis(500)).await {
-                Ok(e) => e,
-                Err(QueueError::Closed) => {
-                    bail!("the queue closed with {} jobs pending", pending.len())
-                }
-                Err(e) => {
-                    warn!(error = %e, "queue trouble while following");
-                    None
-                }
-            };
+        let mut failed = 0usize;
+        while !pending.jobs.is_empty() {
             let mut ended: Vec<JobResult> = Vec::new();
-            match event {
-                None => {}
-                Some(Event::Started { job_id }) => {
-                    last_word = Instant::now();
-                    if let Some(f) = pending.get_mut(&job_id) {
-                        f.started = Some(Instant::now());
-                    }
-                }
-                Some(Event::Finished(r)) => {
-                    last_word = Instant::now();
-                    if pending.remove(&r.job_id).is_some() {
-                        ended.push(r);
-                    } else {
-                        // A duplicate, or a job of an earlier run or one
-                        // already reported timed out.
-                        strays += 1;
-                        info!(job_id = %r.job_id, "result of no pending job dropped");
-                    }
-                }
-                Some(Event::Unreadable { job_id, reason }) => {
-                    last_word = Instant::now();
-                    match job_id.and_then(|id| pending.remove(&id)) {
-                        Some(f) => {
-                            ended.push(self.fail(&f.job, &reason, "unreadable_result").await)
-                        }
-                        None => {
-                            strays += 1;
-                            warn!(%reason, "a message on the results queue that names no pending job");
-                        }
-                    }
-                }
-                Some(Event::DeadLettered(Ok(job))) => {
-                    last_word = Instant::now();
-                    if pending.remove(&job.job_id).is_some() {
-                        ended.push(self.dead_lettered(&job).await);
-                    }
-                }
-                Some(Event::DeadLettered(Err(reason))) => {
-                    warn!(%reason, "a dead letter that names no job");
-                }
+            if let Some(event) = self.next_event(pending.jobs.len()).await? {
+                ended.extend(self.settle(event, &mut pending).await);
             }
-            // Deadlines: a job taken but not answered; jobs nobody takes.
-            let now = Instant::now();
-            let late: Vec<String> = pending
-                .iter()
-                .filter(|(_, f)| f.started.is_some_and(|s| now - s > deadline))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in late {
-                let f = pending.remove(&id).expect("pending");
-                let why = format!(
-                    "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
-                    deadline.as_secs()
-                );
-                ended.push(self.fail(&f.job, &why, "timed_out").await);
-            }
-            let running = pending.values().any(|f| f.started.is_some());
-            if !running && now - last_word > idle {
-                let ids: Vec<String> = pending.keys().cloned().collect();
-                for id in ids {
-                    let f = pending.remove(&id).expect("pending");
-                    let why = format!(
-                        "timed out: no worker took it and none was heard from for {} s (coordinator.idle_timeout_s)",
-                        idle.as_secs()
-                    );
-                    ended.push(self.fail(&f.job, &why, "timed_out").await);
-                }
-            }
+            ended.extend(self.expire(&mut pending).await);
             for r in ended {
                 if r.status == Status::Failed {
                     failed += 1;
@@ -190,10 +126,105 @@ impl<'q> Follower<'q> {
             }
         }
         bar.finish_and_clear();
-        if strays > 0 {
-            info!(strays, "results that named no pending job were dropped");
+        if pending.strays > 0 {
+            info!(
+                strays = pending.strays,
+                "results that named no pending job were dropped"
+            );
         }
         Ok(results)
+    }
+
+    /// The queue's next event, or None when nothing came (or the queue had
+    /// trouble worth only a warning: it reconnects on its own).
+    async fn next_event(&mut self, pending: usize) -> Result<Option<Event>> {
+        match self.queue.next_event(Duration::from_millis(500)).await {
+            Ok(e) => Ok(e),
+            Err(QueueError::Closed) => bail!("the queue closed with {pending} jobs pending"),
+            Err(e) => {
+                warn!(error = %e, "queue trouble while following");
+                Ok(None)
+            }
+        }
+    }
+
+    /// What one event does to the jobs in flight: the job it ends, if any.
+    async fn settle(&self, event: Event, pending: &mut Pending) -> Option<JobResult> {
+        match event {
+            Event::Started { job_id } => {
+                pending.last_word = Instant::now();
+                if let Some(f) = pending.jobs.get_mut(&job_id) {
+                    f.started = Some(Instant::now());
+                }
+                None
+            }
+            Event::Finished(r) => {
+                pending.last_word = Instant::now();
+                if pending.jobs.remove(&r.job_id).is_some() {
+                    return Some(r);
+                }
+                // A duplicate, or a job of an earlier run or one already
+                // reported timed out.
+                pending.strays += 1;
+                info!(job_id = %r.job_id, "result of no pending job dropped");
+                None
+            }
+            Event::Unreadable { job_id, reason } => {
+                pending.last_word = Instant::now();
+                match job_id.and_then(|id| pending.jobs.remove(&id)) {
+                    Some(f) => Some(self.fail(&f.job, &reason, "unreadable_result").await),
+                    None => {
+                        pending.strays += 1;
+                        warn!(%reason, "a message on the results queue that names no pending job");
+                        None
+                    }
+                }
+            }
+            Event::DeadLettered(Ok(job)) => {
+                pending.last_word = Instant::now();
+                pending.jobs.remove(&job.job_id)?;
+                Some(self.dead_lettered(&job).await)
+            }
+            Event::DeadLettered(Err(reason)) => {
+                warn!(%reason, "a dead letter that names no job");
+                None
+            }
+        }
+    }
+
+    /// Deadlines: a job taken but not answered in time
+    /// (`coordinator.job_deadline_s`); with none running and no word from
+    /// any worker for `coordinator.idle_timeout_s`, the jobs nobody takes.
+    async fn expire(&self, pending: &mut Pending) -> Vec<JobResult> {
+        let deadline = Duration::from_secs(self.limits.job_deadline_s);
+        let idle = Duration::from_secs(self.limits.idle_timeout_s);
+        let now = Instant::now();
+        let late: Vec<String> = pending
+            .jobs
+            .iter()
+            .filter(|(_, f)| f.started.is_some_and(|s| now - s > deadline))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut ended = Vec::new();
+        for id in late {
+            let f = pending.jobs.remove(&id).expect("pending");
+            let why = format!(
+                "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
+                deadline.as_secs()
+            );
+            ended.push(self.fail(&f.job, &why, "timed_out").await);
+        }
+        let running = pending.jobs.values().any(|f| f.started.is_some());
+        if !running && now - pending.last_word > idle {
+            for (_, f) in pending.jobs.drain() {
+                let why = format!(
+                    "timed out: no worker took it and none was heard from for {} s (coordinator.idle_timeout_s)",
+                    idle.as_secs()
+                );
+                ended.push(self.fail(&f.job, &why, "timed_out").await);
+            }
+        }
+        ended
     }
 
     /// A failure the runner itself records: error.json says why.

@@ -26,6 +26,7 @@ use loopmind_worker::layout;
 use loopmind_worker::process::REPORT;
 use loopmind_worker::queue::JobQueue;
 use loopmind_worker::report::TrackReport;
+use loopmind_worker::schema::{self, NewerSchema};
 use loopmind_worker::store::ObjectStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,39 @@ pub async fn run(
 ) -> Result<Finished> {
     let name = cat.name.as_str();
     let etags = check_sources(cat, store.as_ref()).await?;
+    let jobs = plan_jobs(cat, &etags)?;
+    let Resumed {
+        mut outcomes,
+        mut measured,
+        to_render,
+    } = resume(jobs, store.clone(), &etags).await?;
+    println!(
+        "{}: {} tracks, {} already complete and unchanged (same source and settings: skipped), {} to render",
+        if name == layout::LOCAL_CATALOG { "batch".to_string() } else { format!("catalog {name}") },
+        cat.tracks.len(),
+        outcomes.len(),
+        to_render.len()
+    );
+    if to_render.is_empty() {
+        let ordered = ordered(cat, &mut outcomes);
+        return finish(name, &ordered, &[], store.as_ref(), settings).await;
+    }
+    let mut follower = crate::follow::Follower::new(queue, store.clone(), settings, name).await?;
+    let mut followed = render_all(cat, &mut follower, to_render, &mut measured).await?;
+    for t in &cat.tracks {
+        if let Some(r) = followed.by_track.remove(&t.track) {
+            outcomes.insert(t.track.clone(), outcome(&r, store.as_ref(), &t.source));
+        }
+    }
+    let ordered = ordered(cat, &mut outcomes);
+    let finished = finish(name, &ordered, &followed.results, store.as_ref(), settings).await;
+    follower.close(finished.is_ok()).await;
+    finished
+}
+
+/// The catalog's jobs, one per track, by the one rule ([`Job::new`]) for
+/// this run, each checked as workers check it; or every problem.
+fn plan_jobs(cat: &Catalog, etags: &HashMap<String, String>) -> Result<Vec<Job>> {
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -78,7 +112,7 @@ pub async fn run(
         .iter()
         .map(|t| {
             let key = t.album.as_ref().map(|a| album_keys[a].as_str());
-            Job::new(name, &run_id, t, key)
+            Job::new(&cat.name, &run_id, t, key)
         })
         .collect();
     let problems: Vec<String> = jobs
@@ -92,9 +126,25 @@ pub async fn run(
     if !problems.is_empty() {
         bail!("invalid catalog:\n  - {}", problems.join("\n  - "));
     }
+    Ok(jobs)
+}
 
-    // Resume: tracks whose complete report matches this job are done.
-    let done: Vec<Result<Option<TrackReport>, String>> = stream::iter(jobs.iter().map(|j| {
+/// What resuming found: the tracks complete already (their outcomes, and
+/// their loudness for their albums' offsets) and the jobs left to render.
+struct Resumed {
+    outcomes: HashMap<String, TrackOutcome>,
+    measured: HashMap<String, Measurement>,
+    to_render: Vec<Job>,
+}
+
+/// Tracks whose complete report matches their job are done; a report a
+/// newer LoopMind wrote stops the run, naming every such track.
+async fn resume(
+    jobs: Vec<Job>,
+    store: Arc<dyn ObjectStore>,
+    etags: &HashMap<String, String>,
+) -> Result<Resumed> {
+    let done: Vec<Result<Option<TrackReport>, NewerReport>> = stream::iter(jobs.iter().map(|j| {
         let store = store.clone();
         let etag = etags[&j.track].clone();
         async move { complete_report(store.as_ref(), j, &etag).await }
@@ -102,89 +152,88 @@ pub async fn run(
     .buffered(LOOKUPS)
     .collect()
     .await;
-    let mut outcomes: HashMap<String, TrackOutcome> = HashMap::new();
-    let mut measured: HashMap<String, Measurement> = HashMap::new();
-    let mut to_render: Vec<Job> = Vec::new();
+    let mut resumed = Resumed {
+        outcomes: HashMap::new(),
+        measured: HashMap::new(),
+        to_render: Vec::new(),
+    };
     let mut newer = Vec::new();
     for (job, rep) in jobs.into_iter().zip(done) {
         match rep {
             Ok(Some(report)) => {
-                measured.insert(job.track.clone(), album::measurement_of(&report));
+                let m = album::measurement_of(&report);
+                resumed.measured.insert(job.track.clone(), m);
                 let r = JobResult::mastered(&job, report, 0.0, (0, 0));
                 let mut o = outcome(&r, store.as_ref(), &job.source);
                 o.skipped = true;
-                outcomes.insert(job.track.clone(), o);
+                resumed.outcomes.insert(job.track.clone(), o);
             }
-            Ok(None) => to_render.push(job),
+            Ok(None) => resumed.to_render.push(job),
             Err(e) => newer.push(format!("track '{}': {e}", job.track)),
         }
     }
     if !newer.is_empty() {
         bail!("{}", newer.join("\n"));
     }
-    println!(
-        "{}: {} tracks, {} already complete and unchanged (same source and settings: skipped), {} to render",
-        if name == layout::LOCAL_CATALOG { "batch".to_string() } else { format!("catalog {name}") },
-        cat.tracks.len(),
-        outcomes.len(),
-        to_render.len()
-    );
+    Ok(resumed)
+}
 
-    let mut all_results: Vec<JobResult> = Vec::new();
-    if !to_render.is_empty() {
-        let mut follower =
-            crate::follow::Follower::new(queue, store.clone(), settings, name).await?;
-        let albums: HashMap<&str, &str> = cat
-            .tracks
-            .iter()
-            .filter_map(|t| t.album.as_deref().map(|a| (t.track.as_str(), a)))
-            .collect();
-        // First pass: tracks outside albums render; album tracks to render
-        // are measured, since their gain depends on the whole album.
-        let (album_jobs, mut first): (Vec<Job>, Vec<Job>) = to_render
-            .into_iter()
-            .partition(|j| albums.contains_key(j.track.as_str()));
-        first.extend(album_jobs.iter().map(Job::measure));
-        let mut by_track: HashMap<String, JobResult> = HashMap::new();
-        for r in follower.publish_and_follow(first).await? {
-            all_results.push(r.clone());
-            match (r.status, r.measurement) {
-                (Status::Measured, Some(m)) => {
-                    measured.insert(r.track.clone(), m);
-                }
-                _ => {
-                    by_track.insert(r.track.clone(), r);
-                }
+/// Every result of a run's passes, in order, and the last word on each
+/// track (an album track's measurement is not one).
+struct Followed {
+    results: Vec<JobResult>,
+    by_track: HashMap<String, JobResult>,
+}
+
+/// Renders what is left in two passes: first tracks outside albums render
+/// and album tracks are measured, since their gain depends on the whole
+/// album; then album tracks render with their album's shared offset.
+async fn render_all(
+    cat: &Catalog,
+    follower: &mut crate::follow::Follower<'_>,
+    to_render: Vec<Job>,
+    measured: &mut HashMap<String, Measurement>,
+) -> Result<Followed> {
+    let albums: HashMap<&str, &str> = cat
+        .tracks
+        .iter()
+        .filter_map(|t| t.album.as_deref().map(|a| (t.track.as_str(), a)))
+        .collect();
+    let (album_jobs, mut first): (Vec<Job>, Vec<Job>) = to_render
+        .into_iter()
+        .partition(|j| albums.contains_key(j.track.as_str()));
+    first.extend(album_jobs.iter().map(Job::measure));
+    let mut followed = Followed {
+        results: Vec::new(),
+        by_track: HashMap::new(),
+    };
+    for r in follower.publish_and_follow(first).await? {
+        followed.results.push(r.clone());
+        match (r.status, r.measurement) {
+            (Status::Measured, Some(m)) => {
+                measured.insert(r.track.clone(), m);
+            }
+            _ => {
+                followed.by_track.insert(r.track.clone(), r);
             }
         }
-        // Second pass: album tracks with their album's shared offset.
-        let members: Vec<(&str, &str)> = albums.iter().map(|(t, a)| (*t, *a)).collect();
-        let offsets = album::offsets(&members, &measured);
-        let second: Vec<Job> = album_jobs
-            .into_iter()
-            .filter_map(|mut j| {
-                j.album = Some(offsets.get(j.track.as_str())?.clone());
-                Some(j)
-            })
-            .collect();
-        if !second.is_empty() {
-            for r in follower.publish_and_follow(second).await? {
-                all_results.push(r.clone());
-                by_track.insert(r.track.clone(), r);
-            }
-        }
-        for t in &cat.tracks {
-            if let Some(r) = by_track.remove(&t.track) {
-                outcomes.insert(t.track.clone(), outcome(&r, store.as_ref(), &t.source));
-            }
-        }
-        let ordered = ordered(cat, &mut outcomes);
-        let finished = finish(name, &ordered, &all_results, store.as_ref(), settings).await;
-        follower.close(finished.is_ok()).await;
-        return finished;
     }
-    let ordered = ordered(cat, &mut outcomes);
-    finish(name, &ordered, &all_results, store.as_ref(), settings).await
+    let members: Vec<(&str, &str)> = albums.iter().map(|(t, a)| (*t, *a)).collect();
+    let offsets = album::offsets(&members, measured);
+    let second: Vec<Job> = album_jobs
+        .into_iter()
+        .filter_map(|mut j| {
+            j.album = Some(offsets.get(j.track.as_str())?.clone());
+            Some(j)
+        })
+        .collect();
+    if !second.is_empty() {
+        for r in follower.publish_and_follow(second).await? {
+            followed.results.push(r.clone());
+            followed.by_track.insert(r.track.clone(), r);
+        }
+    }
+    Ok(followed)
 }
 
 fn ordered(cat: &Catalog, outcomes: &mut HashMap<String, TrackOutcome>) -> Vec<TrackOutcome> {
@@ -290,22 +339,39 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
     Ok(etags)
 }
 
+/// A track's report that a newer LoopMind wrote: resuming would misread
+/// it, and so would every later run of this build (abort: only an upgrade
+/// reads it).
+#[derive(Debug, thiserror::Error)]
+#[error("{report}: {newer}")]
+struct NewerReport {
+    report: String,
+    newer: NewerSchema,
+}
+
 /// The track's report if it is complete and made from the same source and
-/// settings; an error if a newer LoopMind wrote it.
+/// settings; an error if a newer LoopMind wrote it. Anything else that does
+/// not read as a report is rendered again.
 async fn complete_report(
     store: &dyn ObjectStore,
     job: &Job,
     etag: &str,
-) -> Result<Option<TrackReport>, String> {
-    let Ok(Some(bytes)) = store.get_bytes(&job.output_key(REPORT)).await else {
+) -> Result<Option<TrackReport>, NewerReport> {
+    let key = job.output_key(REPORT);
+    let Ok(Some(bytes)) = store.get_bytes(&key).await else {
         return Ok(None);
     };
-    let report: TrackReport = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) if e.to_string().contains("schema_version") => {
-            return Err(format!("{}: {e}", store.describe(&job.output_key(REPORT))))
-        }
-        Err(_) => return Ok(None),
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    // Its version decides first: "newer" is told from any other misfit by
+    // the number it states, not by the parser's wording.
+    schema::readable(&doc).map_err(|newer| NewerReport {
+        report: store.describe(&key),
+        newer,
+    })?;
+    let Ok(report) = serde_json::from_value::<TrackReport>(doc) else {
+        return Ok(None);
     };
     let Some(stamp) = report.job.as_ref() else {
         return Ok(None);
@@ -367,4 +433,51 @@ fn totals(results: &[JobResult]) {
         uploaded_bytes = up,
         "catalog totals"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopmind_worker::store::FolderStore;
+
+    /// A report a newer LoopMind wrote stops the resume, named by the
+    /// version it states, whatever else in it does not read (its fields may
+    /// have changed shape ahead of `schema_version`); any other report that
+    /// does not read is rendered again.
+    #[tokio::test]
+    async fn a_report_of_a_newer_schema_is_refused_by_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::new(dir.path());
+        let spec = TrackSpec {
+            track: "t".into(),
+            source: "mixes/t.wav".into(),
+            album: None,
+            request: serde_json::from_value(serde_json::json!({"targets": ["spotify"]})).unwrap(),
+        };
+        let job = Job::new("c", "run", &spec, None);
+        let key = job.output_key(REPORT);
+        for body in [
+            r#"{"schema_version": 3}"#,
+            r#"{"track": 5, "schema_version": 3}"#,
+        ] {
+            store.put_bytes(&key, body.into()).await.unwrap();
+            let e = complete_report(&store, &job, "etag").await.unwrap_err();
+            assert_eq!(e.newer, NewerSchema { found: 3 }, "{body}");
+            assert!(
+                e.to_string()
+                    .contains("report.json: schema_version 3 is newer"),
+                "{e}"
+            );
+        }
+        for body in [
+            r#"{"schema_version": 2}"#,
+            r#"{"track": 5}"#,
+            r#"{"schema_version": "3"}"#,
+            "not json",
+        ] {
+            store.put_bytes(&key, body.into()).await.unwrap();
+            let got = complete_report(&store, &job, "etag").await;
+            assert!(matches!(got, Ok(None)), "{body}: {got:?}");
+        }
+    }
 }

@@ -255,45 +255,18 @@ impl Settings {
         Ok(s)
     }
 
+    /// Every setting in range, or the first that is not, named by its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        };
-        if !self.queue.url.starts_with("amqp://") && !self.queue.url.starts_with("amqps://") {
-            return bad("queue.url", "must start with amqp:// or amqps://");
-        }
-        if self.queue.jobs.is_empty() || self.queue.jobs.len() > 200 {
-            return bad("queue.jobs", "must be a queue name of 1 to 200 characters");
-        }
-        if self.queue.prefetch == 0 {
-            return bad("queue.prefetch", "must be at least 1");
-        }
-        if self.queue.delivery_limit == 0 {
-            return bad("queue.delivery_limit", "must be at least 1");
-        }
-        if self.queue.consumer_timeout_ms < 60_000 {
-            return bad(
-                "queue.consumer_timeout_ms",
-                "must be at least 60000 (a render takes time)",
-            );
-        }
-        if self
-            .worker
-            .metrics_addr
-            .parse::<std::net::IpAddr>()
-            .is_err()
-        {
-            return bad(
-                "worker.metrics_addr",
-                "must be an IP address (0.0.0.0 for all interfaces, 127.0.0.1 for this machine only)",
-            );
-        }
-        if self.worker.store_probe_s == 0 {
-            return bad("worker.store_probe_s", "must be at least 1 second");
-        }
+        self.queue.validate()?;
+        self.worker.validate()?;
+        self.validate_catalog_times()?;
+        self.store.validate_requests()?;
+        self.render.validate()?;
+        self.store.validate_location()
+    }
+
+    /// How long a catalog's queues and jobs are waited for.
+    fn validate_catalog_times(&self) -> Result<(), ConfigError> {
         if self.queue.catalog_expiry_s < 60 {
             return bad("queue.catalog_expiry_s", "must be at least 60 seconds");
         }
@@ -306,22 +279,112 @@ impl Settings {
                 return bad(key, "must be at least 1 second");
             }
         }
-        if self.store.response_timeout_s < 5 {
+        Ok(())
+    }
+
+    /// The queue URL without its password, for logs.
+    pub fn queue_url_redacted(&self) -> String {
+        redact_url(&self.queue.url)
+    }
+}
+
+/// A setting out of range, named by its key.
+fn bad(key: &'static str, reason: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
+}
+
+impl QueueSettings {
+    /// The broker, the jobs queue and deliveries.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.url.starts_with("amqp://") && !self.url.starts_with("amqps://") {
+            return bad("queue.url", "must start with amqp:// or amqps://");
+        }
+        if self.jobs.is_empty() || self.jobs.len() > 200 {
+            return bad("queue.jobs", "must be a queue name of 1 to 200 characters");
+        }
+        if self.prefetch == 0 {
+            return bad("queue.prefetch", "must be at least 1");
+        }
+        if self.delivery_limit == 0 {
+            return bad("queue.delivery_limit", "must be at least 1");
+        }
+        if self.consumer_timeout_ms < 60_000 {
+            return bad(
+                "queue.consumer_timeout_ms",
+                "must be at least 60000 (a render takes time)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl WorkerSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.metrics_addr.parse::<std::net::IpAddr>().is_err() {
+            return bad(
+                "worker.metrics_addr",
+                "must be an IP address (0.0.0.0 for all interfaces, 127.0.0.1 for this machine only)",
+            );
+        }
+        if self.store_probe_s == 0 {
+            return bad("worker.store_probe_s", "must be at least 1 second");
+        }
+        Ok(())
+    }
+}
+
+impl StoreSettings {
+    /// How each request to the store is made: its timeout and attempts.
+    fn validate_requests(&self) -> Result<(), ConfigError> {
+        if self.response_timeout_s < 5 {
             return bad("store.response_timeout_s", "must be at least 5 seconds");
         }
-        if self.store.attempts == 0 {
+        if self.attempts == 0 {
             return bad("store.attempts", "must be at least 1");
         }
-        let r = &self.render;
-        if r.memory_budget_mib < 64 {
+        Ok(())
+    }
+
+    /// Where the objects are: what each kind of store needs named.
+    fn validate_location(&self) -> Result<(), ConfigError> {
+        match self.kind {
+            StoreKind::Local if self.root.as_os_str().is_empty() => bad(
+                "store.root",
+                "must name a folder when store.kind = \"local\"",
+            ),
+            StoreKind::S3 if self.bucket.is_empty() => {
+                bad("store.bucket", "must be set when store.kind = \"s3\"")
+            }
+            StoreKind::S3
+                if !self.endpoint.is_empty()
+                    && !self.endpoint.starts_with("http://")
+                    && !self.endpoint.starts_with("https://") =>
+            {
+                bad("store.endpoint", "must be an http:// or https:// URL")
+            }
+            StoreKind::S3 if self.region.is_empty() => {
+                bad("store.region", "must be set when store.kind = \"s3\"")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl RenderSettings {
+    /// One render's budgets and the largest input it accepts.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.memory_budget_mib < 64 {
             return bad(
                 "render.memory_budget_mib",
                 "must be at least 64 (the render process itself needs room)",
             );
         }
-        if r.deadline_s == 0 || r.stall_s == 0 {
+        if self.deadline_s == 0 || self.stall_s == 0 {
             return bad(
-                if r.deadline_s == 0 {
+                if self.deadline_s == 0 {
                     "render.deadline_s"
                 } else {
                     "render.stall_s"
@@ -329,46 +392,22 @@ impl Settings {
                 "must be at least 1 second",
             );
         }
-        if r.max_duration_s == 0 {
+        if self.max_duration_s == 0 {
             return bad("render.max_duration_s", "must be at least 1 second");
         }
-        if !(8000..=768_000).contains(&r.max_sample_rate_hz) {
+        if !(8000..=768_000).contains(&self.max_sample_rate_hz) {
             return bad("render.max_sample_rate_hz", "must be within 8000..768000");
         }
-        if !(1..=2).contains(&r.max_channels) {
+        if !(1..=2).contains(&self.max_channels) {
             return bad(
                 "render.max_channels",
                 "must be 1 or 2 (LoopMind masters mono and stereo)",
             );
         }
-        if r.max_document_kib == 0 {
+        if self.max_document_kib == 0 {
             return bad("render.max_document_kib", "must be at least 1");
         }
-        match self.store.kind {
-            StoreKind::Local if self.store.root.as_os_str().is_empty() => bad(
-                "store.root",
-                "must name a folder when store.kind = \"local\"",
-            ),
-            StoreKind::S3 if self.store.bucket.is_empty() => {
-                bad("store.bucket", "must be set when store.kind = \"s3\"")
-            }
-            StoreKind::S3
-                if !self.store.endpoint.is_empty()
-                    && !self.store.endpoint.starts_with("http://")
-                    && !self.store.endpoint.starts_with("https://") =>
-            {
-                bad("store.endpoint", "must be an http:// or https:// URL")
-            }
-            StoreKind::S3 if self.store.region.is_empty() => {
-                bad("store.region", "must be set when store.kind = \"s3\"")
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The queue URL without its password, for logs.
-    pub fn queue_url_redacted(&self) -> String {
-        redact_url(&self.queue.url)
+        Ok(())
     }
 }
 

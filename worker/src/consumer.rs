@@ -8,7 +8,7 @@
 
 use crate::config::Settings;
 use crate::isolate::Isolation;
-use crate::job::{Job, JobResult};
+use crate::job::{Job, JobResult, UnreadableJob};
 use crate::metrics::Metrics;
 use crate::queue::breaker::StoreBreaker;
 use crate::queue::{work_on, Delivery, QueueError, WorkerCtx};
@@ -22,7 +22,7 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -48,6 +48,59 @@ struct Ctx {
 
 /// Runs until `shutdown`; returns after the jobs in hand are finished.
 pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), RunError> {
+    let ctx = Arc::new(Ctx {
+        work: worker_ctx(&settings).await?,
+        settings,
+    });
+    let url = ctx.settings.queue.url.clone();
+    info!(queue = %ctx.settings.queue_url_redacted(), jobs = %ctx.settings.queue.jobs, "worker starting");
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if shutdown.requested() {
+            return Ok(());
+        }
+        let sd = shutdown.clone();
+        let conn = match rabbitmq::connect(&url, "loopmind-worker", || sd.requested()).await {
+            Ok(c) => Arc::new(c),
+            Err(_) if shutdown.requested() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        info!("connected to RabbitMQ");
+        ctx.work.metrics.set_connected(true);
+        let connected_at = std::time::Instant::now();
+        let served = serve(&conn, &ctx, shutdown.clone()).await;
+        ctx.work.metrics.set_connected(false);
+        match served {
+            Ok(()) => {
+                close(&conn, "worker stopping").await;
+                info!("worker stopped");
+                return Ok(());
+            }
+            Err(e) => {
+                // A connection that served a while was a success: the next
+                // failure starts the backoff over.
+                if connected_at.elapsed() > RESET_BACKOFF_AFTER {
+                    delay = Duration::from_millis(200);
+                }
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lost RabbitMQ, reconnecting");
+                close(&conn, "reconnecting").await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Closes a connection, bounded: a close-ok that never comes must not keep
+/// a stopping worker alive (its jobs are settled already).
+async fn close(conn: &Connection, why: &str) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, why.into())).await;
+}
+
+/// What every job needs, whatever the connection: the store, scratch
+/// space, render isolation, metrics (served on `/metrics` from here) and
+/// the store breaker.
+async fn worker_ctx(settings: &Settings) -> Result<WorkerCtx, RunError> {
     let store = store::open(&settings.store).await?;
     let scratch = if settings.worker.scratch.as_os_str().is_empty() {
         std::env::temp_dir()
@@ -73,64 +126,14 @@ pub async fn run_worker(settings: Settings, shutdown: Shutdown) -> Result<(), Ru
     let breaker = Arc::new(StoreBreaker::new(Duration::from_secs(
         settings.worker.store_probe_s,
     )));
-    let ctx = Arc::new(Ctx {
-        work: WorkerCtx {
-            store,
-            scratch,
-            iso,
-            metrics,
-            breaker,
-            max_backoff: Duration::from_secs(32),
-        },
-        settings,
-    });
-    let url = ctx.settings.queue.url.clone();
-    info!(queue = %ctx.settings.queue_url_redacted(), jobs = %ctx.settings.queue.jobs, "worker starting");
-    let mut delay = Duration::from_millis(200);
-    loop {
-        if shutdown.requested() {
-            return Ok(());
-        }
-        let sd = shutdown.clone();
-        let conn = match rabbitmq::connect(&url, "loopmind-worker", || sd.requested()).await {
-            Ok(c) => Arc::new(c),
-            Err(_) if shutdown.requested() => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        info!("connected to RabbitMQ");
-        ctx.work.metrics.set_connected(true);
-        let connected_at = std::time::Instant::now();
-        let served = serve(&conn, &ctx, shutdown.clone()).await;
-        ctx.work.metrics.set_connected(false);
-        match served {
-            Ok(()) => {
-                // Bounded: a close-ok that never comes must not keep a
-                // stopping worker alive (its jobs are settled already).
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    conn.close(200, "worker stopping".into()),
-                )
-                .await;
-                info!("worker stopped");
-                return Ok(());
-            }
-            Err(e) => {
-                // A connection that served a while was a success: the next
-                // failure starts the backoff over.
-                if connected_at.elapsed() > RESET_BACKOFF_AFTER {
-                    delay = Duration::from_millis(200);
-                }
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lost RabbitMQ, reconnecting");
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    conn.close(200, "reconnecting".into()),
-                )
-                .await;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    Ok(WorkerCtx {
+        store,
+        scratch,
+        iso,
+        metrics,
+        breaker,
+        max_backoff: Duration::from_secs(32),
+    })
 }
 
 /// Why a consumer stopped.
@@ -140,18 +143,17 @@ enum Stop {
     Failed(lapin::Error),
 }
 
+/// Jobs running on one connection.
+type Running = JoinSet<Result<(), QueueError>>;
+
 /// Consumes on one connection until shutdown (Ok) or a failure (Err).
 async fn serve(
     conn: &Arc<Connection>,
     ctx: &Arc<Ctx>,
     mut shutdown: Shutdown,
 ) -> Result<(), lapin::Error> {
-    let q = &ctx.settings.queue;
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(q.prefetch, BasicQosOptions::default()).await?;
-    rabbitmq::declare_jobs(&ch, q).await?;
-    let results = rabbitmq::confirm_channel(conn).await?;
-    let mut running: JoinSet<Result<(), QueueError>> = JoinSet::new();
+    let session = Session::open(conn, ctx).await?;
+    let mut running = Running::new();
     let stop = loop {
         let breaker = &ctx.work.breaker;
         if breaker.is_open() {
@@ -161,63 +163,16 @@ async fn serve(
             }
             ctx.work.metrics.set_store_up(true);
         }
-        let mut consumer = ch
-            .basic_consume(
-                q.jobs.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let stop = loop {
-            let next = tokio::select! {
-                _ = shutdown.wait() => break Stop::Shutdown,
-                _ = breaker.tripped() => break Stop::StoreDown,
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    match done {
-                        Ok(Err(QueueError::Broker(e))) => break Stop::Failed(e),
-                        Ok(Err(e)) => { warn!(error = %e, "could not settle a job"); continue; }
-                        Ok(Ok(())) => continue,
-                        Err(e) => { warn!(error = %e, "job task failed"); continue; }
-                    }
-                }
-                d = consumer.next() => d,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    let d = RabbitDelivery::new(
-                        conn.clone(),
-                        delivery,
-                        results.clone(),
-                        q.jobs.clone(),
-                    );
-                    let ctx = ctx.clone();
-                    running.spawn(async move { work_on(Box::new(d), &ctx.work).await });
-                }
-                Some(Err(e)) => break Stop::Failed(e),
-                // The broker cancelled the consumer (queue deleted, node down).
-                None => {
-                    break Stop::Failed(
-                        std::io::Error::other("consumer cancelled by the broker").into(),
-                    )
-                }
-            }
-        };
+        let mut consumer = session.consume().await?;
+        let stop = session
+            .take_jobs(&mut consumer, &mut running, &mut shutdown)
+            .await;
         if let Stop::Failed(_) = stop {
             break stop;
         }
         // Take no more jobs before anything else: cancel, then hand back
         // uncounted what the broker sent before the cancel arrived.
-        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await?;
-        let mut returned = 0;
-        while let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
-        {
-            let d = RabbitDelivery::new(conn.clone(), delivery, results.clone(), q.jobs.clone());
-            Box::new(d).hand_back().await.map_err(into_lapin)?;
-            returned += 1;
-        }
+        let returned = session.cancel(consumer).await?;
         if let Stop::StoreDown = stop {
             warn!(
                 in_hand = running.len(),
@@ -240,6 +195,110 @@ async fn serve(
     match stop {
         Stop::Failed(e) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// A worker's channels on one connection: jobs are consumed on `ch`;
+/// results and hand-backs are published on `results`, with confirms.
+struct Session<'a> {
+    conn: &'a Arc<Connection>,
+    ctx: &'a Arc<Ctx>,
+    ch: Channel,
+    results: Channel,
+}
+
+impl<'a> Session<'a> {
+    async fn open(conn: &'a Arc<Connection>, ctx: &'a Arc<Ctx>) -> Result<Self, lapin::Error> {
+        let q = &ctx.settings.queue;
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(q.prefetch, BasicQosOptions::default()).await?;
+        rabbitmq::declare_jobs(&ch, q).await?;
+        let results = rabbitmq::confirm_channel(conn).await?;
+        Ok(Self {
+            conn,
+            ctx,
+            ch,
+            results,
+        })
+    }
+
+    async fn consume(&self) -> Result<Consumer, lapin::Error> {
+        self.ch
+            .basic_consume(
+                self.ctx.settings.queue.jobs.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    fn delivery(&self, delivery: lapin::message::Delivery) -> RabbitDelivery {
+        RabbitDelivery::new(
+            self.conn.clone(),
+            delivery,
+            self.results.clone(),
+            self.ctx.settings.queue.jobs.clone(),
+        )
+    }
+
+    /// Starts a job for every delivery until a stop request, the store
+    /// breaker tripping, or a failure of the consumer or of settling a job.
+    async fn take_jobs(
+        &self,
+        consumer: &mut Consumer,
+        running: &mut Running,
+        shutdown: &mut Shutdown,
+    ) -> Stop {
+        let breaker = &self.ctx.work.breaker;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.wait() => return Stop::Shutdown,
+                _ = breaker.tripped() => return Stop::StoreDown,
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Ok(Err(QueueError::Broker(e))) => return Stop::Failed(e),
+                        Ok(Err(e)) => { warn!(error = %e, "could not settle a job"); continue; }
+                        Ok(Ok(())) => continue,
+                        Err(e) => { warn!(error = %e, "job task failed"); continue; }
+                    }
+                }
+                d = consumer.next() => d,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let d = self.delivery(delivery);
+                    let ctx = self.ctx.clone();
+                    running.spawn(async move { work_on(Box::new(d), &ctx.work).await });
+                }
+                Some(Err(e)) => return Stop::Failed(e),
+                // The broker cancelled the consumer (queue deleted, node down).
+                None => {
+                    return Stop::Failed(
+                        std::io::Error::other("consumer cancelled by the broker").into(),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Cancels the consumer, then hands back uncounted the deliveries that
+    /// arrived before the cancel did; how many.
+    async fn cancel(&self, mut consumer: Consumer) -> Result<usize, lapin::Error> {
+        self.ch
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await?;
+        let mut returned = 0;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        {
+            Box::new(self.delivery(delivery))
+                .hand_back()
+                .await
+                .map_err(into_lapin)?;
+            returned += 1;
+        }
+        Ok(returned)
     }
 }
 
@@ -360,7 +419,7 @@ impl Delivery for RabbitDelivery {
         Ok(())
     }
 
-    async fn reject(self: Box<Self>, _reason: &str) -> Result<(), QueueError> {
+    async fn reject(self: Box<Self>, _why: UnreadableJob) -> Result<(), QueueError> {
         // Not a job we may act on: straight to the dead letters.
         self.delivery
             .reject(BasicRejectOptions { requeue: false })

@@ -181,29 +181,7 @@ impl Isolation {
     }
 
     async fn run_once(&self, work: &Work, started: Instant) -> Result<Answer, Failure> {
-        let spawn_failed = |e: std::io::Error| Failure {
-            kind: FailureKind::Io,
-            message: format!(
-                "cannot start a render process ({}): {e}",
-                self.exe.display()
-            ),
-            action: Action::Retry,
-        };
-        let budget = self.limits.memory_budget_mib.saturating_mul(1 << 20);
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg(CHILD_COMMAND)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            // One malloc arena: a second thread's arena would reserve 64 MiB
-            // of the budget for nothing.
-            .env("MALLOC_ARENA_MAX", "1")
-            .kill_on_drop(true);
-        // SAFETY: setrlimit is async-signal-safe and touches no parent state.
-        unsafe {
-            cmd.pre_exec(move || limit_address_space(budget));
-        }
-        let mut child = cmd.spawn().map_err(spawn_failed)?;
+        let mut child = self.spawn()?;
         let request = serde_json::to_vec(&Request {
             work: work.clone(),
             log_level: self.log_level.clone(),
@@ -221,8 +199,53 @@ impl Isolation {
             // by its exit, not here.
             let _ = stdin.write_all(&request).await;
         });
-
         let deadline = started + Duration::from_secs(self.limits.deadline_s);
+        let heard = self.listen(&mut child, stdout, deadline).await;
+        let status = exit_status(&mut child, deadline).await;
+        writer.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(5), logger).await;
+        if let Some(answer) = heard.done {
+            return answer;
+        }
+        let tail: Vec<String> = tail.lock().expect("tail").iter().cloned().collect();
+        Err(self.classify(heard.stopped, status, &heard.stage, &tail))
+    }
+
+    /// Starts a render child of the running binary, its stdio piped, its
+    /// address space limited to the memory budget.
+    fn spawn(&self) -> Result<tokio::process::Child, Failure> {
+        let budget = self.limits.memory_budget_mib.saturating_mul(1 << 20);
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg(CHILD_COMMAND)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            // One malloc arena: a second thread's arena would reserve 64 MiB
+            // of the budget for nothing.
+            .env("MALLOC_ARENA_MAX", "1")
+            .kill_on_drop(true);
+        // SAFETY: setrlimit is async-signal-safe and touches no parent state.
+        unsafe {
+            cmd.pre_exec(move || limit_address_space(budget));
+        }
+        cmd.spawn().map_err(|e| Failure {
+            kind: FailureKind::Io,
+            message: format!(
+                "cannot start a render process ({}): {e}",
+                self.exe.display()
+            ),
+            action: Action::Retry,
+        })
+    }
+
+    /// Reads the child's stdout until it closes, or stops the child at the
+    /// deadline or when it goes quiet for `render.stall_s`.
+    async fn listen(
+        &self,
+        child: &mut tokio::process::Child,
+        stdout: tokio::process::ChildStdout,
+        deadline: Instant,
+    ) -> Heard {
         let stall = Duration::from_secs(self.limits.stall_s);
         let mut lines = BufReader::new(stdout).lines();
         let (mut stage, mut last, mut done) = ("starting".to_string(), Instant::now(), None);
@@ -251,22 +274,11 @@ impl Isolation {
                 }
             }
         };
-        // Stdout closed: the child is ending. Give it until the deadline.
-        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        let status = match tokio::time::timeout(left, child.wait()).await {
-            Ok(s) => s.ok(),
-            Err(_) => {
-                let _ = child.kill().await;
-                child.wait().await.ok()
-            }
-        };
-        writer.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(5), logger).await;
-        if let Some(answer) = done {
-            return answer;
+        Heard {
+            stage,
+            done,
+            stopped,
         }
-        let tail: Vec<String> = tail.lock().expect("tail").iter().cloned().collect();
-        Err(self.classify(stopped, status, &stage, &tail))
     }
 
     /// Why a child that gave no answer ended.
@@ -332,6 +344,30 @@ impl Isolation {
             kind,
             message,
             action,
+        }
+    }
+}
+
+/// What a child said before its stdout closed: the stage it last reported,
+/// its answer if it gave one, and why it was stopped if it was.
+struct Heard {
+    stage: String,
+    done: Option<Result<Answer, Failure>>,
+    stopped: Option<FailureKind>,
+}
+
+/// The child's exit status: its stdout closed, so it is ending; it gets
+/// until the deadline (and a second), then is killed.
+async fn exit_status(
+    child: &mut tokio::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
+    let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+    match tokio::time::timeout(left, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => {
+            let _ = child.kill().await;
+            child.wait().await.ok()
         }
     }
 }

@@ -254,41 +254,80 @@ impl Job {
     /// was read): names that are safe, the output prefix the layout gives
     /// them (so no message can point a worker elsewhere), keys of sane
     /// length, an album offset in range. The error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidJob> {
         use crate::layout::{safe_id, track_prefix};
         for (field, v) in [("catalog", &self.catalog), ("track", &self.track)] {
             if !safe_id(v) {
-                return Err(format!(
-                    "{field} {:?} is not a safe name (letters, digits, - _ . up to {} bytes, not starting with a dot)",
-                    crate::layout::safe_name(v),
-                    crate::layout::MAX_NAME
-                ));
+                return Err(InvalidJob::UnsafeName {
+                    field,
+                    shown: crate::layout::safe_name(v),
+                });
             }
         }
         let prefix = track_prefix(&self.catalog, &self.track);
         if self.output_prefix != prefix {
-            return Err(format!(
-                "output_prefix must be {prefix:?} for this catalog and track"
-            ));
+            return Err(InvalidJob::OutputPrefix { expected: prefix });
         }
         if self.job_id.is_empty() || self.job_id.len() > 2 * MAX_KEY {
-            return Err("job_id must be 1 to 2048 bytes".into());
+            return Err(InvalidJob::JobId);
         }
         let k = &self.source;
         if k.is_empty() || k.len() > MAX_KEY || k.contains('\0') {
-            return Err(format!(
-                "source must be a key of 1 to {MAX_KEY} bytes without NUL"
-            ));
+            return Err(InvalidJob::Source);
         }
         if let Some(a) = &self.album {
             if !a.lufs_offset.is_finite() || a.lufs_offset.abs() > 60.0 {
-                return Err(format!(
-                    "album.lufs_offset: {} is not a sane offset",
-                    a.lufs_offset
-                ));
+                return Err(InvalidJob::AlbumOffset(a.lufs_offset));
             }
         }
         Ok(())
+    }
+
+    /// A job message as a worker reads it: parsed (its request checked as
+    /// it is read), then its own fields checked ([`Job::validate`]).
+    pub fn from_message(body: &[u8]) -> Result<Job, UnreadableJob> {
+        let job: Job = serde_json::from_slice(body).map_err(UnreadableJob::NotAJob)?;
+        job.validate()?;
+        Ok(job)
+    }
+}
+
+/// A job whose own fields cannot be trusted to make keys (see
+/// [`Job::validate`]); the message itself is wrong, so every try would
+/// refuse it again: abort.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InvalidJob {
+    #[error("{field} {shown:?} is not a safe name (letters, digits, - _ . up to {} bytes, not starting with a dot)", crate::layout::MAX_NAME)]
+    UnsafeName { field: &'static str, shown: String },
+    #[error("output_prefix must be {expected:?} for this catalog and track")]
+    OutputPrefix { expected: String },
+    #[error("job_id must be 1 to 2048 bytes")]
+    JobId,
+    #[error("source must be a key of 1 to {} bytes without NUL", MAX_KEY)]
+    Source,
+    #[error("album.lufs_offset: {0} is not a sane offset")]
+    AlbumOffset(f64),
+}
+
+/// A message no worker may act on: not a job, or a job that fails its
+/// checks. The same bytes fail the same way every time: abort.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableJob {
+    #[error("not a job message: {0}")]
+    NotAJob(serde_json::Error),
+    #[error("{0}")]
+    Invalid(#[from] InvalidJob),
+}
+
+impl InvalidJob {
+    pub fn action(&self) -> crate::Action {
+        crate::Action::Abort
+    }
+}
+
+impl UnreadableJob {
+    pub fn action(&self) -> crate::Action {
+        crate::Action::Abort
     }
 }
 
@@ -306,10 +345,8 @@ mod tests {
             "request": {"targets": ["spotify"], "mode": "cinematic"}})
     }
 
-    fn read(v: Value) -> Result<Job, String> {
-        let job: Job = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        job.validate()?;
-        Ok(job)
+    fn read(v: Value) -> Result<Job, UnreadableJob> {
+        Job::from_message(&serde_json::to_vec(&v).unwrap())
     }
 
     #[test]
@@ -352,7 +389,7 @@ mod tests {
         for (edit, field) in cases {
             let mut j = message();
             edit(&mut j);
-            let e = read(j).unwrap_err();
+            let e = read(j).unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
     }
@@ -378,7 +415,7 @@ mod tests {
         let again: Job = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
         assert_eq!(again, job);
         let newer = json!({"schema_version": 3, "job_id": "c/t@1"});
-        let e = read(newer).unwrap_err();
+        let e = read(newer).unwrap_err().to_string();
         assert!(e.contains("schema_version 3 is newer"), "{e}");
     }
 

@@ -4,9 +4,9 @@
 //! the track complete. Queue workers and local mode both run exactly this.
 
 use crate::isolate::{Answer, Failure, Isolation, Work};
-use crate::job::{Job, JobKind, JobResult, JobStamp, Measurement};
+use crate::job::{InvalidJob, Job, JobKind, JobResult, JobStamp, Measurement};
 use crate::render::RenderInputs;
-use crate::report::ErrorReport;
+use crate::report::{ErrorReport, TrackReport};
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::{Action, WorkerError};
 use std::path::Path;
@@ -92,122 +92,146 @@ pub async fn process_job(
     iso: &Isolation,
 ) -> Outcome {
     let started = Instant::now();
-    let mut traffic = Traffic::default();
     if let Err(e) = job.validate() {
         // Its names cannot be trusted to make keys: nothing is written.
         warn!(error = %e, "job refused");
-        return Outcome {
-            store_trouble: false,
-            reason: "request",
-            traffic,
-            audio_seconds: 0.0,
-            result: JobResult::failed(
-                job,
-                ErrorReport {
-                    schema_version: Default::default(),
-                    track: job.track.clone(),
-                    source: job.source.clone(),
-                    error: format!("invalid job: {e}"),
-                    action: Action::Abort,
-                },
-                "request",
-                0.0,
-                (0, 0),
-            ),
-            disposition: Disposition::Ack,
-        };
+        return refused(job, &e);
     }
-    let result = match job.kind {
+    let mut traffic = Traffic::default();
+    let done = match job.kind {
         JobKind::Render => run(job, store, scratch, iso, &mut traffic)
             .await
-            .map(|r| (Some(r), None)),
+            .map(|r| Done::Rendered(Box::new(r))),
         JobKind::Measure => measure(job, store, scratch, iso, &mut traffic)
             .await
-            .map(|m| (None, Some(m))),
+            .map(Done::Measured),
     };
     let render_seconds = started.elapsed().as_secs_f64();
-    match result {
-        Ok((report, measurement)) => Outcome {
-            store_trouble: false,
-            reason: "",
-            traffic,
-            audio_seconds: report
-                .as_ref()
-                .map(|r| r.input.duration_seconds)
-                .or(measurement.map(|m| m.duration_seconds))
-                .unwrap_or(0.0),
-            result: match (report, measurement) {
-                (Some(r), _) => JobResult::mastered(
-                    job,
-                    r,
-                    render_seconds,
-                    (traffic.downloaded, traffic.uploaded),
-                ),
-                (None, Some(m)) => JobResult::measured(
-                    job,
-                    m,
-                    render_seconds,
-                    (traffic.downloaded, traffic.uploaded),
-                ),
-                (None, None) => unreachable!("a job succeeds with a report or a measurement"),
-            },
-            disposition: Disposition::Ack,
-        },
-        Err(e) => {
-            let action = e.action();
-            let error = ErrorReport {
-                schema_version: Default::default(),
-                track: job.track.clone(),
-                source: store.describe(&job.source),
-                error: e.to_string(),
-                action,
-            };
-            let body = serde_json::to_vec_pretty(&error).expect("error report serialises");
-            let written = if action == Action::Retry {
-                warn!(error = %e, "job failed, will be retried");
-                // Best effort: if retries run out, this says why. Bounded: a
-                // store that just failed may hold the request for minutes.
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    store.put_bytes(&job.output_key(ERROR), body),
-                )
-                .await;
-                Ok(())
-            } else {
-                warn!(error = %e, "job failed for good");
-                // No master without a report: a failed run leaves only error.json.
-                for file in outputs(job) {
-                    let _ = store.delete(&job.output_key(&file)).await;
-                }
-                store.put_bytes(&job.output_key(ERROR), body).await
-            };
-            let store_trouble =
-                matches!(e, JobError::Store(StoreError::Transient { .. })) || written.is_err();
-            let disposition = match written {
-                Ok(()) if action == Action::Abort => Disposition::Ack,
-                Ok(()) => Disposition::Requeue,
-                Err(se) => {
-                    // Without its error.json the failure would be invisible: retry.
-                    warn!(error = %se, "cannot write error.json");
-                    Disposition::Requeue
-                }
-            };
-            Outcome {
-                store_trouble,
-                reason: e.reason(),
-                traffic,
-                audio_seconds: 0.0,
-                result: JobResult::failed(
-                    job,
-                    error,
-                    e.reason(),
-                    render_seconds,
-                    (traffic.downloaded, traffic.uploaded),
-                ),
-                disposition,
-            }
-        }
+    match done {
+        Ok(done) => succeeded(job, done, render_seconds, traffic),
+        Err(e) => failed(job, store, e, render_seconds, traffic).await,
     }
+}
+
+/// A job's answer: its masters' report, or an album's first-pass measurement.
+enum Done {
+    Rendered(Box<TrackReport>),
+    Measured(Measurement),
+}
+
+/// A job whose own fields fail their checks: failed for good, nothing
+/// written under names it chose.
+fn refused(job: &Job, e: &InvalidJob) -> Outcome {
+    let error = ErrorReport {
+        schema_version: Default::default(),
+        track: job.track.clone(),
+        source: job.source.clone(),
+        error: format!("invalid job: {e}"),
+        action: e.action(),
+    };
+    Outcome {
+        store_trouble: false,
+        reason: "request",
+        traffic: Traffic::default(),
+        audio_seconds: 0.0,
+        result: JobResult::failed(job, error, "request", 0.0, (0, 0)),
+        disposition: Disposition::Ack,
+    }
+}
+
+fn succeeded(job: &Job, done: Done, render_seconds: f64, traffic: Traffic) -> Outcome {
+    let bytes = (traffic.downloaded, traffic.uploaded);
+    let (audio_seconds, result) = match done {
+        Done::Rendered(r) => (
+            r.input.duration_seconds,
+            JobResult::mastered(job, *r, render_seconds, bytes),
+        ),
+        Done::Measured(m) => (
+            m.duration_seconds,
+            JobResult::measured(job, m, render_seconds, bytes),
+        ),
+    };
+    Outcome {
+        store_trouble: false,
+        reason: "",
+        traffic,
+        audio_seconds,
+        result,
+        disposition: Disposition::Ack,
+    }
+}
+
+/// A failed job's outcome, once its error.json says why: acknowledged when
+/// the failure is final and recorded, delivered again otherwise.
+async fn failed(
+    job: &Job,
+    store: &dyn ObjectStore,
+    e: JobError,
+    render_seconds: f64,
+    traffic: Traffic,
+) -> Outcome {
+    let action = e.action();
+    let error = ErrorReport {
+        schema_version: Default::default(),
+        track: job.track.clone(),
+        source: store.describe(&job.source),
+        error: e.to_string(),
+        action,
+    };
+    let written = record_failure(job, store, &e, &error).await;
+    let store_trouble =
+        matches!(e, JobError::Store(StoreError::Transient { .. })) || written.is_err();
+    let disposition = match written {
+        Ok(()) if action == Action::Abort => Disposition::Ack,
+        Ok(()) => Disposition::Requeue,
+        Err(se) => {
+            // Without its error.json the failure would be invisible: retry.
+            warn!(error = %se, "cannot write error.json");
+            Disposition::Requeue
+        }
+    };
+    Outcome {
+        store_trouble,
+        reason: e.reason(),
+        traffic,
+        audio_seconds: 0.0,
+        result: JobResult::failed(
+            job,
+            error,
+            e.reason(),
+            render_seconds,
+            (traffic.downloaded, traffic.uploaded),
+        ),
+        disposition,
+    }
+}
+
+/// Writes the job's error.json: best effort before a retry; before a final
+/// failure, after removing its masters, and the write must succeed.
+async fn record_failure(
+    job: &Job,
+    store: &dyn ObjectStore,
+    e: &JobError,
+    error: &ErrorReport,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(error).expect("error report serialises");
+    if error.action == Action::Retry {
+        warn!(error = %e, "job failed, will be retried");
+        // Best effort: if retries run out, this says why. Bounded: a
+        // store that just failed may hold the request for minutes.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            store.put_bytes(&job.output_key(ERROR), body),
+        )
+        .await;
+        return Ok(());
+    }
+    warn!(error = %e, "job failed for good");
+    // No master without a report: a failed run leaves only error.json.
+    for file in outputs(job) {
+        let _ = store.delete(&job.output_key(&file)).await;
+    }
+    store.put_bytes(&job.output_key(ERROR), body).await
 }
 
 async fn run(
@@ -216,41 +240,54 @@ async fn run(
     scratch: &Path,
     iso: &Isolation,
     traffic: &mut Traffic,
-) -> Result<crate::report::TrackReport, JobError> {
+) -> Result<TrackReport, JobError> {
     // A reader must never take an old report for new masters.
     let (report_key, error_key) = (job.output_key(REPORT), job.output_key(ERROR));
     futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
     let (dir, input, meta) = fetch_mix(job, store, scratch, traffic).await?;
     let out = dir.path().join("out");
-    let max_doc = iso.limits.max_document_kib.saturating_mul(1024);
-    let doc = |key: Option<String>| async move {
-        match key {
-            None => Ok(None),
-            Some(k) => match store.get_bytes(&k).await? {
-                Some(b) if b.len() as u64 > max_doc => Err(JobError::Worker(WorkerError::Limit {
-                    what: format!("{} ({} KiB)", store.describe(&k), b.len() / 1024),
-                    limit: format!("{} KiB", max_doc / 1024),
-                    setting: "render.max_document_kib",
-                })),
-                Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
-                    JobError::Worker(WorkerError::Request(format!(
-                        "{}: not UTF-8 text",
-                        store.describe(&k)
-                    )))
-                }),
-                None => Err(JobError::Worker(WorkerError::Request(format!(
-                    "{}: no such object",
-                    store.describe(&k)
-                )))),
-            },
-        }
+    let opts = render_inputs(job, store, dir.path(), iso, traffic).await?;
+    let work = Work::Render {
+        input,
+        track: job.track.clone(),
+        out_dir: out.clone(),
+        opts: Box::new(opts),
     };
+    let mut report = match iso.run(&work).await? {
+        Answer::Rendered(r) => *r,
+        Answer::Measured(_) => return Err(mismatched_answer()),
+    };
+    publish_outputs(job, store, &report, &out, traffic).await?;
+    report.source = store.describe(&job.source);
+    report.album = job.album.clone();
+    report.job = Some(JobStamp {
+        job_id: job.job_id.clone(),
+        source_etag: meta.etag,
+        settings_hash: job.settings_hash.clone(),
+    });
+    let body = crate::report::document(&report)
+        .map_err(|reason| WorkerError::Internal(format!("{REPORT}: {reason}")))?;
+    traffic.uploaded += body.len() as u64;
+    store.put_bytes(&job.output_key(REPORT), body).await?;
+    Ok(report)
+}
+
+/// Everything the render needs besides the mix: the documents and the
+/// reference track the request names, read from the store into `dir`.
+async fn render_inputs(
+    job: &Job,
+    store: &dyn ObjectStore,
+    dir: &Path,
+    iso: &Isolation,
+    traffic: &mut Traffic,
+) -> Result<RenderInputs, JobError> {
+    let max_doc = iso.limits.max_document_kib.saturating_mul(1024);
     let request = &job.request;
-    let arrangement = doc(request.arrangement().map(str::to_string)).await?;
-    let emotion = doc(request.emotion_graph().map(str::to_string)).await?;
+    let arrangement = fetch_document(store, request.arrangement(), max_doc).await?;
+    let emotion = fetch_document(store, request.emotion_graph(), max_doc).await?;
     let reference = match request.reference() {
         Some(key) => {
-            let path = dir.path().join("reference");
+            let path = dir.join("reference");
             let meta = store.get_file(key, &path).await.map_err(|e| match e {
                 StoreError::NotFound(_) => JobError::Worker(WorkerError::Request(format!(
                     "reference {}: no such object",
@@ -263,7 +300,7 @@ async fn run(
         }
         None => None,
     };
-    let opts = RenderInputs {
+    Ok(RenderInputs {
         request: request.clone(),
         reference,
         arrangement,
@@ -271,18 +308,48 @@ async fn run(
         // The album's shared gain: this track keeps its level relative to the others.
         album_offset_lu: job.album.as_ref().map_or(0.0, |a| a.lufs_offset),
         limits: (&iso.limits).into(),
+    })
+}
+
+/// A text document the request names (arrangement, emotion graph), whole,
+/// of at most `max_bytes` (`render.max_document_kib`).
+async fn fetch_document(
+    store: &dyn ObjectStore,
+    key: Option<&str>,
+    max_bytes: u64,
+) -> Result<Option<String>, JobError> {
+    let Some(k) = key else {
+        return Ok(None);
     };
-    let work = Work::Render {
-        input,
-        track: job.track.clone(),
-        out_dir: out.clone(),
-        opts: Box::new(opts),
-    };
-    let mut report = match iso.run(&work).await? {
-        Answer::Rendered(r) => *r,
-        Answer::Measured(_) => return Err(mismatched_answer()),
-    };
-    // Masters and settings upload side by side; the report waits for all.
+    match store.get_bytes(k).await? {
+        Some(b) if b.len() as u64 > max_bytes => Err(JobError::Worker(WorkerError::Limit {
+            what: format!("{} ({} KiB)", store.describe(k), b.len() / 1024),
+            limit: format!("{} KiB", max_bytes / 1024),
+            setting: "render.max_document_kib",
+        })),
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
+            JobError::Worker(WorkerError::Request(format!(
+                "{}: not UTF-8 text",
+                store.describe(k)
+            )))
+        }),
+        None => Err(JobError::Worker(WorkerError::Request(format!(
+            "{}: no such object",
+            store.describe(k)
+        )))),
+    }
+}
+
+/// Uploads the render's files (masters, deliverables, previews, settings,
+/// picture) side by side, and removes a withheld master's files of an
+/// earlier run; the report, uploaded last, waits for all of it.
+async fn publish_outputs(
+    job: &Job,
+    store: &dyn ObjectStore,
+    report: &TrackReport,
+    out: &Path,
+    traffic: &mut Traffic,
+) -> Result<(), JobError> {
     let files: Vec<(String, std::path::PathBuf)> = report
         .targets
         .iter()
@@ -316,18 +383,7 @@ async fn run(
             store.delete(&job.output_key(&file)).await?;
         }
     }
-    report.source = store.describe(&job.source);
-    report.album = job.album.clone();
-    report.job = Some(JobStamp {
-        job_id: job.job_id.clone(),
-        source_etag: meta.etag,
-        settings_hash: job.settings_hash.clone(),
-    });
-    let body = crate::report::document(&report)
-        .map_err(|reason| WorkerError::Internal(format!("{REPORT}: {reason}")))?;
-    traffic.uploaded += body.len() as u64;
-    store.put_bytes(&job.output_key(REPORT), body).await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Every file a render publishes besides the report.

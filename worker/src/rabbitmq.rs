@@ -25,6 +25,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
@@ -193,8 +194,21 @@ pub async fn catalog_followed(conn: &Connection, catalog: &str) -> Result<bool, 
             let _ = ch.close(200, "checked".into()).await;
             Ok(true)
         }
-        Err(e) if e.to_string().contains("NOT_FOUND") || e.to_string().contains("404") => Ok(false),
+        Err(e) if soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// The broker's channel-level refusal carried by `e` (NOT_FOUND,
+/// RESOURCE_LOCKED, ...), if it is one: callers decide on the reply code the
+/// broker sent, not on how lapin words it.
+pub fn soft_error(e: &lapin::Error) -> Option<AMQPSoftError> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
     }
 }
 

@@ -10,6 +10,7 @@
 //! `master_settings.json` of version 1 are migrated as they are read (see
 //! their types); the other documents kept their shape.
 
+use crate::error::Action;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The major version this build writes and the newest it reads.
@@ -30,11 +31,26 @@ impl<'de> Deserialize<'de> for SchemaVersion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = u32::deserialize(d)?;
         if v > SCHEMA_VERSION {
-            return Err(serde::de::Error::custom(format!(
-                "schema_version {v} is newer than this LoopMind reads ({SCHEMA_VERSION}); upgrade LoopMind to read it"
-            )));
+            return Err(serde::de::Error::custom(NewerSchema { found: v.into() }));
         }
         Ok(SchemaVersion)
+    }
+}
+
+/// A document a newer LoopMind wrote: this build would misread it, and
+/// reading it again gives the same answer (abort; only an upgrade helps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "schema_version {found} is newer than this LoopMind reads ({}); upgrade LoopMind to read it",
+    SCHEMA_VERSION
+)]
+pub struct NewerSchema {
+    pub found: u64,
+}
+
+impl NewerSchema {
+    pub fn action(&self) -> Action {
+        Action::Abort
     }
 }
 
@@ -43,6 +59,15 @@ pub fn version_of(doc: &serde_json::Value) -> u64 {
     doc.get("schema_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(1)
+}
+
+/// Whether this build reads `doc`, by the version it states: a reader can
+/// tell "newer" from any other reason a document does not parse.
+pub fn readable(doc: &serde_json::Value) -> Result<(), NewerSchema> {
+    match version_of(doc) {
+        found if found > u64::from(SCHEMA_VERSION) => Err(NewerSchema { found }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -71,5 +96,9 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("schema_version 3 is newer"), "{e}");
+        let doc = |v| serde_json::json!({ "schema_version": v, "x": 1 });
+        assert_eq!(readable(&doc(3)), Err(NewerSchema { found: 3 }));
+        assert_eq!(readable(&doc(2)), Ok(()));
+        assert_eq!(readable(&serde_json::json!({ "x": 1 })), Ok(()));
     }
 }

@@ -3,8 +3,8 @@
 //! the same retries (counted up to the delivery limit, then given up on) and
 //! the same store breaker. Events come back on a second channel.
 
-use super::{work_on, Delivery, Event, JobQueue, QueueError, WorkerCtx};
-use crate::job::{Job, JobResult};
+use super::{work_on, DeadLetterError, Delivery, Event, JobQueue, QueueError, WorkerCtx};
+use crate::job::{Job, JobResult, UnreadableJob};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +80,7 @@ impl Delivery for InProcessDelivery {
         let mut env = self.env;
         env.redeliveries += 1;
         if env.redeliveries >= self.limit {
-            let job = serde_json::from_slice::<Job>(&env.body).map_err(|e| e.to_string());
+            let job = serde_json::from_slice::<Job>(&env.body).map_err(DeadLetterError::NotAJob);
             return self
                 .events
                 .send(Event::DeadLettered(job))
@@ -96,8 +96,9 @@ impl Delivery for InProcessDelivery {
     async fn discard(self: Box<Self>) -> Result<(), QueueError> {
         Ok(())
     }
-    async fn reject(self: Box<Self>, reason: &str) -> Result<(), QueueError> {
-        let job = serde_json::from_slice::<Job>(&self.env.body).map_err(|_| reason.to_string());
+    async fn reject(self: Box<Self>, why: UnreadableJob) -> Result<(), QueueError> {
+        let job = serde_json::from_slice::<Job>(&self.env.body)
+            .map_err(|_| DeadLetterError::Refused(why));
         self.events
             .send(Event::DeadLettered(job))
             .map_err(|_| QueueError::Closed)

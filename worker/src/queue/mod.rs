@@ -15,10 +15,11 @@ pub mod breaker;
 pub mod inprocess;
 
 use crate::isolate::Isolation;
-use crate::job::{Job, JobResult, Status};
+use crate::job::{Job, JobResult, Status, UnreadableJob};
 use crate::metrics::Metrics;
 use crate::process::{process_job, Disposition};
 use crate::store::ObjectStore;
+use crate::Action;
 use async_trait::async_trait;
 use breaker::StoreBreaker;
 use std::path::PathBuf;
@@ -52,8 +53,26 @@ pub enum Event {
         reason: String,
     },
     /// The queue gave up on the job (its delivery limit): the job as it was
-    /// published, or the raw reason it could not be read.
-    DeadLettered(Result<Job, String>),
+    /// published, or why it could not be read.
+    DeadLettered(Result<Job, DeadLetterError>),
+}
+
+/// Why a dead letter names no job: there is nothing to fail or retry, the
+/// runner only logs it (abort).
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// Read back from a dead-letter queue, its body is not a job.
+    #[error("a dead letter that is not a job: {0}")]
+    NotAJob(serde_json::Error),
+    /// A worker refused the message as it read it.
+    #[error("{0}")]
+    Refused(UnreadableJob),
+}
+
+impl DeadLetterError {
+    pub fn action(&self) -> Action {
+        Action::Abort
+    }
 }
 
 #[async_trait]
@@ -87,7 +106,7 @@ pub trait Delivery: Send + Sync {
     /// Back to the queue without counting a try.
     async fn hand_back(self: Box<Self>) -> Result<(), QueueError>;
     /// Not a job anyone may act on: to the dead letters at once.
-    async fn reject(self: Box<Self>, reason: &str) -> Result<(), QueueError>;
+    async fn reject(self: Box<Self>, why: UnreadableJob) -> Result<(), QueueError>;
     /// Whether nobody follows the job's catalog any more (its runner
     /// finished or gave up on it): then the job is dropped unrendered.
     async fn abandoned(&self, _job: &Job) -> bool {
@@ -115,14 +134,11 @@ pub struct WorkerCtx {
 /// The worker's step for one delivery, whatever the queue: read, check,
 /// announce, render, settle.
 pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueError> {
-    let job = match serde_json::from_slice::<Job>(d.body())
-        .map_err(|e| format!("not a job message: {e}"))
-        .and_then(|j| j.validate().map(|()| j))
-    {
+    let job = match Job::from_message(d.body()) {
         Ok(j) => j,
         Err(e) => {
             warn!(error = %e, "malformed or unsafe job message rejected");
-            return d.reject(&e).await;
+            return d.reject(e).await;
         }
     };
     let span = info_span!("job", catalog = %job.catalog, track = %job.track, job_id = %job.job_id);
