@@ -102,7 +102,7 @@ fn masters_every_format_onto_every_target() {
             serde_json::from_slice(&std::fs::read(tdir.join("report.json")).unwrap()).unwrap();
         assert!(tdir.join("master_settings.json").exists());
         let settings = read_json(&tdir.join("master_settings.json"));
-        assert_eq!(settings["mode"], "cinematic");
+        assert_eq!(settings["request"]["mode"], "cinematic");
         for (name, lufs, ceiling) in TARGETS {
             check_master(&tdir, &report, name, lufs, ceiling);
         }

@@ -259,6 +259,33 @@ fn settings_round_trip_bit_for_bit_and_edits_are_rendered() {
     let settings = dir.path().join("first/song/master_settings.json");
     // The emitted plan, fed back: the same masters, bit for bit.
     let (r, again, _) = run("again", &["--settings", settings.to_str().unwrap()]);
+    // The re-render's request is the first's with the plan it was given,
+    // which is the first's plan.
+    let mut asked = again.request.to_layer();
+    let plan = asked.remove("plan").expect("the plan it was given");
+    // Its targets name the rate each was rendered at where the first left
+    // it to the input's.
+    let mut want = first.request.to_layer();
+    for (t, done) in want["targets"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(&first.targets)
+    {
+        if t["rate"].is_null() {
+            t["rate"] = done.sample_rate_hz.into();
+        }
+    }
+    assert_eq!(asked, want, "the same request");
+    assert_eq!(plan["global"], serde_json::to_value(&first.global).unwrap());
+    assert_eq!(
+        plan["sections"],
+        serde_json::to_value(&first.sections).unwrap()
+    );
+    let again = MasterSettings {
+        request: first.request.clone(),
+        ..again
+    };
     assert_eq!(again, first, "the plan comes back as it was");
     for t in &r.targets {
         let a = std::fs::read(dir.path().join("first/song").join(&t.output_file)).unwrap();
