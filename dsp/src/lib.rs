@@ -18,23 +18,28 @@
 //!   the meters, the analysis and the chain share), [`targets`] (what a
 //!   master must land on), [`store`] (where a pass keeps what a later one
 //!   reads again: files in the worker, memory in tests), [`error`], [`hash`].
-//! - [`measure`]: [`bs1770`] (our loudness, the model the search runs on),
-//!   [`loudness`] (the ebur128 crate), [`truepeak`] (detector and 16x meter).
-//! - [`analysis`]: [`sections`] (features, fine edges, documents),
-//!   [`structure`] (merging and labels: detection), [`beats`] (onsets, beat
-//!   grid), [`reference`] (tonal balance, character).
-//! - [`process`]: [`chain`] ([`eq`], [`compressor`], [`saturation`],
-//!   [`width`]), [`resample`], and the master: [`master`] (gain search over
-//!   the [`limiter`], measured on exactly the [`dither`]ed samples written).
+//! - [`measure`]: [`bs1770`](measure::bs1770) (our loudness, the model the search runs on),
+//!   [`loudness`](measure::loudness) (the ebur128 crate), [`truepeak`](measure::truepeak) (detector and 16x meter).
+//! - [`analysis`]: [`sections`](analysis::sections) (features, fine edges, documents),
+//!   [`structure`](analysis::structure) (merging and labels: detection), [`beats`](analysis::beats) (onsets, beat
+//!   grid), [`reference`](analysis::reference) (tonal balance, character).
+//! - [`process`]: [`chain`](process::chain) ([`eq`](process::eq), [`compressor`](process::compressor), [`saturation`](process::saturation),
+//!   [`width`](process::width)), [`resample`](process::resample), and the master: [`master`](process::master) (gain search over
+//!   the [`limiter`](process::limiter), measured on exactly the [`dither`](process::dither)ed samples written).
 //!   A stage takes settings and curves; it knows nothing of plans.
-//! - [`planning`]: [`modes`], [`plan`] (per-section settings, and the
-//!   chain's curves from them).
+//! - [`planning`]: [`modes`](planning::modes), [`plan`](planning::plan) (per-section settings, and the
+//!   chain's curves from them), [`track`](planning::track) (one track's
+//!   plan as a record: planned or given, then settled on the chain's
+//!   output).
 //! - [`pipeline`]: the passes and the [`pipeline::Source`] they read, driving
 //!   all of the above; [`testsignals`]: EBU Tech 3341/3342 style signals and
 //!   the demo song.
 //!
-//! The modules keep their short paths (`loopmind_dsp::chain`, ...) as
-//! re-exports, so the folders show the pipeline without renaming callers.
+//! A render session, as the worker drives it: [`pipeline::analyse`] ->
+//! [`planning::track::TrackPlan`] -> [`pipeline::process`] ->
+//! `TrackPlan::settle` -> [`pipeline::prepare`] per output rate ->
+//! [`process::master::master_target`] per target. Stage modules are reached
+//! by their paths (`loopmind_dsp::process::chain`), not flat re-exports.
 
 pub mod analysis;
 pub mod audio;
@@ -52,14 +57,8 @@ pub mod store;
 pub mod targets;
 pub mod testsignals;
 
-pub(crate) use analysis::stft;
-pub use analysis::{beats, reference, sections, structure, texture};
 pub use audio::Audio;
 pub use error::DspError;
-pub(crate) use measure::fir;
-pub use measure::{bs1770, loudness, truepeak};
-pub use planning::{modes, plan};
-pub use process::{chain, compressor, dither, eq, limiter, master, resample, saturation, width};
 
 /// Decibels to linear amplitude.
 pub fn db_to_lin(db: f64) -> f64 {

@@ -481,12 +481,12 @@ fn measure(
     // Streamed: memory does not grow with the track.
     let mut src = crate::decode::DecodeSource::open(input, limits)?;
     let (rate, nch) = (src.rate(), src.channels());
-    let mut meter = loopmind_dsp::bs1770::BlockMeter::new(nch, rate);
+    let mut meter = loopmind_dsp::measure::bs1770::BlockMeter::new(nch, rate);
     let frames =
         for_each_checked_block(&mut src, BLOCK, |p| meter.add(p)).map_err(|e| src.error(e))?;
     let (integrated_lufs, _) = meter.loudness();
     Ok(Measurement {
-        integrated_lufs: loopmind_dsp::bs1770::audible(integrated_lufs)?,
+        integrated_lufs: loopmind_dsp::measure::bs1770::audible(integrated_lufs)?,
         duration_seconds: frames as f64 / rate as f64,
     })
 }

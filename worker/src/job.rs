@@ -336,7 +336,7 @@ pub use crate::layout::safe_id;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopmind_dsp::modes::Mode;
+    use loopmind_dsp::planning::modes::Mode;
     use serde_json::{json, Value};
 
     fn message() -> Value {

@@ -8,7 +8,7 @@
 //! most onset strength. One tempo for the whole track: songs that change
 //! tempo get a grid that drifts, and no grid where no clear pulse is found.
 
-use crate::stft::{MidFrames, MidStft};
+use crate::analysis::stft::{MidFrames, MidStft};
 use crate::Audio;
 
 const MIN_BPM: f64 = 60.0;

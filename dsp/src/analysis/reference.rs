@@ -11,8 +11,8 @@
 //! curve has a price). A difference in which notes are played (octaves
 //! alternating up and down) is left alone.
 
+use crate::analysis::stft::{MidFrames, MidStft};
 use crate::biquad::Coeffs;
-use crate::stft::{MidFrames, MidStft};
 use crate::Audio;
 use serde::{Deserialize, Serialize};
 

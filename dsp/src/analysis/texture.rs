@@ -3,7 +3,7 @@
 //! the hop's own mean). Structure detection compares these to tell repeated
 //! material from new, independently of how loud it is.
 
-use crate::stft::{MidFrames, MidStft};
+use crate::analysis::stft::{MidFrames, MidStft};
 
 /// Bands of the timbre shape, log-spaced from [`TIMBRE_LO_HZ`].
 pub const TIMBRE_BANDS: usize = 16;

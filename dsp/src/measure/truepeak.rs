@@ -150,7 +150,7 @@ impl Interpolator {
         let start = n + 1 - self.taps / 2;
         let w = &self.phases[phase];
         let s = &x[start..start + self.taps];
-        crate::fir::dot(s, w)
+        crate::measure::fir::dot(s, w)
     }
 }
 
@@ -193,7 +193,7 @@ impl Interpolator {
     /// holds their full context, written to `out[..to - from]`.
     pub fn phase_block(&self, x: &[f32], from: usize, to: usize, p: usize, out: &mut [f32]) {
         let (l, r) = self.context();
-        crate::fir::convolve(&x[from - l..to + r], &self.phases[p], &mut out[..to - from]);
+        crate::measure::fir::convolve(&x[from - l..to + r], &self.phases[p], &mut out[..to - from]);
     }
 }
 

@@ -615,14 +615,14 @@ fn model_run(prep: &Prepared, p: &RenderParams) -> Result<ModelPoint, DspError> 
         limiter_gains(&mut gc, gain, ceil, env, g);
         for (c, s) in sums.iter_mut().enumerate() {
             store.read(c, i, x).map_err(DspError::Store)?;
-            *s += crate::fir::dot(g, x) as f64;
+            *s += crate::measure::fir::dot(g, x) as f64;
         }
         g.iter_mut().for_each(|v| *v *= *v);
         if len == hop {
             store
                 .read(prep.power_lane(), i, x)
                 .map_err(DspError::Store)?;
-            subs.push(crate::fir::dot(g, x) as f64);
+            subs.push(crate::measure::fir::dot(g, x) as f64);
         }
         i += len;
     }
