@@ -297,11 +297,7 @@ fn catalog_with_a_poison_track_then_resume() {
         out.contains("jobs: 9 (8 succeeded, 1 failed: decode 1)"),
         "{out}"
     );
-    let started = |c: &Cluster| -> usize {
-        (0..2)
-            .map(|i| c.log(i).matches("job started").count())
-            .sum()
-    };
+    let started = |c: &Cluster| -> usize { (0..2).map(|i| c.count(i, "job started")).sum() };
     assert_eq!(
         started(&c),
         9,
@@ -384,10 +380,11 @@ fn a_worker_killed_mid_render_loses_no_job() {
     let manifest = write_manifest(&dir, &catalog, &["spotify", "apple-music", "cd"], &tracks);
     let w0 = c.spawn_worker();
     let coord = c.spawn_coordinator(&manifest, &catalog);
-    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !c.log(w0).contains("job done"),
+    c.wait_event(w0, "job started", 1, Duration::from_secs(60));
+    c.wait_rendering(w0, Duration::from_secs(60));
+    assert_eq!(
+        c.count(w0, "job done"),
+        0,
         "too late to kill mid-render:\n{}",
         c.log(w0)
     );
@@ -399,7 +396,11 @@ fn a_worker_killed_mid_render_loses_no_job() {
         check_track(&rt, &store, &dir, &catalog, id);
     }
     // The killed worker's job came back to the other one.
-    assert!(c.log(w1).contains("delivery=2"), "{}", c.log(w1));
+    let again = c
+        .events(w1)
+        .into_iter()
+        .any(|e| e["message"] == "job started" && e["delivery"] == 2);
+    assert!(again, "the killed job not redelivered:\n{}", c.log(w1));
 }
 
 #[test]
@@ -421,18 +422,26 @@ fn sigterm_finishes_the_job_in_hand_then_exits() {
     let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
     let w0 = c.spawn_worker();
     let coord = c.spawn_coordinator(&manifest, &catalog);
-    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
+    c.wait_event(w0, "job started", 1, Duration::from_secs(60));
     c.sigterm(w0);
     let st = c.wait_worker(w0, Duration::from_secs(300));
     assert!(st.success(), "worker exit {st:?}:\n{}", c.log(w0));
+    let events: Vec<String> = c
+        .events(w0)
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
     let log = c.log(w0);
-    let stop = log.find("stop requested").expect("saw the signal");
+    let stop = events
+        .iter()
+        .position(|m| m == "stop requested: finishing the job in hand")
+        .expect("saw the signal");
     assert!(
-        log[stop..].contains("job done"),
+        events[stop..].iter().any(|m| m == "job done"),
         "job in hand not finished:\n{log}"
     );
     assert_eq!(
-        log.matches("job started").count(),
+        c.count(w0, "job started"),
         1,
         "took a new job after SIGTERM:\n{log}"
     );
@@ -479,7 +488,7 @@ fn a_job_that_keeps_failing_is_dead_lettered_and_counted() {
         "{msg}"
     );
     // Delivered twice (the limit allows one return), never again.
-    assert_eq!(c.log(w).matches("job started").count(), 2, "{}", c.log(w));
+    assert_eq!(c.count(w, "job started"), 2, "{}", c.log(w));
 }
 
 #[test]
@@ -502,7 +511,7 @@ fn a_broker_restart_mid_catalog_is_survived() {
     let w0 = c.spawn_worker();
     c.spawn_worker();
     let coord = c.spawn_coordinator(&manifest, &catalog);
-    c.wait_log(w0, "job started", 1, Duration::from_secs(60));
+    c.wait_event(w0, "job started", 1, Duration::from_secs(60));
     let ctl = |what: &str| {
         let st = std::process::Command::new("rabbitmqctl")
             .arg(what)
@@ -523,7 +532,11 @@ fn a_broker_restart_mid_catalog_is_survived() {
     for (id, _) in &tracks {
         check_track(&rt, &store, &dir, &catalog, id);
     }
-    assert!(c.log(w0).contains("reconnecting"), "{}", c.log(w0));
+    assert!(
+        c.count(w0, "lost RabbitMQ, reconnecting") > 0,
+        "{}",
+        c.log(w0)
+    );
 }
 
 #[test]
@@ -705,7 +718,7 @@ fn a_second_coordinator_on_a_running_catalog_is_refused() {
     let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
     let w = c.spawn_worker();
     let first = c.spawn_coordinator(&manifest, &catalog);
-    c.wait_log(w, "job started", 1, Duration::from_secs(60));
+    c.wait_event(w, "job started", 1, Duration::from_secs(60));
     let t0 = std::time::Instant::now();
     let second = c.spawn_coordinator(&manifest, &catalog);
     let (st, out, err) = finish(second, Duration::from_secs(60));
@@ -766,22 +779,22 @@ fn sigterm_again_and_again_burns_no_delivery() {
     let coord = c.spawn_coordinator(&manifest, &catalog);
     for _ in 0..6 {
         let w = c.spawn_worker();
-        c.wait_log(w, "job started", 1, Duration::from_secs(60));
+        c.wait_event(w, "job started", 1, Duration::from_secs(60));
         c.sigterm(w);
         let st = c.wait_worker(w, Duration::from_secs(120));
         assert!(st.success(), "{}", c.log(w));
-        assert_eq!(c.log(w).matches("job started").count(), 1, "{}", c.log(w));
+        assert_eq!(c.count(w, "job started"), 1, "{}", c.log(w));
     }
     let w = c.spawn_worker();
     let (st, out, err) = finish(coord, Duration::from_secs(300));
     assert_eq!(st.code(), Some(0), "{out}\n{err}\n{}", c.log(w));
     assert!(out.contains("8 tracks: 8 mastered, 0 failed"), "{out}");
     for i in 0..c.workers.len() {
-        let log = c.log(i);
-        assert!(
-            !log.contains("delivery=2"),
-            "a job came back counted:\n{log}"
-        );
+        let counted = c
+            .events(i)
+            .into_iter()
+            .any(|e| e["message"] == "job started" && e["delivery"] != 1);
+        assert!(!counted, "a job came back counted:\n{}", c.log(i));
     }
 }
 
@@ -835,13 +848,18 @@ fn a_store_outage_mid_catalog_loses_and_burns_no_job() {
     let w0 = c.spawn_worker();
     let w1 = c.spawn_worker();
     let coord = c.spawn_coordinator(&manifest, &catalog);
-    c.wait_log(w0, "job done", 1, Duration::from_secs(120));
+    c.wait_event(w0, "job done", 1, Duration::from_secs(120));
     let addr = c.metrics_addr(w0);
     {
         let _frozen = Frozen::new("garage");
         // Both workers notice and stop taking jobs.
         for w in [w0, w1] {
-            c.wait_log(w, "stopped taking jobs", 1, Duration::from_secs(120));
+            c.wait_event(
+                w,
+                "the store does not answer: stopped taking jobs",
+                1,
+                Duration::from_secs(120),
+            );
         }
         let (code, body) = http_get(&addr, "/healthz");
         assert_eq!(code, 503, "{body}");
@@ -865,7 +883,7 @@ fn a_store_outage_mid_catalog_loses_and_burns_no_job() {
         check_track(&rt, &store, &dir, &catalog, id);
     }
     assert!(
-        c.log(w0).contains("the store answers again"),
+        c.count(w0, "the store answers again: taking jobs") > 0,
         "{}",
         c.log(w0)
     );
@@ -908,8 +926,13 @@ fn jobs_nobody_takes_time_out_and_are_dropped_later() {
         .is_some());
     // The jobs are still queued; nobody waits for them any more.
     let w = c.spawn_worker();
-    c.wait_log(w, "job dropped unrendered", 2, Duration::from_secs(60));
-    assert!(!c.log(w).contains("mix downloaded"), "{}", c.log(w));
+    c.wait_event(
+        w,
+        "nobody follows this catalog any more: job dropped unrendered",
+        2,
+        Duration::from_secs(60),
+    );
+    assert_eq!(c.count(w, "mix downloaded"), 0, "{}", c.log(w));
 }
 
 /// A "worker" that speaks another protocol (this test, on the real broker):
@@ -1046,16 +1069,26 @@ fn a_taken_metrics_port_does_not_stop_a_second_worker() {
     );
     let manifest = write_manifest(&dir, &catalog, &["spotify"], &tracks);
     let w0 = c.spawn_worker();
-    c.wait_log(w0, "serving /healthz", 1, Duration::from_secs(30));
+    c.wait_event(
+        w0,
+        "serving /healthz and /metrics",
+        1,
+        Duration::from_secs(30),
+    );
     let w1 = c.spawn_worker();
-    c.wait_log(w1, "metrics port taken", 1, Duration::from_secs(30));
+    c.wait_event(
+        w1,
+        "metrics port taken; using the next free one",
+        1,
+        Duration::from_secs(30),
+    );
     assert_eq!(c.metrics_addr(w0), format!("127.0.0.1:{port}"));
     let second = c.metrics_addr(w1);
     assert_ne!(second, format!("127.0.0.1:{port}"));
-    c.wait_log(w1, "connected to RabbitMQ", 1, Duration::from_secs(30));
+    c.wait_event(w1, "connected to RabbitMQ", 1, Duration::from_secs(30));
     assert_eq!(http_get(&second, "/healthz").0, 200);
     let coord = c.spawn_coordinator(&manifest, &catalog);
     let (st, out, err) = finish(coord, Duration::from_secs(300));
     assert_eq!(st.code(), Some(0), "{out}\n{err}");
-    assert!(c.log(w1).contains("job done"), "{}", c.log(w1));
+    assert!(c.count(w1, "job done") > 0, "{}", c.log(w1));
 }

@@ -103,6 +103,9 @@ impl Cluster {
             dir.path().join("scratch").display().to_string(),
         ));
         env.push(("LOOPMIND_LOG__LEVEL".into(), "info".into()));
+        // JSON lines: tests wait on events by name and read their fields,
+        // never on a substring of a log line.
+        env.push(("LOOPMIND_LOG__FORMAT".into(), "json".into()));
         // Several workers on one machine: each picks a free metrics port.
         env.push(("LOOPMIND_WORKER__METRICS_PORT".into(), "0".into()));
         for (k, v) in extra {
@@ -148,16 +151,48 @@ impl Cluster {
         std::fs::read_to_string(self.worker_log(i)).unwrap_or_default()
     }
 
-    /// Waits until worker `i`'s log contains `what` `times` times.
-    pub fn wait_log(&self, i: usize, what: &str, times: usize, limit: Duration) {
+    /// Worker `i`'s events so far: one JSON object per log line, its
+    /// `message` naming the event, its other keys the event's facts.
+    pub fn events(&self, i: usize) -> Vec<serde_json::Value> {
+        self.log(i)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// How many `event`s worker `i` has logged (the message exactly).
+    pub fn count(&self, i: usize, event: &str) -> usize {
+        self.events(i)
+            .iter()
+            .filter(|e| e["message"] == event)
+            .count()
+    }
+
+    /// Waits until worker `i` has logged `event` `times` times.
+    pub fn wait_event(&self, i: usize, event: &str, times: usize, limit: Duration) {
         let t = Instant::now();
-        while self.log(i).matches(what).count() < times {
+        while self.count(i, event) < times {
             assert!(
                 t.elapsed() < limit,
-                "worker {i} never logged '{what}':\n{}",
+                "worker {i} never logged the event '{event}':\n{}",
                 self.log(i)
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until worker `i` has a render child running (a job is being
+    /// rendered, not only taken), by the process table.
+    pub fn wait_rendering(&self, i: usize, limit: Duration) {
+        let parent = self.workers[i].id().to_string();
+        let t = Instant::now();
+        while !render_child_of(&parent) {
+            assert!(
+                t.elapsed() < limit,
+                "worker {i} started no render:\n{}",
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -270,20 +305,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 impl Cluster {
-    /// Where worker `i` serves /metrics and /healthz (from its log).
+    /// Where worker `i` serves /metrics and /healthz (its event says).
     pub fn metrics_addr(&self, i: usize) -> String {
-        self.wait_log(
-            i,
-            "serving /healthz and /metrics",
-            1,
-            Duration::from_secs(30),
-        );
-        let log = self.log(i);
-        let line = log
-            .lines()
-            .find(|l| l.contains("serving /healthz"))
-            .unwrap();
-        let port = line.rsplit(':').next().unwrap().trim().to_string();
+        let event = "serving /healthz and /metrics";
+        self.wait_event(i, event, 1, Duration::from_secs(30));
+        let events = self.events(i);
+        let e = events.iter().find(|e| e["message"] == event).unwrap();
+        let addr = e["addr"].as_str().expect("the address it serves on");
+        let port = addr.rsplit(':').next().unwrap();
         format!("127.0.0.1:{port}")
     }
 }
@@ -312,4 +341,21 @@ pub fn metric(page: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Whether a `loopmind render-child` whose parent is `parent` runs now.
+fn render_child_of(parent: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|p| {
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        // stat: "pid (comm) state ppid ..."; comm may hold spaces, so read
+        // after its closing parenthesis.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1));
+        ppid == Some(parent) && cmd.split(|b| *b == 0).any(|a| a == b"render-child")
+    })
 }
