@@ -15,7 +15,7 @@ use loopmind_dsp::analysis::structure;
 use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::planning::plan::{self, SectionPlan};
 use loopmind_dsp::planning::track::{ReferenceMove, TrackPlan};
-use loopmind_dsp::process::chain::{ChainSettings, WORKING_LUFS};
+use loopmind_dsp::process::chain::WORKING_LUFS;
 use loopmind_dsp::{Audio, DspError};
 use serde::Serialize;
 use std::fs;
@@ -211,27 +211,24 @@ fn plan_track(
             None,
         ));
     }
-    let mut moved = None;
-    if let Some((name, path)) = opts.matching() {
-        let energies = a.analysis.balance_energies.take().unwrap_or_default();
-        let mix_balance =
-            pipeline::balance(src, energies, pipeline::BLOCK).map_err(|e| src.error(e))?;
-        let mode_chain = opts.request.mode().chain();
-        let r = analyse_reference(
-            name,
-            path,
-            mix_balance,
-            a.analysis.rate,
-            &a.loudness,
-            &mode_chain,
-            opts,
-        )?;
-        moved = Some(r);
-    }
-    let (report, reference) = match moved {
-        Some((report, m)) => (Some(report), Some(m)),
-        None => (None, None),
+    let matched = match opts.matching() {
+        Some((name, path)) => {
+            let energies = a.analysis.balance_energies.take().unwrap_or_default();
+            let mix_balance =
+                pipeline::balance(src, energies, pipeline::BLOCK).map_err(|e| src.error(e))?;
+            let (rate, loudness) = (a.analysis.rate, &a.loudness);
+            Some(analyse_reference(
+                name,
+                path,
+                mix_balance,
+                rate,
+                loudness,
+                opts,
+            )?)
+        }
+        None => None,
     };
+    let (report, reference) = matched.unzip();
     let plan = TrackPlan::planned(
         opts.request.mode(),
         opts.request.sliders(),
@@ -328,7 +325,13 @@ fn render_target(
     let file = crate::layout::master_file(&t.name);
     let seed = seed_for(&t.name);
     let pre_gain_db = a.pre_gain_db();
-    let r = crate::target::render(
+    let crate::target::Rendered {
+        master: m,
+        codecs,
+        codec_ceiling_dbtp,
+        files,
+        withheld,
+    } = crate::target::render(
         prep,
         t,
         &crate::target::How {
@@ -341,7 +344,7 @@ fn render_target(
             opts,
         },
     )?;
-    let preview = match r.withheld {
+    let preview = match withheld {
         Some(_) => None,
         None => Some(preview(
             &out_dir.join(&file),
@@ -351,7 +354,7 @@ fn render_target(
             out_dir,
         )?),
     };
-    let (m, rate) = (&r.master, prep.rate);
+    let rate = prep.rate;
     let l = &m.measured.loudness;
     let settings = TargetSettings {
         target: t.name.clone(),
@@ -382,17 +385,13 @@ fn render_target(
         passes: m.passes,
         model_passes: m.model_passes,
         preview,
+        codecs,
+        codec_ceiling_dbtp,
+        files,
+        withheld,
         ..section_report(&plan.sections, &m.measured.block_energy, rate)
     };
-    let blocks = r.master.measured.block_energy;
-    let report = TargetReport {
-        codecs: r.codecs,
-        codec_ceiling_dbtp: r.codec_ceiling_dbtp,
-        files: r.files,
-        withheld: r.withheld,
-        ..report
-    };
-    Ok((report, settings, blocks))
+    Ok((report, settings, m.measured.block_energy))
 }
 
 /// The loudness-matched A/B clips of the mix and a written master.
@@ -591,7 +590,6 @@ fn analyse_reference(
     mix_balance: loopmind_dsp::analysis::reference::Balance,
     rate: u32,
     mix_loudness: &InputLoudness,
-    mode_chain: &ChainSettings,
     opts: &RenderInputs,
 ) -> Result<(ReferenceReport, ReferenceMove), WorkerError> {
     let named = |e: WorkerError| WorkerError::Request(format!("reference {name}: {e}"));
@@ -620,7 +618,7 @@ fn analyse_reference(
         lra,
         plr,
     );
-    let eq = plan::global(mode_chain, opts.request.sliders())
+    let eq = plan::global(&opts.request.mode().chain(), opts.request.sliders())
         .eq
         .sections(rate);
     let already = |f: f64| -> f64 { eq.iter().map(|k| k.magnitude_db(f, rate as f64)).sum() };
