@@ -16,6 +16,8 @@ use loopmind_dsp::pipeline::{self, Source};
 use loopmind_dsp::planning::plan::{self, SectionPlan};
 use loopmind_dsp::planning::track::{ReferenceMove, TrackPlan};
 use loopmind_dsp::process::chain::WORKING_LUFS;
+use loopmind_dsp::process::master::TargetMaster;
+use loopmind_dsp::targets::Target;
 use loopmind_dsp::{Audio, DspError};
 use serde::Serialize;
 use std::fs;
@@ -314,7 +316,7 @@ fn render_targets(
 /// settings and its loudness per 100 ms.
 fn render_target(
     prep: &loopmind_dsp::process::master::Prepared,
-    t: &loopmind_dsp::targets::Target,
+    t: &Target,
     plan: &TrackPlan,
     a: &Analysed,
     mix_clip: &Audio,
@@ -356,17 +358,7 @@ fn render_target(
     };
     let rate = prep.rate;
     let l = &m.measured.loudness;
-    let settings = TargetSettings {
-        target: t.name.clone(),
-        target_lufs: t.lufs,
-        true_peak_db: t.ceiling_dbtp,
-        sample_rate_hz: rate,
-        bit_depth: t.bits,
-        gain_db: m.params.gain_db,
-        limit_dbtp: m.params.limit_dbtp,
-        dither_seed: seed,
-        codecs: t.codecs.clone(),
-    };
+    let settings = target_settings(t, &m, rate, seed);
     let report = TargetReport {
         target: t.name.clone(),
         target_lufs: t.lufs,
@@ -392,6 +384,21 @@ fn render_target(
         ..section_report(&plan.sections, &m.measured.block_energy, rate)
     };
     Ok((report, settings, m.measured.block_energy))
+}
+
+/// What fixes a target's master, for `master_settings.json`.
+fn target_settings(t: &Target, m: &TargetMaster, rate: u32, seed: u64) -> TargetSettings {
+    TargetSettings {
+        target: t.name.clone(),
+        target_lufs: t.lufs,
+        true_peak_db: t.ceiling_dbtp,
+        sample_rate_hz: rate,
+        bit_depth: t.bits,
+        gain_db: m.params.gain_db,
+        limit_dbtp: m.params.limit_dbtp,
+        dither_seed: seed,
+        codecs: t.codecs.clone(),
+    }
 }
 
 /// The loudness-matched A/B clips of the mix and a written master.
