@@ -112,6 +112,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 pub mod hostile;
+pub mod scenario;
 pub mod services;
 
 /// A JSON file LoopMind wrote (error.json, summary.json, ...).
