@@ -20,6 +20,7 @@ mod follow;
 mod local;
 mod manifest;
 mod runner;
+mod service;
 mod summary;
 
 use anyhow::{Context, Result};
@@ -64,6 +65,13 @@ enum Command {
         /// Settings file (TOML); LOOPMIND_* environment variables override it.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// The job service: an HTTP API for a label's backend (see docs/api.md).
+    Serve(service::ServeArgs),
+    /// API keys of the job service.
+    Keys {
+        #[command(subcommand)]
+        command: service::KeysCommand,
     },
     /// Consume jobs from RabbitMQ and render them until stopped (SIGTERM).
     Worker {
@@ -213,6 +221,18 @@ fn run(cli: Cli, given: Option<&clap::ArgMatches>) -> Result<bool> {
             // Every job is settled: nothing left behind may hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(5));
             done?;
+            Ok(true)
+        }
+        Command::Serve(args) => {
+            let s = settings(args.config.as_deref())?;
+            let rt = runtime()?;
+            rt.block_on(service::serve(args, s))?;
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            Ok(true)
+        }
+        Command::Keys { command } => {
+            init_logs(&std::env::var("RUST_LOG").unwrap_or("warn".into()), false);
+            runtime()?.block_on(service::keys(command))?;
             Ok(true)
         }
         Command::Targets => {

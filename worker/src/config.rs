@@ -23,7 +23,66 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub render: RenderSettings,
     pub coordinator: CoordinatorSettings,
+    pub service: ServiceSettings,
     pub log: LogSettings,
+}
+
+/// The job service (`loopmind serve`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// The database: empty for SQLite in the data directory, or a
+    /// `postgres://` URL shared by several `serve` replicas.
+    pub database_url: String,
+    /// The address clients reach the service at (`https://mastering.example`),
+    /// used in the upload and download URLs it hands out; empty: the
+    /// address it listens on.
+    pub public_url: String,
+    /// Largest upload, in bytes (default 16 GiB: a 3-hour 24-bit stereo
+    /// WAV at 192 kHz is 12.4 GB).
+    pub upload_max_bytes: u64,
+    /// How long an upload or download URL stays valid, in seconds.
+    pub url_ttl_s: u64,
+    /// Largest JSON body of a request, in KiB.
+    pub body_max_kib: u64,
+    /// Jobs rendered at once by the embedded workers; 0: one per core.
+    pub workers: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            public_url: String::new(),
+            upload_max_bytes: 16 << 30,
+            url_ttl_s: 3600,
+            body_max_kib: 1024,
+            workers: 0,
+        }
+    }
+}
+
+impl ServiceSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database_url;
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad("service.database_url", "must be empty (SQLite) or a postgres:// URL");
+        }
+        let p = &self.public_url;
+        if !(p.is_empty() || p.starts_with("http://") || p.starts_with("https://")) {
+            return bad("service.public_url", "must be an http:// or https:// URL");
+        }
+        for (key, v) in [
+            ("service.upload_max_bytes", self.upload_max_bytes),
+            ("service.url_ttl_s", self.url_ttl_s),
+            ("service.body_max_kib", self.body_max_kib),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a catalog run waits for its jobs (`loopmind coordinator` and
@@ -262,6 +321,7 @@ impl Settings {
         self.validate_catalog_times()?;
         self.store.validate_requests()?;
         self.render.validate()?;
+        self.service.validate()?;
         self.store.validate_location()
     }
 

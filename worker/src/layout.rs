@@ -85,6 +85,19 @@ pub fn running_key(catalog: &str) -> String {
     format!("{}running.json", catalog_prefix(catalog))
 }
 
+/// The catalog of a tenant's jobs in the job service: `api.<tenant>`, so
+/// its outputs are `masters/api.<tenant>/<job id>/`.
+pub fn service_catalog(tenant: &str) -> String {
+    debug_assert!(safe_id(tenant), "{tenant}");
+    format!("api.{tenant}")
+}
+
+/// Where the job service keeps an uploaded mix: `uploads/<tenant>/<id>`.
+pub fn upload_key(tenant: &str, upload_id: &str) -> String {
+    debug_assert!(safe_id(tenant) && safe_id(upload_id));
+    format!("uploads/{tenant}/{upload_id}")
+}
+
 /// Whether `key` stays inside the folder it is joined to: relative, and
 /// made of segments that are neither empty, `.`, `..`, nor hold a NUL or a
 /// backslash.

@@ -114,6 +114,17 @@ impl RequestError {
     }
 }
 
+/// Why a request from outside was refused ([`RenderRequest::from_api`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RequestRefusal {
+    /// Not a request: a field unknown, missing or of the wrong type.
+    #[error("{0}")]
+    Shape(String),
+    /// A request whose values are out of range.
+    #[error("{0}")]
+    Invalid(RequestError),
+}
+
 fn default_dynamics() -> f64 {
     Sliders::default().dynamics
 }
@@ -159,6 +170,16 @@ impl RenderRequest {
     /// The request of one JSON object, checked.
     pub fn from_json(v: Value) -> Result<Self, RequestError> {
         serde_json::from_value(v).map_err(|e| RequestError::one(e.to_string()))
+    }
+
+    /// The request of one JSON object from outside (the job API), telling
+    /// a body of the wrong shape (an unknown field, a value of the wrong
+    /// type or name) from one whose values are out of range.
+    pub fn from_api(v: Value) -> Result<Self, RequestRefusal> {
+        // The remote derive's own deserialiser: the shape only.
+        let r = RenderRequest::deserialize(v).map_err(|e| RequestRefusal::Shape(e.to_string()))?;
+        r.check().map_err(RequestRefusal::Invalid)?;
+        Ok(r)
     }
 
     /// This request as a JSON object (a layer to put others over).

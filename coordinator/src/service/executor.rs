@@ -1,0 +1,204 @@
+//! The embedded workers: the jobs table is their queue. Each takes the
+//! oldest queued job (marking it running in the same statement), runs the
+//! worker's own step for it (`work_on`: the render in a child process, the
+//! outputs to the store) and settles it in the database. A job cancelled
+//! meanwhile keeps `cancelled`: its late result is recorded nowhere.
+//!
+//! Embedded, one `serve` owns the database: a job found `running` at start
+//! was running when the last one died, so it is queued again (its render
+//! child died with it; the render is deterministic, so a rerun writes the
+//! same bits).
+
+use super::db::{now_ms, Db, DbError};
+use super::App;
+use async_trait::async_trait;
+use loopmind_worker::config::Settings;
+use loopmind_worker::isolate::Isolation;
+use loopmind_worker::job::{Job, JobResult, Status, UnreadableJob};
+use loopmind_worker::metrics::Metrics;
+use loopmind_worker::queue::breaker::StoreBreaker;
+use loopmind_worker::queue::{work_on, Delivery, QueueError, WorkerCtx};
+use loopmind_worker::shutdown::Shutdown;
+use serde_json::json;
+use sqlx::Row;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+pub(crate) struct Workers {
+    tasks: JoinSet<()>,
+}
+
+impl Workers {
+    /// Waits for the jobs in hand to settle.
+    pub(crate) async fn stop(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts `service.workers` workers (one per core by default).
+pub(crate) async fn start(
+    app: Arc<App>,
+    s: &Settings,
+    data: &Path,
+    shutdown: Shutdown,
+) -> anyhow::Result<Workers> {
+    let again = sqlx::query("UPDATE jobs SET status = 'queued', progress = 0 WHERE status = 'running'")
+        .execute(&app.db.pool)
+        .await
+        .map_err(DbError::from)?;
+    if again.rows_affected() > 0 {
+        tracing::warn!(jobs = again.rows_affected(), "jobs that were running when the service stopped are queued again");
+    }
+    let mut iso = Isolation::new(s.render.clone())?;
+    iso.log_json = s.log.format == loopmind_worker::config::LogFormat::Json;
+    let ctx = Arc::new(WorkerCtx {
+        store: app.store.clone(),
+        scratch: data.join("scratch"),
+        iso,
+        metrics: Arc::new(Metrics::new()),
+        breaker: Arc::new(StoreBreaker::new(Duration::from_secs(s.worker.store_probe_s))),
+        max_backoff: Duration::from_secs(8),
+    });
+    let n = match s.service.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let (app, ctx, sd) = (app.clone(), ctx.clone(), shutdown.clone());
+        let limit = s.queue.delivery_limit;
+        tasks.spawn(async move { run(app, ctx, sd, limit).await });
+    }
+    Ok(Workers { tasks })
+}
+
+async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32) {
+    while !shutdown.requested() {
+        let woken = app.queued.notified();
+        match claim(&app.db).await {
+            Ok(Some((id, body, attempts))) => {
+                let d = DbDelivery { db: app.db.clone(), id, body, attempts, limit };
+                if let Err(e) = work_on(Box::new(d), &ctx).await {
+                    tracing::error!(error = %e, "a job could not be settled");
+                }
+            }
+            Ok(None) => {
+                // Idle: woken by a submission, or look again soon.
+                let _ = tokio::time::timeout(Duration::from_millis(500), woken).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take jobs from the database");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The oldest queued job, marked running: (id, message, attempts so far).
+async fn claim(db: &Db) -> Result<Option<(String, Vec<u8>, i64)>, DbError> {
+    let row = sqlx::query(
+        "UPDATE jobs SET status = 'running', progress = 0.05, attempts = attempts + 1, updated_ms = $1 \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
+         RETURNING id, message, attempts",
+    )
+    .bind(now_ms())
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let message: String = row.try_get("message")?;
+    Ok(Some((row.try_get("id")?, message.into_bytes(), row.try_get("attempts")?)))
+}
+
+/// One claimed job, settled in its row. Every update is guarded by
+/// `status = 'running'`: a cancelled job stays cancelled.
+struct DbDelivery {
+    db: Db,
+    id: String,
+    body: Vec<u8>,
+    attempts: i64,
+    limit: u32,
+}
+
+impl DbDelivery {
+    async fn set(&self, sql: &str, binds: (&str, f64, Option<String>, Option<String>)) -> Result<(), QueueError> {
+        let r = sqlx::query(sql)
+            .bind(binds.0)
+            .bind(binds.1)
+            .bind(binds.2)
+            .bind(binds.3)
+            .bind(now_ms())
+            .bind(&self.id)
+            .execute(&self.db.pool)
+            .await;
+        r.map(|_| ()).map_err(|e| {
+            tracing::error!(job = %self.id, error = %e, "cannot record the job's state");
+            QueueError::Closed
+        })
+    }
+
+    async fn finish(&self, status: &str, result: Option<String>, error: Option<String>) -> Result<(), QueueError> {
+        self.set(
+            "UPDATE jobs SET status = $1, progress = $2, result = $3, error = $4, updated_ms = $5 WHERE id = $6 AND status = 'running'",
+            (status, 1.0, result, error),
+        )
+        .await
+    }
+
+    async fn requeue(&self, counted: bool) -> Result<(), QueueError> {
+        let sql = match counted {
+            true => "UPDATE jobs SET status = $1, progress = $2, result = $3, error = $4, updated_ms = $5 WHERE id = $6 AND status = 'running'",
+            false => "UPDATE jobs SET status = $1, progress = $2, result = $3, error = $4, updated_ms = $5, attempts = attempts - 1 WHERE id = $6 AND status = 'running'",
+        };
+        self.set(sql, ("queued", 0.0, None, None)).await
+    }
+}
+
+#[async_trait]
+impl Delivery for DbDelivery {
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
+    fn redeliveries(&self) -> u32 {
+        (self.attempts - 1).max(0) as u32
+    }
+    fn handbacks(&self) -> u32 {
+        0
+    }
+    async fn started(&self, _job: &Job) {}
+    async fn complete(self: Box<Self>, _job: &Job, result: &JobResult) -> Result<(), QueueError> {
+        let status = match result.status {
+            Status::Failed => "failed",
+            _ => "succeeded",
+        };
+        let body = serde_json::to_string(result).expect("a result serialises");
+        self.finish(status, Some(body), None).await
+    }
+    async fn retry(self: Box<Self>) -> Result<(), QueueError> {
+        if self.attempts > i64::from(self.limit) {
+            let e = json!({"code": "delivery_limit", "retryable": true, "message": format!(
+                "failed {} times in a row (queue.delivery_limit {}); see the service's log", self.attempts, self.limit)});
+            return self.finish("failed", None, Some(e.to_string())).await;
+        }
+        self.requeue(true).await
+    }
+    async fn hand_back(self: Box<Self>) -> Result<(), QueueError> {
+        self.requeue(false).await
+    }
+    async fn reject(self: Box<Self>, why: UnreadableJob) -> Result<(), QueueError> {
+        let e = json!({"code": "unreadable_job", "retryable": false, "message": why.to_string()});
+        self.finish("failed", None, Some(e.to_string())).await
+    }
+    /// A job cancelled since it was claimed is dropped unrendered.
+    async fn abandoned(&self, _job: &Job) -> bool {
+        let row = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+            .bind(&self.id)
+            .fetch_optional(&self.db.pool)
+            .await;
+        matches!(row, Ok(Some(r)) if r.try_get::<String, _>("status").is_ok_and(|s| s == "cancelled"))
+    }
+    async fn discard(self: Box<Self>) -> Result<(), QueueError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! Jobs: submit (idempotent by `Idempotency-Key`), read, list, cancel, and
+//! the outputs' signed downloads. A job's body is the render request of the
+//! pipeline plus its `input`, checked by the request's own code.
+
+use super::auth::need;
+use super::db::{now_ms, DbError};
+use super::error::ApiError;
+use super::keys::{new_id, Caller, Scope};
+use super::view::{self, JobRow};
+use super::{App, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use loopmind_worker::job::{Job, TrackSpec};
+use loopmind_worker::layout::{safe_id, service_catalog};
+use loopmind_worker::request::RequestRefusal;
+use loopmind_worker::RenderRequest;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use std::sync::Arc;
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// A body split into its input (an upload's id) and its render request.
+fn parse_body(bytes: &[u8]) -> Result<(Value, String, RenderRequest), ApiError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let Value::Object(mut m) = v.clone() else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let input = m
+        .remove("input")
+        .ok_or_else(|| ApiError::bad_request("input: missing (give {\"upload_id\": ...})"))?;
+    let upload = upload_of(&input)?;
+    unknown_targets(&m)?;
+    let request = RenderRequest::from_api(Value::Object(m)).map_err(|e| match e {
+        RequestRefusal::Shape(why) => ApiError::bad_request(why),
+        RequestRefusal::Invalid(why) => ApiError::invalid(why.to_string()),
+    })?;
+    // A document is named by a store key, which would reach past the
+    // tenant's own uploads: not taken until documents are uploads too.
+    for (field, named) in [
+        ("reference", request.reference()),
+        ("arrangement", request.arrangement()),
+        ("emotion_graph", request.emotion_graph()),
+    ] {
+        if named.is_some() {
+            return Err(ApiError::invalid(format!(
+                "{field}: documents are not taken by the job API yet"
+            )));
+        }
+    }
+    Ok((v, upload, request))
+}
+
+fn upload_of(input: &Value) -> Result<String, ApiError> {
+    let Value::Object(i) = input else {
+        return Err(ApiError::bad_request("input: must be an object"));
+    };
+    if let Some(k) = i.keys().find(|k| *k != "upload_id" && *k != "url") {
+        return Err(ApiError::bad_request(format!("input: unknown field `{k}`")));
+    }
+    if i.contains_key("url") {
+        return Err(ApiError::invalid(
+            "input.url: this service keeps its own store; upload the mix (POST /v1/uploads) and give input.upload_id",
+        ));
+    }
+    match i.get("upload_id") {
+        Some(Value::String(id)) if safe_id(id) => Ok(id.clone()),
+        Some(_) => Err(ApiError::bad_request("input.upload_id: must be an upload's id")),
+        None => Err(ApiError::bad_request("input.upload_id: missing")),
+    }
+}
+
+/// A target named that is no preset: 422 (the request's own check would
+/// call it a malformed body).
+fn unknown_targets(m: &Map<String, Value>) -> Result<(), ApiError> {
+    let Some(Value::Array(list)) = m.get("targets") else {
+        return Ok(());
+    };
+    for name in list.iter().filter_map(Value::as_str) {
+        if loopmind_dsp::targets::preset(name).is_none() {
+            return Err(ApiError::invalid(format!(
+                "targets: unknown target '{name}' (GET /v1/targets lists them)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The stored upload's key, if the caller's tenant owns it and it holds audio.
+async fn stored_upload(app: &App, tenant: &str, id: &str) -> Result<String, ApiError> {
+    let row = sqlx::query("SELECT store_key, state FROM uploads WHERE id = $1 AND tenant = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&app.db.pool)
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| ApiError::invalid(format!("input.upload_id '{id}': no such upload")))?;
+    let state: String = row.try_get("state").map_err(DbError::from)?;
+    if state != "stored" {
+        return Err(ApiError::invalid(format!(
+            "input.upload_id '{id}': nothing uploaded yet (PUT the audio to its url first)"
+        )));
+    }
+    Ok(row.try_get("store_key").map_err(DbError::from)?)
+}
+
+pub(crate) async fn submit(
+    axum::extract::State(app): State,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    need(&caller, Scope::Submit)?;
+    let idem = idempotency_key(&headers)?;
+    let (value, upload, request) = parse_body(&body)?;
+    let body_hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    if let Some(k) = &idem {
+        if let Some(found) = by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
+            return Ok((StatusCode::OK, Json(found)));
+        }
+    }
+    let source = stored_upload(&app, &caller.tenant, &upload).await?;
+    let id = new_id("job");
+    let spec = TrackSpec {
+        track: id.clone(),
+        source,
+        album: None,
+        request,
+    };
+    let job = Job::new(&service_catalog(&caller.tenant), "1", &spec, None);
+    job.validate()
+        .map_err(|e| ApiError::internal(format!("the job made is refused: {e}"), false))?;
+    let row = view::NewJob {
+        id: &id,
+        tenant: &caller.tenant,
+        idempotency_key: idem.as_deref(),
+        body_hash: &body_hash,
+        body: &value.to_string(),
+        message: &serde_json::to_string(&job).expect("a job serialises"),
+    };
+    match view::insert(&app.db, &row).await {
+        Ok(()) => {}
+        // The same key submitted at the same moment: the first one won.
+        Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            let k = idem.as_deref().unwrap_or_default();
+            return match by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
+                Some(found) => Ok((StatusCode::OK, Json(found))),
+                None => Err(ApiError::conflict("the idempotency key is being used")),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    }
+    app.queued.notify_waiters();
+    tracing::info!(job = %id, tenant = %caller.tenant, "job submitted");
+    let created = load(&app, &caller.tenant, &id).await?;
+    Ok((StatusCode::CREATED, Json(view::job(&created, &app))))
+}
+
+fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = h.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_string())),
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key: 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// The job an idempotency key already made: its view when the body is the
+/// same, 409 when it is not.
+async fn by_idempotency(
+    app: &Arc<App>,
+    tenant: &str,
+    key: &str,
+    body_hash: &str,
+) -> Result<Option<Value>, ApiError> {
+    let Some(found) = view::by_key(&app.db, tenant, key).await? else {
+        return Ok(None);
+    };
+    if found.body_hash != body_hash {
+        return Err(ApiError::conflict(format!(
+            "Idempotency-Key '{key}' was used for job {} with another body",
+            found.id
+        )));
+    }
+    Ok(Some(view::job(&found, app)))
+}
+
+async fn load(app: &App, tenant: &str, id: &str) -> Result<JobRow, ApiError> {
+    view::by_id(&app.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+pub(crate) async fn show(
+    axum::extract::State(app): State,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    need(&caller, Scope::Read)?;
+    let row = load(&app, &caller.tenant, &id).await?;
+    Ok((StatusCode::OK, Json(view::job(&row, &app))))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list(
+    axum::extract::State(app): State,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Answer {
+    need(&caller, Scope::Read)?;
+    if let Some(s) = &q.status {
+        if !view::STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "status: '{s}' is none of {}",
+                view::STATUSES.join(", ")
+            )));
+        }
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(view::parse_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not one this service gave"))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let page = view::page(&app.db, &caller.tenant, q.status.as_deref(), after, limit).await?;
+    let next = (page.len() == limit as usize).then(|| page.last().map(view::cursor_of)).flatten();
+    let jobs: Vec<Value> = page.iter().map(|r| view::job(r, &app)).collect();
+    Ok((StatusCode::OK, Json(serde_json::json!({"jobs": jobs, "next_cursor": next}))))
+}
+
+pub(crate) async fn cancel(
+    axum::extract::State(app): State,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    need(&caller, Scope::Submit)?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', updated_ms = $1 WHERE id = $2 AND tenant = $3 AND status IN ('queued', 'running')",
+    )
+    .bind(now_ms())
+    .bind(&id)
+    .bind(&caller.tenant)
+    .execute(&app.db.pool)
+    .await
+    .map_err(DbError::from)?;
+    let row = load(&app, &caller.tenant, &id).await?;
+    if done.rows_affected() == 0 && row.status != "cancelled" {
+        return Err(ApiError::conflict(format!("job {id} is already {}", row.status)));
+    }
+    tracing::info!(job = %id, "job cancelled");
+    Ok((StatusCode::OK, Json(view::job(&row, &app))))
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct Signed {
+    expires: i64,
+    sig: String,
+}
+
+/// An output, by its signed URL (no key: the URL is the proof).
+pub(crate) async fn file(
+    axum::extract::State(app): State,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<Signed>,
+) -> Result<axum::response::Response, ApiError> {
+    let path = view::file_path(&id, &name);
+    if !app.signer.verify("GET", &path, q.expires, &q.sig, now_ms()) {
+        return Err(ApiError::forbidden_url());
+    }
+    let row = view::by_id_any_tenant(&app.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let key = view::output_key(&row, &name).ok_or_else(|| ApiError::not_found("file"))?;
+    let f = tokio::fs::File::open(app.store_root.join(&key))
+        .await
+        .map_err(|_| ApiError::not_found("file"))?;
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(f));
+    let mime = match name.rsplit('.').next() {
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("mp3") => "audio/mpeg",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    };
+    Ok(axum::response::Response::builder()
+        .header("content-type", mime)
+        .header("content-length", len)
+        .body(body)
+        .expect("a response of valid parts"))
+}
+
+/// The platform targets, with the codecs each is checked under.
+pub(crate) async fn targets(caller: Caller) -> Answer {
+    need(&caller, Scope::Read)?;
+    let list: Vec<Value> = loopmind_dsp::targets::preset_names()
+        .iter()
+        .filter_map(|n| loopmind_dsp::targets::preset(n))
+        .map(|t| serde_json::to_value(&t).unwrap_or(Value::Null))
+        .collect();
+    Ok((StatusCode::OK, Json(serde_json::json!({"targets": list}))))
+}

@@ -1,0 +1,134 @@
+//! API keys: made by `loopmind keys create`, shown once, stored as their
+//! SHA-256 (a key is 256 random bits, so a fast hash is enough), each
+//! belonging to one tenant with a set of scopes.
+
+use super::db::{now_ms, Db, DbError};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Upload audio and submit or cancel jobs.
+    Submit,
+    /// Read jobs, their outputs and events.
+    Read,
+    /// The service's own pages (/metrics).
+    Admin,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        Some(match s.trim() {
+            "submit" => Scope::Submit,
+            "read" => Scope::Read,
+            "admin" => Scope::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// Scopes from `submit,read,admin`; the error names the unknown one.
+pub(crate) fn parse_scopes(list: &str) -> Result<Vec<Scope>, String> {
+    let mut out = Vec::new();
+    for s in list.split(',').filter(|s| !s.trim().is_empty()) {
+        let scope = Scope::parse(s).ok_or_else(|| {
+            format!("unknown scope '{}' (known: submit, read, admin)", s.trim())
+        })?;
+        if !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    match out.is_empty() {
+        true => Err("no scope given (submit, read, admin)".into()),
+        false => Ok(out),
+    }
+}
+
+/// Who is calling: the key's tenant and scopes.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) tenant: String,
+    scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub(crate) fn may(&self, s: Scope) -> bool {
+        self.scopes.contains(&s)
+    }
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).expect("the OS's random source");
+    b
+}
+
+/// A fresh random id with a readable prefix (`job_…`, `up_…`).
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", hex::encode(random_bytes::<16>()))
+}
+
+fn digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Makes a key for `tenant`; returns the key itself (shown once).
+pub(crate) async fn create(
+    db: &Db,
+    name: &str,
+    tenant: &str,
+    scopes: &[Scope],
+) -> Result<String, DbError> {
+    let key = format!("lm_{}", hex::encode(random_bytes::<32>()));
+    let scopes: Vec<&str> = scopes.iter().map(|s| s.name()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, tenant, scopes, hash, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_id("key"))
+    .bind(name)
+    .bind(tenant)
+    .bind(scopes.join(","))
+    .bind(digest(&key))
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(key)
+}
+
+/// The caller a presented key stands for, if it is one of ours.
+pub(crate) async fn caller(db: &Db, presented: &str) -> Result<Option<Caller>, DbError> {
+    let row = sqlx::query("SELECT tenant, scopes FROM api_keys WHERE hash = $1")
+        .bind(digest(presented))
+        .fetch_optional(&db.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let scopes: String = row.try_get("scopes")?;
+    Ok(Some(Caller {
+        tenant: row.try_get("tenant")?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_refuse_by_name() {
+        assert_eq!(
+            parse_scopes("submit, read,read").unwrap(),
+            vec![Scope::Submit, Scope::Read]
+        );
+        assert!(parse_scopes("submit,write").unwrap_err().contains("'write'"));
+        assert!(parse_scopes("").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! `loopmind serve`: the job service a label's backend calls over HTTP.
+//!
+//! Embedded (the default): SQLite and a folder store under `--data`, jobs
+//! rendered by in-process workers (render children, as everywhere).
+//!
+//! - `db`: the database (SQLite | PostgreSQL, one set of queries, migrations).
+//! - `keys`: API keys, tenants, scopes; `auth`: the caller of a request.
+//! - `signing`: signed upload and download URLs.
+//! - `uploads`: `POST /v1/uploads`, the signed PUT streamed to the store.
+//! - `jobs`: submit (idempotent), read, list, cancel, outputs; `view` shapes
+//!   a job for the API.
+//! - `executor`: the embedded workers: the database is their queue, each
+//!   job run by the worker's own step (`work_on`).
+//! - `error`: the API's error body.
+
+mod auth;
+mod db;
+mod error;
+mod executor;
+mod jobs;
+mod keys;
+mod signing;
+mod uploads;
+mod view;
+
+use anyhow::{Context, Result};
+use axum::routing::{get, post, put};
+use axum::Router;
+use loopmind_worker::config::{ServiceSettings, Settings};
+use loopmind_worker::store::{FolderStore, ObjectStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What every handler is given.
+pub(crate) struct App {
+    db: db::Db,
+    signer: signing::Signer,
+    store: Arc<dyn ObjectStore>,
+    /// The folder store's root (embedded): outputs are served from it.
+    store_root: PathBuf,
+    settings: ServiceSettings,
+    /// Wakes the embedded workers when a job is queued.
+    queued: Arc<tokio::sync::Notify>,
+}
+
+pub(crate) type State = axum::extract::State<Arc<App>>;
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The service's data: its SQLite database and stored audio.
+    #[arg(long, default_value = "./loopmind-data")]
+    data: PathBuf,
+    /// Settings file (TOML); LOOPMIND_* environment variables override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Make a key; it is printed once and stored only hashed.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The tenant whose jobs the key sees (default: the name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Comma-separated: submit, read, admin.
+        #[arg(long, default_value = "submit,read")]
+        scope: String,
+        /// The service's data directory (as `serve --data`).
+        #[arg(long, default_value = "./loopmind-data")]
+        data: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `loopmind keys create`: prints the new key.
+pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
+    let KeysCommand::Create { name, tenant, scope, data, config } = cmd;
+    let tenant = tenant.unwrap_or_else(|| name.clone());
+    anyhow::ensure!(
+        loopmind_worker::layout::safe_id(&tenant),
+        "tenant '{tenant}' is not a safe name (letters, digits, - _ . up to 128 bytes)"
+    );
+    let scopes = keys::parse_scopes(&scope).map_err(anyhow::Error::msg)?;
+    let s = Settings::load(config.as_deref())?;
+    let db = open_db(&s.service, &data).await?;
+    let key = keys::create(&db, &name, &tenant, &scopes).await?;
+    println!("{key}");
+    eprintln!("key '{name}' for tenant '{tenant}' made; it is shown only now");
+    Ok(())
+}
+
+async fn open_db(s: &ServiceSettings, data: &Path) -> Result<db::Db> {
+    std::fs::create_dir_all(data).with_context(|| format!("{}", data.display()))?;
+    Ok(db::Db::open(&s.database_url, data).await?)
+}
+
+/// `loopmind serve`: runs until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
+    let db = open_db(&s.service, &args.data).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let public = match s.service.public_url.is_empty() {
+        true => format!("http://{addr}"),
+        false => s.service.public_url.clone(),
+    };
+    let store_root = args.data.join("store");
+    std::fs::create_dir_all(&store_root)?;
+    let app = Arc::new(App {
+        signer: signing::Signer::new(&db.secret("url-signing").await?, &public),
+        db,
+        store: Arc::new(FolderStore::new(&store_root)),
+        store_root,
+        settings: s.service.clone(),
+        queued: Arc::new(tokio::sync::Notify::new()),
+    });
+    let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
+    let workers = executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?;
+    tracing::info!(%addr, public = %public, "serving the job API");
+    let mut stop = shutdown.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await?;
+    workers.stop().await;
+    Ok(())
+}
+
+fn router(app: Arc<App>) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    let body_limit = (app.settings.body_max_kib * 1024) as usize;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/targets", get(jobs::targets))
+        .route("/v1/uploads", post(uploads::create))
+        .route(
+            "/v1/uploads/{id}/data",
+            // Streamed to disk under its own limit (service.upload_max_bytes).
+            put(uploads::put_data).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/files/{name}", get(jobs::file))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
