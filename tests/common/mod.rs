@@ -111,6 +111,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod api;
 pub mod hostile;
 pub mod scenario;
 pub mod services;

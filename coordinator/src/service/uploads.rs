@@ -61,10 +61,22 @@ pub(crate) async fn put_data(
     axum::extract::State(app): State,
     Path(id): Path<String>,
     Query(q): Query<Signed>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if !app.signer.verify("PUT", &data_path(&id), q.expires, &q.sig, now_ms()) {
         return Err(ApiError::forbidden_url());
+    }
+    // Refused before a byte is read: a client that sent `Expect:
+    // 100-continue` is told without sending the body (a body without a
+    // length is capped as it streams).
+    let limit = app.settings.upload_max_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit, "service.upload_max_bytes"));
     }
     // Taken for this PUT, or refused: a URL stores one body.
     let taken = sqlx::query("UPDATE uploads SET state = 'writing' WHERE id = $1 AND state = 'pending'")

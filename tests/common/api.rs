@@ -1,0 +1,221 @@
+//! The job service as a label's backend meets it: a real `loopmind serve`
+//! process (SQLite in its own data folder, or a PostgreSQL database made for
+//! the test) and plain HTTP calls.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `loopmind serve` and its data folder.
+pub struct Service {
+    pub data: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub base: String,
+    /// A PostgreSQL database made for this service (dropped with it).
+    pg_db: Option<String>,
+    starts: usize,
+}
+
+/// Which database the service keeps its state in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Database {
+    Sqlite,
+    Postgres,
+}
+
+impl Service {
+    pub fn start(db: Database, settings: &[(&str, &str)]) -> Service {
+        let mut env: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("LOOPMIND_LOG__FORMAT".into(), "json".into()));
+        let pg_db = (db == Database::Postgres).then(|| {
+            let name = format!("loopmind_test_{}", std::process::id() as u128 * 1_000_000 + nanos());
+            psql(&format!("CREATE DATABASE {name}"));
+            env.push((
+                "LOOPMIND_SERVICE__DATABASE_URL".into(),
+                format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            ));
+            name
+        });
+        let mut s = Service {
+            data: tempfile::tempdir().unwrap(),
+            env,
+            child: None,
+            base: String::new(),
+            pg_db,
+            starts: 0,
+        };
+        s.restart();
+        s
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loopmind"));
+        c.args(args);
+        c.arg("--data").arg(self.data.path().join("data"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn log_path(&self, start: usize) -> PathBuf {
+        self.data.path().join(format!("serve-{start}.log"))
+    }
+
+    /// The current process's log (one JSON object per line).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// Starts `serve` (again) on a port of its choosing; waits until it says
+    /// where it listens.
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start loopmind serve");
+        self.child = Some(child);
+        let t = Instant::now();
+        loop {
+            let addr = self.log().lines().find_map(|l| {
+                let e: Value = serde_json::from_str(l).ok()?;
+                (e["message"] == "serving the job API").then(|| e["addr"].as_str().map(String::from))?
+            });
+            if let Some(a) = addr {
+                self.base = format!("http://{a}");
+                return;
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "serve exited: {exited:?}\n{}", self.log());
+            assert!(t.elapsed() < Duration::from_secs(60), "serve never listened:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// `loopmind keys create`: the key it prints.
+    pub fn key(&self, name: &str, tenant: Option<&str>, scope: &str) -> String {
+        let mut args = vec!["keys", "create", "--name", name, "--scope", scope];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        let out = self.command(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(db) = &self.pg_db {
+            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql (PostgreSQL's client) must be installed");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One HTTP call: (status, JSON body or Null).
+pub fn call(method: &str, url: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
+    let mut r = ureq::request(method, url).timeout(Duration::from_secs(30));
+    if let Some(k) = key {
+        r = r.set("Authorization", &format!("Bearer {k}"));
+    }
+    for (h, v) in headers {
+        r = r.set(h, v);
+    }
+    let res = match body {
+        Some(b) => r.set("Content-Type", "application/json").send_string(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// PUT of a file's bytes to a (signed) URL: (status, JSON body).
+pub fn put_file(url: &str, file: &Path) -> (u16, Value) {
+    let f = std::fs::File::open(file).unwrap();
+    let len = f.metadata().unwrap().len();
+    let res = ureq::put(url)
+        .set("Content-Length", &len.to_string())
+        .send(f);
+    let resp = match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("PUT {url}: {e}"),
+    };
+    let status = resp.status();
+    (status, serde_json::from_str(&resp.into_string().unwrap_or_default()).unwrap_or(Value::Null))
+}
+
+/// GET of a URL into a file.
+pub fn download(url: &str, to: &Path) {
+    let resp = ureq::get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut bytes = Vec::new();
+    resp.into_reader().read_to_end(&mut bytes).unwrap();
+    std::fs::write(to, bytes).unwrap();
+}
+
+/// A PUT that says its length and `Expect: 100-continue`, sending the body
+/// only if the server asks for it: the status line's code, and whether
+/// the body was sent.
+pub fn put_expecting(url: &str, len: usize) -> (u16, bool) {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "PUT /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let code = |h: &str| h.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap();
+    if code(&head) != 100 {
+        return (code(&head), false);
+    }
+    s.write_all(&vec![0u8; len]).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    (code(&text), true)
+}

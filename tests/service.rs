@@ -1,0 +1,231 @@
+//! The job service end to end, driven only over HTTP as a label's backend
+//! would: a real `loopmind serve` (embedded: SQLite, or the same on a real
+//! PostgreSQL), keys made by `loopmind keys create`, outputs measured by an
+//! independent meter (ffmpeg).
+
+mod common;
+
+use common::api::{call, download, put_expecting, put_file, Database, Service};
+use common::{ffmpeg_meter, short_song, write_wav};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A mix of the short test song, uploaded for `key`: the upload's id.
+fn upload(svc: &Service, key: &str, name: &str) -> String {
+    let mix = svc.data.path().join(format!("{name}.wav"));
+    write_wav(&mix, &short_song(44_100), 24, false);
+    let (st, up) = call("POST", &svc.url("/v1/uploads"), Some(key), &[], None);
+    assert_eq!(st, 201, "{up}");
+    assert_eq!(up["method"], "PUT");
+    let (st, body) = put_file(up["url"].as_str().unwrap(), &mix);
+    assert_eq!(st, 200, "{body}");
+    up["id"].as_str().unwrap().to_string()
+}
+
+fn job_body(upload: &str, targets: &[&str]) -> String {
+    json!({"input": {"upload_id": upload}, "targets": targets, "mode": "cinematic"}).to_string()
+}
+
+fn submit(svc: &Service, key: &str, idem: Option<&str>, body: &str) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = idem.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    call("POST", &svc.url("/v1/jobs"), Some(key), &headers, Some(body))
+}
+
+fn get_job(svc: &Service, key: &str, id: &str) -> Value {
+    let (st, j) = call("GET", &svc.url(&format!("/v1/jobs/{id}")), Some(key), &[], None);
+    assert_eq!(st, 200, "{j}");
+    j
+}
+
+/// Polls a job until it is in a final state.
+fn wait_final(svc: &Service, key: &str, id: &str, limit: Duration) -> Value {
+    let t = Instant::now();
+    loop {
+        let j = get_job(svc, key, id);
+        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
+            return j;
+        }
+        assert!(t.elapsed() < limit, "job {id} still {}:\n{}", j["status"], svc.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every target's master downloaded by its URL and measured by ffmpeg.
+fn check_masters(svc: &Service, job: &Value) {
+    let targets = job["targets"].as_array().unwrap();
+    assert!(!targets.is_empty(), "{job}");
+    for t in targets {
+        let file = &t["files"][0];
+        let local = svc.data.path().join(format!("{}-{}", job["id"].as_str().unwrap(), file["name"].as_str().unwrap()));
+        download(file["url"].as_str().unwrap(), &local);
+        let (lufs, peak) = ffmpeg_meter(&local);
+        let want = t["target_lufs"].as_f64().unwrap();
+        assert!((lufs - want).abs() <= 0.1, "{}: {lufs} LUFS, target {want}", t["target"]);
+        let ceiling = t["ceiling_dbtp"].as_f64().unwrap();
+        assert!(peak <= ceiling, "{}: {peak} dBTP over {ceiling}", t["target"]);
+        assert!((t["integrated_lufs"].as_f64().unwrap() - lufs).abs() <= 0.1, "the job's figure is not the file's");
+    }
+}
+
+fn masters_a_track_over_http(db: Database) {
+    let svc = Service::start(db, &[("LOOPMIND_SERVICE__WORKERS", "1")]);
+    let key = svc.key("acme", None, "submit,read");
+    let rival = svc.key("rival", None, "submit,read");
+    let up = upload(&svc, &key, "mix");
+    let body = job_body(&up, &["spotify", "apple-music"]);
+    let (st, job) = submit(&svc, &key, Some("release-42"), &body);
+    assert_eq!(st, 201, "{job}");
+    assert_eq!(job["status"], "queued");
+    let id = job["id"].as_str().unwrap().to_string();
+    // The same key: the same job; with another body: refused.
+    let (st, again) = submit(&svc, &key, Some("release-42"), &body);
+    assert_eq!((st, again["id"].as_str()), (200, Some(id.as_str())), "{again}");
+    let (st, e) = submit(&svc, &key, Some("release-42"), &job_body(&up, &["spotify"]));
+    assert_eq!(st, 409, "{e}");
+    // Another tenant sees neither the job nor the upload.
+    let (st, _) = call("GET", &svc.url(&format!("/v1/jobs/{id}")), Some(&rival), &[], None);
+    assert_eq!(st, 404);
+    let (st, e) = submit(&svc, &rival, None, &body);
+    assert_eq!(st, 422, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("no such upload"), "{e}");
+    let done = wait_final(&svc, &key, &id, Duration::from_secs(180));
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.log());
+    assert_eq!(done["progress"], 1.0);
+    check_masters(&svc, &done);
+    cancel_and_list(&svc, &key, &rival, &up, &id);
+}
+
+/// A job cancelled as it is submitted never becomes `succeeded`; the list
+/// pages by cursor and filters by status, per tenant.
+fn cancel_and_list(svc: &Service, key: &str, rival: &str, up: &str, first: &str) {
+    let (_, b) = submit(svc, key, None, &job_body(up, &["youtube"]));
+    let b = b["id"].as_str().unwrap().to_string();
+    let (st, c) = call("POST", &svc.url(&format!("/v1/jobs/{b}/cancel")), Some(key), &[], None);
+    assert_eq!((st, c["status"].as_str()), (200, Some("cancelled")), "{c}");
+    // One worker takes jobs in order: once a later job is done, the
+    // cancelled one has been settled, whatever it was doing.
+    let (_, c) = submit(svc, key, None, &job_body(up, &["ebu-r128"]));
+    let c = c["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_final(svc, key, &c, Duration::from_secs(180))["status"], "succeeded");
+    let b_now = get_job(svc, key, &b);
+    assert_eq!(b_now["status"], "cancelled", "{b_now}");
+    assert!(b_now.get("targets").is_none(), "a cancelled job shows masters: {b_now}");
+    let (st, again) = call("POST", &svc.url(&format!("/v1/jobs/{c}/cancel")), Some(key), &[], None);
+    assert_eq!(st, 409, "{again}");
+    // Paging: one at a time, in submission order.
+    let mut seen = Vec::new();
+    let mut next = String::new();
+    loop {
+        let q = if next.is_empty() { "/v1/jobs?limit=1".to_string() } else { format!("/v1/jobs?limit=1&cursor={next}") };
+        let (st, page) = call("GET", &svc.url(&q), Some(key), &[], None);
+        assert_eq!(st, 200, "{page}");
+        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => break,
+        }
+        assert!(seen.len() <= 3, "{seen:?}");
+    }
+    assert_eq!(seen, vec![first.to_string(), b.clone(), c]);
+    let (_, page) = call("GET", &svc.url("/v1/jobs?status=cancelled"), Some(key), &[], None);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["id"], b.as_str());
+    let (_, page) = call("GET", &svc.url("/v1/jobs"), Some(rival), &[], None);
+    assert_eq!(page["jobs"], json!([]));
+}
+
+#[test]
+fn a_backend_masters_a_track_over_http_sqlite() {
+    masters_a_track_over_http(Database::Sqlite);
+}
+
+#[test]
+fn a_backend_masters_a_track_over_http_postgres() {
+    masters_a_track_over_http(Database::Postgres);
+}
+
+/// Every refusal with its status, and none leaves a trace: no job made.
+#[test]
+fn refused_requests_say_why_and_change_nothing() {
+    let svc = Service::start(
+        Database::Sqlite,
+        &[("LOOPMIND_SERVICE__UPLOAD_MAX_BYTES", "200000"), ("LOOPMIND_SERVICE__BODY_MAX_KIB", "2")],
+    );
+    let key = svc.key("acme", None, "submit,read");
+    let reader = svc.key("auditor", Some("acme"), "read");
+    let writer = svc.key("robot", Some("acme"), "submit");
+    let jobs = svc.url("/v1/jobs");
+    assert_eq!(call("GET", &jobs, None, &[], None).0, 401);
+    assert_eq!(call("GET", &jobs, Some("lm_not-a-key"), &[], None).0, 401);
+    assert_eq!(call("POST", &svc.url("/v1/uploads"), Some(&reader), &[], None).0, 403);
+    assert_eq!(call("GET", &jobs, Some(&writer), &[], None).0, 403);
+    assert_eq!(call("GET", &svc.url("/healthz"), None, &[], None).0, 200);
+    // Too large: 413, and the URL stays good for a body that fits.
+    let (_, up) = call("POST", &svc.url("/v1/uploads"), Some(&key), &[], None);
+    let url = up["url"].as_str().unwrap();
+    let big = svc.data.path().join("big.wav");
+    write_wav(&big, &short_song(44_100), 24, false);
+    let len = std::fs::metadata(&big).unwrap().len() as usize;
+    assert!(len > 200_000);
+    assert_eq!(put_expecting(url, len), (413, false), "refused before the body");
+    let id = up["id"].as_str().unwrap();
+    let (st, e) = submit(&svc, &key, None, &job_body(id, &["spotify"]));
+    assert_eq!(st, 422, "nothing uploaded yet: {e}");
+    let small = svc.data.path().join("small.wav");
+    let mut a = short_song(8_000);
+    a.channels.iter_mut().for_each(|c| c.truncate(8_000));
+    write_wav(&small, &a, 16, false);
+    assert_eq!(put_file(url, &small).0, 200);
+    let forged = url.replace("sig=", "sig=00");
+    assert_eq!(put_file(&forged, &small).0, 403);
+    for (body, want, says) in [
+        ("{not json".to_string(), 400, "not JSON"),
+        (json!({"input": {"upload_id": id}, "targets": ["spotify"], "colour": 1}).to_string(), 400, "colour"),
+        (json!({"targets": ["spotify"]}).to_string(), 400, "input"),
+        (job_body(id, &["spotifyy"]), 422, "spotifyy"),
+        (json!({"input": {"upload_id": id}, "targets": ["spotify"], "dynamics": 3}).to_string(), 422, "dynamics"),
+        (json!({"input": {"upload_id": id}, "targets": ["spotify"], "reference": "uploads/rival/x"}).to_string(), 422, "reference"),
+        (json!({"input": {"url": "s3://bucket/elsewhere.wav"}, "targets": ["spotify"]}).to_string(), 422, "input.url"),
+    ] {
+        let (st, e) = submit(&svc, &key, Some("k"), &body);
+        assert_eq!(st, want, "{body}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{body}: {e}");
+        assert_eq!(e["error"]["retryable"], false);
+    }
+    let huge = job_body(id, &["spotify"]).replace('{', &format!("{{\"pad\": \"{}\", ", "x".repeat(4096)));
+    assert_eq!(submit(&svc, &key, None, &huge).0, 413);
+    let (_, page) = call("GET", &jobs, Some(&key), &[], None);
+    assert_eq!(page["jobs"], json!([]), "a refused request made a job");
+    // The key "k" was never used by a refused request: it makes a job now.
+    assert_eq!(submit(&svc, &key, Some("k"), &job_body(id, &["spotify"])).0, 201);
+}
+
+/// `kill -9` of `serve` while a job renders: after a restart every job
+/// succeeds, each rendered to its own outputs once more at most.
+#[test]
+fn serve_killed_mid_render_loses_no_job() {
+    let mut svc = Service::start(Database::Sqlite, &[("LOOPMIND_SERVICE__WORKERS", "1")]);
+    let key = svc.key("acme", None, "submit,read");
+    let up = upload(&svc, &key, "mix");
+    let ids: Vec<String> = ["spotify", "apple-music", "youtube"]
+        .iter()
+        .map(|t| submit(&svc, &key, None, &job_body(&up, &[t])).1["id"].as_str().unwrap().to_string())
+        .collect();
+    let t = Instant::now();
+    while get_job(&svc, &key, &ids[0])["status"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", svc.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    svc.kill9();
+    svc.restart();
+    for id in &ids {
+        let j = wait_final(&svc, &key, id, Duration::from_secs(180));
+        assert_eq!(j["status"], "succeeded", "{j}\n{}", svc.log());
+        check_masters(&svc, &j);
+    }
+    let requeued = svc.log().lines().any(|l| {
+        let e: Value = serde_json::from_str(l).unwrap_or_default();
+        e["message"] == "jobs that were running when the service stopped are queued again" && e["jobs"] == 1
+    });
+    assert!(requeued, "the job in hand was not queued again:\n{}", svc.log());
+}
