@@ -28,11 +28,23 @@ fn job_body(upload: &str, targets: &[&str]) -> String {
 
 fn submit(svc: &Service, key: &str, idem: Option<&str>, body: &str) -> (u16, Value) {
     let headers: Vec<(&str, &str)> = idem.map(|k| ("Idempotency-Key", k)).into_iter().collect();
-    call("POST", &svc.url("/v1/jobs"), Some(key), &headers, Some(body))
+    call(
+        "POST",
+        &svc.url("/v1/jobs"),
+        Some(key),
+        &headers,
+        Some(body),
+    )
 }
 
 fn get_job(svc: &Service, key: &str, id: &str) -> Value {
-    let (st, j) = call("GET", &svc.url(&format!("/v1/jobs/{id}")), Some(key), &[], None);
+    let (st, j) = call(
+        "GET",
+        &svc.url(&format!("/v1/jobs/{id}")),
+        Some(key),
+        &[],
+        None,
+    );
     assert_eq!(st, 200, "{j}");
     j
 }
@@ -45,7 +57,12 @@ fn wait_final(svc: &Service, key: &str, id: &str, limit: Duration) -> Value {
         if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
             return j;
         }
-        assert!(t.elapsed() < limit, "job {id} still {}:\n{}", j["status"], svc.log());
+        assert!(
+            t.elapsed() < limit,
+            "job {id} still {}:\n{}",
+            j["status"],
+            svc.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -56,14 +73,29 @@ fn check_masters(svc: &Service, job: &Value) {
     assert!(!targets.is_empty(), "{job}");
     for t in targets {
         let file = &t["files"][0];
-        let local = svc.data.path().join(format!("{}-{}", job["id"].as_str().unwrap(), file["name"].as_str().unwrap()));
+        let local = svc.data.path().join(format!(
+            "{}-{}",
+            job["id"].as_str().unwrap(),
+            file["name"].as_str().unwrap()
+        ));
         download(file["url"].as_str().unwrap(), &local);
         let (lufs, peak) = ffmpeg_meter(&local);
         let want = t["target_lufs"].as_f64().unwrap();
-        assert!((lufs - want).abs() <= 0.1, "{}: {lufs} LUFS, target {want}", t["target"]);
+        assert!(
+            (lufs - want).abs() <= 0.1,
+            "{}: {lufs} LUFS, target {want}",
+            t["target"]
+        );
         let ceiling = t["ceiling_dbtp"].as_f64().unwrap();
-        assert!(peak <= ceiling, "{}: {peak} dBTP over {ceiling}", t["target"]);
-        assert!((t["integrated_lufs"].as_f64().unwrap() - lufs).abs() <= 0.1, "the job's figure is not the file's");
+        assert!(
+            peak <= ceiling,
+            "{}: {peak} dBTP over {ceiling}",
+            t["target"]
+        );
+        assert!(
+            (t["integrated_lufs"].as_f64().unwrap() - lufs).abs() <= 0.1,
+            "the job's figure is not the file's"
+        );
     }
 }
 
@@ -79,15 +111,31 @@ fn masters_a_track_over_http(db: Database) {
     let id = job["id"].as_str().unwrap().to_string();
     // The same key: the same job; with another body: refused.
     let (st, again) = submit(&svc, &key, Some("release-42"), &body);
-    assert_eq!((st, again["id"].as_str()), (200, Some(id.as_str())), "{again}");
+    assert_eq!(
+        (st, again["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{again}"
+    );
     let (st, e) = submit(&svc, &key, Some("release-42"), &job_body(&up, &["spotify"]));
     assert_eq!(st, 409, "{e}");
     // Another tenant sees neither the job nor the upload.
-    let (st, _) = call("GET", &svc.url(&format!("/v1/jobs/{id}")), Some(&rival), &[], None);
+    let (st, _) = call(
+        "GET",
+        &svc.url(&format!("/v1/jobs/{id}")),
+        Some(&rival),
+        &[],
+        None,
+    );
     assert_eq!(st, 404);
     let (st, e) = submit(&svc, &rival, None, &body);
     assert_eq!(st, 422, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("no such upload"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such upload"),
+        "{e}"
+    );
     let done = wait_final(&svc, &key, &id, Duration::from_secs(180));
     assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.log());
     assert_eq!(done["progress"], 1.0);
@@ -100,26 +148,54 @@ fn masters_a_track_over_http(db: Database) {
 fn cancel_and_list(svc: &Service, key: &str, rival: &str, up: &str, first: &str) {
     let (_, b) = submit(svc, key, None, &job_body(up, &["youtube"]));
     let b = b["id"].as_str().unwrap().to_string();
-    let (st, c) = call("POST", &svc.url(&format!("/v1/jobs/{b}/cancel")), Some(key), &[], None);
+    let (st, c) = call(
+        "POST",
+        &svc.url(&format!("/v1/jobs/{b}/cancel")),
+        Some(key),
+        &[],
+        None,
+    );
     assert_eq!((st, c["status"].as_str()), (200, Some("cancelled")), "{c}");
     // One worker takes jobs in order: once a later job is done, the
     // cancelled one has been settled, whatever it was doing.
     let (_, c) = submit(svc, key, None, &job_body(up, &["ebu-r128"]));
     let c = c["id"].as_str().unwrap().to_string();
-    assert_eq!(wait_final(svc, key, &c, Duration::from_secs(180))["status"], "succeeded");
+    assert_eq!(
+        wait_final(svc, key, &c, Duration::from_secs(180))["status"],
+        "succeeded"
+    );
     let b_now = get_job(svc, key, &b);
     assert_eq!(b_now["status"], "cancelled", "{b_now}");
-    assert!(b_now.get("targets").is_none(), "a cancelled job shows masters: {b_now}");
-    let (st, again) = call("POST", &svc.url(&format!("/v1/jobs/{c}/cancel")), Some(key), &[], None);
+    assert!(
+        b_now.get("targets").is_none(),
+        "a cancelled job shows masters: {b_now}"
+    );
+    let (st, again) = call(
+        "POST",
+        &svc.url(&format!("/v1/jobs/{c}/cancel")),
+        Some(key),
+        &[],
+        None,
+    );
     assert_eq!(st, 409, "{again}");
     // Paging: one at a time, in submission order.
     let mut seen = Vec::new();
     let mut next = String::new();
     loop {
-        let q = if next.is_empty() { "/v1/jobs?limit=1".to_string() } else { format!("/v1/jobs?limit=1&cursor={next}") };
+        let q = if next.is_empty() {
+            "/v1/jobs?limit=1".to_string()
+        } else {
+            format!("/v1/jobs?limit=1&cursor={next}")
+        };
         let (st, page) = call("GET", &svc.url(&q), Some(key), &[], None);
         assert_eq!(st, 200, "{page}");
-        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(n) => next = n.to_string(),
             None => break,
@@ -127,7 +203,13 @@ fn cancel_and_list(svc: &Service, key: &str, rival: &str, up: &str, first: &str)
         assert!(seen.len() <= 3, "{seen:?}");
     }
     assert_eq!(seen, vec![first.to_string(), b.clone(), c]);
-    let (_, page) = call("GET", &svc.url("/v1/jobs?status=cancelled"), Some(key), &[], None);
+    let (_, page) = call(
+        "GET",
+        &svc.url("/v1/jobs?status=cancelled"),
+        Some(key),
+        &[],
+        None,
+    );
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(page["jobs"][0]["id"], b.as_str());
     let (_, page) = call("GET", &svc.url("/v1/jobs"), Some(rival), &[], None);
@@ -149,7 +231,10 @@ fn a_backend_masters_a_track_over_http_postgres() {
 fn refused_requests_say_why_and_change_nothing() {
     let svc = Service::start(
         Database::Sqlite,
-        &[("LOOPMIND_SERVICE__UPLOAD_MAX_BYTES", "200000"), ("LOOPMIND_SERVICE__BODY_MAX_KIB", "2")],
+        &[
+            ("LOOPMIND_SERVICE__UPLOAD_MAX_BYTES", "200000"),
+            ("LOOPMIND_SERVICE__BODY_MAX_KIB", "2"),
+        ],
     );
     let key = svc.key("acme", None, "submit,read");
     let reader = svc.key("auditor", Some("acme"), "read");
@@ -157,7 +242,10 @@ fn refused_requests_say_why_and_change_nothing() {
     let jobs = svc.url("/v1/jobs");
     assert_eq!(call("GET", &jobs, None, &[], None).0, 401);
     assert_eq!(call("GET", &jobs, Some("lm_not-a-key"), &[], None).0, 401);
-    assert_eq!(call("POST", &svc.url("/v1/uploads"), Some(&reader), &[], None).0, 403);
+    assert_eq!(
+        call("POST", &svc.url("/v1/uploads"), Some(&reader), &[], None).0,
+        403
+    );
     assert_eq!(call("GET", &jobs, Some(&writer), &[], None).0, 403);
     assert_eq!(call("GET", &svc.url("/healthz"), None, &[], None).0, 200);
     // Too large: 413, and the URL stays good for a body that fits.
@@ -167,7 +255,11 @@ fn refused_requests_say_why_and_change_nothing() {
     write_wav(&big, &short_song(44_100), 24, false);
     let len = std::fs::metadata(&big).unwrap().len() as usize;
     assert!(len > 200_000);
-    assert_eq!(put_expecting(url, len), (413, false), "refused before the body");
+    assert_eq!(
+        put_expecting(url, len),
+        (413, false),
+        "refused before the body"
+    );
     let id = up["id"].as_str().unwrap();
     let (st, e) = submit(&svc, &key, None, &job_body(id, &["spotify"]));
     assert_eq!(st, 422, "nothing uploaded yet: {e}");
@@ -192,12 +284,16 @@ fn refused_requests_say_why_and_change_nothing() {
         assert!(e["error"]["message"].as_str().unwrap().contains(says), "{body}: {e}");
         assert_eq!(e["error"]["retryable"], false);
     }
-    let huge = job_body(id, &["spotify"]).replace('{', &format!("{{\"pad\": \"{}\", ", "x".repeat(4096)));
+    let huge =
+        job_body(id, &["spotify"]).replace('{', &format!("{{\"pad\": \"{}\", ", "x".repeat(4096)));
     assert_eq!(submit(&svc, &key, None, &huge).0, 413);
     let (_, page) = call("GET", &jobs, Some(&key), &[], None);
     assert_eq!(page["jobs"], json!([]), "a refused request made a job");
     // The key "k" was never used by a refused request: it makes a job now.
-    assert_eq!(submit(&svc, &key, Some("k"), &job_body(id, &["spotify"])).0, 201);
+    assert_eq!(
+        submit(&svc, &key, Some("k"), &job_body(id, &["spotify"])).0,
+        201
+    );
 }
 
 /// `kill -9` of `serve` while a job renders: after a restart every job
@@ -209,7 +305,12 @@ fn serve_killed_mid_render_loses_no_job() {
     let up = upload(&svc, &key, "mix");
     let ids: Vec<String> = ["spotify", "apple-music", "youtube"]
         .iter()
-        .map(|t| submit(&svc, &key, None, &job_body(&up, &[t])).1["id"].as_str().unwrap().to_string())
+        .map(|t| {
+            submit(&svc, &key, None, &job_body(&up, &[t])).1["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let t = Instant::now();
     while get_job(&svc, &key, &ids[0])["status"] != "running" {
@@ -225,7 +326,12 @@ fn serve_killed_mid_render_loses_no_job() {
     }
     let requeued = svc.log().lines().any(|l| {
         let e: Value = serde_json::from_str(l).unwrap_or_default();
-        e["message"] == "jobs that were running when the service stopped are queued again" && e["jobs"] == 1
+        e["message"] == "jobs that were running when the service stopped are queued again"
+            && e["jobs"] == 1
     });
-    assert!(requeued, "the job in hand was not queued again:\n{}", svc.log());
+    assert!(
+        requeued,
+        "the job in hand was not queued again:\n{}",
+        svc.log()
+    );
 }

@@ -35,7 +35,10 @@ impl Service {
             .collect();
         env.push(("LOOPMIND_LOG__FORMAT".into(), "json".into()));
         let pg_db = (db == Database::Postgres).then(|| {
-            let name = format!("loopmind_test_{}", std::process::id() as u128 * 1_000_000 + nanos());
+            let name = format!(
+                "loopmind_test_{}",
+                std::process::id() as u128 * 1_000_000 + nanos()
+            );
             psql(&format!("CREATE DATABASE {name}"));
             env.push((
                 "LOOPMIND_SERVICE__DATABASE_URL".into(),
@@ -90,7 +93,8 @@ impl Service {
         loop {
             let addr = self.log().lines().find_map(|l| {
                 let e: Value = serde_json::from_str(l).ok()?;
-                (e["message"] == "serving the job API").then(|| e["addr"].as_str().map(String::from))?
+                (e["message"] == "serving the job API")
+                    .then(|| e["addr"].as_str().map(String::from))?
             });
             if let Some(a) = addr {
                 self.base = format!("http://{a}");
@@ -98,7 +102,11 @@ impl Service {
             }
             let exited = self.child.as_mut().unwrap().try_wait().unwrap();
             assert!(exited.is_none(), "serve exited: {exited:?}\n{}", self.log());
-            assert!(t.elapsed() < Duration::from_secs(60), "serve never listened:\n{}", self.log());
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "serve never listened:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -117,7 +125,11 @@ impl Service {
             args.extend(["--tenant", t]);
         }
         let out = self.command(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
@@ -145,14 +157,35 @@ fn nanos() -> u128 {
 
 fn psql(sql: &str) {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql (PostgreSQL's client) must be installed");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One HTTP call: (status, JSON body or Null).
-pub fn call(method: &str, url: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<&str>) -> (u16, Value) {
+pub fn call(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut r = ureq::request(method, url).timeout(Duration::from_secs(30));
     if let Some(k) = key {
         r = r.set("Authorization", &format!("Bearer {k}"));
@@ -186,12 +219,17 @@ pub fn put_file(url: &str, file: &Path) -> (u16, Value) {
         Err(e) => panic!("PUT {url}: {e}"),
     };
     let status = resp.status();
-    (status, serde_json::from_str(&resp.into_string().unwrap_or_default()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&resp.into_string().unwrap_or_default()).unwrap_or(Value::Null),
+    )
 }
 
 /// GET of a URL into a file.
 pub fn download(url: &str, to: &Path) {
-    let resp = ureq::get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let mut bytes = Vec::new();
     resp.into_reader().read_to_end(&mut bytes).unwrap();
     std::fs::write(to, bytes).unwrap();

@@ -66,7 +66,10 @@ impl ServiceSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.database_url;
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return bad("service.database_url", "must be empty (SQLite) or a postgres:// URL");
+            return bad(
+                "service.database_url",
+                "must be empty (SQLite) or a postgres:// URL",
+            );
         }
         let p = &self.public_url;
         if !(p.is_empty() || p.starts_with("http://") || p.starts_with("https://")) {

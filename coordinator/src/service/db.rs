@@ -46,7 +46,9 @@ impl Db {
             .await?;
         if sqlite {
             // Readers never wait for the one writer; kept in the file.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
         }
         MIGRATOR.run(&pool).await?;
         Ok(Db { pool })
@@ -54,7 +56,7 @@ impl Db {
 
     /// The named secret (URL signing), made once and shared by replicas.
     pub(crate) async fn secret(&self, name: &str) -> Result<String, DbError> {
-        let fresh = hex::encode(super::keys::random_bytes::<32>());
+        let fresh = hex::encode(super::ids::random_bytes::<32>());
         sqlx::query(
             "INSERT INTO service_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )

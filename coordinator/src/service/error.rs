@@ -36,13 +36,25 @@ impl ApiError {
         )
     }
     pub(crate) fn forbidden(scope: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", format!("this key lacks the `{scope}` scope"))
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key lacks the `{scope}` scope"),
+        )
     }
     pub(crate) fn forbidden_url() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "the URL's signature is wrong or expired")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the URL's signature is wrong or expired",
+        )
     }
     pub(crate) fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)

@@ -44,12 +44,16 @@ pub(crate) async fn start(
     data: &Path,
     shutdown: Shutdown,
 ) -> anyhow::Result<Workers> {
-    let again = sqlx::query("UPDATE jobs SET status = 'queued', progress = 0 WHERE status = 'running'")
-        .execute(&app.db.pool)
-        .await
-        .map_err(DbError::from)?;
+    let again =
+        sqlx::query("UPDATE jobs SET status = 'queued', progress = 0 WHERE status = 'running'")
+            .execute(&app.db.pool)
+            .await
+            .map_err(DbError::from)?;
     if again.rows_affected() > 0 {
-        tracing::warn!(jobs = again.rows_affected(), "jobs that were running when the service stopped are queued again");
+        tracing::warn!(
+            jobs = again.rows_affected(),
+            "jobs that were running when the service stopped are queued again"
+        );
     }
     let mut iso = Isolation::new(s.render.clone())?;
     iso.log_json = s.log.format == loopmind_worker::config::LogFormat::Json;
@@ -58,7 +62,9 @@ pub(crate) async fn start(
         scratch: data.join("scratch"),
         iso,
         metrics: Arc::new(Metrics::new()),
-        breaker: Arc::new(StoreBreaker::new(Duration::from_secs(s.worker.store_probe_s))),
+        breaker: Arc::new(StoreBreaker::new(Duration::from_secs(
+            s.worker.store_probe_s,
+        ))),
         max_backoff: Duration::from_secs(8),
     });
     let n = match s.service.workers {
@@ -79,7 +85,13 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
         let woken = app.queued.notified();
         match claim(&app.db).await {
             Ok(Some((id, body, attempts))) => {
-                let d = DbDelivery { db: app.db.clone(), id, body, attempts, limit };
+                let d = DbDelivery {
+                    db: app.db.clone(),
+                    id,
+                    body,
+                    attempts,
+                    limit,
+                };
                 if let Err(e) = work_on(Box::new(d), &ctx).await {
                     tracing::error!(error = %e, "a job could not be settled");
                 }
@@ -108,7 +120,11 @@ async fn claim(db: &Db) -> Result<Option<(String, Vec<u8>, i64)>, DbError> {
     .await?;
     let Some(row) = row else { return Ok(None) };
     let message: String = row.try_get("message")?;
-    Ok(Some((row.try_get("id")?, message.into_bytes(), row.try_get("attempts")?)))
+    Ok(Some((
+        row.try_get("id")?,
+        message.into_bytes(),
+        row.try_get("attempts")?,
+    )))
 }
 
 /// One claimed job, settled in its row. Every update is guarded by
@@ -122,7 +138,11 @@ struct DbDelivery {
 }
 
 impl DbDelivery {
-    async fn set(&self, sql: &str, binds: (&str, f64, Option<String>, Option<String>)) -> Result<(), QueueError> {
+    async fn set(
+        &self,
+        sql: &str,
+        binds: (&str, f64, Option<String>, Option<String>),
+    ) -> Result<(), QueueError> {
         let r = sqlx::query(sql)
             .bind(binds.0)
             .bind(binds.1)
@@ -138,7 +158,12 @@ impl DbDelivery {
         })
     }
 
-    async fn finish(&self, status: &str, result: Option<String>, error: Option<String>) -> Result<(), QueueError> {
+    async fn finish(
+        &self,
+        status: &str,
+        result: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), QueueError> {
         self.set(
             "UPDATE jobs SET status = $1, progress = $2, result = $3, error = $4, updated_ms = $5 WHERE id = $6 AND status = 'running'",
             (status, 1.0, result, error),

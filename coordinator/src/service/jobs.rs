@@ -5,7 +5,8 @@
 use super::auth::need;
 use super::db::{now_ms, DbError};
 use super::error::ApiError;
-use super::keys::{new_id, Caller, Scope};
+use super::ids::new_id;
+use super::keys::{Caller, Scope};
 use super::view::{self, JobRow};
 use super::{App, State};
 use axum::body::{Body, Bytes};
@@ -69,7 +70,9 @@ fn upload_of(input: &Value) -> Result<String, ApiError> {
     }
     match i.get("upload_id") {
         Some(Value::String(id)) if safe_id(id) => Ok(id.clone()),
-        Some(_) => Err(ApiError::bad_request("input.upload_id: must be an upload's id")),
+        Some(_) => Err(ApiError::bad_request(
+            "input.upload_id: must be an upload's id",
+        )),
         None => Err(ApiError::bad_request("input.upload_id: missing")),
     }
 }
@@ -231,14 +234,22 @@ pub(crate) async fn list(
         }
     }
     let after = match &q.cursor {
-        Some(c) => Some(view::parse_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not one this service gave"))?),
+        Some(c) => Some(
+            view::parse_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("cursor: not one this service gave"))?,
+        ),
         None => None,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let page = view::page(&app.db, &caller.tenant, q.status.as_deref(), after, limit).await?;
-    let next = (page.len() == limit as usize).then(|| page.last().map(view::cursor_of)).flatten();
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(view::cursor_of))
+        .flatten();
     let jobs: Vec<Value> = page.iter().map(|r| view::job(r, &app)).collect();
-    Ok((StatusCode::OK, Json(serde_json::json!({"jobs": jobs, "next_cursor": next}))))
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({"jobs": jobs, "next_cursor": next})),
+    ))
 }
 
 pub(crate) async fn cancel(
@@ -258,7 +269,10 @@ pub(crate) async fn cancel(
     .map_err(DbError::from)?;
     let row = load(&app, &caller.tenant, &id).await?;
     if done.rows_affected() == 0 && row.status != "cancelled" {
-        return Err(ApiError::conflict(format!("job {id} is already {}", row.status)));
+        return Err(ApiError::conflict(format!(
+            "job {id} is already {}",
+            row.status
+        )));
     }
     tracing::info!(job = %id, "job cancelled");
     Ok((StatusCode::OK, Json(view::job(&row, &app))))

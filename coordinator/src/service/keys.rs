@@ -3,6 +3,7 @@
 //! belonging to one tenant with a set of scopes.
 
 use super::db::{now_ms, Db, DbError};
+use super::ids::{new_id, random_bytes};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -36,19 +37,26 @@ impl Scope {
     }
 }
 
+/// A scope list that is not one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScopeError {
+    #[error("unknown scope '{0}' (known: submit, read, admin)")]
+    Unknown(String),
+    #[error("no scope given (submit, read, admin)")]
+    None,
+}
+
 /// Scopes from `submit,read,admin`; the error names the unknown one.
-pub(crate) fn parse_scopes(list: &str) -> Result<Vec<Scope>, String> {
+pub(crate) fn parse_scopes(list: &str) -> Result<Vec<Scope>, ScopeError> {
     let mut out = Vec::new();
     for s in list.split(',').filter(|s| !s.trim().is_empty()) {
-        let scope = Scope::parse(s).ok_or_else(|| {
-            format!("unknown scope '{}' (known: submit, read, admin)", s.trim())
-        })?;
+        let scope = Scope::parse(s).ok_or_else(|| ScopeError::Unknown(s.trim().into()))?;
         if !out.contains(&scope) {
             out.push(scope);
         }
     }
     match out.is_empty() {
-        true => Err("no scope given (submit, read, admin)".into()),
+        true => Err(ScopeError::None),
         false => Ok(out),
     }
 }
@@ -64,17 +72,6 @@ impl Caller {
     pub(crate) fn may(&self, s: Scope) -> bool {
         self.scopes.contains(&s)
     }
-}
-
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).expect("the OS's random source");
-    b
-}
-
-/// A fresh random id with a readable prefix (`job_…`, `up_…`).
-pub(crate) fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", hex::encode(random_bytes::<16>()))
 }
 
 fn digest(key: &str) -> String {
@@ -128,7 +125,10 @@ mod tests {
             parse_scopes("submit, read,read").unwrap(),
             vec![Scope::Submit, Scope::Read]
         );
-        assert!(parse_scopes("submit,write").unwrap_err().contains("'write'"));
+        assert!(parse_scopes("submit,write")
+            .unwrap_err()
+            .to_string()
+            .contains("'write'"));
         assert!(parse_scopes("").is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! rendered by in-process workers (render children, as everywhere).
 //!
 //! - `db`: the database (SQLite | PostgreSQL, one set of queries, migrations).
+//! - `ids`: random ids and secrets.
 //! - `keys`: API keys, tenants, scopes; `auth`: the caller of a request.
 //! - `signing`: signed upload and download URLs.
 //! - `uploads`: `POST /v1/uploads`, the signed PUT streamed to the store.
@@ -17,6 +18,7 @@ mod auth;
 mod db;
 mod error;
 mod executor;
+mod ids;
 mod jobs;
 mod keys;
 mod signing;
@@ -80,13 +82,19 @@ pub(crate) enum KeysCommand {
 
 /// `loopmind keys create`: prints the new key.
 pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
-    let KeysCommand::Create { name, tenant, scope, data, config } = cmd;
+    let KeysCommand::Create {
+        name,
+        tenant,
+        scope,
+        data,
+        config,
+    } = cmd;
     let tenant = tenant.unwrap_or_else(|| name.clone());
     anyhow::ensure!(
         loopmind_worker::layout::safe_id(&tenant),
         "tenant '{tenant}' is not a safe name (letters, digits, - _ . up to 128 bytes)"
     );
-    let scopes = keys::parse_scopes(&scope).map_err(anyhow::Error::msg)?;
+    let scopes = keys::parse_scopes(&scope)?;
     let s = Settings::load(config.as_deref())?;
     let db = open_db(&s.service, &data).await?;
     let key = keys::create(&db, &name, &tenant, &scopes).await?;

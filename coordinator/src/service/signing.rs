@@ -34,9 +34,22 @@ impl Signer {
 
     /// Whether `sig` signs (`method`, `path`, `expires_ms`) and has not
     /// expired at `now_ms` (compared in constant time).
-    pub(crate) fn verify(&self, method: &str, path: &str, expires_ms: i64, sig: &str, now_ms: i64) -> bool {
-        let Ok(sig) = hex::decode(sig) else { return false };
-        now_ms <= expires_ms && self.mac(method, path, expires_ms).verify_slice(&sig).is_ok()
+    pub(crate) fn verify(
+        &self,
+        method: &str,
+        path: &str,
+        expires_ms: i64,
+        sig: &str,
+        now_ms: i64,
+    ) -> bool {
+        let Ok(sig) = hex::decode(sig) else {
+            return false;
+        };
+        now_ms <= expires_ms
+            && self
+                .mac(method, path, expires_ms)
+                .verify_slice(&sig)
+                .is_ok()
     }
 }
 

@@ -6,7 +6,8 @@
 use super::auth::need;
 use super::db::now_ms;
 use super::error::ApiError;
-use super::keys::{new_id, Caller, Scope};
+use super::ids::new_id;
+use super::keys::{Caller, Scope};
 use super::view::rfc3339;
 use super::{App, State};
 use axum::body::Body;
@@ -64,7 +65,10 @@ pub(crate) async fn put_data(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    if !app.signer.verify("PUT", &data_path(&id), q.expires, &q.sig, now_ms()) {
+    if !app
+        .signer
+        .verify("PUT", &data_path(&id), q.expires, &q.sig, now_ms())
+    {
         return Err(ApiError::forbidden_url());
     }
     // Refused before a byte is read: a client that sent `Expect:
@@ -79,13 +83,16 @@ pub(crate) async fn put_data(
         return Err(ApiError::too_large(limit, "service.upload_max_bytes"));
     }
     // Taken for this PUT, or refused: a URL stores one body.
-    let taken = sqlx::query("UPDATE uploads SET state = 'writing' WHERE id = $1 AND state = 'pending'")
-        .bind(&id)
-        .execute(&app.db.pool)
-        .await
-        .map_err(super::db::DbError::from)?;
+    let taken =
+        sqlx::query("UPDATE uploads SET state = 'writing' WHERE id = $1 AND state = 'pending'")
+            .bind(&id)
+            .execute(&app.db.pool)
+            .await
+            .map_err(super::db::DbError::from)?;
     if taken.rows_affected() != 1 {
-        return Err(ApiError::conflict(format!("upload '{id}' was already used")));
+        return Err(ApiError::conflict(format!(
+            "upload '{id}' was already used"
+        )));
     }
     match receive(&app, &id, body).await {
         Ok(bytes) => {
@@ -95,7 +102,10 @@ pub(crate) async fn put_data(
                 .execute(&app.db.pool)
                 .await
                 .map_err(super::db::DbError::from)?;
-            Ok((StatusCode::OK, Json(serde_json::json!({"id": id, "bytes": bytes}))))
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({"id": id, "bytes": bytes})),
+            ))
         }
         Err(e) => {
             // Nothing stored: the URL may be used again while it is valid.
@@ -141,7 +151,8 @@ async fn write_limited(part: &std::path::Path, body: Body, limit: u64) -> Result
     let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
         n += chunk.len() as u64;
         if n > limit {
             return Err(ApiError::too_large(limit, "service.upload_max_bytes"));

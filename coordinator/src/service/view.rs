@@ -88,7 +88,11 @@ pub(crate) async fn insert(db: &Db, j: &NewJob<'_>) -> Result<(), DbError> {
 
 pub(crate) async fn by_id(db: &Db, tenant: &str, id: &str) -> Result<Option<JobRow>, DbError> {
     let q = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1 AND tenant = $2");
-    let row = sqlx::query(&q).bind(id).bind(tenant).fetch_optional(&db.pool).await?;
+    let row = sqlx::query(&q)
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&db.pool)
+        .await?;
     row.as_ref().map(read).transpose()
 }
 
@@ -101,7 +105,11 @@ pub(crate) async fn by_id_any_tenant(db: &Db, id: &str) -> Result<Option<JobRow>
 
 pub(crate) async fn by_key(db: &Db, tenant: &str, key: &str) -> Result<Option<JobRow>, DbError> {
     let q = format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2");
-    let row = sqlx::query(&q).bind(tenant).bind(key).fetch_optional(&db.pool).await?;
+    let row = sqlx::query(&q)
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await?;
     row.as_ref().map(read).transpose()
 }
 
@@ -147,7 +155,9 @@ fn message(r: &JobRow) -> Option<Job> {
 }
 
 fn result(r: &JobRow) -> Option<JobResult> {
-    r.result.as_deref().and_then(|s| serde_json::from_str(s).ok())
+    r.result
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
 }
 
 /// The files a finished job wrote: (target or "" for the track's own, name).
@@ -198,7 +208,11 @@ pub(crate) fn job(r: &JobRow, app: &App) -> Value {
                 "message": e.error, "retryable": e.action == loopmind_worker::Action::Retry});
         }
     }
-    if let Some(e) = r.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) {
+    if let Some(e) = r
+        .error
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<Value>(e).ok())
+    {
         v["error"] = e;
     }
     v
