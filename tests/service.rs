@@ -335,3 +335,40 @@ fn serve_killed_mid_render_loses_no_job() {
         svc.log()
     );
 }
+
+/// docs/api.md's curl session, run as written against a real `serve`.
+#[test]
+fn the_documented_curl_session_works() {
+    let doc = std::fs::read_to_string(common::services::repo().join("docs/api.md")).unwrap();
+    let script = doc
+        .split("```bash\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/api.md holds a bash block");
+    let svc = Service::start(Database::Sqlite, &[]);
+    let key = svc.key("acme", None, "submit,read");
+    let mix = svc.data.path().join("mix.wav");
+    write_wav(&mix, &short_song(44_100), 24, false);
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd.path())
+        .env("BASE", &svc.base)
+        .env("KEY", &key)
+        .env("MIX", &mix)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().last(), Some("succeeded"), "{stdout}");
+    assert!(stdout.contains("spotify: -14"), "{stdout}");
+    for (f, want) in [("spotify.wav", -14.0), ("apple-music.wav", -16.0)] {
+        let (lufs, peak) = ffmpeg_meter(&cwd.path().join(f));
+        assert!((lufs - want).abs() <= 0.1 && peak <= -1.0, "{f}: {lufs} LUFS, {peak} dBTP");
+    }
+}
