@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::api::{call, download, put_expecting, put_file, Database, Service};
+use common::api::{call, download, put_expecting, put_file, Database, Events, Service};
 use common::{ffmpeg_meter, short_song, write_wav};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -104,6 +104,9 @@ fn masters_a_track_over_http(db: Database) {
     let key = svc.key("acme", None, "submit,read");
     let rival = svc.key("rival", None, "submit,read");
     let up = upload(&svc, &key, "mix");
+    // Followed from before the submission, by both tenants.
+    let events = Events::follow(&svc.base, &key);
+    let rival_events = Events::follow(&svc.base, &rival);
     let body = job_body(&up, &["spotify", "apple-music"]);
     let (st, job) = submit(&svc, &key, Some("release-42"), &body);
     assert_eq!(st, 201, "{job}");
@@ -140,7 +143,10 @@ fn masters_a_track_over_http(db: Database) {
     assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.log());
     assert_eq!(done["progress"], 1.0);
     check_masters(&svc, &done);
+    let went = events.statuses_until(&id, "succeeded", Duration::from_secs(30));
+    assert_eq!(went, ["queued", "running", "succeeded"]);
     cancel_and_list(&svc, &key, &rival, &up, &id);
+    events_are_the_tenants(&events, &rival_events, &[id]);
 }
 
 /// A job cancelled as it is submitted never becomes `succeeded`; the list
@@ -214,6 +220,17 @@ fn cancel_and_list(svc: &Service, key: &str, rival: &str, up: &str, first: &str)
     assert_eq!(page["jobs"][0]["id"], b.as_str());
     let (_, page) = call("GET", &svc.url("/v1/jobs"), Some(rival), &[], None);
     assert_eq!(page["jobs"], json!([]));
+}
+
+/// Each tenant's event stream holds its own jobs only.
+fn events_are_the_tenants(events: &Events, rival: &Events, ids: &[String]) {
+    let ours: Vec<String> = events
+        .all()
+        .iter()
+        .filter_map(|e| e["job_id"].as_str().map(String::from))
+        .collect();
+    assert!(ids.iter().all(|id| ours.contains(id)), "{ours:?}");
+    assert!(rival.all().is_empty(), "a rival saw {:?}", rival.all());
 }
 
 #[test]
@@ -369,6 +386,9 @@ fn the_documented_curl_session_works() {
     assert!(stdout.contains("spotify: -14"), "{stdout}");
     for (f, want) in [("spotify.wav", -14.0), ("apple-music.wav", -16.0)] {
         let (lufs, peak) = ffmpeg_meter(&cwd.path().join(f));
-        assert!((lufs - want).abs() <= 0.1 && peak <= -1.0, "{f}: {lufs} LUFS, {peak} dBTP");
+        assert!(
+            (lufs - want).abs() <= 0.1 && peak <= -1.0,
+            "{f}: {lufs} LUFS, {peak} dBTP"
+        );
     }
 }

@@ -257,3 +257,59 @@ pub fn put_expecting(url: &str, len: usize) -> (u16, bool) {
     let _ = s.read_to_string(&mut text);
     (code(&text), true)
 }
+
+/// A client following `GET /v1/events`: the events' data, as they come.
+pub struct Events {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Events {
+    pub fn follow(base: &str, key: &str) -> Events {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(600))
+            .build();
+        let resp = agent
+            .get(&format!("{base}/v1/events"))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .expect("GET /v1/events");
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(resp.into_reader()).lines() {
+                let Ok(line) = line else { return };
+                if let Some(data) = line.strip_prefix("data: ") {
+                    if let Ok(v) = serde_json::from_str(data) {
+                        sink.lock().unwrap().push(v);
+                    }
+                }
+            }
+        });
+        Events { seen }
+    }
+
+    pub fn all(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The statuses job `id` went through, waiting until it reached `last`.
+    pub fn statuses_until(&self, id: &str, last: &str, limit: Duration) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let of: Vec<String> = self
+                .all()
+                .iter()
+                .filter(|e| e["job_id"] == id)
+                .filter_map(|e| e["status"].as_str().map(String::from))
+                .collect();
+            if of.last().map(String::as_str) == Some(last) {
+                return of;
+            }
+            assert!(t.elapsed() < limit, "job {id}: events {of:?}, never {last}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -44,17 +44,7 @@ pub(crate) async fn start(
     data: &Path,
     shutdown: Shutdown,
 ) -> anyhow::Result<Workers> {
-    let again =
-        sqlx::query("UPDATE jobs SET status = 'queued', progress = 0 WHERE status = 'running'")
-            .execute(&app.db.pool)
-            .await
-            .map_err(DbError::from)?;
-    if again.rows_affected() > 0 {
-        tracing::warn!(
-            jobs = again.rows_affected(),
-            "jobs that were running when the service stopped are queued again"
-        );
-    }
+    requeue_interrupted(&app.db).await?;
     let mut iso = Isolation::new(s.render.clone())?;
     iso.log_json = s.log.format == loopmind_worker::config::LogFormat::Json;
     let ctx = Arc::new(WorkerCtx {
@@ -80,11 +70,41 @@ pub(crate) async fn start(
     Ok(Workers { tasks })
 }
 
+/// Jobs left `running` by a service that died: queued again.
+async fn requeue_interrupted(db: &Db) -> Result<(), DbError> {
+    let rows = sqlx::query("SELECT id FROM jobs WHERE status = 'running'")
+        .fetch_all(&db.pool)
+        .await?;
+    let mut again = 0;
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', progress = 0, updated_ms = $1 WHERE id = $2 AND status = 'running'",
+        )
+        .bind(now_ms())
+        .bind(&id)
+        .execute(&db.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            super::events::record(db, &id).await;
+            again += 1;
+        }
+    }
+    if again > 0 {
+        tracing::warn!(
+            jobs = again,
+            "jobs that were running when the service stopped are queued again"
+        );
+    }
+    Ok(())
+}
+
 async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32) {
     while !shutdown.requested() {
         let woken = app.queued.notified();
         match claim(&app.db).await {
             Ok(Some((id, body, attempts))) => {
+                super::events::record(&app.db, &id).await;
                 let d = DbDelivery {
                     db: app.db.clone(),
                     id,
@@ -152,10 +172,18 @@ impl DbDelivery {
             .bind(&self.id)
             .execute(&self.db.pool)
             .await;
-        r.map(|_| ()).map_err(|e| {
-            tracing::error!(job = %self.id, error = %e, "cannot record the job's state");
-            QueueError::Closed
-        })
+        match r {
+            Ok(done) if done.rows_affected() == 1 => {
+                super::events::record(&self.db, &self.id).await;
+                Ok(())
+            }
+            // Cancelled meanwhile: the cancel stands.
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(job = %self.id, error = %e, "cannot record the job's state");
+                Err(QueueError::Closed)
+            }
+        }
     }
 
     async fn finish(

@@ -157,6 +157,7 @@ pub(crate) async fn submit(
         }
         Err(e) => return Err(e.into()),
     }
+    super::events::record(&app.db, &id).await;
     app.queued.notify_waiters();
     tracing::info!(job = %id, tenant = %caller.tenant, "job submitted");
     let created = load(&app, &caller.tenant, &id).await?;
@@ -267,6 +268,9 @@ pub(crate) async fn cancel(
     .execute(&app.db.pool)
     .await
     .map_err(DbError::from)?;
+    if done.rows_affected() == 1 {
+        super::events::record(&app.db, &id).await;
+    }
     let row = load(&app, &caller.tenant, &id).await?;
     if done.rows_affected() == 0 && row.status != "cancelled" {
         return Err(ApiError::conflict(format!(

@@ -12,11 +12,13 @@
 //!   a job for the API.
 //! - `executor`: the embedded workers: the database is their queue, each
 //!   job run by the worker's own step (`work_on`).
+//! - `events`: every status change recorded; `GET /v1/events` streams them (SSE).
 //! - `error`: the API's error body.
 
 mod auth;
 mod db;
 mod error;
+mod events;
 mod executor;
 mod ids;
 mod jobs;
@@ -146,6 +148,7 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/targets", get(jobs::targets))
+        .route("/v1/events", get(events::stream))
         .route("/v1/uploads", post(uploads::create))
         .route(
             "/v1/uploads/{id}/data",

@@ -54,7 +54,7 @@ pub(crate) struct NewJob<'a> {
 }
 
 /// Creation order: milliseconds * 1000, strictly increasing in a process.
-fn next_seq() -> i64 {
+pub(crate) fn next_seq() -> i64 {
     static LAST: AtomicI64 = AtomicI64::new(0);
     let now = now_ms() * 1000;
     let mut prev = LAST.load(Ordering::Relaxed);
