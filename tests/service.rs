@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::api::{call, download, put_expecting, put_file, Database, Events, Service};
+use common::api::{call, download, put_expecting, put_file, Database, Events, Receiver, Service};
 use common::{ffmpeg_meter, short_song, write_wav};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -100,9 +100,28 @@ fn check_masters(svc: &Service, job: &Value) {
 }
 
 fn masters_a_track_over_http(db: Database) {
-    let svc = Service::start(db, &[("LOOPMIND_SERVICE__WORKERS", "1")]);
+    let svc = Service::start(
+        db,
+        &[
+            ("LOOPMIND_SERVICE__WORKERS", "1"),
+            // The receiver is this test, on loopback; retries a second apart.
+            ("LOOPMIND_SERVICE__WEBHOOKS_ALLOW_PRIVATE", "true"),
+            ("LOOPMIND_SERVICE__WEBHOOK_RETRY_S", "1,1,1"),
+        ],
+    );
     let key = svc.key("acme", None, "submit,read");
     let rival = svc.key("rival", None, "submit,read");
+    let receiver = Receiver::start(1);
+    let hook =
+        json!({"url": receiver.url, "events": ["job.succeeded", "job.cancelled"]}).to_string();
+    let (st, hook) = call(
+        "POST",
+        &svc.url("/v1/webhooks"),
+        Some(&key),
+        &[],
+        Some(&hook),
+    );
+    assert_eq!(st, 201, "{hook}");
     let up = upload(&svc, &key, "mix");
     // Followed from before the submission, by both tenants.
     let events = Events::follow(&svc.base, &key);
@@ -145,8 +164,80 @@ fn masters_a_track_over_http(db: Database) {
     check_masters(&svc, &done);
     let went = events.statuses_until(&id, "succeeded", Duration::from_secs(30));
     assert_eq!(went, ["queued", "running", "succeeded"]);
+    webhook_said_so(&svc, &key, &receiver, &hook, &id);
     cancel_and_list(&svc, &key, &rival, &up, &id);
     events_are_the_tenants(&events, &rival_events, &[id]);
+}
+
+/// The endpoint was told the job succeeded, in a message it can verify (the
+/// Standard Webhooks signature checked here from its definition), after one
+/// failed attempt that was retried; both attempts are listed.
+fn webhook_said_so(svc: &Service, key: &str, receiver: &Receiver, hook: &Value, id: &str) {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let t = Instant::now();
+    let (headers, body) = loop {
+        let reqs = receiver.requests();
+        let found = reqs
+            .iter()
+            .skip(1)
+            .find(|(_, b)| b.contains(id) && b.contains("job.succeeded"));
+        if let Some(r) = found {
+            break r.clone();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no retried webhook: {reqs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let h = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let secret = hook["secret"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("whsec_")
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(secret).unwrap()).unwrap();
+    mac.update(format!("{}.{}.{}", h("webhook-id"), h("webhook-timestamp"), body).as_bytes());
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    assert_eq!(h("webhook-signature"), want, "signature");
+    let sent: i64 = h("webhook-timestamp").parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - sent).abs() < 60);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["data"]["job_id"].as_str()),
+        (Some("job.succeeded"), Some(id))
+    );
+    // The first POST (a 500) and its retry carry the same message id.
+    let first = &receiver.requests()[0];
+    assert_eq!(
+        first.0.iter().find(|(k, _)| k == "webhook-id").unwrap().1,
+        h("webhook-id")
+    );
+    let url = svc.url(&format!(
+        "/v1/webhooks/{}/deliveries",
+        hook["id"].as_str().unwrap()
+    ));
+    let (st, d) = call("GET", &url, Some(key), &[], None);
+    assert_eq!(st, 200, "{d}");
+    let codes: Vec<i64> = d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["status_code"].as_i64())
+        .collect();
+    assert_eq!(codes, [204, 500], "newest first: {d}");
 }
 
 /// A job cancelled as it is submitted never becomes `succeeded`; the list
@@ -300,6 +391,32 @@ fn refused_requests_say_why_and_change_nothing() {
         assert_eq!(st, want, "{body}: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains(says), "{body}: {e}");
         assert_eq!(e["error"]["retryable"], false);
+    }
+    // Webhooks: loopback refused (service.webhooks_allow_private is off),
+    // unknown event types named.
+    for (hook, says) in [
+        (
+            json!({"url": "http://127.0.0.1:9/hook"}),
+            "private or loopback",
+        ),
+        (json!({"url": "ftp://hooks.example/x"}), "http"),
+        (
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["job.done"]}),
+            "job.done",
+        ),
+    ] {
+        let (st, e) = call(
+            "POST",
+            &svc.url("/v1/webhooks"),
+            Some(&key),
+            &[],
+            Some(&hook.to_string()),
+        );
+        assert_eq!(st, 422, "{hook}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{hook}: {e}"
+        );
     }
     let huge =
         job_body(id, &["spotify"]).replace('{', &format!("{{\"pad\": \"{}\", ", "x".repeat(4096)));

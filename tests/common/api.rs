@@ -313,3 +313,71 @@ impl Events {
         }
     }
 }
+
+/// A webhook endpoint on loopback: records every POST (its headers,
+/// lower-cased, and body); answers 500 to the first `fail_first`, 204 after.
+pub struct Receiver {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>,
+}
+
+impl Receiver {
+    pub fn start(fail_first: usize) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/loopmind", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let Some(req) = read_request(&mut conn) else {
+                    continue;
+                };
+                sink.lock().unwrap().push(req);
+                let status = if n < fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "204 No Content"
+                };
+                use std::io::Write;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, got }
+    }
+
+    pub fn requests(&self) -> Vec<(Vec<(String, String)>, String)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn read_request(conn: &mut std::net::TcpStream) -> Option<(Vec<(String, String)>, String)> {
+    use std::io::BufRead;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut r = std::io::BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")?
+        .1
+        .parse()
+        .ok()?;
+    let mut body = vec![0u8; len];
+    std::io::Read::read_exact(&mut r, &mut body).ok()?;
+    Some((headers, String::from_utf8(body).ok()?))
+}

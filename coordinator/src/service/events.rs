@@ -17,20 +17,33 @@ use sqlx::Row;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Records job `id`'s current status as an event (best effort: an event
-/// missing is logged, the change itself has happened).
+/// Records job `id`'s current status as an event, and owes it to the
+/// tenant's webhooks (best effort: an event missing is logged, the change
+/// itself has happened).
 pub(crate) async fn record(db: &Db, id: &str) {
-    let r = sqlx::query(
-        "INSERT INTO job_events (seq, tenant, job_id, status, at_ms) SELECT $1, tenant, id, status, $2 FROM jobs WHERE id = $3",
-    )
-    .bind(next_seq())
-    .bind(now_ms())
-    .bind(id)
-    .execute(&db.pool)
-    .await;
-    if let Err(e) = r {
+    if let Err(e) = try_record(db, id).await {
         tracing::warn!(job = %id, error = %e, "a job event was not recorded");
     }
+}
+
+async fn try_record(db: &Db, id: &str) -> Result<(), DbError> {
+    let job = sqlx::query("SELECT tenant, status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await?;
+    let (tenant, status): (String, String) = (job.try_get("tenant")?, job.try_get("status")?);
+    let seq = next_seq();
+    sqlx::query(
+        "INSERT INTO job_events (seq, tenant, job_id, status, at_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(seq)
+    .bind(&tenant)
+    .bind(id)
+    .bind(&status)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    super::webhooks::fan_out(db, &tenant, seq, id, &status).await
 }
 
 struct Row_ {

@@ -13,6 +13,7 @@
 //! - `executor`: the embedded workers: the database is their queue, each
 //!   job run by the worker's own step (`work_on`).
 //! - `events`: every status change recorded; `GET /v1/events` streams them (SSE).
+//! - `webhooks`: endpoints, messages owed, the signed sender with retries.
 //! - `error`: the API's error body.
 
 mod auth;
@@ -26,6 +27,7 @@ mod keys;
 mod signing;
 mod uploads;
 mod view;
+mod webhooks;
 
 use anyhow::{Context, Result};
 use axum::routing::{get, post, put};
@@ -133,12 +135,14 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
     });
     let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
     let workers = executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?;
+    let sender = tokio::spawn(webhooks::run(app.clone(), shutdown.clone()));
     tracing::info!(%addr, public = %public, "serving the job API");
     let mut stop = shutdown.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move { stop.wait().await })
         .await?;
     workers.stop().await;
+    let _ = sender.await;
     Ok(())
 }
 
@@ -149,6 +153,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/targets", get(jobs::targets))
         .route("/v1/events", get(events::stream))
+        .route("/v1/webhooks", post(webhooks::create))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/uploads", post(uploads::create))
         .route(
             "/v1/uploads/{id}/data",
