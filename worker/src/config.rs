@@ -47,6 +47,13 @@ pub struct ServiceSettings {
     pub body_max_kib: u64,
     /// Jobs rendered at once by the embedded workers; 0: one per core.
     pub workers: usize,
+    /// Seconds between a webhook message's attempts, comma-separated: after
+    /// the last one fails it is given up (the default spans ~26 hours).
+    pub webhook_retry_s: String,
+    /// Webhook URLs may reach private, loopback and link-local addresses
+    /// (a backend on the same network); off, such a URL is refused, checked
+    /// on every address it resolves to when a message is sent.
+    pub webhooks_allow_private: bool,
 }
 
 impl Default for ServiceSettings {
@@ -58,12 +65,33 @@ impl Default for ServiceSettings {
             url_ttl_s: 3600,
             body_max_kib: 1024,
             workers: 0,
+            webhook_retry_s: "5,60,300,1800,7200,14400,28800,43200".into(),
+            webhooks_allow_private: false,
         }
     }
 }
 
 impl ServiceSettings {
+    /// The webhook retry schedule, in seconds (checked at load).
+    pub fn webhook_retries(&self) -> Vec<u64> {
+        self.webhook_retry_s
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        let parts: Vec<&str> = self.webhook_retry_s.split(',').collect();
+        if parts.len() > 32
+            || parts
+                .iter()
+                .any(|p| p.trim().parse::<u64>().map_or(true, |s| s > 86_400))
+        {
+            return bad(
+                "service.webhook_retry_s",
+                "must be 1 to 32 comma-separated whole seconds, each at most 86400",
+            );
+        }
         let url = &self.database_url;
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(
