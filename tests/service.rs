@@ -385,7 +385,10 @@ fn refused_requests_say_why_and_change_nothing() {
     write_wav(&small, &a, 16, false);
     assert_eq!(put_file(url, &small).0, 200);
     let forged = url.replace("sig=", "sig=00");
-    assert_eq!(put_file(&forged, &small).0, 403);
+    // Refused before the body (a client sending it anyway may find the
+    // connection closed under it: asked with 100-continue here).
+    let len = std::fs::metadata(&small).unwrap().len() as usize;
+    assert_eq!(put_expecting(&forged, len), (403, false));
     for (body, want, says) in [
         ("{not json".to_string(), 400, "not JSON"),
         (json!({"input": {"upload_id": id}, "targets": ["spotify"], "colour": 1}).to_string(), 400, "colour"),
