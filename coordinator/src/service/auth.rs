@@ -31,10 +31,6 @@ impl FromRequestParts<Arc<App>> for Caller {
 pub(crate) fn need(c: &Caller, scope: Scope) -> Result<(), ApiError> {
     match c.may(scope) {
         true => Ok(()),
-        false => Err(ApiError::forbidden(match scope {
-            Scope::Submit => "submit",
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        })),
+        false => Err(ApiError::forbidden(scope.name())),
     }
 }

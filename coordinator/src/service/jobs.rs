@@ -7,6 +7,7 @@ use super::db::{now_ms, DbError};
 use super::error::ApiError;
 use super::ids::new_id;
 use super::keys::{Caller, Scope};
+use super::signing::Signed;
 use super::view::{self, JobRow};
 use super::{App, State};
 use axum::body::{Body, Bytes};
@@ -282,12 +283,6 @@ pub(crate) async fn cancel(
     Ok((StatusCode::OK, Json(view::job(&row, &app))))
 }
 
-#[derive(serde::Deserialize)]
-pub(crate) struct Signed {
-    expires: i64,
-    sig: String,
-}
-
 /// An output, by its signed URL (no key: the URL is the proof).
 pub(crate) async fn file(
     axum::extract::State(app): State,
@@ -295,7 +290,7 @@ pub(crate) async fn file(
     Query(q): Query<Signed>,
 ) -> Result<axum::response::Response, ApiError> {
     let path = view::file_path(&id, &name);
-    if !app.signer.verify("GET", &path, q.expires, &q.sig, now_ms()) {
+    if !app.signer.verify_query("GET", &path, &q) {
         return Err(ApiError::forbidden_url());
     }
     let row = view::by_id_any_tenant(&app.db, &id)

@@ -19,7 +19,7 @@ pub(crate) enum Scope {
 }
 
 impl Scope {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scope::Submit => "submit",
             Scope::Read => "read",

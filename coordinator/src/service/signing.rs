@@ -5,6 +5,13 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// A signed URL's query: `?expires=<ms>&sig=<hex>`.
+#[derive(serde::Deserialize)]
+pub(crate) struct Signed {
+    expires: i64,
+    sig: String,
+}
+
 #[derive(Clone)]
 pub(crate) struct Signer {
     secret: Vec<u8>,
@@ -30,6 +37,11 @@ impl Signer {
     pub(crate) fn url(&self, method: &str, path: &str, expires_ms: i64) -> String {
         let sig = hex::encode(self.mac(method, path, expires_ms).finalize().into_bytes());
         format!("{}{path}?expires={expires_ms}&sig={sig}", self.public)
+    }
+
+    /// Whether a URL's query signs (`method`, `path`) and is still valid.
+    pub(crate) fn verify_query(&self, method: &str, path: &str, q: &Signed) -> bool {
+        self.verify(method, path, q.expires, &q.sig, super::db::now_ms())
     }
 
     /// Whether `sig` signs (`method`, `path`, `expires_ms`) and has not

@@ -8,6 +8,7 @@ use super::db::now_ms;
 use super::error::ApiError;
 use super::ids::new_id;
 use super::keys::{Caller, Scope};
+use super::signing::Signed;
 use super::view::rfc3339;
 use super::{App, State};
 use axum::body::Body;
@@ -16,7 +17,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
 use loopmind_worker::layout::upload_key;
-use serde::Deserialize;
 use sqlx::Row;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -51,12 +51,6 @@ fn data_path(id: &str) -> String {
     format!("/v1/uploads/{id}/data")
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Signed {
-    expires: i64,
-    sig: String,
-}
-
 /// The signed PUT: the URL is the proof (no key), good once.
 pub(crate) async fn put_data(
     axum::extract::State(app): State,
@@ -65,10 +59,7 @@ pub(crate) async fn put_data(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    if !app
-        .signer
-        .verify("PUT", &data_path(&id), q.expires, &q.sig, now_ms())
-    {
+    if !app.signer.verify_query("PUT", &data_path(&id), &q) {
         return Err(ApiError::forbidden_url());
     }
     // Refused before a byte is read: a client that sent `Expect:
@@ -83,18 +74,22 @@ pub(crate) async fn put_data(
         return Err(ApiError::too_large(limit, "service.upload_max_bytes"));
     }
     // Taken for this PUT, or refused: a URL stores one body.
-    let taken =
-        sqlx::query("UPDATE uploads SET state = 'writing' WHERE id = $1 AND state = 'pending'")
-            .bind(&id)
-            .execute(&app.db.pool)
-            .await
-            .map_err(super::db::DbError::from)?;
-    if taken.rows_affected() != 1 {
+    let taken = sqlx::query(
+        "UPDATE uploads SET state = 'writing' WHERE id = $1 AND state = 'pending' RETURNING store_key",
+    )
+    .bind(&id)
+    .fetch_optional(&app.db.pool)
+    .await
+    .map_err(super::db::DbError::from)?;
+    let Some(taken) = taken else {
         return Err(ApiError::conflict(format!(
             "upload '{id}' was already used"
         )));
-    }
-    match receive(&app, &id, body).await {
+    };
+    let key: String = taken
+        .try_get("store_key")
+        .map_err(super::db::DbError::from)?;
+    match receive(&app, &id, &key, body).await {
         Ok(bytes) => {
             sqlx::query("UPDATE uploads SET state = 'stored', bytes = $1 WHERE id = $2")
                 .bind(bytes as i64)
@@ -119,13 +114,7 @@ pub(crate) async fn put_data(
 }
 
 /// Streams the body to a part file, then moves it to the upload's key.
-async fn receive(app: &Arc<App>, id: &str, body: Body) -> Result<u64, ApiError> {
-    let row = sqlx::query("SELECT store_key FROM uploads WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.db.pool)
-        .await
-        .map_err(super::db::DbError::from)?;
-    let key: String = row.try_get("store_key").map_err(super::db::DbError::from)?;
+async fn receive(app: &Arc<App>, id: &str, key: &str, body: Body) -> Result<u64, ApiError> {
     let incoming = app.store_root.join(".incoming");
     let io = |e: std::io::Error| ApiError::internal(format!("storing the upload: {e}"), true);
     tokio::fs::create_dir_all(&incoming).await.map_err(io)?;
@@ -139,7 +128,7 @@ async fn receive(app: &Arc<App>, id: &str, body: Body) -> Result<u64, ApiError> 
             return Err(e);
         }
     };
-    let stored = app.store.put_file(&key, &part).await;
+    let stored = app.store.put_file(key, &part).await;
     let _ = tokio::fs::remove_file(&part).await;
     stored.map_err(|e| ApiError::internal(format!("storing the upload: {e}"), true))?;
     Ok(bytes)
