@@ -207,6 +207,21 @@ pub fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A GET answered in text: (status, its Retry-After, the body).
+pub fn get_text(url: &str, key: Option<&str>) -> (u16, Option<String>, String) {
+    let mut r = ureq::get(url).timeout(Duration::from_secs(30));
+    if let Some(k) = key {
+        r = r.set("Authorization", &format!("Bearer {k}"));
+    }
+    let resp = match r.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let retry = resp.header("Retry-After").map(String::from);
+    (resp.status(), retry, resp.into_string().unwrap_or_default())
+}
+
 /// PUT of a file's bytes to a (signed) URL: (status, JSON body).
 pub fn put_file(url: &str, file: &Path) -> (u16, Value) {
     let f = std::fs::File::open(file).unwrap();

@@ -45,6 +45,15 @@ pub struct ServiceSettings {
     pub url_ttl_s: u64,
     /// Largest JSON body of a request, in KiB.
     pub body_max_kib: u64,
+    /// Most tracks in one batch (`POST /v1/batches`).
+    pub batch_max_tracks: u64,
+    /// Largest body of a batch, in KiB.
+    pub batch_body_max_kib: u64,
+    /// Requests a second one key may make, sustained (429 past it); 0: no
+    /// limit. Each replica counts its own.
+    pub rate_per_s: u32,
+    /// Requests one key may make at once, above the sustained rate.
+    pub rate_burst: u32,
     /// Jobs rendered at once by the embedded workers; 0: one per core.
     pub workers: usize,
     /// Seconds between a webhook message's attempts, comma-separated: after
@@ -64,6 +73,10 @@ impl Default for ServiceSettings {
             upload_max_bytes: 16 << 30,
             url_ttl_s: 3600,
             body_max_kib: 1024,
+            batch_max_tracks: 10_000,
+            batch_body_max_kib: 16 * 1024,
+            rate_per_s: 100,
+            rate_burst: 500,
             workers: 0,
             webhook_retry_s: "5,60,300,1800,7200,14400,28800,43200".into(),
             webhooks_allow_private: false,
@@ -107,6 +120,8 @@ impl ServiceSettings {
             ("service.upload_max_bytes", self.upload_max_bytes),
             ("service.url_ttl_s", self.url_ttl_s),
             ("service.body_max_kib", self.body_max_kib),
+            ("service.batch_max_tracks", self.batch_max_tracks),
+            ("service.batch_body_max_kib", self.batch_body_max_kib),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1");

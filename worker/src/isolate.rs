@@ -17,7 +17,7 @@
 
 use crate::config::RenderSettings;
 use crate::job::Measurement;
-use crate::progress::Note;
+use crate::progress::{Note, Progress};
 use crate::render::{render_masters, RenderInputs};
 use crate::report::TrackReport;
 use crate::{Action, WorkerError};
@@ -163,24 +163,32 @@ impl Isolation {
     /// Runs `work` in a child. A crash gets one more try (a machine can
     /// have a bad moment); the second on the same bytes is final. The
     /// deadline covers both tries.
-    pub async fn run(&self, work: &Work) -> Result<Answer, Failure> {
+    /// The child's progress notes go to `progress`.
+    pub async fn run(&self, work: &Work, progress: &Progress) -> Result<Answer, Failure> {
         let started = Instant::now();
-        match self.run_once(work, started).await {
+        match self.run_once(work, started, progress).await {
             Err(f) if f.kind == FailureKind::Crash => {
                 warn!(error = %f.message, "render process crashed; trying once more");
-                self.run_once(work, started).await.map_err(|mut f| {
-                    if f.kind == FailureKind::Crash {
-                        f.action = Action::Abort;
-                        f.message.push_str(" (twice: not retried again)");
-                    }
-                    f
-                })
+                self.run_once(work, started, progress)
+                    .await
+                    .map_err(|mut f| {
+                        if f.kind == FailureKind::Crash {
+                            f.action = Action::Abort;
+                            f.message.push_str(" (twice: not retried again)");
+                        }
+                        f
+                    })
             }
             other => other,
         }
     }
 
-    async fn run_once(&self, work: &Work, started: Instant) -> Result<Answer, Failure> {
+    async fn run_once(
+        &self,
+        work: &Work,
+        started: Instant,
+        progress: &Progress,
+    ) -> Result<Answer, Failure> {
         let mut child = self.spawn()?;
         let request = serde_json::to_vec(&Request {
             work: work.clone(),
@@ -200,7 +208,7 @@ impl Isolation {
             let _ = stdin.write_all(&request).await;
         });
         let deadline = started + Duration::from_secs(self.limits.deadline_s);
-        let heard = self.listen(&mut child, stdout, deadline).await;
+        let heard = self.listen(&mut child, stdout, deadline, progress).await;
         let status = exit_status(&mut child, deadline).await;
         writer.abort();
         let _ = tokio::time::timeout(Duration::from_secs(5), logger).await;
@@ -245,6 +253,7 @@ impl Isolation {
         child: &mut tokio::process::Child,
         stdout: tokio::process::ChildStdout,
         deadline: Instant,
+        progress: &Progress,
     ) -> Heard {
         let stall = Duration::from_secs(self.limits.stall_s);
         let mut lines = BufReader::new(stdout).lines();
@@ -258,6 +267,7 @@ impl Isolation {
                         match serde_json::from_str::<Message>(&l) {
                             Ok(Message::Note(Note::Stage(s))) => stage = s,
                             Ok(Message::Note(Note::Tick)) => {}
+                            Ok(Message::Note(Note::Progress(f))) => progress.set(f),
                             Ok(Message::Done(r)) => done = Some(r),
                             Err(_) => warn!(line = %l, "render process wrote an unknown line"),
                         }
@@ -581,7 +591,7 @@ mod tests {
             input: "/x".into(),
             limits: Default::default(),
         };
-        let f = iso().run(&work).await.unwrap_err();
+        let f = iso().run(&work, &Progress::none()).await.unwrap_err();
         assert_eq!(
             (f.kind, f.action),
             (FailureKind::Io, Action::Retry),

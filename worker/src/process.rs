@@ -5,6 +5,7 @@
 
 use crate::isolate::{Answer, Failure, Isolation, Work};
 use crate::job::{InvalidJob, Job, JobKind, JobResult, JobStamp, Measurement};
+use crate::progress::{Point, Progress};
 use crate::render::RenderInputs;
 use crate::report::{ErrorReport, TrackReport};
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -90,6 +91,7 @@ pub async fn process_job(
     store: &dyn ObjectStore,
     scratch: &Path,
     iso: &Isolation,
+    progress: &Progress,
 ) -> Outcome {
     let started = Instant::now();
     if let Err(e) = job.validate() {
@@ -99,10 +101,10 @@ pub async fn process_job(
     }
     let mut traffic = Traffic::default();
     let done = match job.kind {
-        JobKind::Render => run(job, store, scratch, iso, &mut traffic)
+        JobKind::Render => run(job, store, scratch, (iso, progress), &mut traffic)
             .await
             .map(|r| Done::Rendered(Box::new(r))),
-        JobKind::Measure => measure(job, store, scratch, iso, &mut traffic)
+        JobKind::Measure => measure(job, store, scratch, (iso, progress), &mut traffic)
             .await
             .map(Done::Measured),
     };
@@ -238,13 +240,14 @@ async fn run(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
-    iso: &Isolation,
+    (iso, progress): (&Isolation, &Progress),
     traffic: &mut Traffic,
 ) -> Result<TrackReport, JobError> {
     // A reader must never take an old report for new masters.
     let (report_key, error_key) = (job.output_key(REPORT), job.output_key(ERROR));
     futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
     let (dir, input, meta) = fetch_mix(job, store, scratch, traffic).await?;
+    progress.at(Point::Fetched);
     let out = dir.path().join("out");
     let opts = render_inputs(job, store, dir.path(), iso, traffic).await?;
     let work = Work::Render {
@@ -253,11 +256,12 @@ async fn run(
         out_dir: out.clone(),
         opts: Box::new(opts),
     };
-    let mut report = match iso.run(&work).await? {
+    let mut report = match iso.run(&work, progress).await? {
         Answer::Rendered(r) => *r,
         Answer::Measured(_) => return Err(mismatched_answer()),
     };
     publish_outputs(job, store, &report, &out, traffic).await?;
+    progress.at(Point::Published);
     report.source = store.describe(&job.source);
     report.album = job.album.clone();
     report.job = Some(JobStamp {
@@ -438,7 +442,7 @@ async fn measure(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
-    iso: &Isolation,
+    (iso, progress): (&Isolation, &Progress),
     traffic: &mut Traffic,
 ) -> Result<Measurement, JobError> {
     // The folder lives until the end: `input` is inside it.
@@ -447,7 +451,7 @@ async fn measure(
         input,
         limits: (&iso.limits).into(),
     };
-    match iso.run(&work).await? {
+    match iso.run(&work, progress).await? {
         Answer::Measured(m) => Ok(m),
         Answer::Rendered(_) => Err(mismatched_answer()),
     }

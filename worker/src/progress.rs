@@ -28,6 +28,77 @@ pub enum Note {
     Stage(String),
     /// Still working.
     Tick,
+    /// How far the job is, 0..1 ([`Point`]).
+    Progress(f64),
+}
+
+/// The points a job reports its progress at, and the share of the job done
+/// at each (one table, so the stages' shares are seen together): fetching
+/// the mix, analysis and planning, processing, each target rendered (with
+/// its codec checks), the settings and picture written, outputs published.
+#[derive(Clone, Copy, Debug)]
+pub enum Point {
+    Taken,
+    Fetched,
+    Analysed,
+    Processed,
+    TargetDone { done: usize, of: usize },
+    Written,
+    Published,
+}
+
+impl Point {
+    pub fn fraction(self) -> f64 {
+        match self {
+            Point::Taken => 0.05,
+            Point::Fetched => 0.1,
+            Point::Analysed => 0.3,
+            Point::Processed => 0.45,
+            Point::TargetDone { done, of } => 0.45 + 0.4 * done.min(of) as f64 / of.max(1) as f64,
+            Point::Written => 0.88,
+            Point::Published => 0.95,
+        }
+    }
+}
+
+/// Where a job's progress goes in the worker: the furthest fraction
+/// reached, read by whoever settles the job (a watch: a reader sees the
+/// newest value, never a queue of old ones; a render tried again does not
+/// move it back).
+#[derive(Clone)]
+pub struct Progress(Option<tokio::sync::watch::Sender<f64>>);
+
+impl Progress {
+    /// Progress nobody follows.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn channel() -> (Self, tokio::sync::watch::Receiver<f64>) {
+        let (tx, rx) = tokio::sync::watch::channel(0.0);
+        (Self(Some(tx)), rx)
+    }
+
+    pub fn at(&self, p: Point) {
+        self.set(p.fraction());
+    }
+
+    pub(crate) fn set(&self, f: f64) {
+        if let Some(tx) = &self.0 {
+            tx.send_if_modified(|v| {
+                let further = f.is_finite() && f > *v && f <= 1.0;
+                if further {
+                    *v = f;
+                }
+                further
+            });
+        }
+    }
+}
+
+/// The render child reached `p` (no-op outside a render child).
+pub(crate) fn at(p: Point) {
+    send(&Note::Progress(p.fraction()));
 }
 
 /// Writes one message line (no-op outside a render child).

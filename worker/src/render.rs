@@ -98,6 +98,7 @@ fn render_passes(
     let mut src = DecodeSource::open(input, &opts.limits)?;
     let mut a = analyse_input(&mut src, opts)?;
     let (mut plan, reference) = plan_track(&mut src, &mut a, opts)?;
+    crate::progress::at(crate::progress::Point::Analysed);
     crate::progress::stage("processing");
     // What the limiter gets has nothing above 0.46 fs, where true-peak
     // meters disagree (other output rates are band-limited after resampling).
@@ -112,6 +113,7 @@ fn render_passes(
         pipeline::BLOCK,
     )
     .map_err(|e| src.error(e))?;
+    crate::progress::at(crate::progress::Point::Processed);
     plan.settle(&processed.section_lufs, &a.sections.input_lufs);
     let mix_clip = std::mem::replace(
         &mut processed.clip,
@@ -133,6 +135,7 @@ fn render_passes(
     if let Some(pictured) = &rendered.pictured {
         draw_picture(out_dir, track, opts, &a, &settings.sections, pictured)?;
     }
+    crate::progress::at(crate::progress::Point::Written);
     Ok(track_report(
         input,
         track,
@@ -301,6 +304,10 @@ fn render_targets(
                 });
             }
             done.push((idx, report, settings));
+            crate::progress::at(crate::progress::Point::TargetDone {
+                done: done.len(),
+                of: targets.len(),
+            });
         }
     }
     done.sort_by_key(|r| r.0);

@@ -21,9 +21,43 @@ impl FromRequestParts<Arc<App>> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 256)
             .ok_or_else(ApiError::unauthorized)?;
-        keys::caller(&app.db, presented)
+        let caller = keys::caller(&app.db, presented)
             .await?
-            .ok_or_else(ApiError::unauthorized)
+            .ok_or_else(ApiError::unauthorized)?;
+        app.limits.check(&caller.key_id)?;
+        Ok(caller)
+    }
+}
+
+/// Each key's rate: `service.rate_per_s` sustained, `service.rate_burst`
+/// at once (per replica: each `serve` keeps its own count).
+pub(crate) struct Limits {
+    per_s: u32,
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl Limits {
+    pub(crate) fn new(per_s: u32, burst: u32) -> Self {
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+        let limiter = NonZeroU32::new(per_s).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self { per_s, limiter }
+    }
+
+    /// 429 with the wait when the key has asked too often.
+    fn check(&self, key_id: &str) -> Result<(), ApiError> {
+        let Some(l) = &self.limiter else {
+            return Ok(());
+        };
+        l.check_key(&key_id.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            ApiError::too_many(self.per_s, wait)
+        })
     }
 }
 

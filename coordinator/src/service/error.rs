@@ -11,6 +11,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retryable: bool,
+    /// Seconds to wait before asking again (429's `Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             code,
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -66,11 +69,31 @@ impl ApiError {
             format!("the body is larger than {limit} bytes ({setting})"),
         )
     }
+    pub(crate) fn too_many(per_s: u32, wait: std::time::Duration) -> Self {
+        Self {
+            retryable: true,
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("more than {per_s} requests a second with this key (service.rate_per_s); ask again after Retry-After"),
+            )
+        }
+    }
     pub(crate) fn internal(message: impl Into<String>, retryable: bool) -> Self {
         Self {
             retryable,
             ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
+    }
+}
+
+impl ApiError {
+    /// The same refusal, its message saying which part of the body it is
+    /// about (`tracks[3] 'intro'`).
+    pub(crate) fn about(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
     }
 }
 
@@ -89,6 +112,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {
             "code": self.code, "message": self.message, "retryable": self.retryable}});
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }

@@ -13,23 +13,34 @@ use super::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Records job `id`'s current status as an event, and owes it to the
-/// tenant's webhooks (best effort: an event missing is logged, the change
-/// itself has happened).
-pub(crate) async fn record(db: &Db, id: &str) {
-    if let Err(e) = try_record(db, id).await {
-        tracing::warn!(job = %id, error = %e, "a job event was not recorded");
+/// Runs `change` (one statement that changes job `id`'s status) and, if
+/// it changed the job, records the event and the webhook messages it owes,
+/// in one transaction: a change is never without its event, whatever dies
+/// when. Whether it changed the job.
+pub(crate) async fn change<'q>(
+    db: &Db,
+    id: &str,
+    change: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<bool, DbError> {
+    let mut tx = db.pool.begin().await?;
+    let changed = change.execute(&mut *tx).await?.rows_affected() > 0;
+    if changed {
+        record(&mut tx, id).await?;
     }
+    tx.commit().await?;
+    Ok(changed)
 }
 
-async fn try_record(db: &Db, id: &str) -> Result<(), DbError> {
+/// Records job `id`'s status as it is now (in the caller's transaction,
+/// after the change) as an event, and owes it to the tenant's webhooks.
+pub(crate) async fn record(tx: &mut AnyConnection, id: &str) -> Result<(), DbError> {
     let job = sqlx::query("SELECT tenant, status FROM jobs WHERE id = $1")
         .bind(id)
-        .fetch_one(&db.pool)
+        .fetch_one(&mut *tx)
         .await?;
     let (tenant, status): (String, String) = (job.try_get("tenant")?, job.try_get("status")?);
     let seq = next_seq();
@@ -41,9 +52,9 @@ async fn try_record(db: &Db, id: &str) -> Result<(), DbError> {
     .bind(id)
     .bind(&status)
     .bind(now_ms())
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
-    super::webhooks::fan_out(db, &tenant, seq, id, &status).await
+    super::webhooks::fan_out(tx, &tenant, seq, id, &status).await
 }
 
 struct Row_ {

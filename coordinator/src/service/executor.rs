@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use loopmind_worker::config::Settings;
 use loopmind_worker::isolate::Isolation;
 use loopmind_worker::job::{Job, JobResult, Status, UnreadableJob};
-use loopmind_worker::metrics::Metrics;
 use loopmind_worker::queue::breaker::StoreBreaker;
 use loopmind_worker::queue::{work_on, Delivery, QueueError, WorkerCtx};
 use loopmind_worker::shutdown::Shutdown;
@@ -51,7 +50,7 @@ pub(crate) async fn start(
         store: app.store.clone(),
         scratch: data.join("scratch"),
         iso,
-        metrics: Arc::new(Metrics::new()),
+        metrics: app.render_metrics.clone(),
         breaker: Arc::new(StoreBreaker::new(Duration::from_secs(
             s.worker.store_probe_s,
         ))),
@@ -78,15 +77,12 @@ async fn requeue_interrupted(db: &Db) -> Result<(), DbError> {
     let mut again = 0;
     for r in &rows {
         let id: String = r.try_get("id")?;
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE jobs SET status = 'queued', progress = 0, updated_ms = $1 WHERE id = $2 AND status = 'running'",
         )
         .bind(now_ms())
-        .bind(&id)
-        .execute(&db.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            super::events::record(db, &id).await;
+        .bind(id.clone());
+        if super::events::change(db, &id, q).await? {
             again += 1;
         }
     }
@@ -104,7 +100,6 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
         let woken = app.queued.notified();
         match claim(&app.db).await {
             Ok(Some((id, body, attempts))) => {
-                super::events::record(&app.db, &id).await;
                 let d = DbDelivery {
                     db: app.db.clone(),
                     id,
@@ -128,23 +123,24 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
     }
 }
 
-/// The oldest queued job, marked running: (id, message, attempts so far).
+/// The oldest queued job, marked running (its event in the same
+/// transaction): (id, message, attempts so far).
 async fn claim(db: &Db) -> Result<Option<(String, Vec<u8>, i64)>, DbError> {
+    let mut tx = db.pool.begin().await?;
     let row = sqlx::query(
         "UPDATE jobs SET status = 'running', progress = 0.05, attempts = attempts + 1, updated_ms = $1 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
          RETURNING id, message, attempts",
     )
     .bind(now_ms())
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let message: String = row.try_get("message")?;
-    Ok(Some((
-        row.try_get("id")?,
-        message.into_bytes(),
-        row.try_get("attempts")?,
-    )))
+    let (id, message): (String, String) = (row.try_get("id")?, row.try_get("message")?);
+    let attempts = row.try_get("attempts")?;
+    super::events::record(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(Some((id, message.into_bytes(), attempts)))
 }
 
 /// One claimed job, settled in its row. Every update is guarded by
@@ -163,21 +159,15 @@ impl DbDelivery {
         sql: &str,
         binds: (&str, f64, Option<String>, Option<String>),
     ) -> Result<(), QueueError> {
-        let r = sqlx::query(sql)
-            .bind(binds.0)
+        let q = sqlx::query(sql)
+            .bind(binds.0.to_string())
             .bind(binds.1)
             .bind(binds.2)
             .bind(binds.3)
             .bind(now_ms())
-            .bind(&self.id)
-            .execute(&self.db.pool)
-            .await;
-        match r {
-            Ok(done) if done.rows_affected() == 1 => {
-                super::events::record(&self.db, &self.id).await;
-                Ok(())
-            }
-            // Cancelled meanwhile: the cancel stands.
+            .bind(self.id.clone());
+        // Not changed: cancelled meanwhile, and the cancel stands.
+        match super::events::change(&self.db, &self.id, q).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(job = %self.id, error = %e, "cannot record the job's state");
@@ -220,6 +210,18 @@ impl Delivery for DbDelivery {
         0
     }
     async fn started(&self, _job: &Job) {}
+    async fn progress(&self, _job: &Job, fraction: f64) {
+        let r = sqlx::query(
+            "UPDATE jobs SET progress = $1 WHERE id = $2 AND status = 'running' AND progress < $1",
+        )
+        .bind(fraction)
+        .bind(&self.id)
+        .execute(&self.db.pool)
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(job = %self.id, error = %e, "cannot record the job's progress");
+        }
+    }
     async fn complete(self: Box<Self>, _job: &Job, result: &JobResult) -> Result<(), QueueError> {
         let status = match result.status {
             Status::Failed => "failed",

@@ -25,13 +25,18 @@ use std::sync::Arc;
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
-/// A body split into its input (an upload's id) and its render request.
-fn parse_body(bytes: &[u8]) -> Result<(Value, String, RenderRequest), ApiError> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let Value::Object(mut m) = v.clone() else {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    };
+/// A request body as a JSON object (400 naming what is wrong).
+pub(crate) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// A job's body split into its input (an upload's id) and its render
+/// request, each checked by its own code.
+pub(crate) fn parse_job(mut m: Map<String, Value>) -> Result<(String, RenderRequest), ApiError> {
     let input = m
         .remove("input")
         .ok_or_else(|| ApiError::bad_request("input: missing (give {\"upload_id\": ...})"))?;
@@ -54,7 +59,7 @@ fn parse_body(bytes: &[u8]) -> Result<(Value, String, RenderRequest), ApiError> 
             )));
         }
     }
-    Ok((v, upload, request))
+    Ok((upload, request))
 }
 
 fn upload_of(input: &Value) -> Result<String, ApiError> {
@@ -95,7 +100,7 @@ fn unknown_targets(m: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// The stored upload's key, if the caller's tenant owns it and it holds audio.
-async fn stored_upload(app: &App, tenant: &str, id: &str) -> Result<String, ApiError> {
+pub(crate) async fn stored_upload(app: &App, tenant: &str, id: &str) -> Result<String, ApiError> {
     let row = sqlx::query("SELECT store_key, state FROM uploads WHERE id = $1 AND tenant = $2")
         .bind(id)
         .bind(tenant)
@@ -120,8 +125,10 @@ pub(crate) async fn submit(
 ) -> Answer {
     need(&caller, Scope::Submit)?;
     let idem = idempotency_key(&headers)?;
-    let (value, upload, request) = parse_body(&body)?;
-    let body_hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    let body = json_object(&body)?;
+    let (upload, request) = parse_job(body.clone())?;
+    let body = Value::Object(body).to_string();
+    let body_hash = hex::encode(Sha256::digest(body.as_bytes()));
     if let Some(k) = &idem {
         if let Some(found) = by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
             return Ok((StatusCode::OK, Json(found)));
@@ -129,27 +136,22 @@ pub(crate) async fn submit(
     }
     let source = stored_upload(&app, &caller.tenant, &upload).await?;
     let id = new_id("job");
-    let spec = TrackSpec {
-        track: id.clone(),
-        source,
-        album: None,
-        request,
-    };
-    let job = Job::new(&service_catalog(&caller.tenant), "1", &spec, None);
-    job.validate()
-        .map_err(|e| ApiError::internal(format!("the job made is refused: {e}"), false))?;
+    let message = job_message(&caller.tenant, &id, source, request)?;
     let row = view::NewJob {
         id: &id,
         tenant: &caller.tenant,
         idempotency_key: idem.as_deref(),
         body_hash: &body_hash,
-        body: &value.to_string(),
-        message: &serde_json::to_string(&job).expect("a job serialises"),
+        body: &body,
+        message: &message,
+        batch: None,
     };
-    match view::insert(&app.db, &row).await {
+    let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
+    match view::insert(&mut tx, &row).await {
         Ok(()) => {}
         // The same key submitted at the same moment: the first one won.
         Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            drop(tx);
             let k = idem.as_deref().unwrap_or_default();
             return match by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
                 Some(found) => Ok((StatusCode::OK, Json(found))),
@@ -158,14 +160,35 @@ pub(crate) async fn submit(
         }
         Err(e) => return Err(e.into()),
     }
-    super::events::record(&app.db, &id).await;
+    super::events::record(&mut tx, &id).await?;
+    tx.commit().await.map_err(DbError::from)?;
     app.queued.notify_waiters();
     tracing::info!(job = %id, tenant = %caller.tenant, "job submitted");
     let created = load(&app, &caller.tenant, &id).await?;
     Ok((StatusCode::CREATED, Json(view::job(&created, &app))))
 }
 
-fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The pipeline's job message for a job of the service (checked as a
+/// worker will check it).
+pub(crate) fn job_message(
+    tenant: &str,
+    id: &str,
+    source: String,
+    request: RenderRequest,
+) -> Result<String, ApiError> {
+    let spec = TrackSpec {
+        track: id.to_string(),
+        source,
+        album: None,
+        request,
+    };
+    let job = Job::new(&service_catalog(tenant), "1", &spec, None);
+    job.validate()
+        .map_err(|e| ApiError::internal(format!("the job made is refused: {e}"), false))?;
+    Ok(serde_json::to_string(&job).expect("a job serialises"))
+}
+
+pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = h.get("idempotency-key") else {
         return Ok(None);
     };
@@ -217,6 +240,7 @@ pub(crate) async fn show(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     status: Option<String>,
+    batch: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -243,7 +267,17 @@ pub(crate) async fn list(
         None => None,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let page = view::page(&app.db, &caller.tenant, q.status.as_deref(), after, limit).await?;
+    let page = view::page(
+        &app.db,
+        &caller.tenant,
+        view::Filter {
+            status: q.status.as_deref(),
+            batch: q.batch.as_deref(),
+        },
+        after,
+        limit,
+    )
+    .await?;
     let next = (page.len() == limit as usize)
         .then(|| page.last().map(view::cursor_of))
         .flatten();
@@ -260,20 +294,15 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Answer {
     need(&caller, Scope::Submit)?;
-    let done = sqlx::query(
+    let q = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', updated_ms = $1 WHERE id = $2 AND tenant = $3 AND status IN ('queued', 'running')",
     )
     .bind(now_ms())
-    .bind(&id)
-    .bind(&caller.tenant)
-    .execute(&app.db.pool)
-    .await
-    .map_err(DbError::from)?;
-    if done.rows_affected() == 1 {
-        super::events::record(&app.db, &id).await;
-    }
+    .bind(id.clone())
+    .bind(caller.tenant.clone());
+    let changed = super::events::change(&app.db, &id, q).await?;
     let row = load(&app, &caller.tenant, &id).await?;
-    if done.rows_affected() == 0 && row.status != "cancelled" {
+    if !changed && row.status != "cancelled" {
         return Err(ApiError::conflict(format!(
             "job {id} is already {}",
             row.status

@@ -64,6 +64,8 @@ pub(crate) fn parse_scopes(list: &str) -> Result<Vec<Scope>, ScopeError> {
 /// Who is calling: the key's tenant and scopes.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
+    /// The key's id (what its rate limit is kept under).
+    pub(crate) key_id: String,
     pub(crate) tenant: String,
     scopes: Vec<Scope>,
 }
@@ -103,13 +105,14 @@ pub(crate) async fn create(
 
 /// The caller a presented key stands for, if it is one of ours.
 pub(crate) async fn caller(db: &Db, presented: &str) -> Result<Option<Caller>, DbError> {
-    let row = sqlx::query("SELECT tenant, scopes FROM api_keys WHERE hash = $1")
+    let row = sqlx::query("SELECT id, tenant, scopes FROM api_keys WHERE hash = $1")
         .bind(digest(presented))
         .fetch_optional(&db.pool)
         .await?;
     let Some(row) = row else { return Ok(None) };
     let scopes: String = row.try_get("scopes")?;
     Ok(Some(Caller {
+        key_id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
         scopes: scopes.split(',').filter_map(Scope::parse).collect(),
     }))

@@ -7,6 +7,7 @@
 //! - `ids`: random ids and secrets.
 //! - `keys`: API keys, tenants, scopes; `auth`: the caller of a request.
 //! - `signing`: signed upload and download URLs.
+//! - `batches`: a catalog submitted at once, its jobs in one transaction.
 //! - `uploads`: `POST /v1/uploads`, the signed PUT streamed to the store.
 //! - `jobs`: submit (idempotent), read, list, cancel, outputs; `view` shapes
 //!   a job for the API.
@@ -14,9 +15,11 @@
 //!   job run by the worker's own step (`work_on`).
 //! - `events`: every status change recorded; `GET /v1/events` streams them (SSE).
 //! - `webhooks`: endpoints, messages owed, the signed sender with retries.
+//! - `metrics`: `/metrics` for admin keys.
 //! - `error`: the API's error body.
 
 mod auth;
+mod batches;
 mod db;
 mod error;
 mod events;
@@ -24,6 +27,7 @@ mod executor;
 mod ids;
 mod jobs;
 mod keys;
+mod metrics;
 mod signing;
 mod uploads;
 mod view;
@@ -45,6 +49,9 @@ pub(crate) struct App {
     /// The folder store's root (embedded): outputs are served from it.
     store_root: PathBuf,
     settings: ServiceSettings,
+    limits: auth::Limits,
+    /// The embedded workers' render metrics (served at `/metrics`).
+    render_metrics: Arc<loopmind_worker::metrics::Metrics>,
     /// Wakes the embedded workers when a job is queued.
     queued: Arc<tokio::sync::Notify>,
 }
@@ -131,6 +138,8 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
         store: Arc::new(FolderStore::new(&store_root)),
         store_root,
         settings: s.service.clone(),
+        limits: auth::Limits::new(s.service.rate_per_s, s.service.rate_burst),
+        render_metrics: Arc::new(loopmind_worker::metrics::Metrics::new()),
         queued: Arc::new(tokio::sync::Notify::new()),
     });
     let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
@@ -149,8 +158,10 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
 fn router(app: Arc<App>) -> Router {
     use axum::extract::DefaultBodyLimit;
     let body_limit = (app.settings.body_max_kib * 1024) as usize;
+    let batch_limit = (app.settings.batch_body_max_kib * 1024) as usize;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/targets", get(jobs::targets))
         .route("/v1/events", get(events::stream))
         .route("/v1/webhooks", post(webhooks::create))
@@ -161,6 +172,12 @@ fn router(app: Arc<App>) -> Router {
             // Streamed to disk under its own limit (service.upload_max_bytes).
             put(uploads::put_data).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/v1/batches",
+            post(batches::submit).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route("/v1/batches/{id}", get(batches::show))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -5,7 +5,7 @@ use super::App;
 use loopmind_worker::job::{Job, JobResult};
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 pub(crate) const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -23,10 +23,12 @@ pub(crate) struct JobRow {
     error: Option<String>,
     created_ms: i64,
     updated_ms: i64,
+    batch_id: Option<String>,
+    track: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, seq, status, body_hash, body, message, progress, result, error, created_ms, updated_ms";
+const COLUMNS: &str = "id, seq, status, body_hash, body, message, progress, result, error, \
+     created_ms, updated_ms, batch_id, track";
 
 fn read(row: &AnyRow) -> Result<JobRow, DbError> {
     Ok(JobRow {
@@ -41,6 +43,8 @@ fn read(row: &AnyRow) -> Result<JobRow, DbError> {
         error: opt_text(row, "error")?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
+        batch_id: opt_text(row, "batch_id")?,
+        track: opt_text(row, "track")?,
     })
 }
 
@@ -51,6 +55,8 @@ pub(crate) struct NewJob<'a> {
     pub(crate) body_hash: &'a str,
     pub(crate) body: &'a str,
     pub(crate) message: &'a str,
+    /// A batch's job: (the batch's id, the track's id in it).
+    pub(crate) batch: Option<(&'a str, &'a str)>,
 }
 
 /// Creation order: milliseconds * 1000, strictly increasing in a process.
@@ -67,11 +73,14 @@ pub(crate) fn next_seq() -> i64 {
     }
 }
 
-pub(crate) async fn insert(db: &Db, j: &NewJob<'_>) -> Result<(), DbError> {
+/// Inserts a queued job (its event is the caller's to record, in the
+/// same transaction).
+pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<(), DbError> {
     let now = now_ms();
+    let (batch, track) = j.batch.unzip();
     sqlx::query(
-        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8)",
+        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms, batch_id, track) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8, $9, $10)",
     )
     .bind(j.id)
     .bind(next_seq())
@@ -81,7 +90,9 @@ pub(crate) async fn insert(db: &Db, j: &NewJob<'_>) -> Result<(), DbError> {
     .bind(j.body)
     .bind(j.message)
     .bind(now)
-    .execute(&db.pool)
+    .bind(batch)
+    .bind(track)
+    .execute(tx)
     .await?;
     Ok(())
 }
@@ -113,25 +124,34 @@ pub(crate) async fn by_key(db: &Db, tenant: &str, key: &str) -> Result<Option<Jo
     row.as_ref().map(read).transpose()
 }
 
+/// Which of a tenant's jobs a page lists.
+#[derive(Default)]
+pub(crate) struct Filter<'a> {
+    pub(crate) status: Option<&'a str>,
+    pub(crate) batch: Option<&'a str>,
+}
+
 /// A page of the tenant's jobs in creation order, after `after` (seq, id).
 pub(crate) async fn page(
     db: &Db,
     tenant: &str,
-    status: Option<&str>,
+    filter: Filter<'_>,
     after: Option<(i64, String)>,
     limit: u32,
 ) -> Result<Vec<JobRow>, DbError> {
     let (seq, id) = after.unwrap_or((i64::MIN, String::new()));
     let q = format!(
         "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND ($2 = '' OR status = $2) \
+         AND ($6 = '' OR batch_id = $6) \
          AND (seq > $3 OR (seq = $3 AND id > $4)) ORDER BY seq, id LIMIT $5"
     );
     let rows = sqlx::query(&q)
         .bind(tenant)
-        .bind(status.unwrap_or(""))
+        .bind(filter.status.unwrap_or(""))
         .bind(seq)
         .bind(id)
         .bind(limit as i64)
+        .bind(filter.batch.unwrap_or(""))
         .fetch_all(&db.pool)
         .await?;
     rows.iter().map(read).collect()
@@ -198,6 +218,8 @@ pub(crate) fn job(r: &JobRow, app: &App) -> Value {
         "created_at": rfc3339(r.created_ms),
         "updated_at": rfc3339(r.updated_ms),
         "input": body.get("input"),
+        "batch": r.batch_id,
+        "track": r.track,
         "request": message(r).map(|j| j.request),
     });
     if let Some(res) = result(r).filter(|_| r.status != "cancelled") {

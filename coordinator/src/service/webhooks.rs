@@ -206,7 +206,7 @@ fn attempt_view(r: &sqlx::any::AnyRow) -> Result<Value, DbError> {
 /// Owes event `seq` (job `job_id` now `status`) to every endpoint of the
 /// tenant that asked for its type.
 pub(crate) async fn fan_out(
-    db: &Db,
+    tx: &mut sqlx::AnyConnection,
     tenant: &str,
     seq: i64,
     job_id: &str,
@@ -217,7 +217,7 @@ pub(crate) async fn fan_out(
     let payload = json!({"type": kind, "timestamp": rfc3339(now), "data": {"job_id": job_id, "status": status}});
     sqlx::query(
         "INSERT INTO webhook_messages (id, webhook_id, tenant, event_type, payload, state, attempts, next_ms, created_ms) \
-         SELECT 'msg_' || $1 || '_' || id, id, tenant, $2, $3, 'pending', 0, $4, $4 FROM webhooks \
+         SELECT 'msg_' || $1 || '_' || $7 || '_' || id, id, tenant, $2, $3, 'pending', 0, $4, $4 FROM webhooks \
          WHERE tenant = $5 AND (events = '*' OR (',' || events || ',') LIKE $6)",
     )
     .bind(seq.to_string())
@@ -226,7 +226,8 @@ pub(crate) async fn fan_out(
     .bind(now)
     .bind(tenant)
     .bind(format!("%,{kind},%"))
-    .execute(&db.pool)
+    .bind(job_id)
+    .execute(tx)
     .await?;
     Ok(())
 }

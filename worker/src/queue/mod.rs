@@ -18,6 +18,7 @@ use crate::isolate::Isolation;
 use crate::job::{Job, JobResult, Status, UnreadableJob};
 use crate::metrics::Metrics;
 use crate::process::{process_job, Disposition};
+use crate::progress::{Point, Progress};
 use crate::store::ObjectStore;
 use crate::Action;
 use async_trait::async_trait;
@@ -99,6 +100,9 @@ pub trait Delivery: Send + Sync {
     fn handbacks(&self) -> u32;
     /// Tells the runner the job started (best effort).
     async fn started(&self, job: &Job);
+    /// Tells whoever follows the job how far it is, 0..1 (best effort;
+    /// most queues have nobody to tell).
+    async fn progress(&self, _job: &Job, _fraction: f64) {}
     /// Publishes the result, then acknowledges the job.
     async fn complete(self: Box<Self>, job: &Job, result: &JobResult) -> Result<(), QueueError>;
     /// Back to the queue for another try; counts against the delivery limit.
@@ -151,7 +155,7 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
         info!(delivery = deliveries, "job started");
         d.started(&job).await;
         let token = ctx.metrics.job_started();
-        let outcome = process_job(&job, ctx.store.as_ref(), &ctx.scratch, &ctx.iso).await;
+        let outcome = render_following(&job, d.as_ref(), ctx).await;
         // A store failure while the store is down is not the job's fault:
         // hand it back uncounted and stop taking jobs until the store answers.
         let outage = outcome.store_trouble
@@ -196,4 +200,24 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
     }
     .instrument(span)
     .await
+}
+
+/// Runs the job, passing its progress to the delivery as it moves (the
+/// newest fraction each time the last one has been told).
+async fn render_following(job: &Job, d: &dyn Delivery, ctx: &WorkerCtx) -> crate::process::Outcome {
+    let (progress, mut moved) = Progress::channel();
+    progress.at(Point::Taken);
+    let render = async move {
+        let outcome = process_job(job, ctx.store.as_ref(), &ctx.scratch, &ctx.iso, &progress).await;
+        // The last sender gone ends the loop below once it has told the last value.
+        drop(progress);
+        outcome
+    };
+    let tell = async {
+        while moved.changed().await.is_ok() {
+            let f = *moved.borrow_and_update();
+            d.progress(job, f).await;
+        }
+    };
+    tokio::join!(render, tell).0
 }

@@ -1,0 +1,299 @@
+//! Batches: a catalog submitted in one request (`POST /v1/batches`), its
+//! jobs made in the same transaction as the batch, so a batch is there
+//! whole or not at all. Options at the top are shared by every track; a
+//! track's own options are laid over them, and each track's job is checked
+//! by the same code as a single job's.
+
+use super::auth::need;
+use super::db::{now_ms, DbError};
+use super::error::ApiError;
+use super::ids::new_id;
+use super::jobs::{idempotency_key, job_message, json_object, parse_job, stored_upload};
+use super::keys::{Caller, Scope};
+use super::view::{self, rfc3339, STATUSES};
+use super::{App, State};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use loopmind_worker::layout::safe_id;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use std::collections::HashSet;
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// One track of a batch, checked: its id in the batch, its upload, its
+/// request, its job's body as stored (the shared options laid under it).
+struct Track {
+    id: String,
+    upload: String,
+    request: loopmind_worker::RenderRequest,
+    body: String,
+}
+
+/// The body's tracks, each laid over the shared options and checked.
+fn parse_batch(mut shared: Map<String, Value>, max: u64) -> Result<Vec<Track>, ApiError> {
+    let tracks = match shared.remove("tracks") {
+        Some(Value::Array(t)) => t,
+        Some(_) => return Err(ApiError::bad_request("tracks: must be an array")),
+        None => return Err(ApiError::bad_request("tracks: missing")),
+    };
+    if tracks.is_empty() || tracks.len() as u64 > max {
+        return Err(ApiError::invalid(format!(
+            "tracks: {} given, 1 to {max} taken (service.batch_max_tracks)",
+            tracks.len()
+        )));
+    }
+    if shared.contains_key("album") {
+        return Err(ApiError::invalid(
+            "album: album normalisation is not taken by the job API yet (submit the album with `loopmind coordinator`)",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(tracks.len());
+    for (i, t) in tracks.into_iter().enumerate() {
+        let Value::Object(mut own) = t else {
+            return Err(ApiError::bad_request(format!(
+                "tracks[{i}]: must be an object"
+            )));
+        };
+        let id = match own.remove("id") {
+            Some(Value::String(id)) if safe_id(&id) => id,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "tracks[{i}].id: missing or not a safe name (letters, digits, - _ . up to 128 bytes)"
+                )))
+            }
+        };
+        if !seen.insert(id.clone()) {
+            return Err(ApiError::invalid(format!(
+                "tracks[{i}].id: '{id}' is given twice"
+            )));
+        }
+        let mut body = shared.clone();
+        body.extend(own);
+        let (upload, request) =
+            parse_job(body.clone()).map_err(|e| e.about(&format!("tracks[{i}] '{id}'")))?;
+        let body = Value::Object(body).to_string();
+        out.push(Track {
+            id,
+            upload,
+            request,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn submit(
+    axum::extract::State(app): State,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    need(&caller, Scope::Submit)?;
+    let idem = idempotency_key(&headers)?;
+    let body_hash = hex::encode(Sha256::digest(&body));
+    let tracks = parse_batch(json_object(&body)?, app.settings.batch_max_tracks)?;
+    if let Some(k) = &idem {
+        if let Some(found) = by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
+            return Ok((StatusCode::OK, Json(found)));
+        }
+    }
+    let mut messages = Vec::with_capacity(tracks.len());
+    for t in tracks {
+        let source = stored_upload(&app, &caller.tenant, &t.upload)
+            .await
+            .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
+        let job = new_id("job");
+        let message = job_message(&caller.tenant, &job, source, t.request)?;
+        messages.push((job, t.id, t.body, message));
+    }
+    let id = new_id("batch");
+    match insert(
+        &app,
+        &caller.tenant,
+        &id,
+        idem.as_deref(),
+        &body_hash,
+        &messages,
+    )
+    .await
+    {
+        Ok(()) => {}
+        // The same key submitted at the same moment: the first one won.
+        Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            let k = idem.as_deref().unwrap_or_default();
+            return match by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
+                Some(found) => Ok((StatusCode::OK, Json(found))),
+                None => Err(ApiError::conflict("the idempotency key is being used")),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    }
+    app.queued.notify_waiters();
+    tracing::info!(batch = %id, tenant = %caller.tenant, jobs = messages.len(), "batch submitted");
+    Ok((
+        StatusCode::CREATED,
+        Json(shown(&app, &caller.tenant, &id).await?),
+    ))
+}
+
+/// The batch and its jobs (with their events), in one transaction.
+async fn insert(
+    app: &App,
+    tenant: &str,
+    id: &str,
+    idem: Option<&str>,
+    body_hash: &str,
+    jobs: &[(String, String, String, String)],
+) -> Result<(), DbError> {
+    let mut tx = app.db.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO batches (id, seq, tenant, idempotency_key, body_hash, tracks, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(view::next_seq())
+    .bind(tenant)
+    .bind(idem)
+    .bind(body_hash)
+    .bind(jobs.len() as i64)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    for (job, track, body, message) in jobs {
+        let row = view::NewJob {
+            id: job,
+            tenant,
+            idempotency_key: None,
+            body_hash: &hex::encode(Sha256::digest(body.as_bytes())),
+            body,
+            message,
+            batch: Some((id, track)),
+        };
+        view::insert(&mut tx, &row).await?;
+        super::events::record(&mut tx, job).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The batch an idempotency key already made: shown when the body is the
+/// same, 409 when it is not.
+async fn by_idempotency(
+    app: &App,
+    tenant: &str,
+    key: &str,
+    body_hash: &str,
+) -> Result<Option<Value>, ApiError> {
+    let row =
+        sqlx::query("SELECT id, body_hash FROM batches WHERE tenant = $1 AND idempotency_key = $2")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&app.db.pool)
+            .await
+            .map_err(DbError::from)?;
+    let Some(row) = row else { return Ok(None) };
+    let id: String = row.try_get("id").map_err(DbError::from)?;
+    let hash: String = row.try_get("body_hash").map_err(DbError::from)?;
+    if hash != body_hash {
+        return Err(ApiError::conflict(format!(
+            "Idempotency-Key '{key}' was used for batch {id} with another body"
+        )));
+    }
+    Ok(Some(shown(app, tenant, &id).await?))
+}
+
+/// `{"id", "created_at", "tracks", "counts": {status: n}, "finished",
+/// "jobs": [{"id", "track", "status"}]}`.
+async fn shown(app: &App, tenant: &str, id: &str) -> Result<Value, ApiError> {
+    let batch = sqlx::query("SELECT tracks, created_ms FROM batches WHERE id = $1 AND tenant = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&app.db.pool)
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| ApiError::not_found("batch"))?;
+    let jobs = sqlx::query(
+        "SELECT id, track, status FROM jobs WHERE batch_id = $1 AND tenant = $2 ORDER BY seq, id",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .map_err(DbError::from)?;
+    let mut counts: Map<String, Value> =
+        STATUSES.iter().map(|s| (s.to_string(), json!(0))).collect();
+    let mut list = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        let (job, track, status): (String, String, String) = (
+            j.try_get("id").map_err(DbError::from)?,
+            j.try_get("track").map_err(DbError::from)?,
+            j.try_get("status").map_err(DbError::from)?,
+        );
+        if let Some(n) = counts.get_mut(&status) {
+            *n = json!(n.as_i64().unwrap_or(0) + 1);
+        }
+        list.push(json!({"id": job, "track": track, "status": status}));
+    }
+    let open = ["queued", "running"]
+        .iter()
+        .map(|s| counts[*s].as_i64().unwrap_or(0))
+        .sum::<i64>();
+    Ok(json!({
+        "id": id,
+        "created_at": rfc3339(batch.try_get("created_ms").map_err(DbError::from)?),
+        "tracks": batch.try_get::<i64, _>("tracks").map_err(DbError::from)?,
+        "counts": counts,
+        "finished": open == 0,
+        "jobs": list,
+    }))
+}
+
+pub(crate) async fn show(
+    axum::extract::State(app): State,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    need(&caller, Scope::Read)?;
+    Ok((
+        StatusCode::OK,
+        Json(shown(&app, &caller.tenant, &id).await?),
+    ))
+}
+
+/// Cancels every job of the batch not yet finished (each with its event,
+/// all in one transaction); finished ones keep their outcome.
+pub(crate) async fn cancel(
+    axum::extract::State(app): State,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    need(&caller, Scope::Submit)?;
+    // 404 for a batch that is not the caller's, before anything changes.
+    shown(&app, &caller.tenant, &id).await?;
+    let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
+    let rows = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', updated_ms = $1 \
+         WHERE batch_id = $2 AND tenant = $3 AND status IN ('queued', 'running') RETURNING id",
+    )
+    .bind(now_ms())
+    .bind(&id)
+    .bind(&caller.tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(DbError::from)?;
+    for r in &rows {
+        let job: String = r.try_get("id").map_err(DbError::from)?;
+        super::events::record(&mut tx, &job).await?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::info!(batch = %id, jobs = rows.len(), "batch cancelled");
+    Ok((
+        StatusCode::OK,
+        Json(shown(&app, &caller.tenant, &id).await?),
+    ))
+}
