@@ -8,6 +8,7 @@ mod common;
 use common::api::{
     call, download, get_text, put_expecting, put_file, Database, Events, Receiver, Service,
 };
+use common::services::Cluster;
 use common::{ffmpeg_meter, short_song, write_wav};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -111,16 +112,26 @@ fn check_masters(svc: &Service, job: &Value) {
     }
 }
 
-fn masters_a_track_over_http(db: Database) {
-    let svc = Service::start(
-        db,
-        &[
-            ("LOOPMIND_SERVICE__WORKERS", "1"),
-            // The receiver is this test, on loopback; retries a second apart.
-            ("LOOPMIND_SERVICE__WEBHOOKS_ALLOW_PRIVATE", "true"),
-            ("LOOPMIND_SERVICE__WEBHOOK_RETRY_S", "1,1,1"),
-        ],
-    );
+/// The settings of a `serve` whose jobs go to the cluster's queue and
+/// store, for its workers to render.
+fn queue_shaped(cluster: &Cluster) -> Vec<(String, String)> {
+    let mut env = cluster.env.clone();
+    env.push(("LOOPMIND_SERVICE__RENDER".into(), "queue".into()));
+    // Results of its own: other tests' services share the broker.
+    let catalog = cluster.jobs_queue.replace("loopmind.jobs.", "svc-");
+    env.push(("LOOPMIND_SERVICE__CATALOG".into(), catalog));
+    env
+}
+
+fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("LOOPMIND_SERVICE__WORKERS", "1"),
+        // The receiver is this test, on loopback; retries a second apart.
+        ("LOOPMIND_SERVICE__WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("LOOPMIND_SERVICE__WEBHOOK_RETRY_S", "1,1,1"),
+    ];
+    settings.extend(shape.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let svc = Service::start(db, &settings);
     let key = svc.key("acme", None, "submit,read");
     let rival = svc.key("rival", None, "submit,read");
     let receiver = Receiver::start(1);
@@ -350,12 +361,22 @@ fn events_are_the_tenants(events: &Events, rival: &Events, ids: &[String]) {
 
 #[test]
 fn a_backend_masters_a_track_over_http_sqlite() {
-    masters_a_track_over_http(Database::Sqlite);
+    masters_a_track_over_http(Database::Sqlite, &[]);
 }
 
 #[test]
 fn a_backend_masters_a_track_over_http_postgres() {
-    masters_a_track_over_http(Database::Postgres);
+    masters_a_track_over_http(Database::Postgres, &[]);
+}
+
+/// The same session against the distributed shape: PostgreSQL, jobs
+/// through the outbox to the real RabbitMQ, rendered by a `loopmind
+/// worker` from the real Garage, uploads and downloads by presigned URLs.
+#[test]
+fn a_backend_masters_a_track_over_http_distributed() {
+    let mut cluster = Cluster::new("svc", &[]);
+    cluster.spawn_worker();
+    masters_a_track_over_http(Database::Postgres, &queue_shaped(&cluster));
 }
 
 /// Every refusal with its status, and none leaves a trace: no job made.

@@ -58,6 +58,23 @@ impl Service {
         s
     }
 
+    /// Another `serve` on the same database (its own data folder), as a
+    /// second replica behind a load balancer would be.
+    pub fn replica(&self) -> Service {
+        assert!(self.pg_db.is_some(), "replicas share a PostgreSQL database");
+        let mut s = Service {
+            data: tempfile::tempdir().unwrap(),
+            env: self.env.clone(),
+            child: None,
+            base: String::new(),
+            // Dropped by the first.
+            pg_db: None,
+            starts: 0,
+        };
+        s.restart();
+        s
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_loopmind"));
         c.args(args);

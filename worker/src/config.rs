@@ -31,6 +31,14 @@ pub struct Settings {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceSettings {
+    /// Who renders: `embedded` (workers in this process; audio in a folder
+    /// under `--data`) or `queue` (jobs published to `queue.jobs` for the
+    /// `loopmind worker`s; audio in the `[store]` they share).
+    pub render: ServiceRender,
+    /// The catalog the service's results and dead letters come back under
+    /// (`loopmind.results.<catalog>`, `loopmind.dead.<catalog>`): one per
+    /// service sharing a broker, the same for its replicas.
+    pub catalog: String,
     /// The database: empty for SQLite in the data directory, or a
     /// `postgres://` URL shared by several `serve` replicas.
     pub database_url: String,
@@ -65,9 +73,20 @@ pub struct ServiceSettings {
     pub webhooks_allow_private: bool,
 }
 
+/// Who renders the job service's jobs.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceRender {
+    #[default]
+    Embedded,
+    Queue,
+}
+
 impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
+            render: ServiceRender::Embedded,
+            catalog: "api".into(),
             database_url: String::new(),
             public_url: String::new(),
             upload_max_bytes: 16 << 30,
@@ -103,6 +122,12 @@ impl ServiceSettings {
             return bad(
                 "service.webhook_retry_s",
                 "must be 1 to 32 comma-separated whole seconds, each at most 86400",
+            );
+        }
+        if !crate::layout::safe_id(&self.catalog) {
+            return bad(
+                "service.catalog",
+                "must be a safe name (letters, digits, - _ . up to 128 bytes)",
             );
         }
         let url = &self.database_url;
@@ -208,6 +233,9 @@ pub struct StoreSettings {
     pub bucket: String,
     /// S3 endpoint URL for MinIO, Garage, R2...; empty for AWS itself.
     pub endpoint: String,
+    /// The endpoint clients reach, for the URLs the job service hands out
+    /// (presigned uploads and downloads); empty: `endpoint`.
+    pub public_endpoint: String,
     pub region: String,
     /// Path-style addressing (`endpoint/bucket/key`), which most
     /// S3-compatible stores need.
@@ -227,6 +255,7 @@ impl Default for StoreSettings {
             root: PathBuf::from("loopmind-store"),
             bucket: String::new(),
             endpoint: String::new(),
+            public_endpoint: String::new(),
             region: "us-east-1".into(),
             path_style: false,
             attempts: 5,

@@ -373,6 +373,30 @@ impl Delivery for RabbitDelivery {
         }
     }
 
+    fn from_service(&self) -> bool {
+        rabbitmq::header_u32(&self.delivery.properties, rabbitmq::SERVICE_JOB) == 1
+    }
+
+    async fn progress(&self, job: &Job, fraction: f64) {
+        if !self.from_service() {
+            return;
+        }
+        let note = rabbitmq::ProgressNote {
+            schema_version: Default::default(),
+            job_id: job.job_id.clone(),
+            fraction,
+        };
+        let body = serde_json::to_vec(&note).expect("serialises");
+        let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
+            .with_type(rabbitmq::PROGRESS.into());
+        // Unconfirmed: a later note or the result says more.
+        if let Err(e) =
+            rabbitmq::publish(&self.results, &self.reply_to(&job.catalog), &body, props).await
+        {
+            warn!(error = %e, "cannot tell the job's progress");
+        }
+    }
+
     async fn complete(self: Box<Self>, job: &Job, result: &JobResult) -> Result<(), QueueError> {
         let body = serde_json::to_vec(result).expect("result serialises");
         let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
@@ -408,10 +432,11 @@ impl Delivery for RabbitDelivery {
 
     async fn abandoned(&self, job: &Job) -> bool {
         // Only a results queue known to be gone counts; any doubt renders.
-        matches!(
-            rabbitmq::catalog_followed(&self.conn, &job.catalog).await,
-            Ok(false)
-        ) && self.delivery.properties.reply_to().is_some()
+        self.delivery.properties.reply_to().is_some()
+            && matches!(
+                rabbitmq::queue_exists(&self.conn, &self.reply_to(&job.catalog)).await,
+                Ok(false)
+            )
     }
 
     async fn discard(self: Box<Self>) -> Result<(), QueueError> {

@@ -10,6 +10,8 @@ pub const REPORT: &str = "report.json";
 pub const ERROR: &str = "error.json";
 pub const SETTINGS: &str = "master_settings.json";
 pub const PICTURE: &str = "loudness.png";
+/// The job service's word that a job was cancelled: its worker drops it.
+pub const CANCELLED: &str = "cancelled.json";
 /// Longest track, catalog or target name, in bytes.
 pub const MAX_NAME: usize = 128;
 

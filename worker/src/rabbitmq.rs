@@ -68,6 +68,22 @@ pub async fn connect(
 /// Message types on a results queue.
 pub const STARTED: &str = "started";
 pub const RESULT: &str = "result";
+pub const PROGRESS: &str = "progress";
+
+/// A job message's header marking a job of the job service: its worker
+/// sends [`PROGRESS`] notes (the service shows progress; a catalog runner
+/// has no use for them) and drops it unrendered when the service has put
+/// its cancel marker ([`crate::layout::CANCELLED`]) in the store.
+pub const SERVICE_JOB: &str = "loopmind-service";
+
+/// A worker's note of how far a job is.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ProgressNote {
+    #[serde(default)]
+    pub schema_version: crate::schema::SchemaVersion,
+    pub job_id: String,
+    pub fraction: f64,
+}
 
 /// A worker's note that it took a job.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -175,13 +191,14 @@ pub async fn delete_catalog(ch: &Channel, catalog: &str) -> Result<(), lapin::Er
     Ok(())
 }
 
-/// Whether a catalog's results queue exists (someone may still collect its
-/// results). On a channel of its own: a failed passive declare closes it.
-pub async fn catalog_followed(conn: &Connection, catalog: &str) -> Result<bool, lapin::Error> {
+/// Whether a results queue exists (someone may still collect what is
+/// published to it). On a channel of its own: a failed passive declare
+/// closes it.
+pub async fn queue_exists(conn: &Connection, queue: &str) -> Result<bool, lapin::Error> {
     let ch = conn.create_channel().await?;
     let r = ch
         .queue_declare(
-            results_queue(catalog).into(),
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()

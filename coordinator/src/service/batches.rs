@@ -108,8 +108,14 @@ pub(crate) async fn submit(
             .await
             .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
         let job = new_id("job");
-        let message = job_message(&caller.tenant, &job, source, t.request)?;
-        messages.push((job, t.id, t.body, message));
+        let (message_id, message) = job_message(&caller.tenant, &job, source, t.request)?;
+        messages.push(NewBatchJob {
+            id: job,
+            track: t.id,
+            body: t.body,
+            message_id,
+            message,
+        });
     }
     let id = new_id("batch");
     match insert(
@@ -141,14 +147,24 @@ pub(crate) async fn submit(
     ))
 }
 
-/// The batch and its jobs (with their events), in one transaction.
+/// A job of a batch about to be made.
+struct NewBatchJob {
+    id: String,
+    track: String,
+    body: String,
+    message_id: String,
+    message: String,
+}
+
+/// The batch and its jobs (with their events and outbox messages), in one
+/// transaction.
 async fn insert(
     app: &App,
     tenant: &str,
     id: &str,
     idem: Option<&str>,
     body_hash: &str,
-    jobs: &[(String, String, String, String)],
+    jobs: &[NewBatchJob],
 ) -> Result<(), DbError> {
     let mut tx = app.db.pool.begin().await?;
     sqlx::query(
@@ -164,18 +180,20 @@ async fn insert(
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    for (job, track, body, message) in jobs {
+    for j in jobs {
         let row = view::NewJob {
-            id: job,
+            id: &j.id,
             tenant,
             idempotency_key: None,
-            body_hash: &hex::encode(Sha256::digest(body.as_bytes())),
-            body,
-            message,
-            batch: Some((id, track)),
+            body_hash: &hex::encode(Sha256::digest(j.body.as_bytes())),
+            body: &j.body,
+            message: &j.message,
+            message_id: &j.message_id,
+            outbox: app.queue_shaped(),
+            batch: Some((id, &j.track)),
         };
         view::insert(&mut tx, &row).await?;
-        super::events::record(&mut tx, job).await?;
+        super::events::record(&mut tx, &j.id).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -278,7 +296,7 @@ pub(crate) async fn cancel(
     let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
     let rows = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', updated_ms = $1 \
-         WHERE batch_id = $2 AND tenant = $3 AND status IN ('queued', 'running') RETURNING id",
+         WHERE batch_id = $2 AND tenant = $3 AND status IN ('queued', 'running') RETURNING id, message",
     )
     .bind(now_ms())
     .bind(&id)
@@ -291,6 +309,10 @@ pub(crate) async fn cancel(
         super::events::record(&mut tx, &job).await?;
     }
     tx.commit().await.map_err(DbError::from)?;
+    for r in &rows {
+        let message: String = r.try_get("message").map_err(DbError::from)?;
+        super::jobs::mark_cancelled(&app, &message).await;
+    }
     tracing::info!(batch = %id, jobs = rows.len(), "batch cancelled");
     Ok((
         StatusCode::OK,

@@ -13,10 +13,12 @@ use super::{App, State};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use loopmind_worker::job::{Job, TrackSpec};
 use loopmind_worker::layout::{safe_id, service_catalog};
 use loopmind_worker::request::RequestRefusal;
+use loopmind_worker::store::Presign;
 use loopmind_worker::RenderRequest;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -109,12 +111,37 @@ pub(crate) async fn stored_upload(app: &App, tenant: &str, id: &str) -> Result<S
         .map_err(DbError::from)?
         .ok_or_else(|| ApiError::invalid(format!("input.upload_id '{id}': no such upload")))?;
     let state: String = row.try_get("state").map_err(DbError::from)?;
-    if state != "stored" {
-        return Err(ApiError::invalid(format!(
-            "input.upload_id '{id}': nothing uploaded yet (PUT the audio to its url first)"
-        )));
+    let key: String = row.try_get("store_key").map_err(DbError::from)?;
+    if state == "stored" || (state == "pending" && uploaded_to_store(app, id, &key).await?) {
+        return Ok(key);
     }
-    Ok(row.try_get("store_key").map_err(DbError::from)?)
+    Err(ApiError::invalid(format!(
+        "input.upload_id '{id}': nothing uploaded yet (PUT the audio to its url first)"
+    )))
+}
+
+/// An upload PUT straight to the store (a presigned URL): there, and not
+/// over the size limit (413, and it is removed), it counts as stored.
+async fn uploaded_to_store(app: &App, id: &str, key: &str) -> Result<bool, ApiError> {
+    let unreachable =
+        |e| ApiError::internal(format!("cannot ask the store about the upload: {e}"), true);
+    let Some(meta) = app.store.head(key).await.map_err(unreachable)? else {
+        return Ok(false);
+    };
+    let limit = app.settings.upload_max_bytes;
+    if meta.size > limit {
+        let _ = app.store.delete(key).await;
+        return Err(ApiError::too_large(limit, "service.upload_max_bytes"));
+    }
+    sqlx::query(
+        "UPDATE uploads SET state = 'stored', bytes = $1 WHERE id = $2 AND state = 'pending'",
+    )
+    .bind(meta.size as i64)
+    .bind(id)
+    .execute(&app.db.pool)
+    .await
+    .map_err(DbError::from)?;
+    Ok(true)
 }
 
 pub(crate) async fn submit(
@@ -136,7 +163,7 @@ pub(crate) async fn submit(
     }
     let source = stored_upload(&app, &caller.tenant, &upload).await?;
     let id = new_id("job");
-    let message = job_message(&caller.tenant, &id, source, request)?;
+    let (message_id, message) = job_message(&caller.tenant, &id, source, request)?;
     let row = view::NewJob {
         id: &id,
         tenant: &caller.tenant,
@@ -144,6 +171,8 @@ pub(crate) async fn submit(
         body_hash: &body_hash,
         body: &body,
         message: &message,
+        message_id: &message_id,
+        outbox: app.queue_shaped(),
         batch: None,
     };
     let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
@@ -169,13 +198,13 @@ pub(crate) async fn submit(
 }
 
 /// The pipeline's job message for a job of the service (checked as a
-/// worker will check it).
+/// worker will check it): its id and its text.
 pub(crate) fn job_message(
     tenant: &str,
     id: &str,
     source: String,
     request: RenderRequest,
-) -> Result<String, ApiError> {
+) -> Result<(String, String), ApiError> {
     let spec = TrackSpec {
         track: id.to_string(),
         source,
@@ -185,7 +214,10 @@ pub(crate) fn job_message(
     let job = Job::new(&service_catalog(tenant), "1", &spec, None);
     job.validate()
         .map_err(|e| ApiError::internal(format!("the job made is refused: {e}"), false))?;
-    Ok(serde_json::to_string(&job).expect("a job serialises"))
+    Ok((
+        job.job_id.clone(),
+        serde_json::to_string(&job).expect("a job serialises"),
+    ))
 }
 
 pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -302,6 +334,9 @@ pub(crate) async fn cancel(
     .bind(caller.tenant.clone());
     let changed = super::events::change(&app.db, &id, q).await?;
     let row = load(&app, &caller.tenant, &id).await?;
+    if changed {
+        mark_cancelled(&app, view::message_text(&row)).await;
+    }
     if !changed && row.status != "cancelled" {
         return Err(ApiError::conflict(format!(
             "job {id} is already {}",
@@ -310,6 +345,23 @@ pub(crate) async fn cancel(
     }
     tracing::info!(job = %id, "job cancelled");
     Ok((StatusCode::OK, Json(view::job(&row, &app))))
+}
+
+/// Queue-shaped: the workers are told (a marker in the store) that the job
+/// was cancelled, so whichever takes its message drops it unrendered. Best
+/// effort: one that renders anyway has its result dropped by the
+/// database's guard.
+pub(crate) async fn mark_cancelled(app: &App, message: &str) {
+    if !app.queue_shaped() {
+        return;
+    }
+    let Some(key) = view::cancel_marker(message) else {
+        return;
+    };
+    let body = serde_json::json!({"cancelled_ms": now_ms()}).to_string();
+    if let Err(e) = app.store.put_bytes(&key, body.into_bytes()).await {
+        tracing::warn!(key, error = %e, "cannot put a cancel marker; a worker may render the job, its result is dropped");
+    }
 }
 
 /// An output, by its signed URL (no key: the URL is the proof).
@@ -326,6 +378,20 @@ pub(crate) async fn file(
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     let key = view::output_key(&row, &name).ok_or_else(|| ApiError::not_found("file"))?;
+    // A store that hands out URLs of its own serves the bytes itself.
+    let ttl = std::time::Duration::from_secs(app.settings.url_ttl_s.min(7 * 86_400));
+    match app.store.presign(Presign::Get, &key, ttl).await {
+        Ok(Some(url)) => {
+            return Ok(axum::response::Redirect::temporary(&url).into_response());
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(ApiError::internal(
+                format!("cannot sign a download: {e}"),
+                true,
+            ))
+        }
+    }
     let f = tokio::fs::File::open(app.store_root.join(&key))
         .await
         .map_err(|_| ApiError::not_found("file"))?;

@@ -2,6 +2,10 @@
 //!
 //! Embedded (the default): SQLite and a folder store under `--data`, jobs
 //! rendered by in-process workers (render children, as everywhere).
+//! Distributed (`service.render = "queue"`): jobs go to RabbitMQ through an
+//! outbox, the `loopmind worker`s render them from the shared `[store]`,
+//! results come back into the database (PostgreSQL lets several replicas
+//! share it).
 //!
 //! - `db`: the database (SQLite | PostgreSQL, one set of queries, migrations).
 //! - `ids`: random ids and secrets.
@@ -13,6 +17,8 @@
 //!   a job for the API.
 //! - `executor`: the embedded workers: the database is their queue, each
 //!   job run by the worker's own step (`work_on`).
+//! - `outbox`, `results` (`service.render = "queue"`): jobs' messages
+//!   relayed from the database to RabbitMQ, what workers say recorded back.
 //! - `events`: every status change recorded; `GET /v1/events` streams them (SSE).
 //! - `webhooks`: endpoints, messages owed, the signed sender with retries.
 //! - `metrics`: `/metrics` for admin keys.
@@ -28,6 +34,8 @@ mod ids;
 mod jobs;
 mod keys;
 mod metrics;
+mod outbox;
+mod results;
 mod signing;
 mod uploads;
 mod view;
@@ -36,7 +44,7 @@ mod webhooks;
 use anyhow::{Context, Result};
 use axum::routing::{get, post, put};
 use axum::Router;
-use loopmind_worker::config::{ServiceSettings, Settings};
+use loopmind_worker::config::{ServiceRender, ServiceSettings, Settings, StoreKind};
 use loopmind_worker::store::{FolderStore, ObjectStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +65,13 @@ pub(crate) struct App {
 }
 
 pub(crate) type State = axum::extract::State<Arc<App>>;
+
+impl App {
+    /// Jobs go to the queue for the `loopmind worker`s.
+    pub(crate) fn queue_shaped(&self) -> bool {
+        self.settings.render == ServiceRender::Queue
+    }
+}
 
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
@@ -130,12 +145,11 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
         true => format!("http://{addr}"),
         false => s.service.public_url.clone(),
     };
-    let store_root = args.data.join("store");
-    std::fs::create_dir_all(&store_root)?;
+    let (store, store_root) = open_store(&s, &args.data).await?;
     let app = Arc::new(App {
         signer: signing::Signer::new(&db.secret("url-signing").await?, &public),
         db,
-        store: Arc::new(FolderStore::new(&store_root)),
+        store,
         store_root,
         settings: s.service.clone(),
         limits: auth::Limits::new(s.service.rate_per_s, s.service.rate_burst),
@@ -143,16 +157,43 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
         queued: Arc::new(tokio::sync::Notify::new()),
     });
     let shutdown = loopmind_worker::shutdown::Shutdown::on_signals();
-    let workers = executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?;
-    let sender = tokio::spawn(webhooks::run(app.clone(), shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = match app.queue_shaped() {
+        true => {
+            tasks.spawn(outbox::run(app.clone(), s.clone(), shutdown.clone()));
+            tasks.spawn(results::run(app.clone(), s.clone(), shutdown.clone()));
+            None
+        }
+        false => Some(executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?),
+    };
+    tasks.spawn(webhooks::run(app.clone(), shutdown.clone()));
     tracing::info!(%addr, public = %public, "serving the job API");
     let mut stop = shutdown.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move { stop.wait().await })
         .await?;
-    workers.stop().await;
-    let _ = sender.await;
+    if let Some(w) = workers {
+        w.stop().await;
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The store audio goes to, and the folder uploads are received into (a
+/// folder store's own root, whose files are served from it).
+async fn open_store(s: &Settings, data: &Path) -> Result<(Arc<dyn ObjectStore>, PathBuf)> {
+    if s.service.render == ServiceRender::Embedded {
+        let root = data.join("store");
+        std::fs::create_dir_all(&root)?;
+        return Ok((Arc::new(FolderStore::new(&root)), root));
+    }
+    let store = loopmind_worker::store::open(&s.store).await?;
+    let root = match s.store.kind {
+        StoreKind::Local => s.store.root.clone(),
+        StoreKind::S3 => data.join("incoming"),
+    };
+    std::fs::create_dir_all(&root)?;
+    Ok((store, root))
 }
 
 fn router(app: Arc<App>) -> Router {

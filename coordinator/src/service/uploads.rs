@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
 use loopmind_worker::layout::upload_key;
+use loopmind_worker::store::Presign;
 use sqlx::Row;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -39,7 +40,19 @@ pub(crate) async fn create(
     .execute(&app.db.pool)
     .await
     .map_err(super::db::DbError::from)?;
-    let url = app.signer.url("PUT", &data_path(&id), expires);
+    // A store that hands out URLs of its own takes the audio itself.
+    let ttl = std::time::Duration::from_secs(app.settings.url_ttl_s.min(7 * 86_400));
+    let key = upload_key(&caller.tenant, &id);
+    let url = match app.store.presign(Presign::Put, &key, ttl).await {
+        Ok(Some(url)) => url,
+        Ok(None) => app.signer.url("PUT", &data_path(&id), expires),
+        Err(e) => {
+            return Err(ApiError::internal(
+                format!("cannot sign an upload: {e}"),
+                true,
+            ))
+        }
+    };
     let body = serde_json::json!({
         "id": id, "url": url, "method": "PUT", "expires_at": rfc3339(expires),
         "max_bytes": app.settings.upload_max_bytes,

@@ -55,6 +55,11 @@ pub(crate) struct NewJob<'a> {
     pub(crate) body_hash: &'a str,
     pub(crate) body: &'a str,
     pub(crate) message: &'a str,
+    /// The message's own id (`Job::job_id`): how results name the job.
+    pub(crate) message_id: &'a str,
+    /// Also put the message in the outbox, for the relay to publish
+    /// (`service.render = "queue"`).
+    pub(crate) outbox: bool,
     /// A batch's job: (the batch's id, the track's id in it).
     pub(crate) batch: Option<(&'a str, &'a str)>,
 }
@@ -73,17 +78,19 @@ pub(crate) fn next_seq() -> i64 {
     }
 }
 
-/// Inserts a queued job (its event is the caller's to record, in the
-/// same transaction).
+/// Inserts a queued job, and its message into the outbox when it goes to
+/// the queue (its event is the caller's to record, in the same
+/// transaction).
 pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<(), DbError> {
     let now = now_ms();
+    let seq = next_seq();
     let (batch, track) = j.batch.unzip();
     sqlx::query(
-        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms, batch_id, track) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8, $9, $10)",
+        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms, batch_id, track, message_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8, $9, $10, $11)",
     )
     .bind(j.id)
-    .bind(next_seq())
+    .bind(seq)
     .bind(j.tenant)
     .bind(j.idempotency_key)
     .bind(j.body_hash)
@@ -92,8 +99,20 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<(),
     .bind(now)
     .bind(batch)
     .bind(track)
-    .execute(tx)
+    .bind(j.message_id)
+    .execute(&mut *tx)
     .await?;
+    if j.outbox {
+        sqlx::query(
+            "INSERT INTO outbox (job_id, seq, message_id, message, lease_ms) VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(j.id)
+        .bind(seq)
+        .bind(j.message_id)
+        .bind(j.message)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -196,6 +215,17 @@ fn outputs(res: &JobResult) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Where the job's cancel marker goes (the workers look for it).
+pub(crate) fn cancel_marker(message: &str) -> Option<String> {
+    let job: Job = serde_json::from_str(message).ok()?;
+    Some(job.output_key(loopmind_worker::layout::CANCELLED))
+}
+
+/// The job's message as stored.
+pub(crate) fn message_text(r: &JobRow) -> &str {
+    &r.message
 }
 
 /// The store key of output `name` of the job, if the job wrote it.

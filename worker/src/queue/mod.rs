@@ -100,6 +100,11 @@ pub trait Delivery: Send + Sync {
     fn handbacks(&self) -> u32;
     /// Tells the runner the job started (best effort).
     async fn started(&self, job: &Job);
+    /// A job of the job service: it may be cancelled by a marker in the
+    /// store ([`crate::layout::CANCELLED`]).
+    fn from_service(&self) -> bool {
+        false
+    }
     /// Tells whoever follows the job how far it is, 0..1 (best effort;
     /// most queues have nobody to tell).
     async fn progress(&self, _job: &Job, _fraction: f64) {}
@@ -149,6 +154,10 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
     async move {
         if d.abandoned(&job).await {
             info!("nobody follows this catalog any more: job dropped unrendered");
+            return d.discard().await;
+        }
+        if d.from_service() && cancelled(&job, ctx).await {
+            info!("the job was cancelled: dropped unrendered");
             return d.discard().await;
         }
         let deliveries = d.redeliveries() + 1;
@@ -220,4 +229,11 @@ async fn render_following(job: &Job, d: &dyn Delivery, ctx: &WorkerCtx) -> crate
         }
     };
     tokio::join!(render, tell).0
+}
+
+/// Whether the job's owner cancelled it (its marker is in the store); any
+/// doubt renders.
+async fn cancelled(job: &Job, ctx: &WorkerCtx) -> bool {
+    let marker = job.output_key(crate::layout::CANCELLED);
+    matches!(ctx.store.head(&marker).await, Ok(Some(_)))
 }

@@ -43,6 +43,24 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// A human-readable address for messages (`s3://bucket/key`, a path).
     fn describe(&self, key: &str) -> String;
+    /// A URL that lets whoever holds it GET or PUT `key` for `ttl`, made
+    /// for the store's public address; None when the store hands out none
+    /// (a folder: the job service signs URLs of its own).
+    async fn presign(
+        &self,
+        _method: Presign,
+        _key: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// What a presigned URL allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presign {
+    Get,
+    Put,
 }
 
 /// Opens the store the settings describe.

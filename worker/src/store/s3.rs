@@ -3,7 +3,7 @@
 //! from the standard AWS chain. The SDK retries transient failures with
 //! exponential backoff; what still fails is classified for the job's fate.
 
-use super::{ObjectMeta, ObjectStore, StoreError};
+use super::{ObjectMeta, ObjectStore, Presign, StoreError};
 use crate::config::StoreSettings;
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
@@ -15,36 +15,20 @@ use tokio::io::AsyncWriteExt;
 
 pub struct S3Store {
     client: Client,
+    /// Signs URLs for the public endpoint (the one clients reach).
+    presigner: Client,
     bucket: String,
 }
 
 impl S3Store {
     pub async fn new(s: &StoreSettings) -> Result<Self, StoreError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new(s.region.clone()));
-        if !s.endpoint.is_empty() {
-            loader = loader.endpoint_url(&s.endpoint);
-        }
-        let sdk = loader.load().await;
-        let conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(s.path_style)
-            // Newer SDKs checksum every request; several S3-compatible
-            // stores reject those headers.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(s.attempts))
-            // No first-byte limit by default: a store that accepts a request
-            // and never answers would hold a job forever. Stalled bodies are
-            // already cut by the SDK's stalled-stream protection.
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .read_timeout(std::time::Duration::from_secs(s.response_timeout_s))
-                    .build(),
-            )
-            .build();
+        let public = match s.public_endpoint.is_empty() {
+            true => &s.endpoint,
+            false => &s.public_endpoint,
+        };
         Ok(Self {
-            client: Client::from_conf(conf),
+            client: client(s, &s.endpoint).await,
+            presigner: client(s, public).await,
             bucket: s.bucket.clone(),
         })
     }
@@ -96,6 +80,33 @@ impl S3Store {
             },
         }
     }
+}
+
+async fn client(s: &StoreSettings, endpoint: &str) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new(s.region.clone()));
+    if !endpoint.is_empty() {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(s.path_style)
+        // Newer SDKs checksum every request; several S3-compatible
+        // stores reject those headers.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(s.attempts))
+        // No first-byte limit by default: a store that accepts a request
+        // and never answers would hold a job forever. Stalled bodies are
+        // already cut by the SDK's stalled-stream protection.
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .read_timeout(std::time::Duration::from_secs(s.response_timeout_s))
+                .build(),
+        )
+        .build();
+    Client::from_conf(conf)
 }
 
 fn etag(e: Option<&str>) -> String {
@@ -215,6 +226,30 @@ impl ObjectStore for S3Store {
 
     fn describe(&self, key: &str) -> String {
         self.what(key)
+    }
+
+    async fn presign(
+        &self,
+        method: Presign,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        use aws_sdk_s3::presigning::PresigningConfig;
+        let conf = PresigningConfig::expires_in(ttl).map_err(|e| StoreError::Permanent {
+            what: self.what(key),
+            reason: format!("cannot presign for {} s: {e}", ttl.as_secs()),
+        })?;
+        let signed = match method {
+            Presign::Get => {
+                let r = self.presigner.get_object().bucket(&self.bucket).key(key);
+                r.presigned(conf).await.map_err(|e| self.classify(key, e))?
+            }
+            Presign::Put => {
+                let r = self.presigner.put_object().bucket(&self.bucket).key(key);
+                r.presigned(conf).await.map_err(|e| self.classify(key, e))?
+            }
+        };
+        Ok(Some(signed.uri().to_string()))
     }
 }
 
