@@ -124,12 +124,6 @@ impl ServiceSettings {
                 "must be 1 to 32 comma-separated whole seconds, each at most 86400",
             );
         }
-        if !crate::layout::safe_id(&self.catalog) {
-            return bad(
-                "service.catalog",
-                "must be a safe name (letters, digits, - _ . up to 128 bytes)",
-            );
-        }
         let url = &self.database_url;
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(

@@ -136,6 +136,11 @@ async fn open_db(s: &ServiceSettings, data: &Path) -> Result<db::Db> {
 
 /// `loopmind serve`: runs until SIGTERM or Ctrl-C.
 pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
+    anyhow::ensure!(
+        loopmind_worker::layout::safe_id(&s.service.catalog),
+        "service.catalog '{}' is not a safe name (letters, digits, - _ . up to 128 bytes)",
+        s.service.catalog
+    );
     let db = open_db(&s.service, &args.data).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
