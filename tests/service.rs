@@ -595,6 +595,92 @@ fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
     assert!(requeued, "no job in hand was queued again:\n{}", svc.log());
 }
 
+/// Two `serve` replicas on one PostgreSQL, jobs through the queue: a batch
+/// submitted to one is listed, followed (SSE) and cancelled through the
+/// other; the cancelled jobs a worker had not taken are never rendered.
+#[test]
+fn two_replicas_share_one_database() {
+    let mut cluster = Cluster::new("replicas", &[]);
+    let a = Service::start(
+        Database::Postgres,
+        &queue_shaped(&cluster)
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let b = a.replica();
+    let key = a.key("acme", None, "submit,read");
+    let up = upload(&a, &key, "mix");
+    let events = Events::follow(&b.base, &key);
+    let body = batch_body(&up, 6);
+    let (st, batch) = submit_batch(&a, &key, "catalog-2", &body);
+    assert_eq!(st, 201, "{batch}");
+    let id = batch["id"].as_str().unwrap();
+    let (st, again) = submit_batch(&b, &key, "catalog-2", &body);
+    assert_eq!((st, again["id"].as_str()), (200, Some(id)), "{again}");
+    let listed = all_jobs(&b, &key, &format!("&batch={id}"));
+    assert_eq!(listed.len(), 6);
+    cluster.spawn_worker();
+    let t = Instant::now();
+    while get_batch(&b, &key, id).1["counts"]["succeeded"].as_i64() < Some(1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{}\n{}",
+            a.log(),
+            cluster.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, c) = call(
+        "POST",
+        &b.url(&format!("/v1/batches/{id}/cancel")),
+        Some(&key),
+        &[],
+        None,
+    );
+    assert_eq!((st, &c["finished"]), (200, &json!(true)), "{c}");
+    let succeeded = c["counts"]["succeeded"].as_i64().unwrap();
+    assert_eq!(
+        c["counts"]["cancelled"].as_i64().unwrap() + succeeded,
+        6,
+        "{c}"
+    );
+    // Each job's story as B streamed it: queued first, then how it ended.
+    for j in &listed {
+        let jid = j["id"].as_str().unwrap();
+        let now = get_job(&a, &key, jid)["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let went = events.statuses_until(jid, &now, Duration::from_secs(30));
+        assert_eq!(
+            went.first().map(String::as_str),
+            Some("queued"),
+            "{jid}: {went:?}"
+        );
+    }
+    // Let the worker take what is left in the queue: whatever it finds
+    // cancelled it drops, and nothing turns back.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get_batch(&a, &key, id).1["counts"], c["counts"]);
+    let rt = common::services::runtime();
+    let store = rt.block_on(common::services::garage_store(&cluster.env));
+    let rendered = listed
+        .iter()
+        .filter(|j| {
+            let k = format!("masters/api.acme/{}/report.json", j["id"].as_str().unwrap());
+            rt.block_on(loopmind_worker::store::ObjectStore::head(&store, &k))
+                .unwrap()
+                .is_some()
+        })
+        .count() as i64;
+    // The one in the worker's hands when the cancel came may have finished.
+    assert!(
+        rendered <= succeeded + 1,
+        "{rendered} rendered, {succeeded} succeeded"
+    );
+}
+
 /// A catalog as one batch: shared options under each track's own, one
 /// transaction (a refused batch makes no job), idempotent, listed by batch,
 /// counted, cancelled as a whole, and another tenant's 404.
