@@ -3,7 +3,7 @@
 //! asks with [`need`].
 
 use super::error::ApiError;
-use super::keys::{self, Caller, Scope};
+use super::keys::{Caller, Scope};
 use super::App;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -21,7 +21,9 @@ impl FromRequestParts<Arc<App>> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 256)
             .ok_or_else(ApiError::unauthorized)?;
-        let caller = keys::caller(&app.db, presented)
+        let caller = app
+            .known
+            .caller(&app.db, presented)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         app.limits.check(&caller.key_id)?;

@@ -193,7 +193,7 @@ async fn insert(
             batch: Some((id, &j.track)),
         };
         view::insert(&mut tx, &row).await?;
-        super::events::record(&mut tx, &j.id).await?;
+        super::events::record_queued_as(&mut tx, &j.id, tenant, "queued").await?;
     }
     tx.commit().await?;
     Ok(())

@@ -43,18 +43,29 @@ pub(crate) async fn record(tx: &mut AnyConnection, id: &str) -> Result<(), DbErr
         .fetch_one(&mut *tx)
         .await?;
     let (tenant, status): (String, String) = (job.try_get("tenant")?, job.try_get("status")?);
+    record_queued_as(tx, id, &tenant, &status).await
+}
+
+/// [`record`] of a job whose tenant and status the caller has just
+/// written (a new job: one statement fewer on the submission's path).
+pub(crate) async fn record_queued_as(
+    tx: &mut AnyConnection,
+    id: &str,
+    tenant: &str,
+    status: &str,
+) -> Result<(), DbError> {
     let seq = next_seq();
     sqlx::query(
         "INSERT INTO job_events (seq, tenant, job_id, status, at_ms) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(seq)
-    .bind(&tenant)
+    .bind(tenant)
     .bind(id)
-    .bind(&status)
+    .bind(status)
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    super::webhooks::fan_out(tx, &tenant, seq, id, &status).await
+    super::webhooks::fan_out(tx, tenant, seq, id, status).await
 }
 
 struct Row_ {

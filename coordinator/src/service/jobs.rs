@@ -176,8 +176,8 @@ pub(crate) async fn submit(
         batch: None,
     };
     let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
-    match view::insert(&mut tx, &row).await {
-        Ok(()) => {}
+    let created = match view::insert(&mut tx, &row).await {
+        Ok(created) => created,
         // The same key submitted at the same moment: the first one won.
         Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             drop(tx);
@@ -188,12 +188,11 @@ pub(crate) async fn submit(
             };
         }
         Err(e) => return Err(e.into()),
-    }
-    super::events::record(&mut tx, &id).await?;
+    };
+    super::events::record_queued_as(&mut tx, &id, &caller.tenant, "queued").await?;
     tx.commit().await.map_err(DbError::from)?;
     app.queued.notify_waiters();
     tracing::info!(job = %id, tenant = %caller.tenant, "job submitted");
-    let created = load(&app, &caller.tenant, &id).await?;
     Ok((StatusCode::CREATED, Json(view::job(&created, &app))))
 }
 

@@ -103,10 +103,43 @@ pub(crate) async fn create(
     Ok(key)
 }
 
-/// The caller a presented key stands for, if it is one of ours.
-pub(crate) async fn caller(db: &Db, presented: &str) -> Result<Option<Caller>, DbError> {
+/// Keys recently found, by digest: most requests come from a few keys, and
+/// each would otherwise cost a query. An entry is trusted for
+/// [`Known::TTL`]; unknown keys are always asked of the database.
+#[derive(Default)]
+pub(crate) struct Known {
+    found: std::sync::Mutex<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+}
+
+impl Known {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Most keys remembered (then all are forgotten and found again).
+    const MAX: usize = 10_000;
+
+    /// The caller a presented key stands for, if it is one of ours.
+    pub(crate) async fn caller(&self, db: &Db, presented: &str) -> Result<Option<Caller>, DbError> {
+        let d = digest(presented);
+        if let Some((c, at)) = self.found.lock().expect("keys lock").get(&d) {
+            if at.elapsed() < Self::TTL {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let found = caller(db, &d).await?;
+        if let Some(c) = &found {
+            let mut map = self.found.lock().expect("keys lock");
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(d, (c.clone(), std::time::Instant::now()));
+        }
+        Ok(found)
+    }
+}
+
+/// The caller a key's digest stands for, if it is one of ours.
+async fn caller(db: &Db, digest: &str) -> Result<Option<Caller>, DbError> {
     let row = sqlx::query("SELECT id, tenant, scopes FROM api_keys WHERE hash = $1")
-        .bind(digest(presented))
+        .bind(digest)
         .fetch_optional(&db.pool)
         .await?;
     let Some(row) = row else { return Ok(None) };

@@ -75,6 +75,18 @@ pub(crate) async fn scrape(
     for (name, help, table, column, known) in families {
         reg.register(name, help, counted(&app, table, column, known).await?);
     }
+    let unsent = sqlx::query("SELECT COUNT(*) AS n FROM outbox")
+        .fetch_one(&app.db.pool)
+        .await
+        .and_then(|r| r.try_get::<i64, _>("n"))
+        .map_err(DbError::from)?;
+    let outbox = Gauge::<i64>::default();
+    outbox.set(unsent);
+    reg.register(
+        "outbox",
+        "Job messages not yet confirmed by the queue (service.render = queue)",
+        outbox,
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).expect("writing to a String");
     // One exposition: the workers' part below ends it.

@@ -58,6 +58,7 @@ pub(crate) struct App {
     store_root: PathBuf,
     settings: ServiceSettings,
     limits: auth::Limits,
+    known: keys::Known,
     /// The embedded workers' render metrics (served at `/metrics`).
     render_metrics: Arc<loopmind_worker::metrics::Metrics>,
     /// Wakes the embedded workers when a job is queued.
@@ -158,6 +159,7 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
         store_root,
         settings: s.service.clone(),
         limits: auth::Limits::new(s.service.rate_per_s, s.service.rate_burst),
+        known: keys::Known::default(),
         render_metrics: Arc::new(loopmind_worker::metrics::Metrics::new()),
         queued: Arc::new(tokio::sync::Notify::new()),
     });

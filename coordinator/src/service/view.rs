@@ -81,7 +81,7 @@ pub(crate) fn next_seq() -> i64 {
 /// Inserts a queued job, and its message into the outbox when it goes to
 /// the queue (its event is the caller's to record, in the same
 /// transaction).
-pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<(), DbError> {
+pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<JobRow, DbError> {
     let now = now_ms();
     let seq = next_seq();
     let (batch, track) = j.batch.unzip();
@@ -113,7 +113,22 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<(),
         .execute(&mut *tx)
         .await?;
     }
-    Ok(())
+    // The row as written (no read back on the submission's path).
+    Ok(JobRow {
+        id: j.id.to_string(),
+        seq,
+        status: "queued".into(),
+        body_hash: j.body_hash.to_string(),
+        body: j.body.to_string(),
+        message: j.message.to_string(),
+        progress: 0.0,
+        result: None,
+        error: None,
+        created_ms: now,
+        updated_ms: now,
+        batch_id: batch.map(String::from),
+        track: track.map(String::from),
+    })
 }
 
 pub(crate) async fn by_id(db: &Db, tenant: &str, id: &str) -> Result<Option<JobRow>, DbError> {
