@@ -6,7 +6,8 @@
 mod common;
 
 use common::api::{
-    call, download, get_text, put_expecting, put_file, Database, Events, Receiver, Service,
+    call, download, get_text, put_expecting, put_file, Contract, Database, Events, Receiver,
+    Service,
 };
 use common::services::Cluster;
 use common::{ffmpeg_meter, short_song, write_wav};
@@ -150,8 +151,10 @@ fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
     let events = Events::follow(&svc.base, &key);
     let rival_events = Events::follow(&svc.base, &rival);
     let body = job_body(&up, &["spotify", "apple-music"]);
+    let contract = Contract::fetch(&svc);
     let (st, job) = submit(&svc, &key, Some("release-42"), &body);
     assert_eq!(st, 201, "{job}");
+    contract.check("Job", &job);
     assert_eq!(job["status"], "queued");
     let id = job["id"].as_str().unwrap().to_string();
     // The same key: the same job; with another body: refused.
@@ -163,6 +166,7 @@ fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
     );
     let (st, e) = submit(&svc, &key, Some("release-42"), &job_body(&up, &["spotify"]));
     assert_eq!(st, 409, "{e}");
+    contract.check("ErrorBody", &e);
     // Another tenant sees neither the job nor the upload.
     let (st, _) = call(
         "GET",
@@ -188,7 +192,13 @@ fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     let between = seen.iter().filter(|p| **p > 0.05 && **p < 1.0).count();
     assert!(between >= 3, "progress seen: {seen:?}");
+    contract.check("Job", &done);
     check_masters(&svc, &done);
+    let (_, page) = call("GET", &svc.url("/v1/jobs"), Some(&key), &[], None);
+    contract.check("JobPage", &page);
+    let (_, targets) = call("GET", &svc.url("/v1/targets"), Some(&key), &[], None);
+    contract.check("Targets", &targets);
+    contract.check("WebhookCreated", &hook);
     let went = events.statuses_until(&id, "succeeded", Duration::from_secs(30));
     assert_eq!(went, ["queued", "running", "succeeded"]);
     webhook_said_so(&svc, &key, &receiver, &hook, &id);
@@ -735,6 +745,8 @@ fn a_catalog_is_one_batch() {
     body["tracks"][1]["targets"] = json!(["apple-music"]);
     let (st, batch) = submit_batch(&svc, &key, "catalog-7", &body);
     assert_eq!(st, 201, "{batch}");
+    let contract = Contract::fetch(&svc);
+    contract.check("Batch", &batch);
     let id = batch["id"].as_str().unwrap();
     assert_eq!(batch["tracks"], 4);
     let (st, again) = submit_batch(&svc, &key, "catalog-7", &body);
@@ -854,4 +866,22 @@ fn the_documented_curl_session_works() {
             "{f}: {lufs} LUFS, {peak} dBTP"
         );
     }
+}
+
+/// The contract describes every call docs/api.md lists, and nothing it
+/// does not (the table's first column, as `METHOD path`).
+#[test]
+fn the_contract_and_the_docs_list_the_same_calls() {
+    let svc = Service::start(Database::Sqlite, &[]);
+    let served = Contract::fetch(&svc).operations();
+    let doc = std::fs::read_to_string(common::services::repo().join("docs/api.md")).unwrap();
+    let mut listed: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|c| c.contains(" /"))
+        .map(|c| c.split('?').next().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(served, listed, "the contract's calls, then docs/api.md's");
 }

@@ -413,3 +413,49 @@ fn read_request(conn: &mut std::net::TcpStream) -> Option<(Vec<(String, String)>
     std::io::Read::read_exact(&mut r, &mut body).ok()?;
     Some((headers, String::from_utf8(body).ok()?))
 }
+
+/// The service's own contract (`GET /v1/openapi.json`), which answers are
+/// held to.
+pub struct Contract {
+    pub doc: Value,
+}
+
+impl Contract {
+    pub fn fetch(svc: &Service) -> Contract {
+        let (st, doc) = call("GET", &svc.url("/v1/openapi.json"), None, &[], None);
+        assert_eq!(st, 200, "{doc}");
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+            "{doc}"
+        );
+        Contract { doc }
+    }
+
+    /// Fails the test when `v` is not what the contract's `schema` says.
+    pub fn check(&self, schema: &str, v: &Value) {
+        let mut root = serde_json::json!({"$ref": format!("#/components/schemas/{schema}")});
+        root["components"] = self.doc["components"].clone();
+        assert!(
+            self.doc["components"]["schemas"].get(schema).is_some(),
+            "no schema {schema} in the contract"
+        );
+        let validator = jsonschema::validator_for(&root).expect("the contract's schemas compile");
+        let errors: Vec<String> = validator
+            .iter_errors(v)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "not a {schema}: {errors:?}\n{v}");
+    }
+
+    /// Every (method, path) the contract describes, `GET /v1/jobs/{id}`.
+    pub fn operations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().expect("paths") {
+            for m in item.as_object().unwrap().keys() {
+                out.push(format!("{} {path}", m.to_uppercase()));
+            }
+        }
+        out.sort();
+        out
+    }
+}

@@ -87,6 +87,14 @@ fn parse_batch(mut shared: Map<String, Value>, max: u64) -> Result<Vec<Track>, A
     Ok(out)
 }
 
+#[utoipa::path(post, path = "/v1/batches", tag = "batches", request_body = super::openapi::BatchBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same batch")),
+    responses((status = 201, description = "Made, every job queued", body = super::openapi::Batch),
+        (status = 200, description = "The batch this Idempotency-Key made", body = super::openapi::Batch),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over service.batch_body_max_kib", body = super::openapi::ErrorBody),
+        (status = 422, description = "A track refused (named), too many tracks", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn submit(
     axum::extract::State(app): State,
     caller: Caller,
@@ -271,6 +279,10 @@ async fn shown(app: &App, tenant: &str, id: &str) -> Result<Value, ApiError> {
     }))
 }
 
+#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches", params(("id" = String, Path)),
+    responses((status = 200, description = "The batch", body = super::openapi::Batch),
+        (status = 404, description = "No such batch of this tenant", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn show(
     axum::extract::State(app): State,
     caller: Caller,
@@ -285,6 +297,10 @@ pub(crate) async fn show(
 
 /// Cancels every job of the batch not yet finished (each with its event,
 /// all in one transaction); finished ones keep their outcome.
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches", params(("id" = String, Path)),
+    responses((status = 200, description = "Every job not yet ended cancelled", body = super::openapi::Batch),
+        (status = 404, description = "No such batch of this tenant", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn cancel(
     axum::extract::State(app): State,
     caller: Caller,

@@ -144,6 +144,14 @@ async fn uploaded_to_store(app: &App, id: &str, key: &str) -> Result<bool, ApiEr
     Ok(true)
 }
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = super::openapi::JobBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same job")),
+    responses((status = 201, description = "Queued", body = super::openapi::Job),
+        (status = 200, description = "The job this Idempotency-Key made", body = super::openapi::Job),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over service.body_max_kib", body = super::openapi::ErrorBody),
+        (status = 422, description = "Unknown target, value out of range, upload without audio", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn submit(
     axum::extract::State(app): State,
     caller: Caller,
@@ -257,6 +265,10 @@ async fn load(app: &App, tenant: &str, id: &str) -> Result<JobRow, ApiError> {
         .ok_or_else(|| ApiError::not_found("job"))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, description = "The job", body = super::openapi::Job),
+        (status = 404, description = "No such job of this tenant", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn show(
     axum::extract::State(app): State,
     caller: Caller,
@@ -276,6 +288,14 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(("status" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"),
+        ("batch" = Option<String>, Query, description = "Only this batch's jobs"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1..500, default 50")),
+    responses((status = 200, description = "A page, in submission order", body = super::openapi::JobPage),
+        (status = 422, description = "Unknown status", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn list(
     axum::extract::State(app): State,
     caller: Caller,
@@ -319,6 +339,11 @@ pub(crate) async fn list(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, description = "Cancelled: it never renders, or its result is dropped", body = super::openapi::Job),
+        (status = 404, description = "No such job of this tenant", body = super::openapi::ErrorBody),
+        (status = 409, description = "It had already ended", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn cancel(
     axum::extract::State(app): State,
     caller: Caller,
@@ -364,6 +389,13 @@ pub(crate) async fn mark_cancelled(app: &App, message: &str) {
 }
 
 /// An output, by its signed URL (no key: the URL is the proof).
+#[utoipa::path(get, path = "/v1/jobs/{id}/files/{name}", tag = "jobs", security(()),
+    params(("id" = String, Path), ("name" = String, Path),
+        ("expires" = i64, Query, description = "As signed"), ("sig" = String, Query, description = "As signed")),
+    responses((status = 200, description = "The file (or 307 to the store's own signed URL)", content_type = "application/octet-stream"),
+        (status = 307, description = "The store serves it: follow the Location"),
+        (status = 403, description = "Wrong or expired signature", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such file", body = super::openapi::ErrorBody)))]
 pub(crate) async fn file(
     axum::extract::State(app): State,
     Path((id, name)): Path<(String, String)>,
@@ -412,6 +444,9 @@ pub(crate) async fn file(
 }
 
 /// The platform targets, with the codecs each is checked under.
+#[utoipa::path(get, path = "/v1/targets", tag = "jobs",
+    responses((status = 200, description = "The platform targets", body = super::openapi::Targets),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn targets(caller: Caller) -> Answer {
     need(&caller, Scope::Read)?;
     let list: Vec<Value> = loopmind_dsp::targets::preset_names()

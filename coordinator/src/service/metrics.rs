@@ -43,6 +43,10 @@ async fn counted(
     Ok(family)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text (admin keys)", content_type = "application/openmetrics-text"),
+        (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::openapi::ErrorBody)))]
 pub(crate) async fn scrape(
     axum::extract::State(app): State,
     caller: Caller,

@@ -21,7 +21,8 @@
 //!   relayed from the database to RabbitMQ, what workers say recorded back.
 //! - `events`: every status change recorded; `GET /v1/events` streams them (SSE).
 //! - `webhooks`: endpoints, messages owed, the signed sender with retries.
-//! - `metrics`: `/metrics` for admin keys.
+//! - `metrics`: `/metrics` for admin keys; `openapi`: the contract at
+//!   `/v1/openapi.json`, made from the router and the handlers.
 //! - `error`: the API's error body.
 
 mod auth;
@@ -34,6 +35,7 @@ mod ids;
 mod jobs;
 mod keys;
 mod metrics;
+mod openapi;
 mod outbox;
 mod results;
 mod signing;
@@ -42,7 +44,7 @@ mod view;
 mod webhooks;
 
 use anyhow::{Context, Result};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::Router;
 use loopmind_worker::config::{ServiceRender, ServiceSettings, Settings, StoreKind};
 use loopmind_worker::store::{FolderStore, ObjectStore};
@@ -205,31 +207,50 @@ async fn open_store(s: &Settings, data: &Path) -> Result<(Arc<dyn ObjectStore>, 
 
 fn router(app: Arc<App>) -> Router {
     use axum::extract::DefaultBodyLimit;
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
     let body_limit = (app.settings.body_max_kib * 1024) as usize;
     let batch_limit = (app.settings.batch_body_max_kib * 1024) as usize;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::scrape))
-        .route("/v1/targets", get(jobs::targets))
-        .route("/v1/events", get(events::stream))
-        .route("/v1/webhooks", post(webhooks::create))
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/v1/uploads", post(uploads::create))
+    let (schemas, paths, put) = routes!(uploads::put_data);
+    // Streamed to disk under its own limit (service.upload_max_bytes).
+    let put_data = (schemas, paths, put.layer(DefaultBodyLimit::disable()));
+    let (schemas, paths, post) = routes!(batches::submit);
+    let batch = (
+        schemas,
+        paths,
+        post.layer(DefaultBodyLimit::max(batch_limit)),
+    );
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(jobs::targets))
+        .routes(routes!(events::stream))
+        .routes(routes!(webhooks::create))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(uploads::create))
+        .routes(put_data)
+        .routes(batch)
+        .routes(routes!(batches::show))
+        .routes(routes!(batches::cancel))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::file))
+        .split_for_parts();
+    let doc = Arc::new(openapi::document(doc));
+    router
         .route(
-            "/v1/uploads/{id}/data",
-            // Streamed to disk under its own limit (service.upload_max_bytes).
-            put(uploads::put_data).layer(DefaultBodyLimit::disable()),
+            "/v1/openapi.json",
+            get(move || async move { axum::Json((*doc).clone()) }),
         )
-        .route(
-            "/v1/batches",
-            post(batches::submit).layer(DefaultBodyLimit::max(batch_limit)),
-        )
-        .route("/v1/batches/{id}", get(batches::show))
-        .route("/v1/batches/{id}/cancel", post(batches::cancel))
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::show))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/files/{name}", get(jobs::file))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
+}
+
+/// Open to all: whether the service answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "ok", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
 }

@@ -22,6 +22,9 @@ use sqlx::Row;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+#[utoipa::path(post, path = "/v1/uploads", tag = "uploads",
+    responses((status = 201, description = "PUT the audio to its url", body = super::openapi::UploadCreated),
+        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
 pub(crate) async fn create(
     axum::extract::State(app): State,
     caller: Caller,
@@ -65,6 +68,13 @@ fn data_path(id: &str) -> String {
 }
 
 /// The signed PUT: the URL is the proof (no key), good once.
+#[utoipa::path(put, path = "/v1/uploads/{id}/data", tag = "uploads", security(()),
+    params(("id" = String, Path), ("expires" = i64, Query, description = "As signed"), ("sig" = String, Query, description = "As signed")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The audio, streamed"),
+    responses((status = 200, description = "Stored", body = super::openapi::UploadStored),
+        (status = 403, description = "Wrong or expired signature", body = super::openapi::ErrorBody),
+        (status = 409, description = "The URL was used already", body = super::openapi::ErrorBody),
+        (status = 413, description = "Over service.upload_max_bytes", body = super::openapi::ErrorBody)))]
 pub(crate) async fn put_data(
     axum::extract::State(app): State,
     Path(id): Path<String>,
