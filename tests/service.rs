@@ -691,6 +691,141 @@ fn two_replicas_share_one_database() {
     );
 }
 
+/// A reference track is an upload of the tenant's own: the master takes
+/// on its tonal balance (master_settings.json says how far it moved); a
+/// store key, or another tenant's upload, is refused.
+#[test]
+fn a_job_takes_its_reference_as_an_upload() {
+    let svc = Service::start(Database::Sqlite, &[]);
+    let key = svc.key("acme", None, "submit,read");
+    let rival = svc.key("rival", None, "submit,read");
+    let up = upload(&svc, &key, "mix");
+    let reference = upload(&svc, &key, "reference");
+    let theirs = upload(&svc, &rival, "theirs");
+    let with = |r: Value| {
+        json!({"input": {"upload_id": up}, "targets": ["spotify"], "reference": r}).to_string()
+    };
+    let (st, e) = submit(&svc, &key, None, &with(json!("uploads/rival/x")));
+    assert_eq!(st, 422, "{e}");
+    let (st, e) = submit(&svc, &key, None, &with(json!({"upload_id": theirs})));
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("reference.upload_id"),
+        "{e}"
+    );
+    let (st, job) = submit(&svc, &key, None, &with(json!({"upload_id": reference})));
+    assert_eq!(st, 201, "{job}");
+    let done = wait_final(
+        &svc,
+        &key,
+        job["id"].as_str().unwrap(),
+        Duration::from_secs(180),
+    );
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.log());
+    let f = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "master_settings.json")
+        .unwrap();
+    let to = svc.data.path().join("settings.json");
+    download(f["url"].as_str().unwrap(), &to);
+    let settings: Value = serde_json::from_slice(&std::fs::read(&to).unwrap()).unwrap();
+    assert!(
+        settings["reference"]["distance_before_db"].is_number(),
+        "{}",
+        settings["reference"]
+    );
+}
+
+/// A tenant with an input prefix names its mix by URL inside it (the
+/// store's bucket); anything outside it, a key that climbs out, or a tenant
+/// without a prefix is refused and makes no job.
+#[test]
+fn a_tenant_names_its_mix_inside_its_own_prefix() {
+    let mut cluster = Cluster::new("prefix", &[]);
+    let bucket = cluster
+        .env
+        .iter()
+        .find(|(k, _)| k == "LOOPMIND_STORE__BUCKET")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let mut shape = queue_shaped(&cluster);
+    let prefix = format!("s3://{bucket}/labels/acme/");
+    shape.push((
+        "LOOPMIND_SERVICE__INPUT_PREFIXES__ACME".into(),
+        prefix.clone(),
+    ));
+    let svc = Service::start(
+        Database::Postgres,
+        &shape
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let key = svc.key("acme", None, "submit,read");
+    let rival = svc.key("rival", None, "submit,read");
+    let mix = svc.data.path().join("mix.wav");
+    write_wav(&mix, &short_song(44_100), 24, false);
+    let rt = common::services::runtime();
+    let store = rt.block_on(common::services::garage_store(&cluster.env));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    for k in [
+        format!("labels/acme/{nanos}.wav"),
+        format!("labels/other/{nanos}.wav"),
+    ] {
+        rt.block_on(loopmind_worker::store::ObjectStore::put_file(
+            &store, &k, &mix,
+        ))
+        .unwrap();
+    }
+    let body = |url: String| json!({"input": {"url": url}, "targets": ["spotify"]}).to_string();
+    for (who, url, says) in [
+        (
+            &key,
+            format!("s3://{bucket}/labels/other/{nanos}.wav"),
+            "outside this tenant's prefix",
+        ),
+        (
+            &key,
+            format!("{prefix}../other/{nanos}.wav"),
+            "not a plain key",
+        ),
+        (&key, format!("{prefix}missing.wav"), "no such object"),
+        (
+            &rival,
+            format!("{prefix}{nanos}.wav"),
+            "no input prefix is set for tenant 'rival'",
+        ),
+    ] {
+        let (st, e) = submit(&svc, who, None, &body(url));
+        assert_eq!(st, 422, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    let (_, page) = call("GET", &svc.url("/v1/jobs"), Some(&key), &[], None);
+    assert_eq!(page["jobs"], json!([]), "a refused job was made");
+    cluster.spawn_worker();
+    let (st, job) = submit(&svc, &key, None, &body(format!("{prefix}{nanos}.wav")));
+    assert_eq!(st, 201, "{job}");
+    let done = wait_final(
+        &svc,
+        &key,
+        job["id"].as_str().unwrap(),
+        Duration::from_secs(180),
+    );
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", svc.log());
+    check_masters(&svc, &done);
+}
+
 /// A catalog as one batch: shared options under each track's own, one
 /// transaction (a refused batch makes no job), idempotent, listed by batch,
 /// counted, cancelled as a whole, and another tenant's 404.

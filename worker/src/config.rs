@@ -67,6 +67,10 @@ pub struct ServiceSettings {
     /// Seconds between a webhook message's attempts, comma-separated: after
     /// the last one fails it is given up (the default spans ~26 hours).
     pub webhook_retry_s: String,
+    /// Per tenant, the one place a job may name its mix by URL
+    /// (`input.url`, `s3://bucket/prefix/`, in the store's bucket): a
+    /// tenant without one uploads its mixes.
+    pub input_prefixes: std::collections::BTreeMap<String, String>,
     /// Webhook URLs may reach private, loopback and link-local addresses
     /// (a backend on the same network); off, such a URL is refused, checked
     /// on every address it resolves to when a message is sent.
@@ -99,6 +103,7 @@ impl Default for ServiceSettings {
             workers: 0,
             webhook_retry_s: "5,60,300,1800,7200,14400,28800,43200".into(),
             webhooks_allow_private: false,
+            input_prefixes: Default::default(),
         }
     }
 }
@@ -129,6 +134,16 @@ impl ServiceSettings {
             return bad(
                 "service.database_url",
                 "must be empty (SQLite) or a postgres:// URL",
+            );
+        }
+        if let Some((t, _)) = self
+            .input_prefixes
+            .iter()
+            .find(|(_, p)| !(p.starts_with("s3://") && p.ends_with('/') && p.len() > 6))
+        {
+            return bad(
+                "service.input_prefixes",
+                &format!("{t}: must be an s3://bucket/prefix/ URL ending in /"),
             );
         }
         let p = &self.public_url;

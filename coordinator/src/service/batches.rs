@@ -8,7 +8,7 @@ use super::auth::need;
 use super::db::{now_ms, DbError};
 use super::error::ApiError;
 use super::ids::new_id;
-use super::jobs::{idempotency_key, job_message, json_object, parse_job, stored_upload};
+use super::jobs::{idempotency_key, job_message, json_object, parse_job, resolve, ParsedJob};
 use super::keys::{Caller, Scope};
 use super::view::{self, rfc3339, STATUSES};
 use super::{App, State};
@@ -28,13 +28,16 @@ type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 /// request, its job's body as stored (the shared options laid under it).
 struct Track {
     id: String,
-    upload: String,
-    request: loopmind_worker::RenderRequest,
+    job: ParsedJob,
     body: String,
 }
 
 /// The body's tracks, each laid over the shared options and checked.
-fn parse_batch(mut shared: Map<String, Value>, max: u64) -> Result<Vec<Track>, ApiError> {
+fn parse_batch(
+    mut shared: Map<String, Value>,
+    max: u64,
+    tenant: &str,
+) -> Result<Vec<Track>, ApiError> {
     let tracks = match shared.remove("tracks") {
         Some(Value::Array(t)) => t,
         Some(_) => return Err(ApiError::bad_request("tracks: must be an array")),
@@ -74,15 +77,10 @@ fn parse_batch(mut shared: Map<String, Value>, max: u64) -> Result<Vec<Track>, A
         }
         let mut body = shared.clone();
         body.extend(own);
-        let (upload, request) =
-            parse_job(body.clone()).map_err(|e| e.about(&format!("tracks[{i}] '{id}'")))?;
+        let job =
+            parse_job(body.clone(), tenant).map_err(|e| e.about(&format!("tracks[{i}] '{id}'")))?;
         let body = Value::Object(body).to_string();
-        out.push(Track {
-            id,
-            upload,
-            request,
-            body,
-        });
+        out.push(Track { id, job, body });
     }
     Ok(out)
 }
@@ -104,7 +102,11 @@ pub(crate) async fn submit(
     need(&caller, Scope::Submit)?;
     let idem = idempotency_key(&headers)?;
     let body_hash = hex::encode(Sha256::digest(&body));
-    let tracks = parse_batch(json_object(&body)?, app.settings.batch_max_tracks)?;
+    let tracks = parse_batch(
+        json_object(&body)?,
+        app.settings.batch_max_tracks,
+        &caller.tenant,
+    )?;
     if let Some(k) = &idem {
         if let Some(found) = by_idempotency(&app, &caller.tenant, k, &body_hash).await? {
             return Ok((StatusCode::OK, Json(found)));
@@ -112,11 +114,11 @@ pub(crate) async fn submit(
     }
     let mut messages = Vec::with_capacity(tracks.len());
     for t in tracks {
-        let source = stored_upload(&app, &caller.tenant, &t.upload)
+        let (source, request) = resolve(&app, &caller.tenant, t.job)
             .await
             .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
         let job = new_id("job");
-        let (message_id, message) = job_message(&caller.tenant, &job, source, t.request)?;
+        let (message_id, message) = job_message(&caller.tenant, &job, source, request)?;
         messages.push(NewBatchJob {
             id: job,
             track: t.id,

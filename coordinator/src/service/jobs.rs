@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use loopmind_worker::job::{Job, TrackSpec};
-use loopmind_worker::layout::{safe_id, service_catalog};
+use loopmind_worker::layout::{safe_id, service_catalog, upload_key};
 use loopmind_worker::request::RequestRefusal;
 use loopmind_worker::store::Presign;
 use loopmind_worker::RenderRequest;
@@ -36,52 +36,154 @@ pub(crate) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
-/// A job's body split into its input (an upload's id) and its render
+/// A job's body, checked: the upload to master, the uploads its documents
+/// are (reference, arrangement, emotion graph), and the render request
+/// (its documents named by those uploads' keys).
+pub(crate) struct ParsedJob {
+    input: JobInput,
+    documents: Vec<(&'static str, String)>,
+    request: RenderRequest,
+}
+
+/// The request's fields that name a document.
+const DOCUMENTS: [&str; 3] = ["reference", "arrangement", "emotion_graph"];
+
+/// A job's body split into its input, its documents and its render
 /// request, each checked by its own code.
-pub(crate) fn parse_job(mut m: Map<String, Value>) -> Result<(String, RenderRequest), ApiError> {
+pub(crate) fn parse_job(mut m: Map<String, Value>, tenant: &str) -> Result<ParsedJob, ApiError> {
     let input = m
         .remove("input")
         .ok_or_else(|| ApiError::bad_request("input: missing (give {\"upload_id\": ...})"))?;
-    let upload = upload_of(&input)?;
+    let input = input_of(&input)?;
     unknown_targets(&m)?;
+    let documents = document_uploads(&mut m, tenant)?;
     let request = RenderRequest::from_api(Value::Object(m)).map_err(|e| match e {
         RequestRefusal::Shape(why) => ApiError::bad_request(why),
         RequestRefusal::Invalid(why) => ApiError::invalid(why.to_string()),
     })?;
-    // A document is named by a store key, which would reach past the
-    // tenant's own uploads: not taken until documents are uploads too.
-    for (field, named) in [
-        ("reference", request.reference()),
-        ("arrangement", request.arrangement()),
-        ("emotion_graph", request.emotion_graph()),
-    ] {
-        if named.is_some() {
-            return Err(ApiError::invalid(format!(
-                "{field}: documents are not taken by the job API yet"
-            )));
-        }
-    }
-    Ok((upload, request))
+    Ok(ParsedJob {
+        input,
+        documents,
+        request,
+    })
 }
 
-fn upload_of(input: &Value) -> Result<String, ApiError> {
+/// Each document given as `{"upload_id"}`, replaced by that upload's key.
+/// A store key given directly is refused: it could name anything the
+/// service's credentials reach, not only the tenant's own uploads.
+fn document_uploads(
+    m: &mut Map<String, Value>,
+    tenant: &str,
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut out = Vec::new();
+    for field in DOCUMENTS {
+        let id = match m.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Object(o)) if o.len() == 1 => match o.get("upload_id") {
+                Some(Value::String(id)) if safe_id(id) => id.clone(),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{field}.upload_id: must be an upload's id"
+                    )))
+                }
+            },
+            Some(_) => {
+                return Err(ApiError::invalid(format!(
+                    "{field}: give {{\"upload_id\": ...}} of an upload of yours (POST /v1/uploads)"
+                )))
+            }
+        };
+        m.insert(field.to_string(), Value::String(upload_key(tenant, &id)));
+        out.push((field, id));
+    }
+    Ok(out)
+}
+
+/// The job's source and request once its uploads are found stored.
+pub(crate) async fn resolve(
+    app: &App,
+    tenant: &str,
+    job: ParsedJob,
+) -> Result<(String, RenderRequest), ApiError> {
+    let source = match &job.input {
+        JobInput::Upload(id) => stored_upload(app, tenant, id, "input.upload_id").await?,
+        JobInput::Url(url) => url_source(app, tenant, url).await?,
+    };
+    for (field, id) in &job.documents {
+        stored_upload(app, tenant, id, &format!("{field}.upload_id")).await?;
+    }
+    Ok((source, job.request))
+}
+
+/// Where a job's mix comes from.
+enum JobInput {
+    /// An upload of the tenant.
+    Upload(String),
+    /// An object in the store, inside the tenant's input prefix.
+    Url(String),
+}
+
+fn input_of(input: &Value) -> Result<JobInput, ApiError> {
     let Value::Object(i) = input else {
         return Err(ApiError::bad_request("input: must be an object"));
     };
     if let Some(k) = i.keys().find(|k| *k != "upload_id" && *k != "url") {
         return Err(ApiError::bad_request(format!("input: unknown field `{k}`")));
     }
-    if i.contains_key("url") {
-        return Err(ApiError::invalid(
-            "input.url: this service keeps its own store; upload the mix (POST /v1/uploads) and give input.upload_id",
-        ));
-    }
-    match i.get("upload_id") {
-        Some(Value::String(id)) if safe_id(id) => Ok(id.clone()),
-        Some(_) => Err(ApiError::bad_request(
+    match (i.get("upload_id"), i.get("url")) {
+        (Some(Value::String(id)), None) if safe_id(id) => Ok(JobInput::Upload(id.clone())),
+        (None, Some(Value::String(url))) if url.len() <= 1024 => Ok(JobInput::Url(url.clone())),
+        (Some(_), None) => Err(ApiError::bad_request(
             "input.upload_id: must be an upload's id",
         )),
-        None => Err(ApiError::bad_request("input.upload_id: missing")),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "input.url: must be a URL of at most 1024 bytes",
+        )),
+        _ => Err(ApiError::bad_request(
+            "input: give one of upload_id and url",
+        )),
+    }
+}
+
+/// The store key of a mix named by URL: inside the prefix set for the
+/// tenant (`service.input_prefixes`), in the store's own bucket, a plain
+/// relative key, an object that is there and within the upload limit.
+async fn url_source(app: &App, tenant: &str, url: &str) -> Result<String, ApiError> {
+    let Some(prefix) = app.settings.input_prefixes.get(tenant) else {
+        return Err(ApiError::invalid(format!(
+            "input.url: no input prefix is set for tenant '{tenant}' (service.input_prefixes); upload the mix instead"
+        )));
+    };
+    if !url.starts_with(prefix.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "input.url: outside this tenant's prefix {prefix}"
+        )));
+    }
+    let (bucket, key) = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .unwrap_or_default();
+    if app.store_bucket.as_deref() != Some(bucket) {
+        return Err(ApiError::invalid(
+            "input.url: the service reads only its own store's bucket (service.render = queue, store.kind = s3)",
+        ));
+    }
+    if key.is_empty() || !loopmind_worker::layout::relative_key(key) {
+        return Err(ApiError::invalid(
+            "input.url: not a plain key (no empty, . or .. parts)",
+        ));
+    }
+    let unreachable =
+        |e| ApiError::internal(format!("cannot ask the store about input.url: {e}"), true);
+    match app.store.head(key).await.map_err(unreachable)? {
+        None => Err(ApiError::invalid(format!(
+            "input.url: no such object {url}"
+        ))),
+        Some(m) if m.size > app.settings.upload_max_bytes => Err(ApiError::too_large(
+            app.settings.upload_max_bytes,
+            "service.upload_max_bytes",
+        )),
+        Some(_) => Ok(key.to_string()),
     }
 }
 
@@ -102,21 +204,21 @@ fn unknown_targets(m: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// The stored upload's key, if the caller's tenant owns it and it holds audio.
-pub(crate) async fn stored_upload(app: &App, tenant: &str, id: &str) -> Result<String, ApiError> {
+async fn stored_upload(app: &App, tenant: &str, id: &str, field: &str) -> Result<String, ApiError> {
     let row = sqlx::query("SELECT store_key, state FROM uploads WHERE id = $1 AND tenant = $2")
         .bind(id)
         .bind(tenant)
         .fetch_optional(&app.db.pool)
         .await
         .map_err(DbError::from)?
-        .ok_or_else(|| ApiError::invalid(format!("input.upload_id '{id}': no such upload")))?;
+        .ok_or_else(|| ApiError::invalid(format!("{field} '{id}': no such upload")))?;
     let state: String = row.try_get("state").map_err(DbError::from)?;
     let key: String = row.try_get("store_key").map_err(DbError::from)?;
     if state == "stored" || (state == "pending" && uploaded_to_store(app, id, &key).await?) {
         return Ok(key);
     }
     Err(ApiError::invalid(format!(
-        "input.upload_id '{id}': nothing uploaded yet (PUT the audio to its url first)"
+        "{field} '{id}': nothing uploaded yet (PUT the audio to its url first)"
     )))
 }
 
@@ -161,7 +263,7 @@ pub(crate) async fn submit(
     need(&caller, Scope::Submit)?;
     let idem = idempotency_key(&headers)?;
     let body = json_object(&body)?;
-    let (upload, request) = parse_job(body.clone())?;
+    let parsed = parse_job(body.clone(), &caller.tenant)?;
     let body = Value::Object(body).to_string();
     let body_hash = hex::encode(Sha256::digest(body.as_bytes()));
     if let Some(k) = &idem {
@@ -169,7 +271,7 @@ pub(crate) async fn submit(
             return Ok((StatusCode::OK, Json(found)));
         }
     }
-    let source = stored_upload(&app, &caller.tenant, &upload).await?;
+    let (source, request) = resolve(&app, &caller.tenant, parsed).await?;
     let id = new_id("job");
     let (message_id, message) = job_message(&caller.tenant, &id, source, request)?;
     let row = view::NewJob {

@@ -58,6 +58,8 @@ pub(crate) struct App {
     store: Arc<dyn ObjectStore>,
     /// The folder store's root (embedded): outputs are served from it.
     store_root: PathBuf,
+    /// The S3 store's bucket (queue-shaped): where `input.url` may point.
+    store_bucket: Option<String>,
     settings: ServiceSettings,
     limits: auth::Limits,
     known: keys::Known,
@@ -159,6 +161,8 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
         db,
         store,
         store_root,
+        store_bucket: (s.service.render == ServiceRender::Queue && s.store.kind == StoreKind::S3)
+            .then(|| s.store.bucket.clone()),
         settings: s.service.clone(),
         limits: auth::Limits::new(s.service.rate_per_s, s.service.rate_burst),
         known: keys::Known::default(),
