@@ -46,7 +46,8 @@ async fn declare(
 async fn a_missing_results_queue_is_told_from_one_that_exists() {
     let conn = connect("loopmind-test-followed").await;
     let catalog = unique("followed");
-    assert!(!rabbitmq::catalog_followed(&conn, &catalog).await.unwrap());
+    let results = rabbitmq::results_queue(&catalog);
+    assert!(!rabbitmq::queue_exists(&conn, &results).await.unwrap());
     let ch = conn.create_channel().await.unwrap();
     // The dead-letter exchange the catalog's queues bind to comes with
     // the jobs queue (one of this test's own).
@@ -56,13 +57,13 @@ async fn a_missing_results_queue_is_told_from_one_that_exists() {
     };
     rabbitmq::declare_jobs(&ch, &jobs).await.unwrap();
     rabbitmq::declare_catalog(&ch, &catalog, 60).await.unwrap();
-    let followed = rabbitmq::catalog_followed(&conn, &catalog).await;
+    let followed = rabbitmq::queue_exists(&conn, &results).await;
     rabbitmq::delete_catalog(&ch, &catalog).await.unwrap();
     ch.queue_delete(jobs.jobs.as_str().into(), Default::default())
         .await
         .unwrap();
     assert!(followed.unwrap());
-    assert!(!rabbitmq::catalog_followed(&conn, &catalog).await.unwrap());
+    assert!(!rabbitmq::queue_exists(&conn, &results).await.unwrap());
     let _ = conn.close(200, "done".into()).await;
 }
 
