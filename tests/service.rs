@@ -6,8 +6,8 @@
 mod common;
 
 use common::api::{
-    call, download, get_text, put_expecting, put_file, Contract, Database, Events, Receiver,
-    Service,
+    call, download, get_text, put_chunked, put_expecting, put_file, Contract, Database, Events,
+    Receiver, Service,
 };
 use common::services::Cluster;
 use common::{ffmpeg_meter, short_song, write_wav};
@@ -422,6 +422,12 @@ fn refused_requests_say_why_and_change_nothing() {
         put_expecting(url, len),
         (413, false),
         "refused before the body"
+    );
+    // No length said: cut off as it streams past the limit.
+    assert_eq!(
+        put_chunked(url, 400_000),
+        413,
+        "a chunked body past the limit"
     );
     let id = up["id"].as_str().unwrap();
     let (st, e) = submit(&svc, &key, None, &job_body(id, &["spotify"]));

@@ -290,6 +290,50 @@ pub fn put_expecting(url: &str, len: usize) -> (u16, bool) {
     (code(&text), true)
 }
 
+/// A PUT of `len` zero bytes in 64 KiB chunks with no length said
+/// (`Transfer-Encoding: chunked`), stopping when the server stops reading:
+/// the status code it answered.
+pub fn put_chunked(url: &str, len: usize) -> u16 {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The answer is read as it comes: a server that stops reading may
+    // reset the connection, and what it said before would be lost.
+    let mut r = s.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&bytes).to_string()
+    });
+    write!(s, "PUT /{path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    let chunk = vec![0u8; 65_536];
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        let wrote = write!(s, "{n:x}\r\n")
+            .and_then(|_| s.write_all(&chunk[..n]))
+            .and_then(|_| s.write_all(b"\r\n"));
+        if wrote.is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let text = reader.join().unwrap();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"))
+}
+
 /// A client following `GET /v1/events`: the events' data, as they come.
 pub struct Events {
     seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
