@@ -832,6 +832,23 @@ fn a_tenant_names_its_mix_inside_its_own_prefix() {
     check_masters(&svc, &done);
 }
 
+/// Embedded, one `serve` renders a database's jobs (it queues again, at
+/// start, the jobs left running): a second one on the same SQLite folder or
+/// the same PostgreSQL database is refused, saying what to do instead.
+#[test]
+fn one_embedded_renderer_per_database() {
+    for (db, same_data) in [(Database::Sqlite, true), (Database::Postgres, false)] {
+        let svc = Service::start(db, &[]);
+        let err = svc
+            .serve_beside(same_data)
+            .unwrap_or_else(|| panic!("{db:?}: a second embedded serve ran"));
+        assert!(
+            err.contains("several replicas need service.render"),
+            "{db:?}: {err}"
+        );
+    }
+}
+
 /// A catalog as one batch: shared options under each track's own, one
 /// transaction (a refused batch makes no job), idempotent, listed by batch,
 /// counted, cancelled as a whole, and another tenant's 404.

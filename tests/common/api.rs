@@ -75,6 +75,43 @@ impl Service {
         s
     }
 
+    /// Another `serve` with this one's settings (on its data folder, or on
+    /// a new one): its stderr if it exited within 30 s, None if it ran.
+    pub fn serve_beside(&self, same_data: bool) -> Option<String> {
+        let other = tempfile::tempdir().unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loopmind"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--data"]);
+        match same_data {
+            true => c.arg(self.data.path().join("data")),
+            false => c.arg(other.path()),
+        };
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if child.try_wait().unwrap().is_some() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return Some(err);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_loopmind"));
         c.args(args);

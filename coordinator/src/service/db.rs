@@ -69,6 +69,25 @@ impl Db {
         Ok(Db { pool })
     }
 
+    /// Held while this process is the embedded renderer of the database:
+    /// at start it queues again the jobs left `running`, which is only
+    /// right when no other `serve` renders them. SQLite: a lock on a file
+    /// beside the database; PostgreSQL: a session advisory lock, on a
+    /// connection kept for the purpose. None when another holds it.
+    pub(crate) async fn sole_renderer(&self, data: &Path) -> Result<Option<Owner>, DbError> {
+        if self.pool.connect_options().database_url.scheme() == "sqlite" {
+            let f = std::fs::File::create(data.join("serve.lock")).map_err(sqlx::Error::Io)?;
+            return Ok(f.try_lock().is_ok().then_some(Owner::File(f)));
+        }
+        let mut conn = self.pool.acquire().await?.detach();
+        let row = sqlx::query("SELECT pg_try_advisory_lock(7415000001) AS held")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(row
+            .try_get::<bool, _>("held")?
+            .then_some(Owner::Session(conn)))
+    }
+
     /// The named secret (URL signing), made once and shared by replicas.
     pub(crate) async fn secret(&self, name: &str) -> Result<String, DbError> {
         let fresh = hex::encode(super::ids::random_bytes::<32>());
@@ -97,4 +116,12 @@ pub(crate) fn now_ms() -> i64 {
 /// An optional text column.
 pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>, DbError> {
     Ok(row.try_get::<Option<String>, _>(col)?)
+}
+
+/// What makes a process the database's embedded renderer, released when
+/// dropped (or when the process dies).
+#[allow(dead_code)] // Held, never read: dropping it lets go.
+pub(crate) enum Owner {
+    File(std::fs::File),
+    Session(sqlx::AnyConnection),
 }

@@ -177,7 +177,18 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
             tasks.spawn(results::run(app.clone(), s.clone(), shutdown.clone()));
             None
         }
-        false => Some(executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?),
+        false => {
+            let owner = app.db.sole_renderer(&args.data).await?;
+            anyhow::ensure!(
+                owner.is_some(),
+                "another `loopmind serve` renders this database's jobs (embedded shape); \
+                 several replicas need service.render = \"queue\""
+            );
+            Some((
+                executor::start(app.clone(), &s, &args.data, shutdown.clone()).await?,
+                owner,
+            ))
+        }
     };
     tasks.spawn(webhooks::run(app.clone(), shutdown.clone()));
     tracing::info!(%addr, public = %public, "serving the job API");
@@ -185,7 +196,7 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move { stop.wait().await })
         .await?;
-    if let Some(w) = workers {
+    if let Some((w, _owner)) = workers {
         w.stop().await;
     }
     while tasks.join_next().await.is_some() {}
