@@ -7,7 +7,7 @@
 #    outbox is empty (every message confirmed by the broker);
 #  - GET /v1/jobs/{id} from GET_CLIENTS (default 200) connections for
 #    GET_SECONDS (default 10): requests a second, p50 and p99 latency.
-# The load generator is bench/service_load.rs, on the same 2 cores as the
+# The load generator is coordinator/examples/service_load.rs, on the same 2 cores as the
 # service. Needs RabbitMQ on 127.0.0.1:5672, PostgreSQL on 127.0.0.1:5432
 # (user postgres, trust), ffmpeg and curl.
 set -euo pipefail
