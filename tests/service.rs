@@ -541,20 +541,19 @@ fn all_jobs(svc: &Service, key: &str, query: &str) -> Vec<Value> {
 
 /// `kill -9` of `serve` during a 20-track batch, then a restart: all 20
 /// succeed, none is lost, and every master is the one bit-identical master
-/// of that mix and request (a job run twice wrote the same bits).
-#[test]
-fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
-    let mut svc = Service::start(Database::Sqlite, &[("LOOPMIND_SERVICE__WORKERS", "2")]);
+/// of that mix and request (a job run twice wrote the same bits). The
+/// batch's jobs.
+fn batch_survives_serve_killed(svc: &mut Service) -> Vec<Value> {
     let key = svc.key("acme", None, "submit,read");
-    let up = upload(&svc, &key, "mix");
+    let up = upload(svc, &key, "mix");
     let body = batch_body(&up, 20);
-    let (st, batch) = submit_batch(&svc, &key, "catalog-1", &body);
+    let (st, batch) = submit_batch(svc, &key, "catalog-1", &body);
     assert_eq!(st, 201, "{batch}");
     let id = batch["id"].as_str().unwrap().to_string();
     assert_eq!(batch["jobs"].as_array().unwrap().len(), 20, "{batch}");
     let t = Instant::now();
     loop {
-        let (_, b) = get_batch(&svc, &key, &id);
+        let (_, b) = get_batch(svc, &key, &id);
         if b["counts"]["succeeded"].as_i64() >= Some(2)
             && b["counts"]["running"].as_i64() >= Some(1)
         {
@@ -566,7 +565,7 @@ fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
     svc.kill9();
     svc.restart();
     // The key still names the batch after the restart: no second batch.
-    let (st, again) = submit_batch(&svc, &key, "catalog-1", &body);
+    let (st, again) = submit_batch(svc, &key, "catalog-1", &body);
     assert_eq!(
         (st, again["id"].as_str()),
         (200, Some(id.as_str())),
@@ -574,7 +573,7 @@ fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
     );
     let t = Instant::now();
     let done = loop {
-        let (_, b) = get_batch(&svc, &key, &id);
+        let (_, b) = get_batch(svc, &key, &id);
         if b["finished"] == true {
             break b;
         }
@@ -582,14 +581,11 @@ fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(done["counts"]["succeeded"], 20, "{done}\n{}", svc.log());
-    let jobs = all_jobs(&svc, &key, "");
+    let jobs = all_jobs(svc, &key, "");
     assert_eq!(jobs.len(), 20, "jobs made: {}", jobs.len());
     let mut tracks: Vec<&str> = jobs.iter().map(|j| j["track"].as_str().unwrap()).collect();
     tracks.dedup();
     assert_eq!(tracks.len(), 20, "{tracks:?}");
-    let masters = svc.data.path().join("data/store/masters/api.acme");
-    let folders = std::fs::read_dir(&masters).unwrap().count();
-    assert_eq!(folders, 20, "output folders in {}", masters.display());
     let mut sums = std::collections::BTreeSet::new();
     for j in &jobs {
         let f = j["targets"][0]["files"]
@@ -603,12 +599,43 @@ fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
         sums.insert(std::fs::read(&to).unwrap());
     }
     assert_eq!(sums.len(), 1, "the 20 masters of one mix differ");
+    jobs
+}
+
+/// Embedded: the render children die with `serve`; the jobs they had are
+/// queued again at the restart, each output folder written once more at
+/// most.
+#[test]
+fn serve_killed_during_a_batch_loses_nothing_and_duplicates_nothing() {
+    let mut svc = Service::start(Database::Sqlite, &[("LOOPMIND_SERVICE__WORKERS", "2")]);
+    batch_survives_serve_killed(&mut svc);
+    let masters = svc.data.path().join("data/store/masters/api.acme");
+    let folders = std::fs::read_dir(&masters).unwrap().count();
+    assert_eq!(folders, 20, "output folders in {}", masters.display());
     let requeued = svc.log().lines().any(|l| {
         let e: Value = serde_json::from_str(l).unwrap_or_default();
         e["message"] == "jobs that were running when the service stopped are queued again"
             && e["jobs"].as_i64() >= Some(1)
     });
     assert!(requeued, "no job in hand was queued again:\n{}", svc.log());
+}
+
+/// Distributed: the workers carry on while `serve` is away; what they said
+/// meanwhile waits in the queue and is recorded once it is back.
+#[test]
+fn serve_killed_during_a_distributed_batch_loses_nothing() {
+    let mut cluster = Cluster::new("killed", &[]);
+    cluster.spawn_worker();
+    cluster.spawn_worker();
+    let shape = queue_shaped(&cluster);
+    let mut svc = Service::start(
+        Database::Postgres,
+        &shape
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    batch_survives_serve_killed(&mut svc);
 }
 
 /// Two `serve` replicas on one PostgreSQL, jobs through the queue: a batch
