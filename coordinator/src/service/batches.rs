@@ -92,7 +92,7 @@ fn parse_batch(
         (status = 409, description = "The Idempotency-Key was used with another body", body = super::openapi::ErrorBody),
         (status = 413, description = "Body over service.batch_body_max_kib", body = super::openapi::ErrorBody),
         (status = 422, description = "A track refused (named), too many tracks", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn submit(
     axum::extract::State(app): State,
     caller: Caller,
@@ -284,7 +284,7 @@ async fn shown(app: &App, tenant: &str, id: &str) -> Result<Value, ApiError> {
 #[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches", params(("id" = String, Path)),
     responses((status = 200, description = "The batch", body = super::openapi::Batch),
         (status = 404, description = "No such batch of this tenant", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn show(
     axum::extract::State(app): State,
     caller: Caller,
@@ -302,7 +302,7 @@ pub(crate) async fn show(
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches", params(("id" = String, Path)),
     responses((status = 200, description = "Every job not yet ended cancelled", body = super::openapi::Batch),
         (status = 404, description = "No such batch of this tenant", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn cancel(
     axum::extract::State(app): State,
     caller: Caller,

@@ -114,7 +114,7 @@ async fn latest(db: &Db, tenant: &str) -> Result<i64, DbError> {
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses((status = 200, description = "Server-sent events: `event: job.status`, `id: <n>`, `data: {\"job_id\", \"status\", \"at\"}`", content_type = "text/event-stream"),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn stream(
     axum::extract::State(app): State,
     caller: Caller,

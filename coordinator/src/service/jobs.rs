@@ -253,7 +253,7 @@ async fn uploaded_to_store(app: &App, id: &str, key: &str) -> Result<bool, ApiEr
         (status = 409, description = "The Idempotency-Key was used with another body", body = super::openapi::ErrorBody),
         (status = 413, description = "Body over service.body_max_kib", body = super::openapi::ErrorBody),
         (status = 422, description = "Unknown target, value out of range, upload without audio", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn submit(
     axum::extract::State(app): State,
     caller: Caller,
@@ -370,7 +370,7 @@ async fn load(app: &App, tenant: &str, id: &str) -> Result<JobRow, ApiError> {
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, description = "The job", body = super::openapi::Job),
         (status = 404, description = "No such job of this tenant", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn show(
     axum::extract::State(app): State,
     caller: Caller,
@@ -397,7 +397,7 @@ pub(crate) struct ListQuery {
         ("limit" = Option<u32>, Query, description = "1..500, default 50")),
     responses((status = 200, description = "A page, in submission order", body = super::openapi::JobPage),
         (status = 422, description = "Unknown status", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn list(
     axum::extract::State(app): State,
     caller: Caller,
@@ -445,7 +445,7 @@ pub(crate) async fn list(
     responses((status = 200, description = "Cancelled: it never renders, or its result is dropped", body = super::openapi::Job),
         (status = 404, description = "No such job of this tenant", body = super::openapi::ErrorBody),
         (status = 409, description = "It had already ended", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn cancel(
     axum::extract::State(app): State,
     caller: Caller,
@@ -548,7 +548,7 @@ pub(crate) async fn file(
 /// The platform targets, with the codecs each is checked under.
 #[utoipa::path(get, path = "/v1/targets", tag = "jobs",
     responses((status = 200, description = "The platform targets", body = super::openapi::Targets),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn targets(caller: Caller) -> Answer {
     need(&caller, Scope::Read)?;
     let list: Vec<Value> = loopmind_dsp::targets::preset_names()

@@ -37,6 +37,23 @@ impl Modify for BearerKeys {
     }
 }
 
+/// The refusals any call with a key may meet.
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum Refusals {
+    /// Malformed: the message names the field
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// No key or an unknown one
+    #[response(status = 401)]
+    NoKey(ErrorBody),
+    /// The key lacks the scope
+    #[response(status = 403)]
+    Scope(ErrorBody),
+    /// Too many requests with this key (Retry-After)
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+}
+
 /// Every refusal: what went wrong, naming the field or setting at fault.
 #[derive(ToSchema)]
 pub(crate) struct ErrorBody {

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads",
     responses((status = 201, description = "PUT the audio to its url", body = super::openapi::UploadCreated),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn create(
     axum::extract::State(app): State,
     caller: Caller,

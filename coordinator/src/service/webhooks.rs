@@ -117,7 +117,7 @@ pub(crate) struct NewWebhook {
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = super::openapi::WebhookBody,
     responses((status = 201, description = "Registered; deliveries are signed with its secret", body = super::openapi::WebhookCreated),
         (status = 422, description = "A URL to a private address, an unknown event", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn create(
     axum::extract::State(app): State,
     caller: Caller,
@@ -168,7 +168,7 @@ pub(crate) async fn create(
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200, description = "Every attempt, newest first", body = super::openapi::Deliveries),
         (status = 404, description = "No such webhook of this tenant", body = super::openapi::ErrorBody),
-        (status = 400, description = "Malformed: the message names the field", body = super::openapi::ErrorBody), (status = 401, description = "No key or an unknown one", body = super::openapi::ErrorBody), (status = 403, description = "The key lacks the scope", body = super::openapi::ErrorBody), (status = 429, description = "Too many requests with this key (Retry-After)", body = super::openapi::ErrorBody)))]
+        super::openapi::Refusals))]
 pub(crate) async fn deliveries(
     axum::extract::State(app): State,
     caller: Caller,
