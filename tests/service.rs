@@ -124,6 +124,14 @@ fn queue_shaped(cluster: &Cluster) -> Vec<(String, String)> {
     env
 }
 
+/// Settings as `Service::start` takes them.
+fn pairs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+    settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
     let mut settings: Vec<(&str, &str)> = vec![
         ("LOOPMIND_SERVICE__WORKERS", "1"),
@@ -131,7 +139,7 @@ fn masters_a_track_over_http(db: Database, shape: &[(String, String)]) {
         ("LOOPMIND_SERVICE__WEBHOOKS_ALLOW_PRIVATE", "true"),
         ("LOOPMIND_SERVICE__WEBHOOK_RETRY_S", "1,1,1"),
     ];
-    settings.extend(shape.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    settings.extend(pairs(shape));
     let svc = Service::start(db, &settings);
     let key = svc.key("acme", None, "submit,read");
     let rival = svc.key("rival", None, "submit,read");
@@ -628,13 +636,7 @@ fn serve_killed_during_a_distributed_batch_loses_nothing() {
     cluster.spawn_worker();
     cluster.spawn_worker();
     let shape = queue_shaped(&cluster);
-    let mut svc = Service::start(
-        Database::Postgres,
-        &shape
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect::<Vec<_>>(),
-    );
+    let mut svc = Service::start(Database::Postgres, &pairs(&shape));
     batch_survives_serve_killed(&mut svc);
 }
 
@@ -644,13 +646,7 @@ fn serve_killed_during_a_distributed_batch_loses_nothing() {
 #[test]
 fn two_replicas_share_one_database() {
     let mut cluster = Cluster::new("replicas", &[]);
-    let a = Service::start(
-        Database::Postgres,
-        &queue_shaped(&cluster)
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect::<Vec<_>>(),
-    );
+    let a = Service::start(Database::Postgres, &pairs(&queue_shaped(&cluster)));
     let b = a.replica();
     let key = a.key("acme", None, "submit,read");
     let up = upload(&a, &key, "mix");
@@ -792,13 +788,7 @@ fn a_tenant_names_its_mix_inside_its_own_prefix() {
         "LOOPMIND_SERVICE__INPUT_PREFIXES__ACME".into(),
         prefix.clone(),
     ));
-    let svc = Service::start(
-        Database::Postgres,
-        &shape
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect::<Vec<_>>(),
-    );
+    let svc = Service::start(Database::Postgres, &pairs(&shape));
     let key = svc.key("acme", None, "submit,read");
     let rival = svc.key("rival", None, "submit,read");
     let mix = svc.data.path().join("mix.wav");

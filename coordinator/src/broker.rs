@@ -7,10 +7,9 @@
 //! letters come back as [`Event`]s. Connections are rebuilt with backoff
 //! whenever they fail; a finished catalog's queues are deleted.
 
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
 use lapin::Connection;
@@ -24,13 +23,11 @@ use tracing::{info, warn};
 /// Jobs published per batch of publisher confirms.
 const BATCH: usize = 1000;
 
-type Incoming = BoxStream<'static, (bool, Result<Delivery, lapin::Error>)>;
-
 pub struct RabbitQueue {
     settings: Settings,
     catalog: String,
     conn: Option<Connection>,
-    incoming: Option<Incoming>,
+    incoming: Option<rabbitmq::CatalogDeliveries>,
     /// Backoff between reconnects while following.
     delay: Duration,
 }
@@ -89,22 +86,7 @@ impl RabbitQueue {
             _ => e.into(),
         })?;
         rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
-        let mut streams = Vec::new();
-        for (dead, name) in [
-            (false, rabbitmq::results_queue(&catalog)),
-            (true, rabbitmq::dead_queue(&catalog)),
-        ] {
-            let consumer = ch
-                .basic_consume(
-                    name.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            streams.push(consumer.map(move |d| (dead, d)).boxed());
-        }
-        self.incoming = Some(futures_util::stream::select_all(streams).boxed());
+        self.incoming = Some(rabbitmq::follow_catalog(&ch, &catalog).await?);
         Ok(())
     }
 

@@ -336,6 +336,16 @@ impl RabbitDelivery {
         }
     }
 
+    /// A note of type `kind` to whoever follows the job, unconfirmed (best
+    /// effort: a note lost is said again by what follows it).
+    async fn note(&self, job: &Job, kind: &str, body: &[u8]) {
+        let props = rabbitmq::message_properties(&job.catalog, &job.job_id).with_type(kind.into());
+        let to = self.reply_to(&job.catalog);
+        if let Err(e) = rabbitmq::publish(&self.results, &to, body, props).await {
+            warn!(error = %e, kind, "cannot send a note about the job");
+        }
+    }
+
     /// Where results go: the job's `reply_to`, else its catalog's queue.
     fn reply_to(&self, catalog: &str) -> String {
         self.delivery
@@ -362,15 +372,9 @@ impl Delivery for RabbitDelivery {
     }
 
     async fn started(&self, job: &Job) {
+        // It only moves the runner's deadline.
         let body = rabbitmq::started_message(&job.job_id);
-        let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
-            .with_type(rabbitmq::STARTED.into());
-        // Unconfirmed: it only moves the runner's deadline.
-        if let Err(e) =
-            rabbitmq::publish(&self.results, &self.reply_to(&job.catalog), &body, props).await
-        {
-            warn!(error = %e, "cannot announce the job's start");
-        }
+        self.note(job, rabbitmq::STARTED, &body).await;
     }
 
     fn from_service(&self) -> bool {
@@ -386,15 +390,9 @@ impl Delivery for RabbitDelivery {
             job_id: job.job_id.clone(),
             fraction,
         };
+        // A later note or the result says more.
         let body = serde_json::to_vec(&note).expect("serialises");
-        let props = rabbitmq::message_properties(&job.catalog, &job.job_id)
-            .with_type(rabbitmq::PROGRESS.into());
-        // Unconfirmed: a later note or the result says more.
-        if let Err(e) =
-            rabbitmq::publish(&self.results, &self.reply_to(&job.catalog), &body, props).await
-        {
-            warn!(error = %e, "cannot tell the job's progress");
-        }
+        self.note(job, rabbitmq::PROGRESS, &body).await;
     }
 
     async fn complete(self: Box<Self>, job: &Job, result: &JobResult) -> Result<(), QueueError> {

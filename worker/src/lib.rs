@@ -59,7 +59,7 @@ pub mod metrics;
 pub(crate) mod plot;
 pub(crate) mod preview;
 pub mod process;
-pub(crate) mod progress;
+pub mod progress;
 pub mod queue;
 pub mod rabbitmq;
 pub mod render;

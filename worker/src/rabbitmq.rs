@@ -180,6 +180,35 @@ pub async fn declare_catalog(
     .await
 }
 
+/// What follows a catalog receives: each delivery with whether it came
+/// from the dead-letter queue.
+pub type CatalogDeliveries = futures_util::stream::BoxStream<
+    'static,
+    (bool, Result<lapin::message::Delivery, lapin::Error>),
+>;
+
+/// Consumes a catalog's results queue and its dead-letter queue (declared
+/// already) as one stream.
+pub async fn follow_catalog(
+    ch: &Channel,
+    catalog: &str,
+) -> Result<CatalogDeliveries, lapin::Error> {
+    use futures_util::StreamExt;
+    let mut streams = Vec::new();
+    for (dead, name) in [(false, results_queue(catalog)), (true, dead_queue(catalog))] {
+        let consumer = ch
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                lapin::options::BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        streams.push(consumer.map(move |d| (dead, d)).boxed());
+    }
+    Ok(futures_util::stream::select_all(streams).boxed())
+}
+
 /// Deletes a catalog's queues (its summary is written, nothing is left to
 /// collect).
 pub async fn delete_catalog(ch: &Channel, catalog: &str) -> Result<(), lapin::Error> {

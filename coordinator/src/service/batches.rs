@@ -8,7 +8,9 @@ use super::auth::need;
 use super::db::{now_ms, DbError};
 use super::error::ApiError;
 use super::ids::new_id;
-use super::jobs::{idempotency_key, job_message, json_object, parse_job, resolve, ParsedJob};
+use super::jobs::{
+    idempotency_key, job_message, json_object, parse_job, resolve, FoundUploads, ParsedJob,
+};
 use super::keys::{Caller, Scope};
 use super::view::{self, rfc3339, STATUSES};
 use super::{App, State};
@@ -113,8 +115,9 @@ pub(crate) async fn submit(
         }
     }
     let mut messages = Vec::with_capacity(tracks.len());
+    let mut found = FoundUploads::default();
     for t in tracks {
-        let (source, request) = resolve(&app, &caller.tenant, t.job)
+        let (source, request) = resolve(&app, &caller.tenant, t.job, &mut found)
             .await
             .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
         let job = new_id("job");
@@ -235,16 +238,21 @@ async fn by_idempotency(
     Ok(Some(shown(app, tenant, &id).await?))
 }
 
-/// `{"id", "created_at", "tracks", "counts": {status: n}, "finished",
-/// "jobs": [{"id", "track", "status"}]}`.
-async fn shown(app: &App, tenant: &str, id: &str) -> Result<Value, ApiError> {
-    let batch = sqlx::query("SELECT tracks, created_ms FROM batches WHERE id = $1 AND tenant = $2")
+/// The tenant's batch `id`: 404 when it is not theirs.
+async fn batch_row(app: &App, tenant: &str, id: &str) -> Result<sqlx::any::AnyRow, ApiError> {
+    sqlx::query("SELECT tracks, created_ms FROM batches WHERE id = $1 AND tenant = $2")
         .bind(id)
         .bind(tenant)
         .fetch_optional(&app.db.pool)
         .await
         .map_err(DbError::from)?
-        .ok_or_else(|| ApiError::not_found("batch"))?;
+        .ok_or_else(|| ApiError::not_found("batch"))
+}
+
+/// `{"id", "created_at", "tracks", "counts": {status: n}, "finished",
+/// "jobs": [{"id", "track", "status"}]}`.
+async fn shown(app: &App, tenant: &str, id: &str) -> Result<Value, ApiError> {
+    let batch = batch_row(app, tenant, id).await?;
     let jobs = sqlx::query(
         "SELECT id, track, status FROM jobs WHERE batch_id = $1 AND tenant = $2 ORDER BY seq, id",
     )
@@ -310,7 +318,7 @@ pub(crate) async fn cancel(
 ) -> Answer {
     need(&caller, Scope::Submit)?;
     // 404 for a batch that is not the caller's, before anything changes.
-    shown(&app, &caller.tenant, &id).await?;
+    batch_row(&app, &caller.tenant, &id).await?;
     let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
     let rows = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', updated_ms = $1 \

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use loopmind_worker::config::Settings;
 use loopmind_worker::isolate::Isolation;
 use loopmind_worker::job::{Job, JobResult, Status, UnreadableJob};
+use loopmind_worker::progress::Point;
 use loopmind_worker::queue::breaker::StoreBreaker;
 use loopmind_worker::queue::{work_on, Delivery, QueueError, WorkerCtx};
 use loopmind_worker::shutdown::Shutdown;
@@ -128,11 +129,12 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
 async fn claim(db: &Db) -> Result<Option<(String, Vec<u8>, i64)>, DbError> {
     let mut tx = db.pool.begin().await?;
     let row = sqlx::query(
-        "UPDATE jobs SET status = 'running', progress = 0.05, attempts = attempts + 1, updated_ms = $1 \
+        "UPDATE jobs SET status = 'running', progress = $2, attempts = attempts + 1, updated_ms = $1 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
          RETURNING id, message, attempts",
     )
     .bind(now_ms())
+    .bind(Point::Taken.fraction())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };

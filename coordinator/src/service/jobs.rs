@@ -104,15 +104,40 @@ pub(crate) async fn resolve(
     app: &App,
     tenant: &str,
     job: ParsedJob,
+    found: &mut FoundUploads,
 ) -> Result<(String, RenderRequest), ApiError> {
     let source = match &job.input {
-        JobInput::Upload(id) => stored_upload(app, tenant, id, "input.upload_id").await?,
+        JobInput::Upload(id) => found.stored(app, tenant, id, "input.upload_id").await?,
         JobInput::Url(url) => url_source(app, tenant, url).await?,
     };
     for (field, id) in &job.documents {
-        stored_upload(app, tenant, id, &format!("{field}.upload_id")).await?;
+        found
+            .stored(app, tenant, id, &format!("{field}.upload_id"))
+            .await?;
     }
     Ok((source, job.request))
+}
+
+/// Uploads already found stored, by id, with their keys: a batch whose
+/// tracks share an upload (a reference, say) asks the database once.
+#[derive(Default)]
+pub(crate) struct FoundUploads(std::collections::HashMap<String, String>);
+
+impl FoundUploads {
+    async fn stored(
+        &mut self,
+        app: &App,
+        tenant: &str,
+        id: &str,
+        field: &str,
+    ) -> Result<String, ApiError> {
+        if let Some(key) = self.0.get(id) {
+            return Ok(key.clone());
+        }
+        let key = stored_upload(app, tenant, id, field).await?;
+        self.0.insert(id.to_string(), key.clone());
+        Ok(key)
+    }
 }
 
 /// Where a job's mix comes from.
@@ -271,7 +296,8 @@ pub(crate) async fn submit(
             return Ok((StatusCode::OK, Json(found)));
         }
     }
-    let (source, request) = resolve(&app, &caller.tenant, parsed).await?;
+    let found = &mut FoundUploads::default();
+    let (source, request) = resolve(&app, &caller.tenant, parsed, found).await?;
     let id = new_id("job");
     let (message_id, message) = job_message(&caller.tenant, &id, source, request)?;
     let row = view::NewJob {
@@ -512,8 +538,11 @@ pub(crate) async fn file(
         .ok_or_else(|| ApiError::not_found("job"))?;
     let key = view::output_key(&row, &name).ok_or_else(|| ApiError::not_found("file"))?;
     // A store that hands out URLs of its own serves the bytes itself.
-    let ttl = std::time::Duration::from_secs(app.settings.url_ttl_s.min(7 * 86_400));
-    match app.store.presign(Presign::Get, &key, ttl).await {
+    match app
+        .store
+        .presign(Presign::Get, &key, app.presign_ttl())
+        .await
+    {
         Ok(Some(url)) => {
             return Ok(axum::response::Redirect::temporary(&url).into_response());
         }

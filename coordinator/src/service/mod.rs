@@ -76,6 +76,12 @@ impl App {
     pub(crate) fn queue_shaped(&self) -> bool {
         self.settings.render == ServiceRender::Queue
     }
+
+    /// How long a URL the store signs stays good: `service.url_ttl_s`, up
+    /// to the week S3's signatures allow.
+    pub(crate) fn presign_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.url_ttl_s.min(7 * 86_400))
+    }
 }
 
 #[derive(clap::Args)]

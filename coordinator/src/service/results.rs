@@ -10,10 +10,10 @@ use super::db::{now_ms, Db, DbError};
 use super::App;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions};
 use loopmind_worker::config::Settings;
 use loopmind_worker::job::{Job, JobResult, Status};
+use loopmind_worker::progress::Point;
 use loopmind_worker::rabbitmq::{self, ProgressNote, StartedNote};
 use loopmind_worker::shutdown::Shutdown;
 use serde_json::json;
@@ -46,22 +46,7 @@ async fn follow(db: &Db, s: &Settings, shutdown: &Shutdown) -> Result<(), lapin:
     rabbitmq::declare_jobs(&ch, &s.queue).await?;
     let catalog = &s.service.catalog;
     rabbitmq::declare_catalog(&ch, catalog, s.queue.catalog_expiry_s).await?;
-    let mut streams = Vec::new();
-    for (dead, name) in [
-        (false, rabbitmq::results_queue(catalog)),
-        (true, rabbitmq::dead_queue(catalog)),
-    ] {
-        let c = ch
-            .basic_consume(
-                name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        streams.push(c.map(move |d| (dead, d)).boxed());
-    }
-    let mut incoming = futures_util::stream::select_all(streams);
+    let mut incoming = rabbitmq::follow_catalog(&ch, catalog).await?;
     let mut stop = shutdown.clone();
     loop {
         let next = tokio::select! {
@@ -141,11 +126,12 @@ async fn started(db: &Db, message_id: &str) -> Result<(), DbError> {
         return Ok(());
     };
     let q = sqlx::query(
-        "UPDATE jobs SET status = 'running', progress = 0.05, attempts = attempts + 1, updated_ms = $1 \
+        "UPDATE jobs SET status = 'running', progress = $3, attempts = attempts + 1, updated_ms = $1 \
          WHERE id = $2 AND status = 'queued'",
     )
     .bind(now_ms())
-    .bind(id.clone());
+    .bind(id.clone())
+    .bind(Point::Taken.fraction());
     if !super::events::change(db, &id, q).await? {
         // Taken again (a redelivery): counted, the status stays.
         sqlx::query("UPDATE jobs SET attempts = attempts + 1 WHERE id = $1 AND status = 'running'")

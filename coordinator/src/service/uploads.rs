@@ -44,9 +44,12 @@ pub(crate) async fn create(
     .await
     .map_err(super::db::DbError::from)?;
     // A store that hands out URLs of its own takes the audio itself.
-    let ttl = std::time::Duration::from_secs(app.settings.url_ttl_s.min(7 * 86_400));
     let key = upload_key(&caller.tenant, &id);
-    let url = match app.store.presign(Presign::Put, &key, ttl).await {
+    let url = match app
+        .store
+        .presign(Presign::Put, &key, app.presign_ttl())
+        .await
+    {
         Ok(Some(url)) => url,
         Ok(None) => app.signer.url("PUT", &data_path(&id), expires),
         Err(e) => {
