@@ -458,6 +458,7 @@ fn refused_requests_say_why_and_change_nothing() {
         (json!({"input": {"upload_id": id}, "targets": ["spotify"], "dynamics": 3}).to_string(), 422, "dynamics"),
         (json!({"input": {"upload_id": id}, "targets": ["spotify"], "reference": "uploads/rival/x"}).to_string(), 422, "reference"),
         (json!({"input": {"url": "s3://bucket/elsewhere.wav"}, "targets": ["spotify"]}).to_string(), 422, "input.url"),
+        (json!({"input": {"upload_id": id}, "targets": ["spotify"], "album": {"name": "A"}}).to_string(), 422, "POST /v1/batches"),
     ] {
         let (st, e) = submit(&svc, &key, Some("k"), &body);
         assert_eq!(st, want, "{body}: {e}");
@@ -906,8 +907,12 @@ fn a_catalog_is_one_batch() {
     refused(&bad, 422, "'t01' is given twice");
     refused(&batch_body(&up, 6), 422, "service.batch_max_tracks");
     let mut bad = batch_body(&up, 2);
-    bad["album"] = json!({"name": "A"});
-    refused(&bad, 422, "album");
+    bad["album"] = json!({"name": " "});
+    refused(&bad, 422, "tracks[0] 't01': album.name");
+    bad["album"] = json!("A");
+    refused(&bad, 400, "album: must be {\"name\": ...}");
+    bad["album"] = json!({"name": "A", "gain": 3});
+    refused(&bad, 400, "album: unknown field `gain`");
     let mut bad = batch_body(&up, 2);
     bad["tracks"][0]["loudnes"] = json!(-9);
     refused(&bad, 400, "loudnes");
@@ -961,6 +966,140 @@ fn a_catalog_is_one_batch() {
     let line = format!("loopmind_service_jobs{{state=\"cancelled\"}} {cancelled}");
     assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+}
+
+/// A mix of the short song at `gain_db`, uploaded for `key`.
+fn upload_at(svc: &Service, key: &str, name: &str, gain_db: f32) -> String {
+    let mut song = short_song(44_100);
+    let g = 10f32.powf(gain_db / 20.0);
+    song.channels.iter_mut().flatten().for_each(|x| *x *= g);
+    let mix = svc.data.path().join(format!("{name}.wav"));
+    write_wav(&mix, &song, 24, false);
+    let (st, up) = call("POST", &svc.url("/v1/uploads"), Some(key), &[], None);
+    assert_eq!(st, 201, "{up}");
+    assert_eq!(put_file(up["url"].as_str().unwrap(), &mix).0, 200);
+    up["id"].as_str().unwrap().to_string()
+}
+
+/// Album normalisation in a batch: three album tracks 5 and 11 dB apart
+/// keep those distances on every target (measured by ffmpeg) while the
+/// album as a whole lands on the target; a member that cannot be decoded
+/// fails alone and the rest of its album still renders; a track that
+/// opts out (`"album": null`) is mastered on its own. Each album track
+/// shows its two passes in its events.
+fn an_album_keeps_its_tracks_relative_levels(svc: &Service) {
+    let key = svc.key("acme", None, "submit,read");
+    let gains = [("loud", 0.0), ("mid", -5.0), ("quiet", -11.0)];
+    let mut tracks: Vec<Value> = gains
+        .iter()
+        .map(
+            |(name, g)| json!({"id": name, "input": {"upload_id": upload_at(svc, &key, name, *g)}}),
+        )
+        .collect();
+    let broken = svc.data.path().join("broken.wav");
+    std::fs::write(&broken, b"RIFF\x10\0\0\0WAVEnot audio at all").unwrap();
+    let (_, up) = call("POST", &svc.url("/v1/uploads"), Some(&key), &[], None);
+    assert_eq!(put_file(up["url"].as_str().unwrap(), &broken).0, 200);
+    tracks.push(json!({"id": "broken", "input": {"upload_id": up["id"]}}));
+    let single = upload_at(svc, &key, "single", -8.0);
+    tracks.push(json!({"id": "single", "input": {"upload_id": single}, "album": null}));
+    let body = json!({"targets": ["spotify", "apple-music"], "mode": "transparent",
+        "album": {"name": "Night Drive"}, "tracks": tracks});
+    let events = Events::follow(&svc.base, &key);
+    let (st, batch) = submit_batch(svc, &key, "album-1", &body);
+    assert_eq!(st, 201, "{batch}");
+    let ids: Vec<(String, String)> = batch["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["track"].as_str().unwrap().into(),
+                j["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let id_of = |t: &str| ids.iter().find(|(n, _)| n == t).unwrap().1.clone();
+    let job = |t: &str| wait_final(svc, &key, &id_of(t), Duration::from_secs(300));
+    let failed = job("broken");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let alone = job("single");
+    assert_eq!(alone["status"], "succeeded", "{alone}");
+    assert!(alone.get("album").is_none(), "{alone}");
+    check_masters(svc, &alone);
+    let contract = Contract::fetch(svc);
+    let mut offsets = Vec::new();
+    let mut masters: Vec<Vec<f64>> = Vec::new();
+    for (name, _) in gains {
+        let j = job(name);
+        assert_eq!(j["status"], "succeeded", "{name}: {j}");
+        contract.check("Job", &j);
+        assert_eq!(j["album"]["name"], "Night Drive", "{j}");
+        assert_eq!(j["album"]["stage"], "render", "{j}");
+        let offset = j["album"]["lufs_offset"].as_f64().unwrap();
+        offsets.push(offset);
+        // Each target moved by the offset, and the master on it.
+        check_masters(svc, &j);
+        let mut lufs = Vec::new();
+        for t in j["targets"].as_array().unwrap() {
+            let base = if t["target"] == "spotify" {
+                -14.0
+            } else {
+                -16.0
+            };
+            let want = t["target_lufs"].as_f64().unwrap();
+            assert!((want - (base + offset)).abs() < 1e-6, "{name}: {t}");
+            lufs.push(t["integrated_lufs"].as_f64().unwrap());
+        }
+        masters.push(lufs);
+        let statuses = events.statuses_until(&id_of(name), "succeeded", Duration::from_secs(60));
+        assert_eq!(
+            statuses,
+            ["queued", "running", "queued", "running", "succeeded"],
+            "{name}: measured, waited for its album, rendered"
+        );
+    }
+    // The inputs' distances, kept by the offsets and by the masters.
+    for (i, want) in [(1, 5.0), (2, 11.0)] {
+        let d = offsets[0] - offsets[i];
+        assert!((d - want).abs() < 0.05, "offsets {offsets:?}");
+        for t in 0..2 {
+            let d = masters[0][t] - masters[i][t];
+            assert!((d - want).abs() < 0.25, "masters {masters:?}");
+        }
+    }
+    // The three together (equal lengths: their mean power) on the target.
+    for (t, base) in [(0, -14.0), (1, -16.0)] {
+        let power: f64 = masters.iter().map(|m| 10f64.powf(m[t] / 10.0)).sum::<f64>() / 3.0;
+        let album = 10.0 * power.log10();
+        assert!(
+            (album - base).abs() < 0.15,
+            "album at {album} LUFS, target {base}"
+        );
+    }
+    let (_, b) = get_batch(svc, &key, batch["id"].as_str().unwrap());
+    assert_eq!(
+        (
+            b["counts"]["succeeded"].as_i64(),
+            b["counts"]["failed"].as_i64()
+        ),
+        (Some(4), Some(1)),
+        "{b}"
+    );
+}
+
+#[test]
+fn an_album_in_a_batch_keeps_its_levels() {
+    let svc = Service::start(Database::Sqlite, &[("LOOPMIND_SERVICE__WORKERS", "2")]);
+    an_album_keeps_its_tracks_relative_levels(&svc);
+}
+
+#[test]
+fn an_album_in_a_distributed_batch_keeps_its_levels() {
+    let mut cluster = Cluster::new("album", &[]);
+    cluster.spawn_worker();
+    let svc = Service::start(Database::Postgres, &pairs(&queue_shaped(&cluster)));
+    an_album_keeps_its_tracks_relative_levels(&svc);
 }
 
 /// A key past its rate is told to wait (429, Retry-After), and what it

@@ -4,6 +4,7 @@
 //! track's own options are laid over them, and each track's job is checked
 //! by the same code as a single job's.
 
+use super::albums::album_of;
 use super::auth::need;
 use super::db::{now_ms, DbError};
 use super::error::ApiError;
@@ -32,6 +33,8 @@ struct Track {
     id: String,
     job: ParsedJob,
     body: String,
+    /// The album it is normalised with (`{"album": {"name"}}`).
+    album: Option<String>,
 }
 
 /// The body's tracks, each laid over the shared options and checked.
@@ -50,11 +53,6 @@ fn parse_batch(
             "tracks: {} given, 1 to {max} taken (service.batch_max_tracks)",
             tracks.len()
         )));
-    }
-    if shared.contains_key("album") {
-        return Err(ApiError::invalid(
-            "album: album normalisation is not taken by the job API yet (submit the album with `loopmind coordinator`)",
-        ));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(tracks.len());
@@ -79,10 +77,17 @@ fn parse_batch(
         }
         let mut body = shared.clone();
         body.extend(own);
-        let job =
-            parse_job(body.clone(), tenant).map_err(|e| e.about(&format!("tracks[{i}] '{id}'")))?;
+        let about = |e: ApiError| e.about(&format!("tracks[{i}] '{id}'"));
+        let mut options = body.clone();
+        let album = album_of(&mut options).map_err(about)?;
+        let job = parse_job(options, tenant).map_err(about)?;
         let body = Value::Object(body).to_string();
-        out.push(Track { id, job, body });
+        out.push(Track {
+            id,
+            job,
+            body,
+            album,
+        });
     }
     Ok(out)
 }
@@ -114,22 +119,7 @@ pub(crate) async fn submit(
             return Ok((StatusCode::OK, Json(found)));
         }
     }
-    let mut messages = Vec::with_capacity(tracks.len());
-    let mut found = FoundUploads::default();
-    for t in tracks {
-        let (source, request) = resolve(&app, &caller.tenant, t.job, &mut found)
-            .await
-            .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
-        let job = new_id("job");
-        let (message_id, message) = job_message(&caller.tenant, &job, source, request)?;
-        messages.push(NewBatchJob {
-            id: job,
-            track: t.id,
-            body: t.body,
-            message_id,
-            message,
-        });
-    }
+    let messages = batch_jobs(&app, &caller.tenant, tracks).await?;
     let id = new_id("batch");
     match insert(
         &app,
@@ -160,6 +150,50 @@ pub(crate) async fn submit(
     ))
 }
 
+/// The batch's jobs: each track's uploads found stored, its message made
+/// (an album track's settings include its album's members and their
+/// sources, as the coordinator's do; it is measured first).
+async fn batch_jobs(
+    app: &App,
+    tenant: &str,
+    tracks: Vec<Track>,
+) -> Result<Vec<NewBatchJob>, ApiError> {
+    let mut found = FoundUploads::default();
+    let mut resolved = Vec::with_capacity(tracks.len());
+    for t in tracks {
+        let (source, request) = resolve(app, tenant, t.job, &mut found)
+            .await
+            .map_err(|e| e.about(&format!("track '{}'", t.id)))?;
+        resolved.push((new_id("job"), t.id, t.body, t.album, source, request));
+    }
+    let album_keys =
+        crate::album::keys(resolved.iter().map(|(job, _, _, album, source, _)| {
+            (album.as_deref(), job.as_str(), source.as_str())
+        }));
+    let mut out = Vec::with_capacity(resolved.len());
+    for (id, track, body, album, source, request) in resolved {
+        let key = album.as_ref().map(|a| album_keys[a].as_str());
+        let (message_id, message) = job_message(tenant, &id, source, request, key)?;
+        let first = match album {
+            Some(a) => {
+                let (measure_id, measure) = super::albums::first_pass(&message)
+                    .ok_or_else(|| ApiError::internal("the job made is unreadable", false))?;
+                Some((a, measure_id, measure))
+            }
+            None => None,
+        };
+        out.push(NewBatchJob {
+            id,
+            track,
+            body,
+            message_id,
+            message,
+            first,
+        });
+    }
+    Ok(out)
+}
+
 /// A job of a batch about to be made.
 struct NewBatchJob {
     id: String,
@@ -167,6 +201,8 @@ struct NewBatchJob {
     body: String,
     message_id: String,
     message: String,
+    /// An album track's first pass: (album, measure message id, message).
+    first: Option<(String, String, String)>,
 }
 
 /// The batch and its jobs (with their events and outbox messages), in one
@@ -204,6 +240,14 @@ async fn insert(
             message_id: &j.message_id,
             outbox: app.queue_shaped(),
             batch: Some((id, &j.track)),
+            album: j
+                .first
+                .as_ref()
+                .map(|(album, message_id, message)| view::FirstPass {
+                    album,
+                    message_id,
+                    message,
+                }),
         };
         view::insert(&mut tx, &row).await?;
         super::events::record_queued_as(&mut tx, &j.id, tenant, "queued").await?;

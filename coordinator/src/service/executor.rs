@@ -9,7 +9,8 @@
 //! child died with it; the render is deterministic, so a rerun writes the
 //! same bits).
 
-use super::db::{now_ms, Db, DbError};
+use super::albums;
+use super::db::{now_ms, opt_text, Db, DbError};
 use super::App;
 use async_trait::async_trait;
 use loopmind_worker::config::Settings;
@@ -45,6 +46,9 @@ pub(crate) async fn start(
     shutdown: Shutdown,
 ) -> anyhow::Result<Workers> {
     requeue_interrupted(&app.db).await?;
+    // Albums whose last measurement was recorded by a service that died
+    // before it opened them.
+    albums::sweep(&app).await?;
     let mut iso = Isolation::new(s.render.clone())?;
     iso.log_json = s.log.format == loopmind_worker::config::LogFormat::Json;
     let ctx = Arc::new(WorkerCtx {
@@ -100,13 +104,14 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
     while !shutdown.requested() {
         let woken = app.queued.notified();
         match claim(&app.db).await {
-            Ok(Some((id, body, attempts))) => {
+            Ok(Some(c)) => {
                 let d = DbDelivery {
-                    db: app.db.clone(),
-                    id,
-                    body,
-                    attempts,
+                    app: app.clone(),
+                    id: c.id,
+                    body: c.message.into_bytes(),
+                    attempts: c.attempts,
                     limit,
+                    album_stage: c.album_stage,
                 };
                 if let Err(e) = work_on(Box::new(d), &ctx).await {
                     tracing::error!(error = %e, "a job could not be settled");
@@ -124,35 +129,54 @@ async fn run(app: Arc<App>, ctx: Arc<WorkerCtx>, shutdown: Shutdown, limit: u32)
     }
 }
 
-/// The oldest queued job, marked running (its event in the same
-/// transaction): (id, message, attempts so far).
-async fn claim(db: &Db) -> Result<Option<(String, Vec<u8>, i64)>, DbError> {
+/// A job taken: what its worker is given.
+struct Claimed {
+    id: String,
+    /// What the pass due renders (an album track's measure job first).
+    message: String,
+    attempts: i64,
+    album_stage: Option<String>,
+}
+
+/// The oldest queued job (not one waiting for its album), marked running
+/// (its event in the same transaction).
+async fn claim(db: &Db) -> Result<Option<Claimed>, DbError> {
     let mut tx = db.pool.begin().await?;
     let row = sqlx::query(
         "UPDATE jobs SET status = 'running', progress = $2, attempts = attempts + 1, updated_ms = $1 \
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) AND status = 'queued' \
-         RETURNING id, message, attempts",
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND (album_stage IS NULL OR album_stage <> $3) \
+         ORDER BY seq LIMIT 1) AND status = 'queued' \
+         RETURNING id, message, attempts, album_stage",
     )
     .bind(now_ms())
     .bind(Point::Taken.fraction())
+    .bind(albums::WAIT)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let (id, message): (String, String) = (row.try_get("id")?, row.try_get("message")?);
+    let id: String = row.try_get("id")?;
+    let album_stage = opt_text(&row, "album_stage")?;
+    let message = albums::outgoing(album_stage.as_deref(), row.try_get("message")?);
     let attempts = row.try_get("attempts")?;
     super::events::record(&mut tx, &id).await?;
     tx.commit().await?;
-    Ok(Some((id, message.into_bytes(), attempts)))
+    Ok(Some(Claimed {
+        id,
+        message,
+        attempts,
+        album_stage,
+    }))
 }
 
 /// One claimed job, settled in its row. Every update is guarded by
 /// `status = 'running'`: a cancelled job stays cancelled.
 struct DbDelivery {
-    db: Db,
+    app: Arc<App>,
     id: String,
     body: Vec<u8>,
     attempts: i64,
     limit: u32,
+    album_stage: Option<String>,
 }
 
 impl DbDelivery {
@@ -169,7 +193,7 @@ impl DbDelivery {
             .bind(now_ms())
             .bind(self.id.clone());
         // Not changed: cancelled meanwhile, and the cancel stands.
-        match super::events::change(&self.db, &self.id, q).await {
+        match super::events::change(&self.app.db, &self.id, q).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(job = %self.id, error = %e, "cannot record the job's state");
@@ -188,7 +212,19 @@ impl DbDelivery {
             "UPDATE jobs SET status = $1, progress = $2, result = $3, error = $4, updated_ms = $5 WHERE id = $6 AND status = 'running'",
             (status, 1.0, result, error),
         )
-        .await
+        .await?;
+        self.album_settles().await
+    }
+
+    /// An album member that ends may be the last its album waited for.
+    async fn album_settles(&self) -> Result<(), QueueError> {
+        if self.album_stage.is_none() {
+            return Ok(());
+        }
+        albums::settle(&self.app, &self.id).await.map_err(|e| {
+            tracing::error!(job = %self.id, error = %e, "cannot open the job's album");
+            QueueError::Closed
+        })
     }
 
     async fn requeue(&self, counted: bool) -> Result<(), QueueError> {
@@ -218,13 +254,19 @@ impl Delivery for DbDelivery {
         )
         .bind(fraction)
         .bind(&self.id)
-        .execute(&self.db.pool)
+        .execute(&self.app.db.pool)
         .await;
         if let Err(e) = r {
             tracing::warn!(job = %self.id, error = %e, "cannot record the job's progress");
         }
     }
     async fn complete(self: Box<Self>, _job: &Job, result: &JobResult) -> Result<(), QueueError> {
+        if let (Status::Measured, Some(m)) = (result.status, &result.measurement) {
+            return albums::measured(&self.app, &self.id, m).await.map_err(|e| {
+                tracing::error!(job = %self.id, error = %e, "cannot record the job's measurement");
+                QueueError::Closed
+            });
+        }
         let status = match result.status {
             Status::Failed => "failed",
             _ => "succeeded",
@@ -251,7 +293,7 @@ impl Delivery for DbDelivery {
     async fn abandoned(&self, _job: &Job) -> bool {
         let row = sqlx::query("SELECT status FROM jobs WHERE id = $1")
             .bind(&self.id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.app.db.pool)
             .await;
         matches!(row, Ok(Some(r)) if r.try_get::<String, _>("status").is_ok_and(|s| s == "cancelled"))
     }

@@ -56,6 +56,11 @@ pub(crate) fn parse_job(mut m: Map<String, Value>, tenant: &str) -> Result<Parse
         .ok_or_else(|| ApiError::bad_request("input: missing (give {\"upload_id\": ...})"))?;
     let input = input_of(&input)?;
     unknown_targets(&m)?;
+    if m.contains_key("album") {
+        return Err(ApiError::invalid(
+            "album: only the tracks of a batch form an album (POST /v1/batches)",
+        ));
+    }
     let documents = document_uploads(&mut m, tenant)?;
     let request = RenderRequest::from_api(Value::Object(m)).map_err(|e| match e {
         RequestRefusal::Shape(why) => ApiError::bad_request(why),
@@ -299,7 +304,7 @@ pub(crate) async fn submit(
     let found = &mut FoundUploads::default();
     let (source, request) = resolve(&app, &caller.tenant, parsed, found).await?;
     let id = new_id("job");
-    let (message_id, message) = job_message(&caller.tenant, &id, source, request)?;
+    let (message_id, message) = job_message(&caller.tenant, &id, source, request, None)?;
     let row = view::NewJob {
         id: &id,
         tenant: &caller.tenant,
@@ -310,6 +315,7 @@ pub(crate) async fn submit(
         message_id: &message_id,
         outbox: app.queue_shaped(),
         batch: None,
+        album: None,
     };
     let mut tx = app.db.pool.begin().await.map_err(DbError::from)?;
     let created = match view::insert(&mut tx, &row).await {
@@ -339,6 +345,7 @@ pub(crate) fn job_message(
     id: &str,
     source: String,
     request: RenderRequest,
+    album_key: Option<&str>,
 ) -> Result<(String, String), ApiError> {
     let spec = TrackSpec {
         track: id.to_string(),
@@ -346,7 +353,7 @@ pub(crate) fn job_message(
         album: None,
         request,
     };
-    let job = Job::new(&service_catalog(tenant), "1", &spec, None);
+    let job = Job::new(&service_catalog(tenant), "1", &spec, album_key);
     job.validate()
         .map_err(|e| ApiError::internal(format!("the job made is refused: {e}"), false))?;
     Ok((
@@ -488,6 +495,8 @@ pub(crate) async fn cancel(
     let row = load(&app, &caller.tenant, &id).await?;
     if changed {
         mark_cancelled(&app, view::message_text(&row)).await;
+        // Its album may have waited only for it.
+        super::albums::settle(&app, &id).await?;
     }
     if !changed && row.status != "cancelled" {
         return Err(ApiError::conflict(format!(

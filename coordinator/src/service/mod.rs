@@ -11,7 +11,9 @@
 //! - `ids`: random ids and secrets.
 //! - `keys`: API keys, tenants, scopes; `auth`: the caller of a request.
 //! - `signing`: signed upload and download URLs.
-//! - `batches`: a catalog submitted at once, its jobs in one transaction.
+//! - `batches`: a catalog submitted at once, its jobs in one transaction;
+//!   `albums`: its albums' two passes (measure, then render with the
+//!   album's shared offset).
 //! - `uploads`: `POST /v1/uploads`, the signed PUT streamed to the store.
 //! - `jobs`: submit (idempotent), read, list, cancel, outputs; `view` shapes
 //!   a job for the API.
@@ -25,6 +27,7 @@
 //!   `/v1/openapi.json`, made from the router and the handlers.
 //! - `error`: the API's error body.
 
+mod albums;
 mod auth;
 mod batches;
 mod db;
@@ -179,6 +182,8 @@ pub(crate) async fn serve(args: ServeArgs, s: Settings) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let workers = match app.queue_shaped() {
         true => {
+            // Albums a replica that died measured but did not open.
+            albums::sweep(&app).await?;
             tasks.spawn(outbox::run(app.clone(), s.clone(), shutdown.clone()));
             tasks.spawn(results::run(app.clone(), s.clone(), shutdown.clone()));
             None

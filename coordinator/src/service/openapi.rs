@@ -136,6 +136,37 @@ pub(crate) struct Job {
     files: Vec<File>,
     #[schema(required = false)]
     error: ErrorInfo,
+    /// A batch's album track: its album and the pass it is at.
+    #[schema(required = false)]
+    album: AlbumState,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct AlbumState {
+    name: String,
+    stage: AlbumStage,
+    /// The track's loudness minus its album's, at the input, in LU: each
+    /// target's loudness moves by it (null until the album is measured).
+    lufs_offset: Option<f64>,
+}
+
+/// `measure`: its loudness is measured first; `wait`: measured, queued
+/// until the rest of its album is; `render`: rendering with its offset.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum AlbumStage {
+    Measure,
+    Wait,
+    Render,
+}
+
+/// Album normalisation: the batch's tracks with the same album name get
+/// one loudness offset, so their relative levels are kept and the album
+/// as a whole lands on each target.
+#[derive(ToSchema)]
+pub(crate) struct Album {
+    /// 1 to 256 bytes of text.
+    name: String,
 }
 
 #[derive(ToSchema)]
@@ -174,6 +205,9 @@ pub(crate) struct JobPage {
 pub(crate) struct BatchBody {
     tracks: Vec<BatchTrack>,
     targets: Vec<String>,
+    /// Every track's album, unless a track gives its own (or null).
+    #[schema(required = false)]
+    album: Option<Album>,
 }
 
 #[derive(ToSchema)]
@@ -181,6 +215,9 @@ pub(crate) struct BatchTrack {
     /// Your name for the track (letters, digits, - _ .), unique in the batch.
     id: String,
     input: Input,
+    /// This track's album (null: none), over the batch's.
+    #[schema(required = false)]
+    album: Option<Album>,
 }
 
 #[derive(ToSchema)]

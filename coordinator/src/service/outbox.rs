@@ -93,9 +93,12 @@ async fn relay_once(
     }
     let _ = ch.close(200, "published".into()).await;
     let mut tx = db.pool.begin().await.map_err(DbError::from)?;
-    for (job, _, _) in &rows {
-        sqlx::query("DELETE FROM outbox WHERE job_id = $1")
+    for (job, message_id, _) in &rows {
+        // Only what was sent: a job whose message changed meanwhile (an
+        // album track's render after its measure) keeps the new one.
+        sqlx::query("DELETE FROM outbox WHERE job_id = $1 AND message_id = $2")
             .bind(job)
+            .bind(message_id)
             .execute(&mut *tx)
             .await
             .map_err(DbError::from)?;
@@ -103,6 +106,28 @@ async fn relay_once(
     tx.commit().await.map_err(DbError::from)?;
     tracing::debug!(jobs = rows.len(), "outbox: relayed");
     Ok(rows.len())
+}
+
+/// Owes job `id`'s message to the queue (in the caller's transaction): a
+/// message still owed for the job is replaced by it.
+pub(crate) async fn put(
+    tx: &mut sqlx::AnyConnection,
+    id: &str,
+    message_id: &str,
+    message: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO outbox (job_id, seq, message_id, message, lease_ms) VALUES ($1, $2, $3, $4, 0) \
+         ON CONFLICT (job_id) DO UPDATE SET seq = excluded.seq, message_id = excluded.message_id, \
+         message = excluded.message, lease_ms = 0",
+    )
+    .bind(id)
+    .bind(super::view::next_seq())
+    .bind(message_id)
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The oldest messages no replica is sending, leased to this one:

@@ -6,7 +6,8 @@
 //! come from, so a duplicate result, a late one for a cancelled job, or a
 //! start note after the result changes nothing.
 
-use super::db::{now_ms, Db, DbError};
+use super::albums;
+use super::db::{now_ms, opt_text, Db, DbError};
 use super::App;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -25,7 +26,7 @@ use std::time::Duration;
 pub(crate) async fn run(app: Arc<App>, s: Settings, shutdown: Shutdown) {
     let mut delay = Duration::from_millis(200);
     while !shutdown.requested() {
-        match follow(&app.db, &s, &shutdown).await {
+        match follow(&app, &s, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "results: lost RabbitMQ, reconnecting");
@@ -36,7 +37,7 @@ pub(crate) async fn run(app: Arc<App>, s: Settings, shutdown: Shutdown) {
     }
 }
 
-async fn follow(db: &Db, s: &Settings, shutdown: &Shutdown) -> Result<(), lapin::Error> {
+async fn follow(app: &App, s: &Settings, shutdown: &Shutdown) -> Result<(), lapin::Error> {
     let conn = rabbitmq::connect(&s.queue.url, "loopmind-serve-results", || {
         shutdown.requested()
     })
@@ -58,7 +59,7 @@ async fn follow(db: &Db, s: &Settings, shutdown: &Shutdown) -> Result<(), lapin:
             None => return Err(std::io::Error::other("consumers cancelled by the broker").into()),
             Some((dead, Ok(d))) => (dead, d),
         };
-        settle(db, d.0, d.1).await?;
+        settle(app, d.0, d.1).await?;
     }
     let _ = conn.close(200, "stopping".into()).await;
     Ok(())
@@ -66,8 +67,8 @@ async fn follow(db: &Db, s: &Settings, shutdown: &Shutdown) -> Result<(), lapin:
 
 /// Records one message and acknowledges it; a database that does not
 /// answer puts it back for later.
-async fn settle(db: &Db, dead: bool, d: Delivery) -> Result<(), lapin::Error> {
-    match record(db, dead, &d).await {
+async fn settle(app: &App, dead: bool, d: Delivery) -> Result<(), lapin::Error> {
+    match record(app, dead, &d).await {
         Ok(()) => d.ack(BasicAckOptions::default()).await.map(drop),
         Err(e) => {
             tracing::warn!(error = %e, "results: cannot record a message; it goes back to the queue");
@@ -82,11 +83,12 @@ async fn settle(db: &Db, dead: bool, d: Delivery) -> Result<(), lapin::Error> {
     }
 }
 
-async fn record(db: &Db, dead: bool, d: &Delivery) -> Result<(), DbError> {
+async fn record(app: &App, dead: bool, d: &Delivery) -> Result<(), DbError> {
+    let db = &app.db;
     let kind = d.properties.kind().as_ref().map(|k| k.as_str().to_string());
     if dead {
         return match serde_json::from_slice::<Job>(&d.data) {
-            Ok(job) => dead_letter(db, &job).await,
+            Ok(job) => dead_letter(app, &job).await,
             Err(e) => Ok(tracing::warn!(error = %e, "results: a dead letter that is not a job")),
         };
     }
@@ -100,38 +102,42 @@ async fn record(db: &Db, dead: bool, d: &Delivery) -> Result<(), DbError> {
             Err(e) => Ok(tracing::warn!(error = %e, "results: unreadable progress note")),
         },
         _ => match serde_json::from_slice::<JobResult>(&d.data) {
-            Ok(r) => finished(db, &r).await,
+            Ok(r) => finished(app, &r).await,
             Err(e) => Ok(tracing::warn!(error = %e, "results: unreadable result")),
         },
     }
 }
 
-/// The service's id of the job a message names, if it is one of ours.
-async fn job_of(db: &Db, message_id: &str) -> Result<Option<String>, DbError> {
-    let row = sqlx::query("SELECT id FROM jobs WHERE message_id = $1")
+/// The job a message names, if it is one of ours: (its id, its album
+/// stage).
+async fn job_of(db: &Db, message_id: &str) -> Result<Option<(String, Option<String>)>, DbError> {
+    let row = sqlx::query("SELECT id, album_stage FROM jobs WHERE message_id = $1")
         .bind(message_id)
         .fetch_optional(&db.pool)
         .await?;
-    if row.is_none() {
+    let Some(row) = row else {
         tracing::warn!(
             message_id,
             "results: a message about no job of this service"
         );
-    }
-    Ok(row.map(|r| r.try_get("id")).transpose()?)
+        return Ok(None);
+    };
+    Ok(Some((row.try_get("id")?, opt_text(&row, "album_stage")?)))
 }
 
 async fn started(db: &Db, message_id: &str) -> Result<(), DbError> {
-    let Some(id) = job_of(db, message_id).await? else {
+    let Some((id, _)) = job_of(db, message_id).await? else {
         return Ok(());
     };
+    // A late note of a measure job already measured leaves its wait alone.
     let q = sqlx::query(
         "UPDATE jobs SET status = 'running', progress = $3, attempts = attempts + 1, updated_ms = $1 \
-         WHERE id = $2 AND status = 'queued'",
+         WHERE id = $2 AND status = 'queued' AND (album_stage IS NULL OR album_stage <> $4)",
     )
     .bind(now_ms())
     .bind(id.clone())
-    .bind(Point::Taken.fraction());
+    .bind(Point::Taken.fraction())
+    .bind(albums::WAIT);
     if !super::events::change(db, &id, q).await? {
         // Taken again (a redelivery): counted, the status stays.
         sqlx::query("UPDATE jobs SET attempts = attempts + 1 WHERE id = $1 AND status = 'running'")
@@ -153,45 +159,55 @@ async fn progress(db: &Db, message_id: &str, fraction: f64) -> Result<(), DbErro
     Ok(())
 }
 
-async fn finished(db: &Db, r: &JobResult) -> Result<(), DbError> {
-    let Some(id) = job_of(db, &r.job_id).await? else {
+async fn finished(app: &App, r: &JobResult) -> Result<(), DbError> {
+    let Some((id, stage)) = job_of(&app.db, &r.job_id).await? else {
         return Ok(());
     };
+    if let (Status::Measured, Some(m)) = (r.status, &r.measurement) {
+        return albums::measured(app, &id, m).await;
+    }
     let status = match r.status {
         Status::Failed => "failed",
         _ => "succeeded",
     };
     let body = serde_json::to_string(r).expect("a result serialises");
-    end(db, &id, status, Some(body), None).await
+    end(app, (&id, stage), status, Some(body), None).await
 }
 
-async fn dead_letter(db: &Db, job: &Job) -> Result<(), DbError> {
-    let Some(id) = job_of(db, &job.job_id).await? else {
+async fn dead_letter(app: &App, job: &Job) -> Result<(), DbError> {
+    let Some(found) = job_of(&app.db, &job.job_id).await? else {
         return Ok(());
     };
     let e = json!({"code": "delivery_limit", "retryable": true,
         "message": "the queue gave up on the job after its delivery limit (queue.delivery_limit): it failed or killed its worker every time; see the workers' logs"});
-    end(db, &id, "failed", None, Some(e.to_string())).await
+    let (id, stage) = (&found.0, found.1);
+    end(app, (id, stage), "failed", None, Some(e.to_string())).await
 }
 
 /// A job ends, unless it has already (a cancel stands; a duplicate result
-/// changes nothing).
+/// changes nothing) or it waits for its album (a message about its
+/// measure job, come again, does not end it); an album member's end may
+/// open its album.
 async fn end(
-    db: &Db,
-    id: &str,
+    app: &App,
+    (id, stage): (&str, Option<String>),
     status: &str,
     result: Option<String>,
     error: Option<String>,
 ) -> Result<(), DbError> {
     let q = sqlx::query(
         "UPDATE jobs SET status = $1, progress = 1, result = $2, error = $3, updated_ms = $4 \
-         WHERE id = $5 AND status IN ('queued', 'running')",
+         WHERE id = $5 AND status IN ('queued', 'running') AND (album_stage IS NULL OR album_stage <> $6)",
     )
     .bind(status.to_string())
     .bind(result)
     .bind(error)
     .bind(now_ms())
-    .bind(id.to_string());
-    super::events::change(db, id, q).await?;
+    .bind(id.to_string())
+    .bind(albums::WAIT);
+    super::events::change(&app.db, id, q).await?;
+    if stage.is_some() {
+        albums::settle(app, id).await?;
+    }
     Ok(())
 }

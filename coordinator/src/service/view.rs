@@ -25,10 +25,12 @@ pub(crate) struct JobRow {
     updated_ms: i64,
     batch_id: Option<String>,
     track: Option<String>,
+    album: Option<String>,
+    album_stage: Option<String>,
 }
 
 const COLUMNS: &str = "id, seq, status, body_hash, body, message, progress, result, error, \
-     created_ms, updated_ms, batch_id, track";
+     created_ms, updated_ms, batch_id, track, album, album_stage";
 
 fn read(row: &AnyRow) -> Result<JobRow, DbError> {
     Ok(JobRow {
@@ -45,6 +47,8 @@ fn read(row: &AnyRow) -> Result<JobRow, DbError> {
         updated_ms: row.try_get("updated_ms")?,
         batch_id: opt_text(row, "batch_id")?,
         track: opt_text(row, "track")?,
+        album: opt_text(row, "album")?,
+        album_stage: opt_text(row, "album_stage")?,
     })
 }
 
@@ -62,6 +66,15 @@ pub(crate) struct NewJob<'a> {
     pub(crate) outbox: bool,
     /// A batch's job: (the batch's id, the track's id in it).
     pub(crate) batch: Option<(&'a str, &'a str)>,
+    /// An album's track: measured first (`albums`).
+    pub(crate) album: Option<FirstPass<'a>>,
+}
+
+/// An album track's first pass: its album and its measure job's message.
+pub(crate) struct FirstPass<'a> {
+    pub(crate) album: &'a str,
+    pub(crate) message_id: &'a str,
+    pub(crate) message: &'a str,
 }
 
 /// Creation order: milliseconds * 1000, strictly increasing in a process.
@@ -86,8 +99,8 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<Job
     let seq = next_seq();
     let (batch, track) = j.batch.unzip();
     sqlx::query(
-        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms, batch_id, track, message_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8, $9, $10, $11)",
+        "INSERT INTO jobs (id, seq, tenant, idempotency_key, body_hash, body, message, status, progress, attempts, created_ms, updated_ms, batch_id, track, message_id, album, album_stage) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $8, $9, $10, $11, $12, $13)",
     )
     .bind(j.id)
     .bind(seq)
@@ -99,19 +112,17 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<Job
     .bind(now)
     .bind(batch)
     .bind(track)
-    .bind(j.message_id)
+    .bind(j.album.as_ref().map_or(j.message_id, |a| a.message_id))
+    .bind(j.album.as_ref().map(|a| a.album))
+    .bind(j.album.as_ref().map(|_| super::albums::MEASURE))
     .execute(&mut *tx)
     .await?;
     if j.outbox {
-        sqlx::query(
-            "INSERT INTO outbox (job_id, seq, message_id, message, lease_ms) VALUES ($1, $2, $3, $4, 0)",
-        )
-        .bind(j.id)
-        .bind(seq)
-        .bind(j.message_id)
-        .bind(j.message)
-        .execute(&mut *tx)
-        .await?;
+        let (message_id, message) = match &j.album {
+            Some(a) => (a.message_id, a.message),
+            None => (j.message_id, j.message),
+        };
+        super::outbox::put(tx, j.id, message_id, message).await?;
     }
     // The row as written (no read back on the submission's path).
     Ok(JobRow {
@@ -128,6 +139,8 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<Job
         updated_ms: now,
         batch_id: batch.map(String::from),
         track: track.map(String::from),
+        album: j.album.as_ref().map(|a| a.album.to_string()),
+        album_stage: j.album.as_ref().map(|_| super::albums::MEASURE.to_string()),
     })
 }
 
@@ -267,6 +280,11 @@ pub(crate) fn job(r: &JobRow, app: &App) -> Value {
         "track": r.track,
         "request": message(r).map(|j| j.request),
     });
+    if let Some(name) = &r.album {
+        // The offset once the album is measured (the render's message carries it).
+        let offset = message(r).and_then(|j| j.album).map(|a| a.lufs_offset);
+        v["album"] = json!({"name": name, "stage": r.album_stage, "lufs_offset": offset});
+    }
     if let Some(res) = result(r).filter(|_| r.status != "cancelled") {
         v["targets"] = targets(r, &res, app);
         v["files"] = files(r, &res, app, "");
