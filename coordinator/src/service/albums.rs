@@ -23,9 +23,8 @@ use serde_json::{json, Map, Value};
 use sqlx::Row;
 use std::collections::HashMap;
 
-pub(crate) const MEASURE: &str = "measure";
-pub(crate) const WAIT: &str = "wait";
-pub(crate) const RENDER: &str = "render";
+use super::view::stage::RENDER;
+pub(crate) use super::view::stage::{MEASURE, WAIT};
 
 /// The longest album name taken (it is a grouping key and a report field).
 const NAME_MAX: usize = 256;
@@ -168,7 +167,7 @@ async fn open(app: &App, batch: &str, album: &str) -> Result<(), DbError> {
             Ok((message_id, message)) => {
                 to_render(&mut tx, app, &id, &message_id, &message).await?
             }
-            Err(why) => refuse(&mut tx, &id, &why).await?,
+            Err(why) => refuse(&mut tx, &id, &why.to_string()).await?,
         }
     }
     tx.commit().await?;
@@ -182,12 +181,26 @@ async fn open(app: &App, batch: &str, album: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Each member's render message with its album offset, or why it cannot
-/// have one.
+/// Why an album member cannot render with its album's offset.
+#[derive(Debug, thiserror::Error)]
+enum Unplaced {
+    #[error("the job's message is unreadable: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    #[error("its measurement is missing")]
+    Unmeasured,
+    #[error("album '{album}': this track cannot take the album's offset ({why}): it is silent or too far from the album's loudness")]
+    Offset {
+        album: String,
+        why: loopmind_worker::job::InvalidJob,
+    },
+}
+
+/// Each member's render message with its album offset (its message id
+/// and text), or why it cannot have one.
 fn place(
     album: &str,
     members: &[(String, String, Option<Measurement>)],
-) -> Vec<(String, Result<(String, String), String>)> {
+) -> Vec<(String, Result<(String, String), Unplaced>)> {
     let measured: HashMap<String, Measurement> = members
         .iter()
         .filter_map(|(id, _, m)| m.map(|m| (id.clone(), m)))
@@ -197,20 +210,19 @@ fn place(
         .map(|(id, ..)| (id.as_str(), album))
         .collect();
     let offsets = crate::album::offsets(&pairs, &measured);
+    let one = |id: &String, message: &str| -> Result<(String, String), Unplaced> {
+        let mut job: Job = serde_json::from_str(message)?;
+        job.album = Some(offsets.get(id).cloned().ok_or(Unplaced::Unmeasured)?);
+        job.validate().map_err(|why| Unplaced::Offset {
+            album: album.to_string(),
+            why,
+        })?;
+        let text = serde_json::to_string(&job).expect("a job serialises");
+        Ok((job.job_id, text))
+    };
     members
         .iter()
-        .map(|(id, message, _)| {
-            let placed = (|| {
-                let mut job: Job = serde_json::from_str(message)
-                    .map_err(|e| format!("the job's message is unreadable: {e}"))?;
-                job.album = Some(offsets.get(id).cloned().ok_or("its measurement is missing")?);
-                job.validate().map_err(|e| {
-                    format!("album '{album}': this track cannot take the album's offset ({e}): it is silent or too far from the album's loudness")
-                })?;
-                Ok((job.job_id.clone(), serde_json::to_string(&job).expect("a job serialises")))
-            })();
-            (id.clone(), placed)
-        })
+        .map(|(id, message, _)| (id.clone(), one(id, message)))
         .collect()
 }
 

@@ -221,7 +221,7 @@ async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
-    .bind(view::next_seq())
+    .bind(super::seq::next_seq())
     .bind(tenant)
     .bind(idem)
     .bind(body_hash)

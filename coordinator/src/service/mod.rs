@@ -8,7 +8,7 @@
 //! share it).
 //!
 //! - `db`: the database (SQLite | PostgreSQL, one set of queries, migrations).
-//! - `ids`: random ids and secrets.
+//! - `ids`: random ids and secrets; `seq`: rows' creation order.
 //! - `keys`: API keys, tenants, scopes; `auth`: the caller of a request.
 //! - `signing`: signed upload and download URLs.
 //! - `batches`: a catalog submitted at once, its jobs in one transaction;
@@ -41,6 +41,7 @@ mod metrics;
 mod openapi;
 mod outbox;
 mod results;
+mod seq;
 mod signing;
 mod uploads;
 mod view;

@@ -122,7 +122,7 @@ pub(crate) async fn put(
          message = excluded.message, lease_ms = 0",
     )
     .bind(id)
-    .bind(super::view::next_seq())
+    .bind(super::seq::next_seq())
     .bind(message_id)
     .bind(message)
     .execute(&mut *tx)

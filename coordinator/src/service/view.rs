@@ -1,14 +1,24 @@
 //! A job as stored (its row) and as the API shows it.
 
 use super::db::{now_ms, opt_text, Db, DbError};
+use super::seq::next_seq;
 use super::App;
 use loopmind_worker::job::{Job, JobResult};
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use std::sync::atomic::{AtomicI64, Ordering};
 
 pub(crate) const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/// An album track's pass due (`jobs.album_stage`, see `albums`).
+pub(crate) mod stage {
+    /// Its measure job goes out first.
+    pub(crate) const MEASURE: &str = "measure";
+    /// Measured: queued, but not taken until its album is measured.
+    pub(crate) const WAIT: &str = "wait";
+    /// Its message carries the album's offset.
+    pub(crate) const RENDER: &str = "render";
+}
 
 /// A job's row.
 pub(crate) struct JobRow {
@@ -77,20 +87,6 @@ pub(crate) struct FirstPass<'a> {
     pub(crate) message: &'a str,
 }
 
-/// Creation order: milliseconds * 1000, strictly increasing in a process.
-pub(crate) fn next_seq() -> i64 {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = now_ms() * 1000;
-    let mut prev = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(p) => prev = p,
-        }
-    }
-}
-
 /// Inserts a queued job, and its message into the outbox when it goes to
 /// the queue (its event is the caller's to record, in the same
 /// transaction).
@@ -114,7 +110,7 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<Job
     .bind(track)
     .bind(j.album.as_ref().map_or(j.message_id, |a| a.message_id))
     .bind(j.album.as_ref().map(|a| a.album))
-    .bind(j.album.as_ref().map(|_| super::albums::MEASURE))
+    .bind(j.album.as_ref().map(|_| stage::MEASURE))
     .execute(&mut *tx)
     .await?;
     if j.outbox {
@@ -140,7 +136,7 @@ pub(crate) async fn insert(tx: &mut AnyConnection, j: &NewJob<'_>) -> Result<Job
         batch_id: batch.map(String::from),
         track: track.map(String::from),
         album: j.album.as_ref().map(|a| a.album.to_string()),
-        album_stage: j.album.as_ref().map(|_| super::albums::MEASURE.to_string()),
+        album_stage: j.album.as_ref().map(|_| stage::MEASURE.to_string()),
     })
 }
 
