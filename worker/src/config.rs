@@ -556,14 +556,19 @@ impl RenderSettings {
 }
 
 /// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.
+/// The host is after the *last* `@` before the query: a password written
+/// with a raw `@` or `/` in it (as people do) is masked whole; a path that
+/// holds an `@` is masked too (too much, never too little).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".into();
     };
-    match rest.split_once('@') {
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (before_query, query) = rest.split_at(end);
+    match before_query.rsplit_once('@') {
         Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
+            let user = userinfo.split([':', '/']).next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{query}")
         }
         None => url.to_string(),
     }
@@ -620,5 +625,14 @@ mod tests {
             "amqp://guest:***@rabbit:5672/%2f"
         );
         assert_eq!(redact_url("amqp://rabbit/%2f"), "amqp://rabbit/%2f");
+        // A password with a raw `@` (or `/`) is masked whole.
+        assert_eq!(
+            redact_url("amqp://guest:p@ss/w@rd@rabbit:5672/%2f"),
+            "amqp://guest:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://app:a@b@db:5432/loopmind?sslmode=require"),
+            "postgres://app:***@db:5432/loopmind?sslmode=require"
+        );
     }
 }
