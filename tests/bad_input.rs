@@ -129,3 +129,43 @@ fn every_bad_input_fails_alone_with_its_reason() {
         }
     }
 }
+
+/// A NUL (or another control character) in a tag is a file's quirk, not
+/// a failure: the track masters with the tag cleaned, through the Vorbis
+/// encoder that refuses a NUL.
+#[test]
+fn a_nul_in_a_tag_does_not_fail_the_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    write_wav(&mixes.join("src.wav"), &short_song(44_100), 24, false);
+    let flac = mixes.join("t.flac");
+    ffmpeg_convert(
+        &mixes.join("src.wav"),
+        &flac,
+        &["-metadata", "title=BeforeXAfter"],
+    );
+    std::fs::remove_file(mixes.join("src.wav")).unwrap();
+    // The comment's length prefix stays right: one byte for one byte.
+    let mut bytes = std::fs::read(&flac).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"BeforeXAfter")
+        .unwrap();
+    bytes[at + 6] = 0;
+    std::fs::write(&flac, bytes).unwrap();
+    let out = dir.path().join("out");
+    let run = loopmind(&[
+        "master",
+        mixes.to_str().unwrap(),
+        "--targets",
+        "spotify",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{said}");
+    assert!(!out.join("t/error.json").exists(), "{said}");
+    let report = read_json(&out.join("t/report.json"));
+    assert_eq!(report["input"]["tags"]["title"], "Before After", "{said}");
+}

@@ -59,8 +59,14 @@ fn read_tags(rev: &MetadataRevision, tags: &mut Tags) {
 /// encode and report repeats it (a FLAC comment block holds 16 MiB at most).
 pub const MAX_TAG_CHARS: usize = 1024;
 
+/// A tag as every writer can take it: at most MAX_TAG_CHARS characters,
+/// control characters (a NUL, which the Vorbis encoder refuses and C
+/// strings end at; line breaks, which no title holds) made spaces.
 fn bounded_tag(v: &str) -> String {
-    v.chars().take(MAX_TAG_CHARS).collect()
+    v.chars()
+        .take(MAX_TAG_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// 10800 -> "3 h", 5400 -> "1 h 30 min", 90 -> "90 s".
@@ -469,5 +475,6 @@ mod tests {
         let t = super::bounded_tag(&long);
         assert_eq!(t.chars().count(), super::MAX_TAG_CHARS);
         assert_eq!(super::bounded_tag("Song"), "Song");
+        assert_eq!(super::bounded_tag("Be\0fore\nAfter"), "Be fore After");
     }
 }
