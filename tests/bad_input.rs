@@ -169,3 +169,106 @@ fn a_nul_in_a_tag_does_not_fail_the_track() {
     let report = read_json(&out.join("t/report.json"));
     assert_eq!(report["input"]["tags"]["title"], "Before After", "{said}");
 }
+
+/// A folder holding what no mix should be: a FIFO, a link to a device, a
+/// link out of the folder, a link loop, a 50 MB arrangement and two tracks
+/// longer than the job's disk budget (one stating its length, one, a
+/// streamed FLAC, not: it is stopped as its files grow). Each bad entry is
+/// its own track's named error; the good tracks are mastered, a link
+/// inside the folder is followed, the loop is walked once.
+#[test]
+fn a_folder_of_strange_entries_masters_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir_all(mixes.join("sub")).unwrap();
+    write_wav(&mixes.join("good.wav"), &short_song(44_100), 24, false);
+    let elsewhere = dir.path().join("elsewhere.wav");
+    write_wav(&elsewhere, &short_song(44_100), 16, false);
+    let made = std::process::Command::new("mkfifo")
+        .arg(mixes.join("pipe.wav"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = |to: &std::path::Path, at: &str| std::os::unix::fs::symlink(to, mixes.join(at));
+    link("/dev/zero".as_ref(), "zero.wav").unwrap();
+    link(&elsewhere, "outside.wav").unwrap();
+    link(&mixes.join("good.wav"), "sub/inner.wav").unwrap();
+    link(&mixes, "sub/loop").unwrap();
+    write_wav(&mixes.join("big.wav"), &short_song(44_100), 16, false);
+    let doc = std::fs::File::create(mixes.join("big.arrangement.json")).unwrap();
+    doc.set_len(50 << 20).unwrap();
+    // 60 s needs about 90 MB (mix, scratch, a master): over a 40 MiB budget;
+    // the 18 s songs need about 29 MB.
+    let long = dir.path().join("long.wav");
+    let song = short_song(44_100);
+    let minute: Vec<Vec<f32>> = song.channels.iter().map(|c| c.repeat(4)).collect();
+    write_wav(&long, &Audio::new(44_100, minute).unwrap(), 16, false);
+    std::fs::copy(&long, mixes.join("long.wav")).unwrap();
+    // Piped, ffmpeg cannot go back to write the FLAC's length: none stated.
+    let streamed = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&long)
+        .args(["-f", "flac", "pipe:1"])
+        .output()
+        .unwrap();
+    assert!(streamed.status.success());
+    std::fs::write(mixes.join("streamed.flac"), &streamed.stdout).unwrap();
+
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_loopmind"))
+        .args([
+            "master",
+            mixes.to_str().unwrap(),
+            "--targets",
+            "spotify",
+            "--out",
+        ])
+        .arg(&out)
+        .env("LOOPMIND_RENDER__DISK_BUDGET_MIB", "40")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{said}\n{stderr}");
+    let summary = read_json(&out.join("summary.json"));
+    let tracks = summary["tracks"].as_array().unwrap();
+    let names: Vec<&str> = tracks
+        .iter()
+        .map(|t| t["track"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["big", "good", "inner", "long", "outside", "pipe", "streamed", "zero"],
+        "the loop walked once: {said}"
+    );
+    let error = |track: &str| {
+        let t = tracks.iter().find(|t| t["track"] == track).unwrap();
+        t["error"].as_str().map(str::to_string)
+    };
+    assert_eq!(error("good"), None, "{said}");
+    assert_eq!(error("inner"), None, "a link inside the folder is followed");
+    for (track, why) in [
+        ("pipe", "a FIFO, not a regular file"),
+        ("zero", "outside the input folder"),
+        ("outside", "outside the input folder"),
+        ("big", "render.max_document_kib"),
+        ("long", "render.disk_budget_mib"),
+        ("streamed", "render.disk_budget_mib"),
+    ] {
+        let e = error(track).unwrap_or_else(|| panic!("{track} mastered: {said}"));
+        assert!(e.contains(why), "{track}: {e}");
+        assert!(!out.join(track).join("spotify.wav").exists(), "{track}");
+    }
+    assert!(out.join("good/spotify.wav").exists() && out.join("inner/spotify.wav").exists());
+    let written: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.') && !n.starts_with("summary"))
+        .collect();
+    assert!(
+        written.iter().all(|n| names.contains(&n.as_str())),
+        "{written:?}"
+    );
+}

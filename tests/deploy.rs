@@ -50,6 +50,17 @@ fn assert_setting(var: &str, what: &str) {
 }
 
 /// Settings from a TOML text, through the real loader (unknown keys fail).
+/// A Kubernetes quantity in binary units ("8Gi", "512Mi") as MiB.
+fn mebibytes(q: &str) -> u64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+    match unit {
+        "Gi" => n << 10,
+        "Mi" => n,
+        _ => panic!("quantity {q}: want Gi or Mi"),
+    }
+}
+
 fn load_toml(text: &str, what: &str) -> Settings {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("loopmind.toml");
@@ -119,11 +130,36 @@ fn kubernetes_manifests_agree_with_the_worker() {
         settings.worker.metrics_port.to_string()
     );
     assert_eq!(str_of(ann, &["prometheus.io/path"]), METRICS_PATH);
-    // Scale-down never kills a render: SIGTERM finishes the job in hand.
+    // Scale-down never kills a render: SIGTERM finishes the job in hand,
+    // which may take its whole render deadline and its transfers.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
-        grace >= 600,
-        "grace {grace} s is shorter than a long render"
+        grace >= settings.render.deadline_s + 300,
+        "grace {grace} s is shorter than the render deadline ({} s) and its transfers",
+        settings.render.deadline_s
+    );
+    // The probes come from the kubelet: /healthz and /metrics must listen
+    // beyond the pod's loopback.
+    assert_eq!(settings.worker.metrics_addr, "0.0.0.0");
+    // The scratch volume is the jobs' disk budgets and their headroom: a
+    // track over the budget fails, named, before the pod is evicted.
+    let scratch = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "scratch")
+        .unwrap();
+    let size_limit = mebibytes(str_of(scratch, &["emptyDir", "sizeLimit"]));
+    let per_job = settings.render.disk_budget_mib + loopmind_worker::config::DISK_HEADROOM_MIB;
+    assert_eq!(
+        size_limit,
+        per_job * settings.queue.prefetch as u64,
+        "the emptyDir's sizeLimit is render.disk_budget_mib + headroom per job in hand"
+    );
+    let ephemeral = mebibytes(str_of(c, &["resources", "limits", "ephemeral-storage"]));
+    assert!(
+        ephemeral >= size_limit,
+        "{ephemeral} MiB < {size_limit} MiB"
     );
     assert!(s(c, &["resources", "requests", "memory"])
         .as_str()

@@ -296,6 +296,78 @@ fn a_second_run_renders_nothing_and_says_why() {
     assert!(out.join("a/cd.wav").exists());
 }
 
+/// Resume knows content, not timestamps: a mix restored with its old size
+/// and time (`cp -p`, `rsync -t`), a changed arrangement beside it and a
+/// master removed since each render their track again.
+#[test]
+fn resume_is_not_fooled_by_a_restore_a_document_or_a_missing_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let song = short_song(44_100);
+    for t in ["a", "b", "c", "d"] {
+        write_wav(&mixes.join(format!("{t}.wav")), &song, 16, false);
+    }
+    let arrangement = |end: f64| {
+        format!(
+            r#"{{"structure": [{{"section": "verse", "start": 0.0, "end": {end}}},
+                {{"section": "chorus", "start": {end}, "end": 18.0}}]}}"#
+        )
+    };
+    let doc = mixes.join("c.arrangement.json");
+    std::fs::write(&doc, arrangement(4.0)).unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        let o = loopmind(&[
+            "master",
+            mixes.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--targets",
+            "spotify",
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let first = run();
+    assert!(first.contains("0 already complete"), "{first}");
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let rendered = |t: &str| mtime(&out.join(t).join("spotify.wav"));
+    let before: Vec<_> = ["a", "b", "c", "d"].map(rendered).to_vec();
+
+    // a: other samples, same size, its old modification time put back.
+    let a = mixes.join("a.wav");
+    let was = mtime(&a);
+    let mut other = short_song(44_100);
+    other.scale(0.5);
+    write_wav(&a, &other, 16, false);
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(was)
+        .unwrap();
+    assert_eq!(mtime(&a), was);
+    // b: its master removed. c: its arrangement changed. d: untouched.
+    std::fs::remove_file(out.join("b/spotify.wav")).unwrap();
+    std::fs::write(&doc, arrangement(5.0)).unwrap();
+    let second = run();
+    assert!(
+        second.contains("1 already complete") && second.contains("3 to render"),
+        "{second}"
+    );
+    let after: Vec<_> = ["a", "b", "c", "d"].map(rendered).to_vec();
+    for (i, t) in ["a", "b", "c"].iter().enumerate() {
+        assert_ne!(before[i], after[i], "{t} was not rendered again");
+    }
+    assert_eq!(before[3], after[3], "d was rendered again");
+}
+
 #[test]
 fn a_second_run_on_the_same_folder_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();

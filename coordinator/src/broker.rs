@@ -30,6 +30,9 @@ pub struct RabbitQueue {
     incoming: Option<rabbitmq::CatalogDeliveries>,
     /// Backoff between reconnects while following.
     delay: Duration,
+    /// The lock was ours and another coordinator holds it now (ours went
+    /// with a lost connection): its queues are never touched again.
+    lost: bool,
 }
 
 impl RabbitQueue {
@@ -40,6 +43,7 @@ impl RabbitQueue {
             conn: None,
             incoming: None,
             delay: Duration::from_millis(200),
+            lost: false,
         }
     }
 
@@ -88,6 +92,18 @@ impl RabbitQueue {
         rabbitmq::declare_catalog(&ch, &catalog, q.catalog_expiry_s).await?;
         self.incoming = Some(rabbitmq::follow_catalog(&ch, &catalog).await?);
         Ok(())
+    }
+
+    /// Takes the lock again after a lost connection. Another coordinator
+    /// holding it now is final: this run stops and never deletes the
+    /// queues the other one uses.
+    async fn retake(&mut self) -> Result<(), QueueError> {
+        let taken = self.take().await;
+        if let Err(QueueError::Busy(m)) = &taken {
+            self.lost = true;
+            return Err(QueueError::Busy(format!("lost the catalog's lock: {m}")));
+        }
+        taken
     }
 
     async fn drop_connection(&mut self) {
@@ -175,7 +191,7 @@ impl JobQueue for RabbitQueue {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                     self.drop_connection().await;
-                    self.take().await?;
+                    self.retake().await?;
                 }
             }
         }
@@ -189,7 +205,7 @@ impl JobQueue for RabbitQueue {
 
     async fn next_event(&mut self, wait: Duration) -> Result<Option<Event>, QueueError> {
         if self.incoming.is_none() {
-            match self.take().await {
+            match self.retake().await {
                 Ok(()) => self.delay = Duration::from_millis(200),
                 Err(QueueError::Busy(m)) => return Err(QueueError::Busy(m)),
                 Err(e) => {
@@ -221,7 +237,7 @@ impl JobQueue for RabbitQueue {
 
     async fn close(&mut self, finished: bool) -> Result<(), QueueError> {
         self.incoming = None;
-        if finished {
+        if finished && !self.lost {
             let catalog = self.catalog.clone();
             let conn = self.connection().await?;
             let ch = conn.create_channel().await?;

@@ -6,11 +6,9 @@ use crate::manifest::Manifest;
 use crate::runner::{self, Catalog};
 use anyhow::{Context, Result};
 use loopmind_worker::config::Settings;
-use loopmind_worker::store::{self, ObjectStore};
+use loopmind_worker::store::files::{self, ReadCapped};
+use loopmind_worker::store::{self, ObjectStore, StoreError};
 use std::path::Path;
-
-/// Largest manifest read (about 200,000 tracks of typical entries).
-const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
     let store = store::open(&settings.store).await?;
@@ -22,6 +20,7 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
         name: manifest.catalog.clone(),
         tracks: planned.tracks,
         unplanned: planned.unplanned,
+        refused: Vec::new(),
     };
     let mut queue = RabbitQueue::new(&settings);
     Ok(runner::run(&cat, store, &mut queue, &settings)
@@ -30,14 +29,15 @@ pub async fn run(settings: Settings, catalog: &str) -> Result<bool> {
 }
 
 async fn read_manifest(settings: &Settings, store: &dyn ObjectStore, at: &str) -> Result<Vec<u8>> {
-    let too_big = |size: u64| {
-        (size > MAX_MANIFEST_BYTES).then(|| {
-            anyhow::anyhow!(
-                "{at}: {} MiB is over the manifest limit of {} MiB",
-                size >> 20,
-                MAX_MANIFEST_BYTES >> 20
-            )
-        })
+    let max = settings
+        .coordinator
+        .max_manifest_mib
+        .saturating_mul(1 << 20);
+    let too_big = || {
+        anyhow::anyhow!(
+            "{at}: over the manifest limit of {} MiB (coordinator.max_manifest_mib)",
+            settings.coordinator.max_manifest_mib
+        )
     };
     if let Some(rest) = at.strip_prefix("s3://") {
         let (bucket, key) = rest
@@ -52,23 +52,13 @@ async fn read_manifest(settings: &Settings, store: &dyn ObjectStore, at: &str) -
             other = loopmind_worker::s3::S3Store::new(&s).await?;
             &other
         };
-        let meta = store
-            .head(key)
-            .await?
-            .with_context(|| format!("{at}: no such object"))?;
-        if let Some(e) = too_big(meta.size) {
-            return Err(e);
-        }
-        return store
-            .get_bytes(key)
-            .await?
-            .with_context(|| format!("{at}: no such object"));
+        return match store.get_bytes(key, max).await {
+            Err(StoreError::TooLarge { .. }) => Err(too_big()),
+            read => read?.with_context(|| format!("{at}: no such object")),
+        };
     }
-    let size = std::fs::metadata(at)
-        .with_context(|| format!("reading manifest {at}"))?
-        .len();
-    if let Some(e) = too_big(size) {
-        return Err(e);
+    match files::read_capped(Path::new(at), max) {
+        Err(ReadCapped::TooLarge { .. }) => Err(too_big()),
+        read => read.with_context(|| format!("reading manifest {at}")),
     }
-    std::fs::read(Path::new(at)).with_context(|| format!("reading manifest {at}"))
 }

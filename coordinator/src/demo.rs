@@ -45,6 +45,7 @@ pub fn run(
         album: None,
     };
     let song = LocalJob {
+        refused: None,
         track: "demo-song".into(),
         input: mix,
         arrangement: None,

@@ -56,7 +56,7 @@ impl<'q> Follower<'q> {
         if let Err(e) = queue.open(catalog).await {
             if let QueueError::Busy(m) = &e {
                 let who = store
-                    .get_bytes(&lock_key)
+                    .get_bytes(&lock_key, layout::MAX_RECORD_BYTES)
                     .await
                     .ok()
                     .flatten()
@@ -141,6 +141,11 @@ impl<'q> Follower<'q> {
         match self.queue.next_event(Duration::from_millis(500)).await {
             Ok(e) => Ok(e),
             Err(QueueError::Closed) => bail!("the queue closed with {pending} jobs pending"),
+            // Another coordinator runs the catalog now: asking again would
+            // spin, and going on would race it for the same outputs.
+            Err(QueueError::Busy(m)) => {
+                bail!("{m}; stopping with {pending} jobs pending, leaving the catalog to it")
+            }
             Err(e) => {
                 warn!(error = %e, "queue trouble while following");
                 Ok(None)
@@ -153,8 +158,10 @@ impl<'q> Follower<'q> {
         match event {
             Event::Started { job_id } => {
                 pending.last_word = Instant::now();
+                // The deadline starts once, at the first try: a job that
+                // keeps starting again never keeps its catalog waiting.
                 if let Some(f) = pending.jobs.get_mut(&job_id) {
-                    f.started = Some(Instant::now());
+                    f.started.get_or_insert_with(Instant::now);
                 }
                 None
             }
@@ -249,7 +256,7 @@ impl<'q> Follower<'q> {
     async fn dead_lettered(&self, job: &Job) -> JobResult {
         let last = self
             .store
-            .get_bytes(&job.output_key(ERROR))
+            .get_bytes(&job.output_key(ERROR), layout::MAX_RECORD_BYTES)
             .await
             .ok()
             .flatten()

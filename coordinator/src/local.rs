@@ -5,6 +5,7 @@
 //! validation, jobs, album passes, retries, resume and summary.
 
 use crate::runner::{self, Catalog};
+use crate::summary::TrackOutcome;
 use crate::MasterArgs;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -18,10 +19,12 @@ use loopmind_worker::queue::breaker::StoreBreaker;
 use loopmind_worker::queue::inprocess::InProcessQueue;
 use loopmind_worker::queue::WorkerCtx;
 use loopmind_worker::report::MasterSettings;
+use loopmind_worker::store::files::{read_capped, special_kind, ReadCapped};
 use loopmind_worker::store::{FolderStore, ObjectStore};
 use loopmind_worker::RenderRequest;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,57 +43,143 @@ pub struct LocalJob {
     /// as `<stem>.arrangement.json` / `<stem>.emotion.json`.
     pub arrangement: Option<PathBuf>,
     pub emotion: Option<PathBuf>,
+    /// Why this input is no track to master (a FIFO, a link out of the
+    /// input folder): the track's own error, never the batch's.
+    pub refused: Option<String>,
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
+/// What walking the inputs found: files to master, in order, each with
+/// the reason it is refused, if it is.
+type Found = Vec<(PathBuf, Option<String>)>;
+
+/// One input folder's walk. The link policy: a link is followed when it
+/// leads inside the input folder and refused when it leads outside it; a
+/// folder already walked (a link loop, two links to one folder) is known
+/// by its device and inode and walked once. A FIFO, device or socket with
+/// an audio name is refused by name.
+struct Walk {
+    root: PathBuf,
+    seen: std::collections::HashSet<(u64, u64)>,
+    found: Found,
+}
+
+impl Walk {
+    fn new(input: &Path) -> Result<Self> {
+        let root = std::fs::canonicalize(input).with_context(|| format!("{}", input.display()))?;
+        let m = std::fs::metadata(&root)?;
+        Ok(Self {
+            seen: [(m.dev(), m.ino())].into(),
+            root,
+            found: Vec::new(),
+        })
+    }
+
+    fn dir(&mut self, dir: &Path) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                self.entry(e.path())?;
+            }
         }
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| AUDIO_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-        {
-            out.push(p);
+        Ok(())
+    }
+
+    fn entry(&mut self, p: PathBuf) -> Result<()> {
+        let audio = is_audio(&p);
+        let meta = match self.follow(&p) {
+            Ok(m) => m,
+            Err(why) => {
+                if audio {
+                    self.found.push((p, Some(why.to_string())));
+                } else {
+                    eprintln!("skipped {}: {why}", p.display());
+                }
+                return Ok(());
+            }
+        };
+        if meta.is_dir() {
+            if self.seen.insert((meta.dev(), meta.ino())) {
+                self.dir(&p)?;
+            }
+        } else if audio {
+            let why = special_kind(&meta.file_type()).map(|k| format!("{k}, not a regular file"));
+            self.found.push((p, why));
+        }
+        Ok(())
+    }
+
+    /// What `p` names, a link followed only inside the root.
+    fn follow(&self, p: &Path) -> std::result::Result<std::fs::Metadata, Refused> {
+        let m = std::fs::symlink_metadata(p)?;
+        if !m.is_symlink() {
+            return Ok(m);
+        }
+        let to = std::fs::canonicalize(p).map_err(|_| Refused::BrokenLink)?;
+        if !to.starts_with(&self.root) {
+            return Err(Refused::Outside {
+                root: self.root.clone(),
+                to,
+            });
+        }
+        Ok(std::fs::metadata(&to)?)
+    }
+}
+
+/// Why the walk takes an entry for no track.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error("a broken link")]
+    BrokenLink,
+    #[error("a link leading outside the input folder {} (to {})", root.display(), to.display())]
+    Outside { root: PathBuf, to: PathBuf },
+}
+
+fn is_audio(p: &Path) -> bool {
+    p.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| AUDIO_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+}
+
+/// Every input: folders walked, files named explicitly taken as they are
+/// (their links followed: the user named them), special files refused.
+fn find_inputs(inputs: &[PathBuf], out_dir: &Path) -> Result<Found> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut walk = Walk::new(input)?;
+            walk.dir(input)?;
+            // Never re-master our own output if it sits under an input folder.
+            walk.found.retain(|(p, _)| !p.starts_with(out_dir));
+            files.extend(walk.found);
+        } else if let Ok(m) = std::fs::metadata(input) {
+            let why = special_kind(&m.file_type()).map(|k| format!("{k}, not a regular file"));
+            files.push((input.clone(), why));
+        } else {
+            bail!("{}: no such file or directory", input.display());
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 /// Files to master, each with a unique track name (its stem; stems shared by
 /// two files get the extension appended).
 pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            walk(input, &mut found)?;
-            // Never re-master our own output if it sits under an input folder.
-            found.retain(|p| !p.starts_with(out_dir));
-            files.extend(found);
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            bail!("{}: no such file or directory", input.display());
-        }
-    }
+    let files = find_inputs(inputs, out_dir)?;
     // Track names become folder names: made safe (a file called `...wav`
     // has the stem `..`).
     let stem = |p: &Path| safe_name(&p.file_stem().map_or("".into(), |s| s.to_string_lossy()));
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for f in &files {
+    for (f, _) in &files {
         *counts.entry(stem(f)).or_default() += 1;
     }
     let mut seen = HashMap::new();
     let mut jobs = Vec::new();
-    for f in files {
+    for (f, refused) in files {
         let mut track = stem(&f);
         if counts[&track] > 1 {
             let ext = f
@@ -113,6 +202,7 @@ pub fn collect_jobs(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<LocalJob>>
             arrangement: beside("arrangement"),
             emotion: beside("emotion"),
             input: f,
+            refused,
         });
     }
     if jobs.is_empty() {
@@ -197,17 +287,13 @@ fn request(args: &MasterArgs, given: &ArgMatches, max_kib: u64) -> Result<Render
 /// What an earlier `master_settings.json` fixes, as a request layer: its
 /// plan, mode, sliders, codec check and the targets it rendered.
 fn settings_layer(path: &Path, max_kib: u64) -> Result<Map<String, Value>> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("{}", path.display()))?
-        .len();
-    if size > max_kib * 1024 {
-        bail!(
-            "{}: {} KiB is over the limit of {max_kib} KiB (render.max_document_kib)",
-            path.display(),
-            size / 1024
-        );
-    }
-    let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let text = match read_capped(path, max_kib.saturating_mul(1024)) {
+        Err(ReadCapped::TooLarge { .. }) => bail!(
+            "{}: over the limit of {max_kib} KiB (render.max_document_kib)",
+            path.display()
+        ),
+        read => read.with_context(|| format!("{}", path.display()))?,
+    };
     let s: MasterSettings = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a master_settings.json", path.display()))?;
     let asked = s.request.to_layer();
@@ -252,7 +338,16 @@ pub fn run_batch(
         .map(|r| abs(Path::new(r)))
         .transpose()?;
     let mut tracks = Vec::new();
+    let mut refused = Vec::new();
     for f in &files {
+        if let Some(why) = &f.refused {
+            let source = abs(&f.input)?;
+            refused.push(TrackOutcome {
+                error: Some(format!("{source}: {why}")),
+                ..TrackOutcome::empty(&f.track, &source)
+            });
+            continue;
+        }
         let request = batch.request.clone().with_documents(
             f.arrangement.as_deref().map(abs).transpose()?,
             f.emotion.as_deref().map(abs).transpose()?,
@@ -270,6 +365,7 @@ pub fn run_batch(
         name: LOCAL_CATALOG.into(),
         tracks,
         unplanned: Vec::new(),
+        refused,
     };
     let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(out));
     // Scratch beside the outputs: publishing a master is a rename.

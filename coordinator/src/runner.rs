@@ -44,6 +44,9 @@ pub struct Catalog {
     /// (track, source) of tracks refused already: their sources are checked
     /// too, so the store's problems with them are listed as well.
     pub unplanned: Vec<(String, String)>,
+    /// Tracks refused before any job (a FIFO in an input folder): failed,
+    /// each with its own error, listed after the rest.
+    pub refused: Vec<TrackOutcome>,
 }
 
 /// What a run did, for the caller's exit code and tests.
@@ -58,8 +61,8 @@ pub async fn run(
     settings: &Settings,
 ) -> Result<Finished> {
     let name = cat.name.as_str();
-    let etags = check_sources(cat, store.as_ref()).await?;
-    let jobs = plan_jobs(cat, &etags)?;
+    let Tags { etags, documents } = check_sources(cat, store.as_ref()).await?;
+    let jobs = plan_jobs(cat, &etags, &documents)?;
     let Resumed {
         mut outcomes,
         mut measured,
@@ -91,7 +94,11 @@ pub async fn run(
 
 /// The catalog's jobs, one per track, by the one rule ([`Job::new`]) for
 /// this run, each checked as workers check it; or every problem.
-fn plan_jobs(cat: &Catalog, etags: &HashMap<String, String>) -> Result<Vec<Job>> {
+fn plan_jobs(
+    cat: &Catalog,
+    etags: &HashMap<String, String>,
+    documents: &HashMap<String, String>,
+) -> Result<Vec<Job>> {
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -111,8 +118,13 @@ fn plan_jobs(cat: &Catalog, etags: &HashMap<String, String>) -> Result<Vec<Job>>
         .tracks
         .iter()
         .map(|t| {
-            let key = t.album.as_ref().map(|a| album_keys[a].as_str());
-            Job::new(&cat.name, &run_id, t, key)
+            let album = t.album.as_ref().map(|a| album_keys[a].as_str());
+            Job::new(
+                &cat.name,
+                &run_id,
+                t,
+                inputs_key(t, album, documents).as_deref(),
+            )
         })
         .collect();
     let problems: Vec<String> = jobs
@@ -237,7 +249,8 @@ async fn render_all(
 }
 
 fn ordered(cat: &Catalog, outcomes: &mut HashMap<String, TrackOutcome>) -> Vec<TrackOutcome> {
-    cat.tracks
+    let mut ordered: Vec<TrackOutcome> = cat
+        .tracks
         .iter()
         .map(|t| {
             outcomes.remove(&t.track).unwrap_or_else(|| TrackOutcome {
@@ -247,7 +260,9 @@ fn ordered(cat: &Catalog, outcomes: &mut HashMap<String, TrackOutcome>) -> Vec<T
                 ..TrackOutcome::empty(&t.track, &t.source)
             })
         })
-        .collect()
+        .collect();
+    ordered.extend(cat.refused.iter().cloned());
+    ordered
 }
 
 fn outcome(r: &JobResult, store: &dyn ObjectStore, source: &str) -> TrackOutcome {
@@ -291,8 +306,33 @@ async fn finish(
     })
 }
 
-/// Every source and reference exists: their ETags by track, or every problem.
-async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap<String, String>> {
+/// What fixes a track's masters besides its request and its mix: its
+/// album's key and the content tags of the documents and the reference it
+/// names, so a changed document renders again on resume.
+fn inputs_key(
+    t: &TrackSpec,
+    album: Option<&str>,
+    documents: &HashMap<String, String>,
+) -> Option<String> {
+    let r = &t.request;
+    let named = [r.arrangement(), r.emotion_graph(), r.reference()];
+    if album.is_none() && named.iter().all(Option::is_none) {
+        return None;
+    }
+    let tag = |k: Option<&str>| k.map(|k| documents[k].as_str());
+    Some(serde_json::json!([album, named.map(tag)]).to_string())
+}
+
+/// The content tags a run plans with: each track's source's ETag, and each
+/// document's and reference's by key.
+struct Tags {
+    etags: HashMap<String, String>,
+    documents: HashMap<String, String>,
+}
+
+/// Every source, document and reference exists: their ETags, or every
+/// problem.
+async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<Tags> {
     let started = Instant::now();
     let sources = cat.tracks.iter().map(|t| (&t.track, &t.source));
     let sources = sources.chain(cat.unplanned.iter().map(|(t, s)| (t, s)));
@@ -316,16 +356,35 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
             Err(e) => problems.push(format!("track '{track}': {e}")),
         }
     }
-    let references: std::collections::BTreeSet<&str> = cat
+    let named: std::collections::BTreeMap<&str, &str> = cat
         .tracks
         .iter()
-        .filter_map(|t| t.request.reference())
+        .flat_map(|t| {
+            let r = &t.request;
+            [
+                ("arrangement", r.arrangement()),
+                ("emotion graph", r.emotion_graph()),
+                ("reference", r.reference()),
+            ]
+        })
+        .filter_map(|(what, key)| Some((key?, what)))
         .collect();
-    for key in references {
-        match store.head(key).await {
-            Ok(Some(_)) => {}
-            Ok(None) => problems.push(format!("reference {} does not exist", store.describe(key))),
-            Err(e) => problems.push(format!("reference {key}: {e}")),
+    let heads: Vec<_> = stream::iter(
+        named
+            .into_iter()
+            .map(|(key, what)| async move { (key, what, store.head(key).await) }),
+    )
+    .buffered(LOOKUPS)
+    .collect()
+    .await;
+    let mut documents = HashMap::new();
+    for (key, what, h) in heads {
+        match h {
+            Ok(Some(meta)) => {
+                documents.insert(key.to_string(), meta.etag);
+            }
+            Ok(None) => problems.push(format!("{what} {} does not exist", store.describe(key))),
+            Err(e) => problems.push(format!("{what} {key}: {e}")),
         }
     }
     if !problems.is_empty() {
@@ -336,7 +395,7 @@ async fn check_sources(cat: &Catalog, store: &dyn ObjectStore) -> Result<HashMap
         seconds = started.elapsed().as_secs_f64(),
         "sources checked"
     );
-    Ok(etags)
+    Ok(Tags { etags, documents })
 }
 
 /// A track's report that a newer LoopMind wrote: resuming would misread
@@ -358,7 +417,7 @@ async fn complete_report(
     etag: &str,
 ) -> Result<Option<TrackReport>, NewerReport> {
     let key = job.output_key(REPORT);
-    let Ok(Some(bytes)) = store.get_bytes(&key).await else {
+    let Ok(Some(bytes)) = store.get_bytes(&key, layout::MAX_RECORD_BYTES).await else {
         return Ok(None);
     };
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -376,7 +435,21 @@ async fn complete_report(
     let Some(stamp) = report.job.as_ref() else {
         return Ok(None);
     };
-    Ok((stamp.settings_hash == job.settings_hash && stamp.source_etag == etag).then_some(report))
+    if stamp.settings_hash != job.settings_hash || stamp.source_etag != etag {
+        return Ok(None);
+    }
+    // Complete means its masters are there too: one removed since is
+    // rendered again, never listed in the summary as if it were there.
+    for t in report.targets.iter().filter(|t| t.withheld.is_none()) {
+        if !matches!(
+            store.head(&job.output_key(&t.output_file)).await,
+            Ok(Some(_))
+        ) {
+            warn!(track = %job.track, file = %t.output_file, "a master of a complete report is missing: rendered again");
+            return Ok(None);
+        }
+    }
+    Ok(Some(report))
 }
 
 /// The workers' totals for this run, from their results: printed and logged.

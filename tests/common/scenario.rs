@@ -254,7 +254,9 @@ impl Run {
 
     /// An object of the store, if it is there.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.rt.block_on(self.store.get_bytes(key)).unwrap()
+        self.rt
+            .block_on(self.store.get_bytes(key, 1 << 30))
+            .unwrap()
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -304,7 +306,9 @@ impl Run {
         for t in &report.targets {
             let local = self.dir.join(format!("{id}-{}", t.output_file));
             let key = self.key(&format!("{id}/{}", t.output_file));
-            self.rt.block_on(self.store.get_file(&key, &local)).unwrap();
+            self.rt
+                .block_on(self.store.get_file(&key, &local, u64::MAX))
+                .unwrap();
             let (audio, _) = decode_file(&local).unwrap();
             let l = loudness::measure(&audio).unwrap();
             let tp = truepeak::true_peak_dbtp(&audio);

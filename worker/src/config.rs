@@ -170,9 +170,10 @@ impl ServiceSettings {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinatorSettings {
-    /// A job with no result this long after a worker took it is reported as
-    /// timed out, not waited for, in seconds (a render's own deadline is
-    /// `render.deadline_s`; this adds download, upload and retries).
+    /// A job with no result this long after a worker first took it is
+    /// reported as timed out, not waited for, in seconds (a render's own
+    /// deadline is `render.deadline_s`; this adds download, upload and
+    /// every retry: later tries do not restart it).
     pub job_deadline_s: u64,
     /// With no job running and no word from any worker for this long, the
     /// jobs nobody took are reported as timed out, in seconds.
@@ -180,6 +181,9 @@ pub struct CoordinatorSettings {
     /// How long the summary's write is retried while the store does not
     /// answer, in seconds.
     pub summary_retry_s: u64,
+    /// The largest catalog manifest read, in MiB (about 3,000 tracks of
+    /// typical entries per MiB); a larger one is refused unread.
+    pub max_manifest_mib: u64,
 }
 
 impl Default for CoordinatorSettings {
@@ -188,6 +192,7 @@ impl Default for CoordinatorSettings {
             job_deadline_s: 2 * 3600,
             idle_timeout_s: 3600,
             summary_retry_s: 900,
+            max_manifest_mib: 64,
         }
     }
 }
@@ -279,7 +284,9 @@ pub struct WorkerSettings {
     /// Where jobs download mixes and render before upload; empty for the
     /// system's temporary directory.
     pub scratch: PathBuf,
-    /// Address `/healthz` and `/metrics` listen on.
+    /// Address `/healthz` and `/metrics` listen on: this machine only by
+    /// default; a container whose probes and scraper come from outside sets
+    /// `0.0.0.0` (deploy/ does).
     pub metrics_addr: String,
     /// Their port; 0 picks a free one. A port already taken (a second
     /// worker on the machine) moves to the next free one of the following
@@ -298,7 +305,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             scratch: PathBuf::new(),
-            metrics_addr: "0.0.0.0".into(),
+            metrics_addr: "127.0.0.1".into(),
             metrics_port: METRICS_PORT,
             store_probe_s: 5,
         }
@@ -330,7 +337,18 @@ pub struct RenderSettings {
     pub max_channels: u32,
     /// Largest arrangement, emotion graph or settings document, in KiB.
     pub max_document_kib: u64,
+    /// Disk one job may use, in MiB: the downloaded mix, the render's
+    /// scratch (about 12 bytes per sample of the mix) and its masters.
+    /// Checked against the track's stated length before work starts and
+    /// counted as files are written; a track that needs more fails with
+    /// this setting named. The Kubernetes scratch `emptyDir` is this plus
+    /// [`DISK_HEADROOM_MIB`] per job a worker holds (`queue.prefetch`).
+    pub disk_budget_mib: u64,
 }
+
+/// What a worker's scratch volume holds beyond its jobs' disk budgets (the
+/// job folders, a report, logs), in MiB.
+pub const DISK_HEADROOM_MIB: u64 = 512;
 
 impl Default for RenderSettings {
     fn default() -> Self {
@@ -342,6 +360,8 @@ impl Default for RenderSettings {
             max_sample_rate_hz: 192_000,
             max_channels: 2,
             max_document_kib: 1024,
+            // With the headroom, the Kubernetes worker's 8 GiB emptyDir.
+            disk_budget_mib: 7680,
         }
     }
 }
@@ -550,6 +570,9 @@ impl RenderSettings {
         }
         if self.max_document_kib == 0 {
             return bad("render.max_document_kib", "must be at least 1");
+        }
+        if self.disk_budget_mib == 0 {
+            return bad("render.disk_budget_mib", "must be at least 1");
         }
         Ok(())
     }

@@ -18,11 +18,10 @@ use crate::store::{self, StoreError};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -163,7 +162,11 @@ async fn serve(
             }
             ctx.work.metrics.set_store_up(true);
         }
-        let mut consumer = session.consume().await?;
+        // No `?` from here on: returning would drop the renders in hand.
+        let mut consumer = match session.consume().await {
+            Ok(c) => c,
+            Err(e) => break Stop::Failed(e),
+        };
         let stop = session
             .take_jobs(&mut consumer, &mut running, &mut shutdown)
             .await;
@@ -172,7 +175,10 @@ async fn serve(
         }
         // Take no more jobs before anything else: cancel, then hand back
         // uncounted what the broker sent before the cancel arrived.
-        let returned = session.cancel(consumer).await?;
+        let returned = match session.cancel(consumer).await {
+            Ok(n) => n,
+            Err(e) => break Stop::Failed(e),
+        };
         if let Stop::StoreDown = stop {
             warn!(
                 in_hand = running.len(),
@@ -183,9 +189,17 @@ async fn serve(
         }
         break stop;
     };
-    // Finish the jobs in hand (their acks need the channel).
+    // Finish the jobs in hand (their acks need the channel). A channel that
+    // closed gave them back to the queue already: another worker has them,
+    // so rendering on would only render them twice.
     if let Stop::Shutdown = stop {
         info!(in_hand = running.len(), "stopping: finishing jobs in hand");
+    } else if !session.ch.status().connected() && !running.is_empty() {
+        warn!(
+            in_hand = running.len(),
+            "lost the channel: the broker gave the jobs in hand back; stopping their renders"
+        );
+        running.abort_all();
     }
     while let Some(done) = running.join_next().await {
         if let Ok(Err(e)) = done {
@@ -239,6 +253,7 @@ impl<'a> Session<'a> {
             delivery,
             self.results.clone(),
             self.ctx.settings.queue.jobs.clone(),
+            self.ctx.settings.queue.delivery_limit,
         )
     }
 
@@ -319,6 +334,9 @@ struct RabbitDelivery {
     delivery: lapin::message::Delivery,
     results: Channel,
     jobs_queue: String,
+    /// Tries after the first before the job is given up
+    /// (`queue.delivery_limit`).
+    limit: u32,
 }
 
 impl RabbitDelivery {
@@ -327,13 +345,44 @@ impl RabbitDelivery {
         delivery: lapin::message::Delivery,
         results: Channel,
         jobs_queue: String,
+        limit: u32,
     ) -> Self {
         Self {
             conn,
             delivery,
             results,
             jobs_queue,
+            limit,
         }
+    }
+
+    /// Puts a copy of the job on the jobs queue, then acks this delivery.
+    async fn copy_back(self: Box<Self>, props: BasicProperties) -> Result<(), QueueError> {
+        let sent = rabbitmq::publish_confirmed(
+            &self.results,
+            &self.jobs_queue,
+            &self.delivery.data,
+            props,
+        )
+        .await?;
+        if sent == rabbitmq::Published::Unroutable {
+            // Never ack a job whose copy went nowhere: the delivery stays
+            // with the broker.
+            return Err(QueueError::Broker(
+                std::io::Error::other(format!("no queue {} took the job's copy", self.jobs_queue))
+                    .into(),
+            ));
+        }
+        self.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// To the dead letters: the catalog's follower says why.
+    async fn dead_letter(self: Box<Self>) -> Result<(), QueueError> {
+        self.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        Ok(())
     }
 
     /// A note of type `kind` to whoever follows the job, unconfirmed (best
@@ -364,7 +413,7 @@ impl Delivery for RabbitDelivery {
     }
 
     fn redeliveries(&self) -> u32 {
-        rabbitmq::delivery_count(&self.delivery.properties)
+        rabbitmq::attempts(&self.delivery.properties)
     }
 
     fn handbacks(&self) -> u32 {
@@ -401,31 +450,46 @@ impl Delivery for RabbitDelivery {
             .with_type(rabbitmq::RESULT.into());
         // Result first, then ack: a crash between them re-renders the job,
         // identically, and the runner drops the duplicate.
-        rabbitmq::publish_confirmed(&self.results, &self.reply_to(&job.catalog), &body, props)
-            .await?;
+        let to = self.reply_to(&job.catalog);
+        if rabbitmq::publish_confirmed(&self.results, &to, &body, props).await?
+            == rabbitmq::Published::Unroutable
+        {
+            // Its follower is gone (the queue expired or was deleted): the
+            // outputs are in the store for the next run; said, not lost quietly.
+            warn!(queue = %to, "nobody follows the job's catalog any more: its result was returned unread");
+        }
         self.delivery.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 
+    fn exhausted(&self) -> bool {
+        self.redeliveries() > self.limit
+    }
+
     async fn retry(self: Box<Self>) -> Result<(), QueueError> {
-        self.delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await?;
-        Ok(())
+        let tried = self.redeliveries() + 1;
+        if tried > self.limit {
+            return self.dead_letter().await;
+        }
+        // A copy carrying the count, then the ack: the count is ours,
+        // whatever the broker counts (a crash in between delivers the job
+        // twice, tried once more; never lost).
+        let props = rabbitmq::copy_properties(&self.delivery.properties, rabbitmq::ATTEMPTS, tried);
+        self.copy_back(props).await
     }
 
     async fn hand_back(self: Box<Self>) -> Result<(), QueueError> {
         // A requeue would count against the delivery limit: publish a copy
         // (a new message, its count at zero), then ack this one.
         let n = self.handbacks() + 1;
-        let props = rabbitmq::copy_properties(&self.delivery.properties, HANDBACKS, n);
-        rabbitmq::publish_confirmed(&self.results, &self.jobs_queue, &self.delivery.data, props)
-            .await?;
-        self.delivery.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        // The copy keeps the tries so far (its redeliveries included).
+        let tried = rabbitmq::copy_properties(
+            &self.delivery.properties,
+            rabbitmq::ATTEMPTS,
+            self.redeliveries(),
+        );
+        let props = rabbitmq::copy_properties(&tried, HANDBACKS, n);
+        self.copy_back(props).await
     }
 
     async fn abandoned(&self, job: &Job) -> bool {
@@ -444,9 +508,6 @@ impl Delivery for RabbitDelivery {
 
     async fn reject(self: Box<Self>, _why: UnreadableJob) -> Result<(), QueueError> {
         // Not a job we may act on: straight to the dead letters.
-        self.delivery
-            .reject(BasicRejectOptions { requeue: false })
-            .await?;
-        Ok(())
+        self.dead_letter().await
     }
 }

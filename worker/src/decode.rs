@@ -98,6 +98,14 @@ pub struct DecodeLimits {
     pub max_seconds: f64,
     pub max_rate: u32,
     pub max_channels: usize,
+    /// The job's disk budget in bytes (`render.disk_budget_mib`): the mix,
+    /// scratch and masters ([`crate::disk`]).
+    #[serde(default = "unlimited")]
+    pub disk_budget: u64,
+}
+
+fn unlimited() -> u64 {
+    u64::MAX
 }
 
 impl Default for DecodeLimits {
@@ -112,6 +120,7 @@ impl From<&crate::config::RenderSettings> for DecodeLimits {
             max_seconds: s.max_duration_s as f64,
             max_rate: s.max_sample_rate_hz,
             max_channels: s.max_channels as usize,
+            disk_budget: s.disk_budget_mib.saturating_mul(1 << 20),
         }
     }
 }
@@ -395,6 +404,14 @@ impl DecodeSource {
             self.frames = Some(self.reader.frames);
         }
         Ok(more)
+    }
+
+    /// What the file states before it is read through: its length in
+    /// frames, if its header gives one (a claim, sizing nothing), its rate
+    /// and its channels.
+    pub fn stated(&self) -> (Option<u64>, u32, usize) {
+        let r = &self.reader;
+        (r.expected, r.rate, r.channels)
     }
 
     /// The error behind a [`DspError::Source`] the pipeline returned.

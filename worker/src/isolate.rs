@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::warn;
 
 /// The hidden subcommand that runs one render and exits.
@@ -223,18 +223,31 @@ impl Isolation {
     /// address space limited to the memory budget.
     fn spawn(&self) -> Result<tokio::process::Child, Failure> {
         let budget = self.limits.memory_budget_mib.saturating_mul(1 << 20);
+        let disk = self.limits.disk_budget_mib.saturating_mul(1 << 20);
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg(CHILD_COMMAND)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            // Nothing of the parent's environment: the store's secret and
+            // the broker's password stay with the process that needs them.
+            .env_clear()
             // One malloc arena: a second thread's arena would reserve 64 MiB
             // of the budget for nothing.
             .env("MALLOC_ARENA_MAX", "1")
             .kill_on_drop(true);
         // SAFETY: setrlimit is async-signal-safe and touches no parent state.
         unsafe {
-            cmd.pre_exec(move || limit_address_space(budget));
+            cmd.pre_exec(move || {
+                limit(libc::RLIMIT_AS, budget)?;
+                // No core file of a crashed decoder (a mix's worth of memory
+                // on the worker's disk); a handful of files is all it opens.
+                limit(libc::RLIMIT_CORE, 0)?;
+                limit(libc::RLIMIT_NOFILE, CHILD_FILES)?;
+                // No one file past the job's disk budget, whatever the count
+                // of `disk` missed (SIGXFSZ ends the child).
+                limit(libc::RLIMIT_FSIZE, disk)
+            });
         }
         cmd.spawn().map_err(|e| Failure {
             kind: FailureKind::Io,
@@ -256,21 +269,28 @@ impl Isolation {
         progress: &Progress,
     ) -> Heard {
         let stall = Duration::from_secs(self.limits.stall_s);
-        let mut lines = BufReader::new(stdout).lines();
+        let mut lines = BufReader::new(stdout);
+        let mut line = Vec::new();
         let (mut stage, mut last, mut done) = ("starting".to_string(), Instant::now(), None);
         let stopped = loop {
             let wake = deadline.min(last + stall);
             tokio::select! {
-                line = lines.next_line() => match line {
-                    Ok(Some(l)) => {
+                read = read_line(&mut lines, &mut line, MAX_CHILD_LINE) => match read {
+                    Ok(true) => {
                         last = Instant::now();
+                        let l = String::from_utf8_lossy(&line);
                         match serde_json::from_str::<Message>(&l) {
                             Ok(Message::Note(Note::Stage(s))) => stage = s,
                             Ok(Message::Note(Note::Tick)) => {}
                             Ok(Message::Note(Note::Progress(f))) => progress.set(f),
                             Ok(Message::Done(r)) => done = Some(r),
-                            Err(_) => warn!(line = %l, "render process wrote an unknown line"),
+                            Err(_) => warn!(line = %l.chars().take(200).collect::<String>(), "render process wrote an unknown line"),
                         }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        let _ = child.start_kill();
+                        warn!(error = %e, "render process wrote a line without end; stopped");
+                        break None;
                     }
                     _ => break None,
                 },
@@ -324,6 +344,13 @@ impl Isolation {
                         format!(
                             "ran out of its {} MiB memory budget (render.memory_budget_mib) while {stage}",
                             self.limits.memory_budget_mib
+                        ),
+                    ),
+                    Some(libc::SIGXFSZ) => (
+                        FailureKind::Limit,
+                        format!(
+                            "wrote a file over the job's disk budget of {} MiB (render.disk_budget_mib) while {stage}",
+                            self.limits.disk_budget_mib
                         ),
                     ),
                     Some(libc::SIGKILL) => (
@@ -396,22 +423,69 @@ fn signal_name(n: i32) -> &'static str {
     }
 }
 
-fn limit_address_space(bytes: u64) -> std::io::Result<()> {
+/// Open files a render child may hold: its stdio, the mix, the reference,
+/// a master and encoder outputs per target, spill files; far under this.
+const CHILD_FILES: u64 = 256;
+
+/// The most one line of the child's stdout may hold (a report is far less):
+/// a child that writes without end is stopped, not buffered.
+const MAX_CHILD_LINE: usize = 16 << 20;
+
+/// Sets one resource limit, soft and hard, for the process calling it.
+fn limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
     let lim = libc::rlimit {
-        rlim_cur: bytes as libc::rlim_t,
-        rlim_max: bytes as libc::rlim_t,
+        rlim_cur: value as libc::rlim_t,
+        rlim_max: value as libc::rlim_t,
     };
     // SAFETY: a plain system call on a stack value.
-    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
+    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
+/// One line of `r` into `line` (without its newline), of at most `max`
+/// bytes: false at the end, InvalidData past the limit (never buffered).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    line.clear();
+    let n = (&mut *r)
+        .take(max as u64 + 1)
+        .read_until(b'\n', line)
+        .await?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a line over {max} bytes"),
+        ));
+    }
+    Ok(true)
+}
+
+/// The most of one stderr line of the child kept: the rest is cut.
+const MAX_LOG_LINE: usize = 8 << 10;
+
 /// Lines of the child's stderr to our stderr; the last few kept.
 async fn pass_through(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
+    let mut r = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        let l = match read_line(&mut r, &mut buf, MAX_LOG_LINE).await {
+            Ok(true) => String::from_utf8_lossy(&buf).into_owned(),
+            // A line without end: cut where it is, the rest read as a new line.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                String::from_utf8_lossy(&buf[..MAX_LOG_LINE]).into_owned() + " [cut]"
+            }
+            _ => break,
+        };
         eprintln!("{l}");
         let mut t = tail.lock().expect("tail");
         if t.len() == 20 {
@@ -466,6 +540,10 @@ pub fn child_main(init_logs: impl FnOnce(&str, bool)) -> i32 {
 
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
 
+fn file_size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
 fn run_work(work: Work) -> Result<Answer, Failure> {
     match work {
         Work::Render {
@@ -473,9 +551,15 @@ fn run_work(work: Work) -> Result<Answer, Failure> {
             track,
             out_dir,
             opts,
-        } => render_masters(&input, &track, &out_dir, &opts)
-            .map(|r| Answer::Rendered(Box::new(r)))
-            .map_err(Failure::from),
+        } => {
+            crate::disk::start(opts.limits.disk_budget, file_size(&input));
+            render_masters(&input, &track, &out_dir, &opts)
+                .map(|r| Answer::Rendered(Box::new(r)))
+                // Whatever a writer said when it hit the budget, the budget
+                // is the reason (final, not worth a retry).
+                .map_err(|e| crate::disk::exceeded().unwrap_or(e))
+                .map_err(Failure::from)
+        }
         Work::Measure { input, limits } => measure(&input, &limits)
             .map(Answer::Measured)
             .map_err(Failure::from),

@@ -14,6 +14,10 @@ pub const PICTURE: &str = "loudness.png";
 pub const CANCELLED: &str = "cancelled.json";
 /// Longest track, catalog or target name, in bytes.
 pub const MAX_NAME: usize = 128;
+/// The most of one of LoopMind's own records (report.json, error.json,
+/// running.json) read back: far more than it writes; a larger one was not
+/// written by LoopMind and is treated as unreadable.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
 
 /// A name usable as one path segment, a key part and a queue-name part:
 /// ASCII letters, digits, `-`, `_`, `.`; not starting with a dot (so never

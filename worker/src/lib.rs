@@ -14,6 +14,7 @@
 //!
 //! One track, no network and no queue:
 //! - [`decode`]: any supported file (probed by content) to planar f32 and tags.
+//! - [`disk`]: the job's disk budget, checked and counted.
 //! - [`wav`]: the master writer: a `.partial` file renamed when complete,
 //!   with the source's tags in a LIST/INFO chunk; [`spill`]: scratch stores.
 //! - [`codec`]: the platforms' encoders and decoders, the codec check.
@@ -50,6 +51,7 @@ pub mod codec;
 pub mod config;
 pub mod consumer;
 pub mod decode;
+pub mod disk;
 pub mod error;
 pub mod http;
 pub mod isolate;

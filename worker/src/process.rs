@@ -67,6 +67,7 @@ impl JobError {
             JobError::Store(StoreError::NotFound(_)) => "store_not_found",
             JobError::Store(StoreError::Transient { .. }) => "store_transient",
             JobError::Store(StoreError::Permanent { .. }) => "store",
+            JobError::Store(StoreError::TooLarge { .. }) => "limit",
             JobError::Render(f) => f.kind.label(),
         }
     }
@@ -246,7 +247,7 @@ async fn run(
     // A reader must never take an old report for new masters.
     let (report_key, error_key) = (job.output_key(REPORT), job.output_key(ERROR));
     futures_util::future::try_join(store.delete(&report_key), store.delete(&error_key)).await?;
-    let (dir, input, meta) = fetch_mix(job, store, scratch, traffic).await?;
+    let (dir, input, meta) = fetch_mix(job, store, scratch, iso, traffic).await?;
     progress.at(Point::Fetched);
     let out = dir.path().join("out");
     let opts = render_inputs(job, store, dir.path(), iso, traffic).await?;
@@ -292,13 +293,17 @@ async fn render_inputs(
     let reference = match request.reference() {
         Some(key) => {
             let path = dir.join("reference");
-            let meta = store.get_file(key, &path).await.map_err(|e| match e {
-                StoreError::NotFound(_) => JobError::Worker(WorkerError::Request(format!(
-                    "reference {}: no such object",
-                    store.describe(key)
-                ))),
-                other => other.into(),
-            })?;
+            let budget = iso.limits.disk_budget_mib.saturating_mul(1 << 20);
+            let meta = store
+                .get_file(key, &path, budget)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound(_) => JobError::Worker(WorkerError::Request(format!(
+                        "reference {}: no such object",
+                        store.describe(key)
+                    ))),
+                    other => over_budget(other, iso),
+                })?;
             traffic.downloaded += meta.size;
             Some(path)
         }
@@ -325,12 +330,16 @@ async fn fetch_document(
     let Some(k) = key else {
         return Ok(None);
     };
-    match store.get_bytes(k).await? {
-        Some(b) if b.len() as u64 > max_bytes => Err(JobError::Worker(WorkerError::Limit {
-            what: format!("{} ({} KiB)", store.describe(k), b.len() / 1024),
+    let read = store.get_bytes(k, max_bytes).await.map_err(|e| match e {
+        // Read no further than the limit: a 50 MB document costs 1 MiB.
+        StoreError::TooLarge { .. } => JobError::Worker(WorkerError::Limit {
+            what: format!("document {}", store.describe(k)),
             limit: format!("{} KiB", max_bytes / 1024),
             setting: "render.max_document_kib",
-        })),
+        }),
+        other => other.into(),
+    })?;
+    match read {
         Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
             JobError::Worker(WorkerError::Request(format!(
                 "{}: not UTF-8 text",
@@ -375,6 +384,7 @@ async fn publish_outputs(
         .filter(|f| out.join(f).exists())
         .map(|f| (job.output_key(&f), out.join(&f)))
         .collect();
+    trust_files(job, &files)?;
     traffic.uploaded += files
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
@@ -385,6 +395,24 @@ async fn publish_outputs(
     for t in report.targets.iter().filter(|t| t.withheld.is_some()) {
         for file in target_outputs(job, &t.target) {
             store.delete(&job.output_key(&file)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The render child's report names the files to publish; a child is
+/// trusted no further than the names the job allows (made by `layout`),
+/// each a regular file of the scratch folder, not a link out of it.
+fn trust_files(job: &Job, files: &[(String, std::path::PathBuf)]) -> Result<(), JobError> {
+    let allowed: std::collections::HashSet<String> =
+        outputs(job).iter().map(|f| job.output_key(f)).collect();
+    for (key, path) in files {
+        let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+        if !allowed.contains(key) || !regular {
+            return Err(JobError::Worker(WorkerError::Internal(format!(
+                "the render reported {}, which is not one of its outputs",
+                path.display()
+            ))));
         }
     }
     Ok(())
@@ -423,6 +451,7 @@ async fn fetch_mix(
     job: &Job,
     store: &dyn ObjectStore,
     scratch: &Path,
+    iso: &Isolation,
     traffic: &mut Traffic,
 ) -> Result<(tempfile::TempDir, std::path::PathBuf, ObjectMeta), JobError> {
     std::fs::create_dir_all(scratch).map_err(|e| WorkerError::io(scratch, e))?;
@@ -431,10 +460,27 @@ async fn fetch_mix(
         .tempdir_in(scratch)
         .map_err(|e| WorkerError::io(scratch, e))?;
     let input = dir.path().join("input");
-    let meta = store.get_file(&job.source, &input).await?;
+    let budget = iso.limits.disk_budget_mib.saturating_mul(1 << 20);
+    let meta = store
+        .get_file(&job.source, &input, budget)
+        .await
+        .map_err(|e| over_budget(e, iso))?;
     traffic.downloaded += meta.size;
     info!(bytes = meta.size, "mix downloaded");
     Ok((dir, input, meta))
+}
+
+/// A download larger than the job's whole disk budget: the budget's
+/// error, final.
+fn over_budget(e: StoreError, iso: &Isolation) -> JobError {
+    match e {
+        StoreError::TooLarge { what, .. } => JobError::Worker(WorkerError::Limit {
+            what: format!("the download of {what}"),
+            limit: format!("{} MiB", iso.limits.disk_budget_mib),
+            setting: "render.disk_budget_mib",
+        }),
+        other => other.into(),
+    }
 }
 
 /// An album's first pass: the mix's integrated loudness and length.
@@ -446,7 +492,7 @@ async fn measure(
     traffic: &mut Traffic,
 ) -> Result<Measurement, JobError> {
     // The folder lives until the end: `input` is inside it.
-    let (_dir, input, _) = fetch_mix(job, store, scratch, traffic).await?;
+    let (_dir, input, _) = fetch_mix(job, store, scratch, iso, traffic).await?;
     let work = Work::Measure {
         input,
         limits: (&iso.limits).into(),

@@ -1,9 +1,12 @@
 //! RabbitMQ topology and connections.
 //!
-//! - `queue.jobs` (default `loopmind.jobs`): a durable quorum queue with a
-//!   delivery limit; a job delivered that many times (a poison job, or one
-//!   that kills its worker) is dead-lettered to the `loopmind.dead` headers
-//!   exchange, which routes it by its `catalog` header to
+//! - `queue.jobs` (default `loopmind.jobs`): a durable quorum queue. LoopMind
+//!   counts a job's tries itself ([`attempts`]: a retry is a new copy
+//!   carrying the count, never a requeue, whose counting brokers change:
+//!   RabbitMQ 4.3 stopped counting `nack`), so the broker's delivery limit
+//!   is left off; a job tried `queue.delivery_limit` + 1 times (a poison
+//!   job, or one that kills its worker) is rejected to the `loopmind.dead`
+//!   headers exchange, which routes it by its `catalog` header to
 //!   `loopmind.dead.<catalog>`.
 //! - `loopmind.results.<catalog>`: durable quorum queue of job results (and
 //!   "started" notes, message type [`STARTED`]), which the catalog's
@@ -123,12 +126,8 @@ pub async fn declare_jobs(ch: &Channel, q: &QueueSettings) -> Result<(), lapin::
         FieldTable::default(),
     )
     .await?;
+    // No x-delivery-limit: tries are LoopMind's count ([`attempts`]).
     let mut args = quorum_args();
-    // RabbitMQ 3.10's quorum queues have no default delivery limit.
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(q.delivery_limit.min(i32::MAX as u32) as i32),
-    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(DEAD_EXCHANGE.into()),
@@ -280,9 +279,10 @@ pub fn message_properties(catalog: &str, message_id: &str) -> BasicProperties {
 /// Longest wait for a publisher confirm.
 pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Publishes to a queue through the default exchange; the broker's confirm
-/// (on a confirm channel) is the returned future, which a caller that does
-/// not need it drops.
+/// Publishes to a queue through the default exchange, mandatory (a
+/// message no queue takes comes back with its confirm instead of
+/// vanishing); the broker's confirm (on a confirm channel) is the returned
+/// future, which a caller that does not need it drops.
 pub async fn publish(
     ch: &Channel,
     queue: &str,
@@ -292,7 +292,10 @@ pub async fn publish(
     ch.basic_publish(
         "".into(),
         queue.into(),
-        BasicPublishOptions::default(),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
         body,
         props,
     )
@@ -330,6 +333,14 @@ pub fn header_u32(props: &BasicProperties, name: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// Where a confirmed message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    Queued,
+    /// No such queue: the broker returned it (the publish was mandatory).
+    Unroutable,
+}
+
 /// Publishes to a queue through the default exchange and waits for the
 /// broker's confirm.
 pub async fn publish_confirmed(
@@ -337,7 +348,7 @@ pub async fn publish_confirmed(
     queue: &str,
     body: &[u8],
     props: BasicProperties,
-) -> Result<(), lapin::Error> {
+) -> Result<Published, lapin::Error> {
     let pending = publish(ch, queue, body, props).await?;
     // A confirm that never comes would hold the job (and a stopping worker)
     // forever; as an error, the connection is rebuilt and the job redelivered.
@@ -347,11 +358,18 @@ pub async fn publish_confirmed(
     if confirm.is_nack() {
         return Err(std::io::Error::other("publish nacked by the broker").into());
     }
-    Ok(())
+    Ok(match confirm.take_message() {
+        Some(_) => Published::Unroutable,
+        None => Published::Queued,
+    })
 }
 
-/// How many times a delivery has been delivered before (quorum queues count
-/// it in `x-delivery-count`).
-pub fn delivery_count(props: &BasicProperties) -> u32 {
-    header_u32(props, "x-delivery-count")
+/// Header of a job's copy: the tries of the job before the copy was made.
+pub const ATTEMPTS: &str = "loopmind-attempts";
+
+/// How many times a job was tried before this delivery: the tries its
+/// copy carries ([`ATTEMPTS`]) and the copy's own redeliveries (a worker
+/// that died with it; quorum queues count those in `x-delivery-count`).
+pub fn attempts(props: &BasicProperties) -> u32 {
+    header_u32(props, ATTEMPTS).saturating_add(header_u32(props, "x-delivery-count"))
 }

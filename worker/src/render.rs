@@ -68,6 +68,31 @@ pub fn render_masters(
     render_inner(input, track, out_dir, opts)
 }
 
+/// Refuses, before any work, a track whose stated length needs more disk
+/// than the job's budget (a file that states none, or lies, is stopped as
+/// its files grow: [`crate::disk::charge`]).
+fn check_disk(src: &DecodeSource, input: &Path, opts: &RenderInputs) -> Result<(), WorkerError> {
+    let (frames, rate, channels) = src.stated();
+    let Some(frames) = frames else {
+        return Ok(());
+    };
+    let masters = opts
+        .targets()
+        .iter()
+        .map(|t| {
+            let ratio = t.rate.map_or(1.0, |r| r as f64 / rate.max(1) as f64);
+            (u64::from(t.bits / 8), ratio)
+        })
+        .collect();
+    let needs = crate::disk::Needs {
+        input_bytes: fs::metadata(input).map_or(0, |m| m.len()),
+        frames,
+        channels: channels as u64,
+        masters,
+    };
+    crate::disk::needs(&needs, opts.limits.disk_budget)
+}
+
 /// The scratch folder of a render's passes (removed when it ends).
 pub const WORK_DIR: &str = ".work";
 
@@ -96,6 +121,7 @@ fn render_passes(
 ) -> Result<TrackReport, WorkerError> {
     crate::progress::stage("analysing");
     let mut src = DecodeSource::open(input, &opts.limits)?;
+    check_disk(&src, input, opts)?;
     let mut a = analyse_input(&mut src, opts)?;
     let (mut plan, reference) = plan_track(&mut src, &mut a, opts)?;
     crate::progress::at(crate::progress::Point::Analysed);

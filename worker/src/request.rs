@@ -24,6 +24,10 @@ use std::path::{Path, PathBuf};
 pub const MAX_KEY: usize = 1024;
 /// Codecs one target may ask to be checked with (each is an encode).
 const MAX_CODECS: usize = 8;
+/// Most targets one track renders: every preset and a few of one's own
+/// (each is a master on disk and a pass of CPU; a message asking for
+/// thousands is refused, not rendered).
+pub const MAX_TARGETS: usize = 32;
 
 /// Every option that changes a master. Fields are private: a value exists
 /// only checked (see the module's note).
@@ -201,6 +205,12 @@ impl RenderRequest {
         let mut problems = Vec::new();
         if self.targets.0.is_empty() {
             problems.push("targets: none".to_string());
+        }
+        if self.targets.0.len() > MAX_TARGETS {
+            problems.push(format!(
+                "targets: {} ({MAX_TARGETS} at most per track)",
+                self.targets.0.len()
+            ));
         }
         for (i, t) in self.targets.0.iter().enumerate() {
             if let Err(e) = t.validate() {
@@ -535,6 +545,14 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want} in {e}");
         }
+        let many: Vec<_> = (0..33)
+            .map(|i| {
+                json!({"name": format!("t{i}"), "lufs": -14.0, "ceiling_dbtp": -1.0,
+                "rate": null, "bits": 24})
+            })
+            .collect();
+        let e = request(json!({ "targets": many })).unwrap_err().to_string();
+        assert!(e.contains("targets: 33 (32 at most per track)"), "{e}");
         for bad in [
             json!({"targets": []}),
             json!({"targets": ["nope"]}),

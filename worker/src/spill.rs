@@ -46,6 +46,7 @@ impl Scratch for FileScratch {
             files.push(Lane {
                 path,
                 file,
+                written: 0,
                 pending: Vec::new(),
                 start: 0,
                 window: Vec::new(),
@@ -62,6 +63,8 @@ impl Scratch for FileScratch {
 struct Lane {
     path: PathBuf,
     file: File,
+    /// Bytes on disk, counted against the job's disk budget.
+    written: u64,
     /// Bytes appended but not yet written.
     pending: Vec<u8>,
     /// The window: frames from `start`.
@@ -77,6 +80,8 @@ impl Lane {
 
     fn flush(&mut self) -> Result<(), IoFault> {
         if !self.pending.is_empty() {
+            crate::disk::charge(self.pending.len() as u64).map_err(|e| self.err(e))?;
+            self.written += self.pending.len() as u64;
             let r = self.file.write_all(&self.pending);
             r.map_err(|e| self.err(e))?;
             self.pending.clear();
@@ -149,6 +154,7 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         for l in &self.lanes {
             let _ = std::fs::remove_file(&l.path);
+            crate::disk::refund(l.written);
         }
     }
 }

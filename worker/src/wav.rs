@@ -20,6 +20,8 @@ pub(crate) struct WavSink {
     header: Vec<u8>,
     data_bytes: u64,
     packed: Vec<u8>,
+    /// Bytes of the partial file counted against the job's disk budget.
+    charged: u64,
 }
 
 /// Refuses, before any rendering, a master a WAV file cannot hold (its
@@ -76,6 +78,7 @@ impl WavSink {
             header: Vec::new(),
             data_bytes: 0,
             packed: Vec::new(),
+            charged: 0,
         }
     }
 
@@ -105,6 +108,15 @@ impl WavSink {
         append_info(&self.partial, tags).map_err(io)?;
         fs::rename(&self.partial, &self.final_path)
             .map_err(|e| WorkerError::io(&self.final_path, e))?;
+        // The master stays on disk: its bytes stay counted.
+        self.charged = 0;
+        Ok(())
+    }
+
+    /// Counts `bytes` about to be written against the job's disk budget.
+    fn charge(&mut self, bytes: u64) -> Result<(), IoFault> {
+        crate::disk::charge(bytes).map_err(|e| IoFault::io(self.partial.display(), e))?;
+        self.charged += bytes;
         Ok(())
     }
 }
@@ -114,17 +126,21 @@ impl Drop for WavSink {
         // Never leave a partial file behind; a committed one was renamed away.
         self.writer.take();
         let _ = fs::remove_file(&self.partial);
+        crate::disk::refund(self.charged);
     }
 }
 
 impl MasterSink for WavSink {
     fn restart(&mut self) -> Result<(), IoFault> {
         self.writer.take();
+        // The file starts again from nothing.
+        crate::disk::refund(std::mem::take(&mut self.charged));
         if self.header.is_empty() {
             // (In memory: only a spec hound refuses fails here.)
             self.header =
                 empty_header(self.spec).map_err(|e| IoFault::other("the WAV header", e))?;
         }
+        self.charge(self.header.len() as u64)?;
         let io = |e| IoFault::io(self.partial.display(), e);
         let f = File::create(&self.partial).map_err(io)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -135,10 +151,6 @@ impl MasterSink for WavSink {
     }
 
     fn write(&mut self, chunk: &[&[f32]]) -> Result<(), IoFault> {
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| IoFault::other(self.partial.display(), "writer not started"))?;
         let bits = self.spec.bits_per_sample;
         let scale = (1u32 << (bits - 1)) as f32;
         let width = bits as usize / 8;
@@ -153,6 +165,12 @@ impl MasterSink for WavSink {
             }
         }
         self.data_bytes += self.packed.len() as u64;
+        let n = self.packed.len() as u64;
+        self.charge(n)?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| IoFault::other(self.partial.display(), "writer not started"))?;
         w.write_all(&self.packed)
             .map_err(|e| IoFault::io(self.partial.display(), e))
     }

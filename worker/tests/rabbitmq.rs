@@ -105,3 +105,35 @@ async fn the_broker_answers_with_the_codes_decided_on() {
     assert_eq!(rabbitmq::soft_error(&io), None);
     let _ = second.close(200, "done".into()).await;
 }
+
+/// A result for a queue that is gone comes back (mandatory publishing)
+/// instead of vanishing; one for a queue that exists is queued. A retried
+/// job is a copy carrying LoopMind's count, whatever the broker counts.
+#[tokio::test]
+async fn an_unroutable_result_comes_back_and_tries_are_counted_by_loopmind() {
+    let conn = connect("unroutable-test").await;
+    let ch = rabbitmq::confirm_channel(&conn).await.unwrap();
+    let props = rabbitmq::message_properties("c", "job-1");
+    let gone = unique("loopmind.test.gone");
+    let sent = rabbitmq::publish_confirmed(&ch, &gone, b"{}", props.clone())
+        .await
+        .unwrap();
+    assert_eq!(sent, rabbitmq::Published::Unroutable);
+    let here = unique("loopmind.test.here");
+    declare(&conn, &here, QueueDeclareOptions::default())
+        .await
+        .unwrap();
+    let sent = rabbitmq::publish_confirmed(&ch, &here, b"{}", props.clone())
+        .await
+        .unwrap();
+    assert_eq!(sent, rabbitmq::Published::Queued);
+    // The count a copy carries, with the broker's own headers dropped.
+    let copy = rabbitmq::copy_properties(&props, rabbitmq::ATTEMPTS, 3);
+    assert_eq!(rabbitmq::attempts(&copy), 3);
+    let again = rabbitmq::copy_properties(&copy, "loopmind-handbacks", 1);
+    assert_eq!(rabbitmq::attempts(&again), 3, "a hand-back keeps the count");
+    let ch2 = conn.create_channel().await.unwrap();
+    ch2.queue_delete(here.as_str().into(), Default::default())
+        .await
+        .unwrap();
+}

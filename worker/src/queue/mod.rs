@@ -110,8 +110,14 @@ pub trait Delivery: Send + Sync {
     async fn progress(&self, _job: &Job, _fraction: f64) {}
     /// Publishes the result, then acknowledges the job.
     async fn complete(self: Box<Self>, job: &Job, result: &JobResult) -> Result<(), QueueError>;
-    /// Back to the queue for another try; counts against the delivery limit.
+    /// Back to the queue for another try, counted; past the delivery limit,
+    /// given up (dead-lettered).
     async fn retry(self: Box<Self>) -> Result<(), QueueError>;
+    /// Tried as often as the delivery limit allows already (each try ended
+    /// its worker before it could count it): given up unrendered.
+    fn exhausted(&self) -> bool {
+        false
+    }
     /// Back to the queue without counting a try.
     async fn hand_back(self: Box<Self>) -> Result<(), QueueError>;
     /// Not a job anyone may act on: to the dead letters at once.
@@ -161,6 +167,10 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
             return d.discard().await;
         }
         let deliveries = d.redeliveries() + 1;
+        if d.exhausted() {
+            warn!(delivery = deliveries, "tried as often as the delivery limit allows: given up unrendered");
+            return d.retry().await;
+        }
         info!(delivery = deliveries, "job started");
         d.started(&job).await;
         let token = ctx.metrics.job_started();

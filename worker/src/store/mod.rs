@@ -2,6 +2,7 @@
 //! trait: a folder (local mode, tests) and S3 or any S3-compatible service
 //! ([`s3`]). Writes are whole-or-nothing for readers.
 
+pub mod files;
 pub mod s3;
 
 use crate::config::{StoreKind, StoreSettings};
@@ -19,10 +20,13 @@ pub enum StoreError {
     /// Retrying will not help (refused, malformed).
     #[error("{what}: {reason}")]
     Permanent { what: String, reason: String },
+    /// Larger than the reader asked for at most: never read past the limit.
+    #[error("{what}: larger than {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
 }
 
-/// What identifies an object's content: its ETag (S3) or size and
-/// modification time (folder).
+/// What identifies an object's content: its ETag (S3) or, for a file, a
+/// stat key a restore cannot fake ([`stat_tag`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub etag: String,
@@ -31,10 +35,18 @@ pub struct ObjectMeta {
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
-    /// Downloads `key` into the file `dest`.
-    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError>;
-    /// An object's bytes, or None if there is no such object.
-    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Downloads `key` into the file `dest`; an object larger than
+    /// `max_bytes` is [`StoreError::TooLarge`], never downloaded past it.
+    async fn get_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<ObjectMeta, StoreError>;
+    /// An object's bytes, or None if there is no such object; one larger
+    /// than `max_bytes` is [`StoreError::TooLarge`], never held in memory
+    /// (documents, manifests and reports are read whole).
+    async fn get_bytes(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError>;
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
     /// Uploads a file; readers see the whole object or none.
     async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError>;
@@ -111,18 +123,49 @@ fn io_err(path: &Path, e: std::io::Error) -> StoreError {
     }
 }
 
+/// A file that is there but is no input (a FIFO, a device): never worth
+/// a retry.
+fn refused(path: &Path, e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        return StoreError::Permanent {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        };
+    }
+    io_err(path, e)
+}
+
+/// A file's content tag without reading it: size, modification and change
+/// times (ns) and inode. The change time is the one a copy or restore
+/// cannot set (`cp -p`, `rsync -t` and `touch -r` set the modification
+/// time only), so a file replaced by another of the same size and time is
+/// still told apart; a chmod renders again, which is only cautious.
+pub fn stat_tag(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}-{}.{:09}-{}.{:09}-{}",
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino()
+    )
+}
+
 fn file_meta(path: &Path) -> Result<ObjectMeta, StoreError> {
     let m = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    if let Some(kind) = files::special_kind(&m.file_type()) {
+        return Err(StoreError::Permanent {
+            what: path.display().to_string(),
+            reason: format!("{kind}, not a regular file"),
+        });
+    }
     if !m.is_file() {
         return Err(StoreError::NotFound(path.display().to_string()));
     }
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
     Ok(ObjectMeta {
-        etag: format!("{}-{mtime}", m.len()),
+        etag: stat_tag(&m),
         size: m.len(),
     })
 }
@@ -142,21 +185,47 @@ fn write_atomic(
 
 #[async_trait]
 impl ObjectStore for FolderStore {
-    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError> {
+    async fn get_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<ObjectMeta, StoreError> {
         let src = self.path(key);
         let meta = file_meta(&src)?;
+        if meta.size > max_bytes {
+            return Err(StoreError::TooLarge {
+                what: src.display().to_string(),
+                limit: max_bytes,
+            });
+        }
         if src != dest {
-            std::fs::copy(&src, dest).map_err(|e| io_err(&src, e))?;
+            // Opened by the one input rule: a path swapped for a FIFO or a
+            // device since the check is refused, not copied forever.
+            let (mut from, _) = files::open_input(&src).map_err(|e| refused(&src, e))?;
+            let mut to = std::fs::File::create(dest).map_err(|e| io_err(dest, e))?;
+            let n = std::io::copy(&mut std::io::Read::take(&mut from, max_bytes + 1), &mut to)
+                .map_err(|e| io_err(&src, e))?;
+            if n > max_bytes {
+                return Err(StoreError::TooLarge {
+                    what: src.display().to_string(),
+                    limit: max_bytes,
+                });
+            }
         }
         Ok(meta)
     }
 
-    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_bytes(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let p = self.path(key);
-        match std::fs::read(&p) {
+        match files::read_capped(&p, max_bytes) {
             Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&p, e)),
+            Err(files::ReadCapped::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(files::ReadCapped::Io(e)) => Err(refused(&p, e)),
+            Err(files::ReadCapped::TooLarge { limit }) => Err(StoreError::TooLarge {
+                what: p.display().to_string(),
+                limit,
+            }),
         }
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct S3Store {
     client: Client,
@@ -115,18 +115,30 @@ fn etag(e: Option<&str>) -> String {
 
 #[async_trait]
 impl ObjectStore for S3Store {
-    async fn get_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta, StoreError> {
+    async fn get_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<ObjectMeta, StoreError> {
         let resp = self.get(key).await?;
         let meta = ObjectMeta {
             etag: etag(resp.e_tag()),
             size: resp.content_length().unwrap_or(0).max(0) as u64,
         };
+        if meta.size > max_bytes {
+            return Err(StoreError::TooLarge {
+                what: self.what(key),
+                limit: max_bytes,
+            });
+        }
         let local = |e: std::io::Error| StoreError::Transient {
             what: dest.display().to_string(),
             reason: e.to_string(),
         };
         let mut f = tokio::fs::File::create(dest).await.map_err(local)?;
-        let mut body = resp.body.into_async_read();
+        // The stated length was checked; the cap holds a store that lies.
+        let mut body = resp.body.into_async_read().take(max_bytes + 1);
         let n =
             tokio::io::copy_buf(&mut body, &mut f)
                 .await
@@ -144,21 +156,35 @@ impl ObjectStore for S3Store {
         Ok(meta)
     }
 
-    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_bytes(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let resp = match self.get(key).await {
             Ok(r) => r,
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let body = resp
-            .body
-            .collect()
+        let too_large = || StoreError::TooLarge {
+            what: self.what(key),
+            limit: max_bytes,
+        };
+        // The stated length refuses before a byte is read; the capped read
+        // holds whatever a store that misstates it sends.
+        if resp.content_length().unwrap_or(0).max(0) as u64 > max_bytes {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        resp.body
+            .into_async_read()
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut body)
             .await
             .map_err(|e| StoreError::Transient {
                 what: self.what(key),
                 reason: e.to_string(),
             })?;
-        Ok(Some(body.into_bytes().to_vec()))
+        if body.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+        Ok(Some(body))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
