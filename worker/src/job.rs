@@ -194,6 +194,11 @@ impl Job {
         }
     }
 
+    /// The run the job belongs to: its id's `#<run>` ([`crate::fence`]).
+    pub fn run(&self) -> &str {
+        self.job_id.rsplit_once('#').map_or("", |(_, run)| run)
+    }
+
     /// The album's first pass for this job: measure the mix only.
     pub fn measure(&self) -> Job {
         Job {

@@ -85,6 +85,12 @@ pub fn catalog_prefix(catalog: &str) -> String {
     }
 }
 
+/// Who may write a track's outputs now ([`crate::fence`]): beside the
+/// track folders, never inside one (`<catalog prefix>.claims/<track>.json`).
+pub fn claim_key(catalog: &str, track: &str) -> String {
+    format!("{}.claims/{track}.json", catalog_prefix(catalog))
+}
+
 /// While a run holds a catalog: who holds it (host, pid, start), read by a
 /// second run to name the first.
 pub fn running_key(catalog: &str) -> String {

@@ -34,6 +34,8 @@
 //! - [`rabbitmq`]: queue topology, connections with backoff, confirms.
 //!
 //! The service:
+//! - [`fence`]: run fencing, the one rule for who may write a track's
+//!   outputs (a newer run's, or a later try's, never replaced).
 //! - [`process`]: one job end to end against an object store: fetch, render,
 //!   publish, `report.json` last (or `error.json`). Local mode and queue
 //!   workers both run it.
@@ -53,6 +55,7 @@ pub mod consumer;
 pub mod decode;
 pub mod disk;
 pub mod error;
+pub mod fence;
 pub mod http;
 pub mod isolate;
 pub mod job;

@@ -3,6 +3,7 @@
 //! masters and `master_settings.json`, and `report.json` last, which marks
 //! the track complete. Queue workers and local mode both run exactly this.
 
+use crate::fence::{Fence, Fenced};
 use crate::isolate::{Answer, Failure, Isolation, Work};
 use crate::job::{InvalidJob, Job, JobKind, JobResult, JobStamp, Measurement};
 use crate::progress::{Point, Progress};
@@ -21,6 +22,9 @@ pub enum Disposition {
     Ack,
     /// Failed for a reason that may pass: deliver again later.
     Requeue,
+    /// Another try of the same job holds the track now and will answer:
+    /// acknowledge without a result.
+    Discard,
 }
 
 pub struct Outcome {
@@ -52,6 +56,9 @@ enum JobError {
     /// The render child's answer, or why it gave none.
     #[error("{0}")]
     Render(#[from] Failure),
+    /// Another try holds the track's outputs ([`crate::fence`]).
+    #[error("{0}")]
+    Fenced(#[from] Fenced),
 }
 
 impl JobError {
@@ -69,6 +76,7 @@ impl JobError {
             JobError::Store(StoreError::Permanent { .. }) => "store",
             JobError::Store(StoreError::TooLarge { .. }) => "limit",
             JobError::Render(f) => f.kind.label(),
+            JobError::Fenced(_) => "fenced",
         }
     }
 
@@ -78,6 +86,7 @@ impl JobError {
             JobError::Store(StoreError::Transient { .. }) => Action::Retry,
             JobError::Store(_) => Action::Abort,
             JobError::Render(f) => f.action,
+            JobError::Fenced(_) => Action::Abort,
         }
     }
 }
@@ -101,8 +110,14 @@ pub async fn process_job(
         return refused(job, &e);
     }
     let mut traffic = Traffic::default();
+    // Before any output is touched: this try's claim on the track.
+    let fence = match Fence::claim(store, job, &crate::fence::attempt_id()).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(fenced)) => return failed(job, store, None, fenced.into(), 0.0, traffic).await,
+        Err(e) => return failed(job, store, None, e.into(), 0.0, traffic).await,
+    };
     let done = match job.kind {
-        JobKind::Render => run(job, store, scratch, (iso, progress), &mut traffic)
+        JobKind::Render => run(job, store, &fence, scratch, (iso, progress), &mut traffic)
             .await
             .map(|r| Done::Rendered(Box::new(r))),
         JobKind::Measure => measure(job, store, scratch, (iso, progress), &mut traffic)
@@ -112,7 +127,7 @@ pub async fn process_job(
     let render_seconds = started.elapsed().as_secs_f64();
     match done {
         Ok(done) => succeeded(job, done, render_seconds, traffic),
-        Err(e) => failed(job, store, e, render_seconds, traffic).await,
+        Err(e) => failed(job, store, Some(&fence), e, render_seconds, traffic).await,
     }
 }
 
@@ -165,14 +180,28 @@ fn succeeded(job: &Job, done: Done, render_seconds: f64, traffic: Traffic) -> Ou
 }
 
 /// A failed job's outcome, once its error.json says why: acknowledged when
-/// the failure is final and recorded, delivered again otherwise.
+/// the failure is final and recorded, delivered again otherwise. Only a
+/// try that still holds its claim (`fence`) writes or removes anything.
 async fn failed(
     job: &Job,
     store: &dyn ObjectStore,
+    fence: Option<&Fence>,
     e: JobError,
     render_seconds: f64,
     traffic: Traffic,
 ) -> Outcome {
+    let e = match fence {
+        Some(f) if !matches!(e, JobError::Fenced(_)) => match f.holds(store).await {
+            Ok(Ok(())) => e,
+            Ok(Err(fenced)) => fenced.into(),
+            // Unsure whose the outputs are: touch nothing, try again later.
+            Err(se) => JobError::Store(se),
+        },
+        _ => e,
+    };
+    if fence.is_none() || matches!(e, JobError::Fenced(_)) {
+        return unwritten(job, e, render_seconds, traffic);
+    }
     let action = e.action();
     let error = ErrorReport {
         schema_version: Default::default(),
@@ -195,6 +224,39 @@ async fn failed(
     };
     Outcome {
         store_trouble,
+        reason: e.reason(),
+        traffic,
+        audio_seconds: 0.0,
+        result: JobResult::failed(
+            job,
+            error,
+            e.reason(),
+            render_seconds,
+            (traffic.downloaded, traffic.uploaded),
+        ),
+        disposition,
+    }
+}
+
+/// A failure that writes nothing: the try holds no claim on the track (a
+/// newer run's or another try's outputs are there).
+fn unwritten(job: &Job, e: JobError, render_seconds: f64, traffic: Traffic) -> Outcome {
+    let action = e.action();
+    let disposition = match (&e, action) {
+        (JobError::Fenced(Fenced::TakenOver), _) => Disposition::Discard,
+        (_, Action::Retry) => Disposition::Requeue,
+        _ => Disposition::Ack,
+    };
+    warn!(error = %e, "job ended without writing");
+    let error = ErrorReport {
+        schema_version: Default::default(),
+        track: job.track.clone(),
+        source: job.source.clone(),
+        error: e.to_string(),
+        action,
+    };
+    Outcome {
+        store_trouble: matches!(e, JobError::Store(StoreError::Transient { .. })),
         reason: e.reason(),
         traffic,
         audio_seconds: 0.0,
@@ -240,6 +302,7 @@ async fn record_failure(
 async fn run(
     job: &Job,
     store: &dyn ObjectStore,
+    fence: &Fence,
     scratch: &Path,
     (iso, progress): (&Isolation, &Progress),
     traffic: &mut Traffic,
@@ -261,6 +324,8 @@ async fn run(
         Answer::Rendered(r) => *r,
         Answer::Measured(_) => return Err(mismatched_answer()),
     };
+    // The masters replace what is there only while the track is this try's.
+    fence.holds(store).await??;
     publish_outputs(job, store, &report, &out, traffic).await?;
     progress.at(Point::Published);
     report.source = store.describe(&job.source);
@@ -273,6 +338,7 @@ async fn run(
     let body = crate::report::document(&report)
         .map_err(|reason| WorkerError::Internal(format!("{REPORT}: {reason}")))?;
     traffic.uploaded += body.len() as u64;
+    fence.holds(store).await??;
     store.put_bytes(&job.output_key(REPORT), body).await?;
     Ok(report)
 }

@@ -73,7 +73,10 @@ pub fn render_masters(
 /// its files grow: [`crate::disk::charge`]).
 fn check_disk(src: &DecodeSource, input: &Path, opts: &RenderInputs) -> Result<(), WorkerError> {
     let (frames, rate, channels) = src.stated();
-    let Some(frames) = frames else {
+    // A length past the duration limit is no claim to plan by (a header
+    // that lies says so): the decoder's limits and checks answer it, and
+    // the count stops whatever it writes.
+    let Some(frames) = frames.filter(|&f| f as f64 <= opts.limits.max_seconds * rate as f64) else {
         return Ok(());
     };
     let masters = opts

@@ -183,6 +183,7 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
         let label = match (outcome.disposition, outcome.result.status) {
             _ if outage => "handed_back",
             (Disposition::Requeue, _) => "requeued",
+            (Disposition::Discard, _) => "taken_over",
             (_, Status::Failed) => "failed",
             _ => "succeeded",
         };
@@ -206,6 +207,10 @@ pub async fn work_on(d: Box<dyn Delivery>, ctx: &WorkerCtx) -> Result<(), QueueE
                 d.complete(&job, &outcome.result).await?;
                 info!(status = ?outcome.result.status, seconds = outcome.result.render_seconds, "job done");
                 Ok(())
+            }
+            Disposition::Discard => {
+                info!("another try of this job holds its track now: acknowledged without a result");
+                d.discard().await
             }
             Disposition::Requeue => {
                 // Back off before handing it back (what failed may need

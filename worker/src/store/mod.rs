@@ -51,6 +51,18 @@ pub trait ObjectStore: Send + Sync {
     /// Uploads a file; readers see the whole object or none.
     async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError>;
     async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Writes `body` only if the object is still as its writer last saw it:
+    /// absent (`seen` None) or with the ETag `seen`. False when another
+    /// write came between (the caller reads again); a store that does not
+    /// hold the condition has answered an ordinary write ([`put_bytes`]).
+    ///
+    /// [`put_bytes`]: ObjectStore::put_bytes
+    async fn put_bytes_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        seen: Option<&str>,
+    ) -> Result<bool, StoreError>;
     /// Removes an object; absent is fine.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// A human-readable address for messages (`s3://bucket/key`, a path).
@@ -204,8 +216,11 @@ impl ObjectStore for FolderStore {
             // device since the check is refused, not copied forever.
             let (mut from, _) = files::open_input(&src).map_err(|e| refused(&src, e))?;
             let mut to = std::fs::File::create(dest).map_err(|e| io_err(dest, e))?;
-            let n = std::io::copy(&mut std::io::Read::take(&mut from, max_bytes + 1), &mut to)
-                .map_err(|e| io_err(&src, e))?;
+            let n = std::io::copy(
+                &mut std::io::Read::take(&mut from, max_bytes.saturating_add(1)),
+                &mut to,
+            )
+            .map_err(|e| io_err(&src, e))?;
             if n > max_bytes {
                 return Err(StoreError::TooLarge {
                     what: src.display().to_string(),
@@ -251,6 +266,36 @@ impl ObjectStore for FolderStore {
 
     async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         write_atomic(&self.write_path(key)?, |tmp| std::fs::write(tmp, &body))
+    }
+
+    async fn put_bytes_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        seen: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let path = self.write_path(key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        // One writer at a time compares and writes: the folder's lock file.
+        let lock_path = dir.join(".loopmind-cas.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        lock.lock().map_err(|e| io_err(&lock_path, e))?;
+        let now = match file_meta(&path) {
+            Ok(m) => Some(m.etag),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if now.as_deref() != seen {
+            return Ok(false);
+        }
+        write_atomic(&path, |tmp| std::fs::write(tmp, &body))?;
+        Ok(true)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -138,7 +138,10 @@ impl ObjectStore for S3Store {
         };
         let mut f = tokio::fs::File::create(dest).await.map_err(local)?;
         // The stated length was checked; the cap holds a store that lies.
-        let mut body = resp.body.into_async_read().take(max_bytes + 1);
+        let mut body = resp
+            .body
+            .into_async_read()
+            .take(max_bytes.saturating_add(1));
         let n =
             tokio::io::copy_buf(&mut body, &mut f)
                 .await
@@ -237,6 +240,33 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.classify(key, e))?;
         Ok(())
+    }
+
+    async fn put_bytes_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        seen: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        // S3 (since 2024), MinIO, R2: 412 when the condition fails, 409
+        // when another conditional write raced this one.
+        let put = match seen {
+            Some(etag) => put.if_match(format!("\"{etag}\"")),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if matches!(se.raw().status().as_u16(), 409 | 412) => {
+                Ok(false)
+            }
+            Err(e) => Err(self.classify(key, e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
