@@ -190,18 +190,15 @@ async fn failed(
     render_seconds: f64,
     traffic: Traffic,
 ) -> Outcome {
-    let e = match fence {
+    let (e, holds) = match fence {
         Some(f) if !matches!(e, JobError::Fenced(_)) => match f.holds(store).await {
-            Ok(Ok(())) => e,
-            Ok(Err(fenced)) => fenced.into(),
+            Ok(Ok(())) => (e, true),
+            Ok(Err(fenced)) => (fenced.into(), false),
             // Unsure whose the outputs are: touch nothing, try again later.
-            Err(se) => JobError::Store(se),
+            Err(se) => (JobError::Store(se), false),
         },
-        _ => e,
+        _ => (e, false),
     };
-    if fence.is_none() || matches!(e, JobError::Fenced(_)) {
-        return unwritten(job, e, render_seconds, traffic);
-    }
     let action = e.action();
     let error = ErrorReport {
         schema_version: Default::default(),
@@ -210,10 +207,27 @@ async fn failed(
         error: e.to_string(),
         action,
     };
+    let transient = matches!(e, JobError::Store(StoreError::Transient { .. }));
+    if !holds {
+        // No claim on the track (a newer run's or another try's outputs
+        // are there): nothing is written or removed.
+        warn!(error = %e, "job ended without writing");
+        let disposition = match (&e, action) {
+            (JobError::Fenced(Fenced::TakenOver), _) => Disposition::Discard,
+            (_, Action::Retry) => Disposition::Requeue,
+            _ => Disposition::Ack,
+        };
+        return failure(
+            job,
+            &e,
+            error,
+            (render_seconds, traffic),
+            disposition,
+            transient,
+        );
+    }
     let written = record_failure(job, store, &e, &error).await;
-    let store_trouble =
-        matches!(e, JobError::Store(StoreError::Transient { .. })) || written.is_err();
-    let disposition = match written {
+    let disposition = match &written {
         Ok(()) if action == Action::Abort => Disposition::Ack,
         Ok(()) => Disposition::Requeue,
         Err(se) => {
@@ -222,41 +236,28 @@ async fn failed(
             Disposition::Requeue
         }
     };
-    Outcome {
-        store_trouble,
-        reason: e.reason(),
-        traffic,
-        audio_seconds: 0.0,
-        result: JobResult::failed(
-            job,
-            error,
-            e.reason(),
-            render_seconds,
-            (traffic.downloaded, traffic.uploaded),
-        ),
+    let store_trouble = transient || written.is_err();
+    failure(
+        job,
+        &e,
+        error,
+        (render_seconds, traffic),
         disposition,
-    }
+        store_trouble,
+    )
 }
 
-/// A failure that writes nothing: the try holds no claim on the track (a
-/// newer run's or another try's outputs are there).
-fn unwritten(job: &Job, e: JobError, render_seconds: f64, traffic: Traffic) -> Outcome {
-    let action = e.action();
-    let disposition = match (&e, action) {
-        (JobError::Fenced(Fenced::TakenOver), _) => Disposition::Discard,
-        (_, Action::Retry) => Disposition::Requeue,
-        _ => Disposition::Ack,
-    };
-    warn!(error = %e, "job ended without writing");
-    let error = ErrorReport {
-        schema_version: Default::default(),
-        track: job.track.clone(),
-        source: job.source.clone(),
-        error: e.to_string(),
-        action,
-    };
+/// The outcome of a failed job, settled as `disposition` says.
+fn failure(
+    job: &Job,
+    e: &JobError,
+    error: ErrorReport,
+    (render_seconds, traffic): (f64, Traffic),
+    disposition: Disposition,
+    store_trouble: bool,
+) -> Outcome {
     Outcome {
-        store_trouble: matches!(e, JobError::Store(StoreError::Transient { .. })),
+        store_trouble,
         reason: e.reason(),
         traffic,
         audio_seconds: 0.0,
