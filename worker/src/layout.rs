@@ -85,10 +85,15 @@ pub fn catalog_prefix(catalog: &str) -> String {
     }
 }
 
-/// Who may write a track's outputs now ([`crate::fence`]): beside the
-/// track folders, never inside one (`<catalog prefix>.claims/<track>.json`).
+/// Who may write a track's outputs now ([`crate::fence`]): outside the
+/// masters, which hold outputs only (`claims/<catalog>/<track>.json` in a
+/// store, `.loopmind-claims/<track>.json` under `loopmind master --out`).
 pub fn claim_key(catalog: &str, track: &str) -> String {
-    format!("{}.claims/{track}.json", catalog_prefix(catalog))
+    if catalog == LOCAL_CATALOG {
+        format!(".loopmind-claims/{track}.json")
+    } else {
+        format!("claims/{catalog}/{track}.json")
+    }
 }
 
 /// While a run holds a catalog: who holds it (host, pid, start), read by a
