@@ -281,9 +281,9 @@ fn a_second_run_renders_nothing_and_says_why() {
     assert_eq!(summary["mastered"], 2, "{summary}");
 
     // A changed mix renders again; the other is still skipped.
-    let mut louder = short_song(44_100);
-    louder.scale(0.5);
-    write_wav(&mixes.join("b.wav"), &louder, 16, false);
+    let mut quieter = short_song(44_100);
+    quieter.scale(0.5);
+    write_wav(&mixes.join("b.wav"), &quieter, 16, false);
     let third = run("spotify");
     assert!(third.contains("1 already complete"), "{third}");
     assert!(third.contains("1 to render"), "{third}");
@@ -419,4 +419,72 @@ fn a_second_run_on_the_same_folder_is_refused_while_the_first_runs() {
     assert!(err.contains(&format!("\"pid\":{}", first.id())), "{err}");
     assert!(first.wait().unwrap().success());
     assert!(!out.join("running.json").exists());
+}
+
+/// Run fencing through the CLI: while a newer run holds a track's claim (a
+/// claim planted as a run far in the future would leave it), this run
+/// neither replaces the track's masters with a changed mix nor, when its try
+/// fails, deletes them; once the claim is gone, the changed mix renders.
+#[test]
+fn an_older_run_never_replaces_or_deletes_a_newer_runs_masters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixes = dir.path().join("mixes");
+    std::fs::create_dir(&mixes).unwrap();
+    let song = short_song(44_100);
+    write_wav(&mixes.join("a.wav"), &song, 16, false);
+    let out = dir.path().join("out");
+    let run = || {
+        let o = loopmind(&[
+            "master",
+            mixes.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--targets",
+            "spotify",
+        ]);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let first = run();
+    assert!(first.contains("1 mastered"), "{first}");
+    let files =
+        |t: &str| ["spotify.wav", "report.json"].map(|f| std::fs::read(out.join(t).join(f)).ok());
+    let kept = files("a");
+    assert!(kept.iter().all(Option::is_some));
+
+    // A newer run holds the track (run ids are time-ordered hex).
+    let claim = out.join(".loopmind-claims/a.json");
+    assert!(claim.is_file(), "the first run claimed nothing");
+    std::fs::write(
+        &claim,
+        r#"{"run": "fffffffffffffffffffffff", "attempt": "other"}"#,
+    )
+    .unwrap();
+    // The mix changes: this run must not replace the newer run's master.
+    let mut quieter = short_song(44_100);
+    quieter.scale(0.5);
+    write_wav(&mixes.join("a.wav"), &quieter, 16, false);
+    let second = run();
+    assert!(second.contains("superseded by the newer run"), "{second}");
+    assert_eq!(
+        files("a"),
+        kept,
+        "an older run replaced a newer run's outputs"
+    );
+    // The mix breaks: this run's failed try must not delete them either.
+    std::fs::write(mixes.join("a.wav"), b"RIFF\0\0\0\0WAVEjunk").unwrap();
+    let third = run();
+    assert!(third.contains("1 failed"), "{third}");
+    assert_eq!(
+        files("a"),
+        kept,
+        "a failed try deleted another run's outputs"
+    );
+    assert!(!out.join("a/error.json").exists());
+
+    // The newer run is gone: this run renders the changed mix.
+    std::fs::remove_file(&claim).unwrap();
+    write_wav(&mixes.join("a.wav"), &quieter, 16, false);
+    let fourth = run();
+    assert!(fourth.contains("1 mastered"), "{fourth}");
+    assert_ne!(files("a")[0], kept[0]);
 }

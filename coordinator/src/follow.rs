@@ -6,6 +6,7 @@
 //! `error.json` saying why.
 
 use anyhow::{bail, Result};
+use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use loopmind_worker::config::{CoordinatorSettings, Settings};
 use loopmind_worker::job::{Job, JobResult, Status};
@@ -15,7 +16,7 @@ use loopmind_worker::queue::{Event, JobQueue, QueueError};
 use loopmind_worker::report::ErrorReport;
 use loopmind_worker::store::ObjectStore;
 use loopmind_worker::Action;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -27,14 +28,48 @@ struct InFlight {
     started: Option<Instant>,
 }
 
-/// The jobs of one publish not ended yet, by id, and what was heard.
+/// The jobs of one publish not ended yet, by id, and what was heard. Each
+/// event costs the same whatever the catalog's size: a 100,000-track
+/// catalog is never scanned per event.
 struct Pending {
     jobs: HashMap<String, InFlight>,
+    /// First starts in the order they came: every job has the same
+    /// deadline, so the oldest start is the first to expire. Entries of jobs
+    /// that ended since are passed over when they reach the front.
+    starts: VecDeque<(Instant, String)>,
+    /// Jobs pending that a worker took.
+    running: usize,
     /// When any worker was last heard from (the idle deadline's start).
     last_word: Instant,
     /// Results and messages that named no pending job.
     strays: usize,
 }
+
+impl Pending {
+    fn remove(&mut self, job_id: &str) -> Option<InFlight> {
+        let f = self.jobs.remove(job_id)?;
+        if f.started.is_some() {
+            self.running -= 1;
+        }
+        Some(f)
+    }
+
+    /// A worker took the job: its deadline starts, once (a job that keeps
+    /// starting again never keeps its catalog waiting).
+    fn start(&mut self, job_id: &str) {
+        if let Some(f) = self.jobs.get_mut(job_id) {
+            if f.started.is_none() {
+                let now = Instant::now();
+                f.started = Some(now);
+                self.running += 1;
+                self.starts.push_back((now, job_id.to_string()));
+            }
+        }
+    }
+}
+
+/// Store writes in flight when many jobs fail at once (an idle timeout).
+const WRITES: usize = 32;
 
 /// Holds the catalog on the queue and follows its jobs to their ends.
 pub struct Follower<'q> {
@@ -95,8 +130,14 @@ impl<'q> Follower<'q> {
         }
     }
 
-    /// Publishes `jobs` and follows each to its end.
-    pub async fn publish_and_follow(&mut self, mut jobs: Vec<Job>) -> Result<Vec<JobResult>> {
+    /// Publishes `jobs` and follows each to its end, handing each result to
+    /// `sink` as it ends (a caller keeps what it needs of it, not the whole
+    /// report: 100,000 reports do not fit the coordinator's memory).
+    pub async fn publish_and_follow(
+        &mut self,
+        mut jobs: Vec<Job>,
+        sink: &mut (dyn FnMut(JobResult) + Send),
+    ) -> Result<()> {
         jobs.sort_by(|a, b| a.track.cmp(&b.track));
         self.queue.publish(&jobs).await?;
         let mut pending = Pending {
@@ -104,11 +145,12 @@ impl<'q> Follower<'q> {
                 .into_iter()
                 .map(|job| (job.job_id.clone(), InFlight { job, started: None }))
                 .collect(),
+            starts: VecDeque::new(),
+            running: 0,
             last_word: Instant::now(),
             strays: 0,
         };
         let bar = bar(pending.jobs.len());
-        let mut results = Vec::new();
         let mut failed = 0usize;
         while !pending.jobs.is_empty() {
             let mut ended: Vec<JobResult> = Vec::new();
@@ -122,7 +164,7 @@ impl<'q> Follower<'q> {
                     bar.set_message(format!("{failed} failed"));
                 }
                 bar.inc(1);
-                results.push(r);
+                sink(r);
             }
         }
         bar.finish_and_clear();
@@ -132,7 +174,7 @@ impl<'q> Follower<'q> {
                 "results that named no pending job were dropped"
             );
         }
-        Ok(results)
+        Ok(())
     }
 
     /// The queue's next event, or None when nothing came (or the queue had
@@ -158,16 +200,12 @@ impl<'q> Follower<'q> {
         match event {
             Event::Started { job_id } => {
                 pending.last_word = Instant::now();
-                // The deadline starts once, at the first try: a job that
-                // keeps starting again never keeps its catalog waiting.
-                if let Some(f) = pending.jobs.get_mut(&job_id) {
-                    f.started.get_or_insert_with(Instant::now);
-                }
+                pending.start(&job_id);
                 None
             }
             Event::Finished(r) => {
                 pending.last_word = Instant::now();
-                if pending.jobs.remove(&r.job_id).is_some() {
+                if pending.remove(&r.job_id).is_some() {
                     return Some(r);
                 }
                 // A duplicate, or a job of an earlier run or one already
@@ -178,7 +216,7 @@ impl<'q> Follower<'q> {
             }
             Event::Unreadable { job_id, reason } => {
                 pending.last_word = Instant::now();
-                match job_id.and_then(|id| pending.jobs.remove(&id)) {
+                match job_id.and_then(|id| pending.remove(&id)) {
                     Some(f) => Some(self.fail(&f.job, &reason, "unreadable_result").await),
                     None => {
                         pending.strays += 1;
@@ -189,7 +227,7 @@ impl<'q> Follower<'q> {
             }
             Event::DeadLettered(Ok(job)) => {
                 pending.last_word = Instant::now();
-                pending.jobs.remove(&job.job_id)?;
+                pending.remove(&job.job_id)?;
                 Some(self.dead_lettered(&job).await)
             }
             Event::DeadLettered(Err(reason)) => {
@@ -206,32 +244,49 @@ impl<'q> Follower<'q> {
         let deadline = Duration::from_secs(self.limits.job_deadline_s);
         let idle = Duration::from_secs(self.limits.idle_timeout_s);
         let now = Instant::now();
-        let late: Vec<String> = pending
-            .jobs
-            .iter()
-            .filter(|(_, f)| f.started.is_some_and(|s| now - s > deadline))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut ended = Vec::new();
-        for id in late {
-            let f = pending.jobs.remove(&id).expect("pending");
-            let why = format!(
-                "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
-                deadline.as_secs()
-            );
-            ended.push(self.fail(&f.job, &why, "timed_out").await);
-        }
-        let running = pending.jobs.values().any(|f| f.started.is_some());
-        if !running && now - pending.last_word > idle {
-            for (_, f) in pending.jobs.drain() {
-                let why = format!(
-                    "timed out: no worker took it and none was heard from for {} s (coordinator.idle_timeout_s)",
-                    idle.as_secs()
-                );
-                ended.push(self.fail(&f.job, &why, "timed_out").await);
+        let mut late = Vec::new();
+        while let Some((at, _)) = pending.starts.front() {
+            if now - *at <= deadline {
+                break;
+            }
+            let (_, id) = pending.starts.pop_front().expect("a front");
+            // A job ended since is not there any more.
+            if let Some(f) = pending.remove(&id) {
+                late.push(f.job);
             }
         }
+        let mut ended = self
+            .fail_all(
+                late,
+                &format!(
+                    "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
+                    deadline.as_secs()
+                ),
+                "timed_out",
+            )
+            .await;
+        if pending.running == 0 && now - pending.last_word > idle {
+            let nobody: Vec<Job> = pending.jobs.drain().map(|(_, f)| f.job).collect();
+            pending.starts.clear();
+            let why = format!(
+                "timed out: no worker took it and none was heard from for {} s (coordinator.idle_timeout_s)",
+                idle.as_secs()
+            );
+            ended.extend(self.fail_all(nobody, &why, "timed_out").await);
+        }
         ended
+    }
+
+    /// [`Self::fail`] for many jobs at once, their `error.json` files
+    /// written side by side (100,000 written one by one take many minutes).
+    async fn fail_all(&self, jobs: Vec<Job>, why: &str, reason: &str) -> Vec<JobResult> {
+        if !jobs.is_empty() {
+            warn!(jobs = jobs.len(), %why, "jobs failed");
+        }
+        stream::iter(jobs.iter().map(|j| self.fail(j, why, reason)))
+            .buffer_unordered(WRITES)
+            .collect()
+            .await
     }
 
     /// A failure the runner itself records: error.json says why.

@@ -77,17 +77,26 @@ pub async fn run(
     );
     if to_render.is_empty() {
         let ordered = ordered(cat, &mut outcomes);
-        return finish(name, &ordered, &[], store.as_ref(), settings).await;
+        return finish(name, &ordered, &Totals::default(), store.as_ref(), settings).await;
     }
     let mut follower = crate::follow::Follower::new(queue, store.clone(), settings, name).await?;
-    let mut followed = render_all(cat, &mut follower, to_render, &mut measured).await?;
-    for t in &cat.tracks {
-        if let Some(r) = followed.by_track.remove(&t.track) {
-            outcomes.insert(t.track.clone(), outcome(&r, store.as_ref(), &t.source));
-        }
-    }
+    let mut followed = Followed {
+        totals: Totals::default(),
+        outcomes,
+        sources: cat
+            .tracks
+            .iter()
+            .map(|t| (t.track.as_str(), store.describe(&t.source)))
+            .collect(),
+    };
+    render_all(cat, &mut follower, to_render, &mut measured, &mut followed).await?;
+    let Followed {
+        totals,
+        mut outcomes,
+        ..
+    } = followed;
     let ordered = ordered(cat, &mut outcomes);
-    let finished = finish(name, &ordered, &followed.results, store.as_ref(), settings).await;
+    let finished = finish(name, &ordered, &totals, store.as_ref(), settings).await;
     follower.close(finished.is_ok()).await;
     finished
 }
@@ -156,14 +165,26 @@ async fn resume(
     store: Arc<dyn ObjectStore>,
     etags: &HashMap<String, String>,
 ) -> Result<Resumed> {
-    let done: Vec<Result<Option<TrackReport>, NewerReport>> = stream::iter(jobs.iter().map(|j| {
-        let store = store.clone();
-        let etag = etags[&j.track].clone();
-        async move { complete_report(store.as_ref(), j, &etag).await }
-    }))
-    .buffered(LOOKUPS)
-    .collect()
-    .await;
+    // Each report is cut down to what the run keeps of it as it arrives:
+    // 100,000 whole reports do not fit the coordinator's memory.
+    let done: Vec<Result<Option<(Measurement, TrackOutcome)>, NewerReport>> =
+        stream::iter(jobs.iter().map(|j| {
+            let store = store.clone();
+            let etag = etags[&j.track].clone();
+            async move {
+                let report = complete_report(store.as_ref(), j, &etag).await?;
+                Ok(report.map(|report| {
+                    let m = album::measurement_of(&report);
+                    let r = JobResult::mastered(j, report, 0.0, (0, 0));
+                    let mut o = outcome(&r, &store.describe(&j.source));
+                    o.skipped = true;
+                    (m, o)
+                }))
+            }
+        }))
+        .buffered(LOOKUPS)
+        .collect()
+        .await;
     let mut resumed = Resumed {
         outcomes: HashMap::new(),
         measured: HashMap::new(),
@@ -172,12 +193,8 @@ async fn resume(
     let mut newer = Vec::new();
     for (job, rep) in jobs.into_iter().zip(done) {
         match rep {
-            Ok(Some(report)) => {
-                let m = album::measurement_of(&report);
+            Ok(Some((m, o))) => {
                 resumed.measured.insert(job.track.clone(), m);
-                let r = JobResult::mastered(&job, report, 0.0, (0, 0));
-                let mut o = outcome(&r, store.as_ref(), &job.source);
-                o.skipped = true;
                 resumed.outcomes.insert(job.track.clone(), o);
             }
             Ok(None) => resumed.to_render.push(job),
@@ -190,11 +207,26 @@ async fn resume(
     Ok(resumed)
 }
 
-/// Every result of a run's passes, in order, and the last word on each
-/// track (an album track's measurement is not one).
-struct Followed {
-    results: Vec<JobResult>,
-    by_track: HashMap<String, JobResult>,
+/// What a run keeps of its results: the workers' totals, and each
+/// track's outcome (the last word on it; an album track's measurement is
+/// not one), never the whole results.
+struct Followed<'c> {
+    totals: Totals,
+    outcomes: HashMap<String, TrackOutcome>,
+    /// Each track's source as the summary names it.
+    sources: HashMap<&'c str, String>,
+}
+
+impl Followed<'_> {
+    fn add(&mut self, r: JobResult) {
+        self.totals.add(&r);
+        let source = self
+            .sources
+            .get(r.track.as_str())
+            .cloned()
+            .unwrap_or_default();
+        self.outcomes.insert(r.track.clone(), outcome(&r, &source));
+    }
 }
 
 /// Renders what is left in two passes: first tracks outside albums render
@@ -205,7 +237,8 @@ async fn render_all(
     follower: &mut crate::follow::Follower<'_>,
     to_render: Vec<Job>,
     measured: &mut HashMap<String, Measurement>,
-) -> Result<Followed> {
+    followed: &mut Followed<'_>,
+) -> Result<()> {
     let albums: HashMap<&str, &str> = cat
         .tracks
         .iter()
@@ -215,21 +248,14 @@ async fn render_all(
         .into_iter()
         .partition(|j| albums.contains_key(j.track.as_str()));
     first.extend(album_jobs.iter().map(Job::measure));
-    let mut followed = Followed {
-        results: Vec::new(),
-        by_track: HashMap::new(),
-    };
-    for r in follower.publish_and_follow(first).await? {
-        followed.results.push(r.clone());
-        match (r.status, r.measurement) {
-            (Status::Measured, Some(m)) => {
-                measured.insert(r.track.clone(), m);
-            }
-            _ => {
-                followed.by_track.insert(r.track.clone(), r);
-            }
+    let mut sink = |r: JobResult| match (r.status, r.measurement) {
+        (Status::Measured, Some(m)) => {
+            followed.totals.add(&r);
+            measured.insert(r.track.clone(), m);
         }
-    }
+        _ => followed.add(r),
+    };
+    follower.publish_and_follow(first, &mut sink).await?;
     let members: Vec<(&str, &str)> = albums.iter().map(|(t, a)| (*t, *a)).collect();
     let offsets = album::offsets(&members, measured);
     let second: Vec<Job> = album_jobs
@@ -240,12 +266,11 @@ async fn render_all(
         })
         .collect();
     if !second.is_empty() {
-        for r in follower.publish_and_follow(second).await? {
-            followed.results.push(r.clone());
-            followed.by_track.insert(r.track.clone(), r);
-        }
+        follower
+            .publish_and_follow(second, &mut |r| followed.add(r))
+            .await?;
     }
-    Ok(followed)
+    Ok(())
 }
 
 fn ordered(cat: &Catalog, outcomes: &mut HashMap<String, TrackOutcome>) -> Vec<TrackOutcome> {
@@ -265,21 +290,23 @@ fn ordered(cat: &Catalog, outcomes: &mut HashMap<String, TrackOutcome>) -> Vec<T
     ordered
 }
 
-fn outcome(r: &JobResult, store: &dyn ObjectStore, source: &str) -> TrackOutcome {
-    TrackOutcome::from_result(r, &store.describe(source), &format!("{}/", r.track))
+/// `source` as the summary names it.
+fn outcome(r: &JobResult, source: &str) -> TrackOutcome {
+    TrackOutcome::from_result(r, source, &format!("{}/", r.track))
 }
 
 /// Prints and saves the summary (retrying while the store does not answer).
 async fn finish(
     name: &str,
     ordered: &[TrackOutcome],
-    results: &[JobResult],
+    totals: &Totals,
     store: &dyn ObjectStore,
     settings: &Settings,
 ) -> Result<Finished> {
+    let started = Instant::now();
     let summary = Summary::new(name, ordered);
     summary.print();
-    totals(results);
+    totals.print();
     let prefix = layout::catalog_prefix(name);
     let deadline = Instant::now() + Duration::from_secs(settings.coordinator.summary_retry_s);
     let mut wait = Duration::from_secs(1);
@@ -300,6 +327,11 @@ async fn finish(
     println!(
         "summary: {}",
         store.describe(&format!("{prefix}summary.html"))
+    );
+    info!(
+        tracks = ordered.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "summary written"
     );
     Ok(Finished {
         all_ok: summary.all_ok(),
@@ -452,60 +484,80 @@ async fn complete_report(
     Ok(Some(report))
 }
 
-/// The workers' totals for this run, from their results: printed and logged.
-fn totals(results: &[JobResult]) {
-    if results.is_empty() {
-        return;
-    }
-    let failed: Vec<&JobResult> = results
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .collect();
-    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
-    for r in &failed {
-        *reasons
-            .entry(if r.reason.is_empty() {
+/// The workers' totals for this run, summed from their results as they
+/// come.
+#[derive(Default)]
+struct Totals {
+    jobs: usize,
+    failed: usize,
+    reasons: std::collections::BTreeMap<String, usize>,
+    work_seconds: f64,
+    audio_seconds: f64,
+    downloaded: u64,
+    uploaded: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &JobResult) {
+        self.jobs += 1;
+        if r.status == Status::Failed {
+            self.failed += 1;
+            let reason = if r.reason.is_empty() {
                 "other"
             } else {
                 &r.reason
-            })
-            .or_default() += 1;
+            };
+            *self.reasons.entry(reason.to_string()).or_default() += 1;
+        }
+        self.work_seconds += r.render_seconds;
+        self.audio_seconds += r
+            .report
+            .as_ref()
+            .map(|rep| rep.input.duration_seconds)
+            .or(r.measurement.map(|m| m.duration_seconds))
+            .unwrap_or(0.0);
+        self.downloaded += r.downloaded_bytes;
+        self.uploaded += r.uploaded_bytes;
     }
-    let work: f64 = results.iter().map(|r| r.render_seconds).sum();
-    let audio: f64 = results
-        .iter()
-        .filter_map(|r| {
-            r.report
-                .as_ref()
-                .map(|rep| rep.input.duration_seconds)
-                .or(r.measurement.map(|m| m.duration_seconds))
-        })
-        .sum();
-    let down: u64 = results.iter().map(|r| r.downloaded_bytes).sum();
-    let up: u64 = results.iter().map(|r| r.uploaded_bytes).sum();
-    let reasons_text: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let realtime = if work > 0.0 { audio / work } else { 0.0 };
-    println!(
-        "jobs: {} ({} succeeded, {} failed{}); work {:.1} s ({:.2} s/job), realtime factor {:.1}x; downloaded {:.1} MB, uploaded {:.1} MB",
-        results.len(),
-        results.len() - failed.len(),
-        failed.len(),
-        if reasons_text.is_empty() { String::new() } else { format!(": {}", reasons_text.join(", ")) },
-        work,
-        work / results.len() as f64,
-        realtime,
-        down as f64 / 1e6,
-        up as f64 / 1e6,
-    );
-    info!(
-        jobs = results.len(),
-        failed = failed.len(),
-        work_seconds = work,
-        realtime_factor = realtime,
-        downloaded_bytes = down,
-        uploaded_bytes = up,
-        "catalog totals"
-    );
+
+    /// Printed and logged; nothing when no job ran.
+    fn print(&self) {
+        if self.jobs == 0 {
+            return;
+        }
+        let reasons: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let work = self.work_seconds;
+        let realtime = if work > 0.0 {
+            self.audio_seconds / work
+        } else {
+            0.0
+        };
+        println!(
+            "jobs: {} ({} succeeded, {} failed{}); work {:.1} s ({:.2} s/job), realtime factor {:.1}x; downloaded {:.1} MB, uploaded {:.1} MB",
+            self.jobs,
+            self.jobs - self.failed,
+            self.failed,
+            if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join(", ")) },
+            work,
+            work / self.jobs as f64,
+            realtime,
+            self.downloaded as f64 / 1e6,
+            self.uploaded as f64 / 1e6,
+        );
+        info!(
+            jobs = self.jobs,
+            failed = self.failed,
+            work_seconds = work,
+            realtime_factor = realtime,
+            downloaded_bytes = self.downloaded,
+            uploaded_bytes = self.uploaded,
+            "catalog totals"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -167,16 +167,17 @@ pub struct Summary<'a> {
 
 fn albums(tracks: &[TrackOutcome]) -> Vec<AlbumLine> {
     use loopmind_worker::job::{album_loudness, Measurement};
-    let mut names: Vec<&str> = tracks.iter().filter_map(|t| t.album.as_deref()).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
+    // Grouped in one pass: a catalog of many albums is never scanned once
+    // per album.
+    let mut by_album: std::collections::BTreeMap<&str, Vec<&TrackOutcome>> = Default::default();
+    for t in tracks {
+        if let Some(a) = t.album.as_deref() {
+            by_album.entry(a).or_default().push(t);
+        }
+    }
+    by_album
         .into_iter()
-        .map(|name| {
-            let members: Vec<&TrackOutcome> = tracks
-                .iter()
-                .filter(|t| t.album.as_deref() == Some(name))
-                .collect();
+        .map(|(name, members)| {
             let mut targets: Vec<(String, f64)> = Vec::new();
             if let Some(first) = members.first() {
                 for t in &first.targets {
