@@ -699,3 +699,96 @@ fn a_taken_metrics_port_does_not_stop_a_second_worker() {
     let c = &run.cluster;
     assert!(c.count(1, "job done") > 0, "{}", c.log(1));
 }
+
+/// The fencing rule on both stores, Garage's S3 API and a folder: a newer
+/// run's claim is never taken by an older run, even when both claim at the
+/// same instant, and a later try of the same run leaves the earlier one
+/// taken over. (Garage 2.5 ignores `If-None-Match` on PutObject, so the rule
+/// needs no conditional write: stakes are only added and listed.)
+#[test]
+fn claims_fence_runs_on_garage_and_on_a_folder() {
+    use loopmind_worker::fence::{Fence, Fenced};
+    use loopmind_worker::job::{Job, TrackSpec};
+    let vars = common::services::garage_env();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let stores: Vec<(&str, std::sync::Arc<dyn ObjectStore>)> = vec![
+            (
+                "garage",
+                std::sync::Arc::new(common::services::garage_store(&vars).await),
+            ),
+            (
+                "folder",
+                std::sync::Arc::new(loopmind_worker::store::FolderStore::new(dir.path())),
+            ),
+        ];
+        let stamp = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        for (name, store) in stores {
+            let store = store.as_ref();
+            let job = |run: &str, track: &str| {
+                let spec = TrackSpec {
+                    track: track.into(),
+                    source: "mixes/t.wav".into(),
+                    album: None,
+                    request: serde_json::from_value(serde_json::json!({"targets": ["spotify"]}))
+                        .unwrap(),
+                };
+                Job::new(&format!("fence-{stamp}"), run, &spec, None)
+            };
+            // Same run: a later try takes over, the earlier is told so.
+            let a = Fence::claim(store, &job("18a0", "same"), "try-a")
+                .await
+                .unwrap()
+                .unwrap();
+            let b = Fence::claim(store, &job("18a0", "same"), "try-b")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                a.holds(store).await.unwrap(),
+                Err(Fenced::TakenOver),
+                "{name}"
+            );
+            assert_eq!(b.holds(store).await.unwrap(), Ok(()), "{name}");
+            // The stakes below the holder's are tidied away.
+            let staked = store
+                .list(&format!("claims/fence-{stamp}/same/"), 10)
+                .await
+                .unwrap();
+            assert_eq!(staked.len(), 1, "{name}: {staked:?}");
+            // Runs racing for one track, many times: the newer always ends
+            // holding it, whichever claimed first.
+            for round in 0..40 {
+                let track = format!("race{round}");
+                let (old, new) = (job("18a0", &track), job("18a1", &track));
+                let (o, n) = tokio::join!(
+                    Fence::claim(store, &old, "old"),
+                    Fence::claim(store, &new, "new")
+                );
+                let n = n.unwrap().expect("the newer run is never refused");
+                assert_eq!(
+                    n.holds(store).await.unwrap(),
+                    Ok(()),
+                    "{name} round {round}: the older run took the newer's claim"
+                );
+                match o.unwrap() {
+                    Ok(o) => assert_eq!(
+                        o.holds(store).await.unwrap(),
+                        Err(Fenced::Superseded("18a1".into())),
+                        "{name} round {round}"
+                    ),
+                    Err(e) => {
+                        assert_eq!(e, Fenced::Superseded("18a1".into()), "{name} round {round}")
+                    }
+                }
+            }
+        }
+    });
+}

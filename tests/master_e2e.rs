@@ -452,8 +452,13 @@ fn an_older_run_never_replaces_or_deletes_a_newer_runs_masters() {
     assert!(kept.iter().all(Option::is_some));
 
     // A newer run holds the track (run ids are time-ordered hex).
-    let claim = out.join(".loopmind-claims/a.json");
-    assert!(claim.is_file(), "the first run claimed nothing");
+    let claims = out.join(".loopmind-claims/a");
+    assert_eq!(
+        std::fs::read_dir(&claims).unwrap().count(),
+        1,
+        "the first run staked no claim"
+    );
+    let claim = claims.join("fffffffffffffffffffffff.000000000000.other.json");
     std::fs::write(
         &claim,
         r#"{"run": "fffffffffffffffffffffff", "attempt": "other"}"#,

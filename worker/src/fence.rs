@@ -2,20 +2,27 @@
 //! runs and the job service alike, since both run [`crate::process`]).
 //!
 //! Each catalog run has an id (the job id's `#<run>`, time-ordered) and each
-//! try of a job an attempt id of its own. A try claims the track before it
-//! touches any output: the claim (`layout::claim_key`) names the run and
-//! the attempt, and is written with a conditional write where the store
-//! holds one, so two tries never both believe they hold it. A claim of a
-//! newer run is never taken over: that try is *superseded* and writes
-//! nothing. Before each write that replaces or removes outputs (the
-//! masters, `error.json`, the report last), the try checks that the claim
-//! is still its own; a later try of the same job (a duplicate delivery)
-//! that claimed since leaves this one *taken over*, and it writes nothing
-//! either. So an older run's slow render never replaces a newer run's
-//! masters, and a failed duplicate never deletes another try's output.
+//! try of a job an attempt id of its own. A try stakes a claim on the track
+//! before it touches any output: an object of its own under
+//! `layout::claims_prefix`, named by its run, a sequence number (one past
+//! the highest of its run it saw) and its attempt. Stakes are only ever
+//! added, never overwritten, so the holder is a pure function of which
+//! stakes exist: the newest run's highest stake. No conditional write is
+//! needed (Garage 2.5 ignores `If-None-Match`, measured by the tests), only
+//! a listing that shows what was written before it, which S3, MinIO, R2,
+//! Garage and a folder give.
+//!
+//! So a newer run's claim is never taken over: a try of an older run is
+//! *superseded* and writes nothing. Before each write that replaces or
+//! removes outputs (the masters, `error.json`, the report last), the try
+//! checks that it still holds the track; a later try of the same job (a
+//! duplicate delivery) that staked since leaves this one *taken over*, and
+//! it writes nothing either. An older run's slow render never replaces a
+//! newer run's masters, and a failed duplicate never deletes another try's
+//! output. Two tries that stake at once both see both stakes, and agree.
 //!
 //! What is left: a try that passed its check and is uploading while a newer
-//! try claims, renders and uploads all before the first upload ends. The
+//! try stakes, renders and uploads all before the first upload ends. The
 //! newer try's report is written last and names its own masters.
 
 use crate::job::Job;
@@ -24,7 +31,7 @@ use crate::store::{ObjectStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-/// A claim on a track's outputs.
+/// What a stake's object holds (its name says the same, for listing).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     #[serde(default)]
@@ -42,10 +49,53 @@ pub enum Fenced {
     TakenOver,
 }
 
-/// A try's hold on its track, once claimed.
+/// Most stakes read on one track: a holder removes the stakes below its
+/// own, so more than this is not LoopMind's doing.
+const MAX_STAKES: usize = 1000;
+
+/// One try's stake, as its object's name says: `<run>.<seq>.<attempt>.json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stake {
+    run: String,
+    seq: u64,
+    attempt: String,
+}
+
+impl Stake {
+    fn name(&self) -> String {
+        format!("{}.{:012}.{}.json", self.run, self.seq, self.attempt)
+    }
+
+    /// A stake from an object's name; anything else under the prefix (a
+    /// write in progress, an older LoopMind's file) is none.
+    fn parse(name: &str) -> Option<Stake> {
+        let mut parts = name.strip_suffix(".json")?.splitn(3, '.');
+        let (run, seq, attempt) = (parts.next()?, parts.next()?, parts.next()?);
+        let token =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !token(run) || !token(attempt) || seq.len() != 12 {
+            return None;
+        }
+        Some(Stake {
+            run: run.into(),
+            seq: seq.parse().ok()?,
+            attempt: attempt.into(),
+        })
+    }
+
+    /// Newer run first, then the later try of a run, then (two tries that
+    /// staked at once) the attempt id.
+    fn cmp(&self, other: &Stake) -> Ordering {
+        order(&self.run, &other.run)
+            .then(self.seq.cmp(&other.seq))
+            .then_with(|| self.attempt.cmp(&other.attempt))
+    }
+}
+
+/// A try's hold on its track, once staked.
 pub struct Fence {
-    key: String,
-    mine: Claim,
+    prefix: String,
+    mine: Stake,
 }
 
 /// Runs in order: ids are time-ordered hex numbers, so a longer id is the
@@ -67,64 +117,74 @@ pub fn attempt_id() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
-/// The claim now on `key` and its ETag; an unreadable claim counts as none
-/// (it is replaced).
-async fn read(store: &dyn ObjectStore, key: &str) -> Result<Option<(Claim, String)>, StoreError> {
-    let Some(meta) = store.head(key).await? else {
-        return Ok(None);
-    };
-    let bytes = store.get_bytes(key, layout::MAX_RECORD_BYTES).await?;
-    let claim = bytes.and_then(|b| serde_json::from_slice::<Claim>(&b).ok());
-    Ok(Some((
-        claim.unwrap_or(Claim {
-            schema_version: Default::default(),
-            run: String::new(),
-            attempt: String::new(),
-        }),
-        meta.etag,
-    )))
+/// The stakes on the track now.
+async fn stakes(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Stake>, StoreError> {
+    let keys = store.list(prefix, MAX_STAKES).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| Stake::parse(k.strip_prefix(prefix)?))
+        .collect())
 }
 
 impl Fence {
-    /// Claims `job`'s track for the try `attempt`, unless a newer run holds it.
+    /// Stakes `job`'s track for the try `attempt`, unless a newer run holds
+    /// it; whether this try holds it then is [`Fence::holds`].
     pub async fn claim(
         store: &dyn ObjectStore,
         job: &Job,
         attempt: &str,
     ) -> Result<Result<Fence, Fenced>, StoreError> {
-        let key = layout::claim_key(&job.catalog, &job.track);
-        let mine = Claim {
-            schema_version: Default::default(),
-            run: job.run().to_string(),
+        let prefix = layout::claims_prefix(&job.catalog, &job.track);
+        let run = job.run().to_string();
+        let now = stakes(store, &prefix).await?;
+        if let Some(newer) = now
+            .iter()
+            .find(|s| order(&s.run, &run) == Ordering::Greater)
+        {
+            return Ok(Err(Fenced::Superseded(newer.run.clone())));
+        }
+        let seq = now
+            .iter()
+            .filter(|s| order(&s.run, &run) == Ordering::Equal)
+            .map(|s| s.seq + 1)
+            .max()
+            .unwrap_or(0);
+        let mine = Stake {
+            run: run.clone(),
+            seq,
             attempt: attempt.to_string(),
         };
-        let body = serde_json::to_vec(&mine).expect("a claim serialises");
-        // A conditional write that loses a race reads again: a few rounds.
-        for _ in 0..5 {
-            let now = read(store, &key).await?;
-            if let Some((held, _)) = &now {
-                if order(&held.run, &mine.run) == Ordering::Greater {
-                    return Ok(Err(Fenced::Superseded(held.run.clone())));
-                }
-            }
-            let seen = now.as_ref().map(|(_, etag)| etag.as_str());
-            if store.put_bytes_if(&key, body.clone(), seen).await? {
-                return Ok(Ok(Fence { key, mine }));
-            }
+        let body = Claim {
+            schema_version: Default::default(),
+            run,
+            attempt: attempt.to_string(),
+        };
+        let key = format!("{prefix}{}", mine.name());
+        store
+            .put_bytes(&key, serde_json::to_vec(&body).expect("a claim serialises"))
+            .await?;
+        let fence = Fence { prefix, mine };
+        if let Err(fenced) = fence.holds(store).await? {
+            // Staked at the same moment as a newer run or a later try.
+            let _ = store.delete(&key).await;
+            return Ok(Err(fenced));
         }
-        Err(StoreError::Transient {
-            what: store.describe(&key),
-            reason: "the claim kept changing under this try".into(),
-        })
+        // Stakes below this one never hold again: tidied, best effort.
+        for s in now.iter().filter(|s| s.cmp(&fence.mine) == Ordering::Less) {
+            let _ = store.delete(&format!("{}{}", fence.prefix, s.name())).await;
+        }
+        Ok(Ok(fence))
     }
 
-    /// Whether the claim is still this try's: checked before every write
+    /// Whether the track is still this try's: checked before every write
     /// that replaces or removes outputs.
     pub async fn holds(&self, store: &dyn ObjectStore) -> Result<Result<(), Fenced>, StoreError> {
-        Ok(match read(store, &self.key).await? {
-            Some((held, _)) if held == self.mine => Ok(()),
-            Some((held, _)) if order(&held.run, &self.mine.run) == Ordering::Greater => {
-                Err(Fenced::Superseded(held.run))
+        let now = stakes(store, &self.prefix).await?;
+        let top = now.iter().max_by(|a, b| a.cmp(b));
+        Ok(match top {
+            Some(t) if *t == self.mine => Ok(()),
+            Some(t) if order(&t.run, &self.mine.run) == Ordering::Greater => {
+                Err(Fenced::Superseded(t.run.clone()))
             }
             _ => Err(Fenced::TakenOver),
         })
@@ -134,6 +194,29 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stakes_read_back_and_order_runs_then_tries() {
+        let s = |run: &str, seq: u64, attempt: &str| Stake {
+            run: run.into(),
+            seq,
+            attempt: attempt.into(),
+        };
+        let a = s("18a0", 3, "18a0ff-12");
+        assert_eq!(a.name(), "18a0.000000000003.18a0ff-12.json");
+        assert_eq!(Stake::parse(&a.name()), Some(a.clone()));
+        for junk in [
+            "x.json",
+            "18a0.3.a.json",
+            ".18a0.000000000003.a.json.tmp",
+            "a/b.000000000001.c.json",
+        ] {
+            assert_eq!(Stake::parse(junk), None, "{junk}");
+        }
+        assert_eq!(s("18a1", 0, "a").cmp(&s("18a0", 9, "z")), Ordering::Greater);
+        assert_eq!(s("18a0", 2, "a").cmp(&s("18a0", 1, "z")), Ordering::Greater);
+        assert_eq!(s("18a0", 1, "b").cmp(&s("18a0", 1, "a")), Ordering::Greater);
+    }
 
     #[test]
     fn runs_are_ordered_by_their_time() {

@@ -196,7 +196,9 @@ impl Job {
 
     /// The run the job belongs to: its id's `#<run>` ([`crate::fence`]).
     pub fn run(&self) -> &str {
-        self.job_id.rsplit_once('#').map_or("", |(_, run)| run)
+        let run = self.job_id.rsplit_once('#').map_or("", |(_, run)| run);
+        // A measuring pass (`#<run>/measure`) is of the same run.
+        run.split_once('/').map_or(run, |(run, _)| run)
     }
 
     /// The album's first pass for this job: measure the mix only.
@@ -276,6 +278,11 @@ impl Job {
         if self.job_id.is_empty() || self.job_id.len() > 2 * MAX_KEY {
             return Err(InvalidJob::JobId);
         }
+        // The run names its claims' objects (crate::fence).
+        let run = self.run();
+        if run.is_empty() || run.len() > 64 || !run.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(InvalidJob::Run);
+        }
         let k = &self.source;
         if k.is_empty() || k.len() > MAX_KEY || k.contains('\0') {
             return Err(InvalidJob::Source);
@@ -308,6 +315,8 @@ pub enum InvalidJob {
     OutputPrefix { expected: String },
     #[error("job_id must be 1 to 2048 bytes")]
     JobId,
+    #[error("job_id must end in #<run>, the run 1 to 64 letters and digits")]
+    Run,
     #[error("source must be a key of 1 to {} bytes without NUL", MAX_KEY)]
     Source,
     #[error("album.lufs_offset: {0} is not a sane offset")]
@@ -345,7 +354,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn message() -> Value {
-        json!({"schema_version": 2, "job_id": "c/t@1", "catalog": "c", "track": "t",
+        json!({"schema_version": 2, "job_id": "c/t@1#1", "catalog": "c", "track": "t",
             "source": "mixes/t.wav", "output_prefix": "masters/c/t/", "settings_hash": "1",
             "request": {"targets": ["spotify"], "mode": "cinematic"}})
     }
@@ -402,7 +411,7 @@ mod tests {
     #[test]
     fn a_schema_1_message_reads_as_today() {
         // As the coordinator of schema 1 wrote it: the options loose in the job.
-        let v1 = json!({"schema_version": 1, "job_id": "c/t@1", "catalog": "c", "track": "t",
+        let v1 = json!({"schema_version": 1, "job_id": "c/t@1#1", "catalog": "c", "track": "t",
             "source": "mixes/t.wav", "arrangement": "a.json",
             "targets": [loopmind_dsp::targets::preset("cd").unwrap()], "mode": "lo-fi",
             "output_prefix": "masters/c/t/", "settings_hash": "1", "kind": "render",
@@ -419,7 +428,7 @@ mod tests {
         // Written again, it is schema 2 and reads back the same.
         let again: Job = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
         assert_eq!(again, job);
-        let newer = json!({"schema_version": 3, "job_id": "c/t@1"});
+        let newer = json!({"schema_version": 3, "job_id": "c/t@1#1"});
         let e = read(newer).unwrap_err().to_string();
         assert!(e.contains("schema_version 3 is newer"), "{e}");
     }

@@ -85,14 +85,15 @@ pub fn catalog_prefix(catalog: &str) -> String {
     }
 }
 
-/// Who may write a track's outputs now ([`crate::fence`]): outside the
-/// masters, which hold outputs only (`claims/<catalog>/<track>.json` in a
-/// store, `.loopmind-claims/<track>.json` under `loopmind master --out`).
-pub fn claim_key(catalog: &str, track: &str) -> String {
+/// Where the tries that want a track's outputs stake their claims
+/// ([`crate::fence`]): outside the masters, which hold outputs only
+/// (`claims/<catalog>/<track>/` in a store, `.loopmind-claims/<track>/`
+/// under `loopmind master --out`).
+pub fn claims_prefix(catalog: &str, track: &str) -> String {
     if catalog == LOCAL_CATALOG {
-        format!(".loopmind-claims/{track}.json")
+        format!(".loopmind-claims/{track}/")
     } else {
-        format!("claims/{catalog}/{track}.json")
+        format!("claims/{catalog}/{track}/")
     }
 }
 

@@ -51,18 +51,11 @@ pub trait ObjectStore: Send + Sync {
     /// Uploads a file; readers see the whole object or none.
     async fn put_file(&self, key: &str, src: &Path) -> Result<(), StoreError>;
     async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
-    /// Writes `body` only if the object is still as its writer last saw it:
-    /// absent (`seen` None) or with the ETag `seen`. False when another
-    /// write came between (the caller reads again); a store that does not
-    /// hold the condition has answered an ordinary write ([`put_bytes`]).
-    ///
-    /// [`put_bytes`]: ObjectStore::put_bytes
-    async fn put_bytes_if(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        seen: Option<&str>,
-    ) -> Result<bool, StoreError>;
+    /// The keys of the objects directly under `prefix` (which ends in
+    /// `/`), at most `max` (more is a permanent error). A key written
+    /// before the call is listed: S3 (since December 2020), MinIO, R2 and
+    /// Garage list consistently after writes.
+    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError>;
     /// Removes an object; absent is fine.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// A human-readable address for messages (`s3://bucket/key`, a path).
@@ -268,34 +261,31 @@ impl ObjectStore for FolderStore {
         write_atomic(&self.write_path(key)?, |tmp| std::fs::write(tmp, &body))
     }
 
-    async fn put_bytes_if(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        seen: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let path = self.write_path(key)?;
-        let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        // One writer at a time compares and writes: the folder's lock file.
-        let lock_path = dir.join(".loopmind-cas.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
-        lock.lock().map_err(|e| io_err(&lock_path, e))?;
-        let now = match file_meta(&path) {
-            Ok(m) => Some(m.etag),
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => return Err(e),
+    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
+        let dir = self.write_path(prefix.trim_end_matches('/'))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r.map_err(|e| io_err(&dir, e))?,
         };
-        if now.as_deref() != seen {
-            return Ok(false);
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&dir, e))?;
+            // Objects are regular files; a folder is a deeper prefix.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if keys.len() == max {
+                return Err(StoreError::Permanent {
+                    what: dir.display().to_string(),
+                    reason: format!("more than {max} objects under it"),
+                });
+            }
+            keys.push(format!("{prefix}{name}"));
         }
-        write_atomic(&path, |tmp| std::fs::write(tmp, &body))?;
-        Ok(true)
+        Ok(keys)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

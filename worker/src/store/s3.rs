@@ -242,30 +242,35 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn put_bytes_if(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        seen: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body));
-        // S3 (since 2024), MinIO, R2: 412 when the condition fails, 409
-        // when another conditional write raced this one.
-        let put = match seen {
-            Some(etag) => put.if_match(format!("\"{etag}\"")),
-            None => put.if_none_match("*"),
-        };
-        match put.send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se)) if matches!(se.raw().status().as_u16(), 409 | 412) => {
-                Ok(false)
+    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.classify(prefix, e))?;
+            for o in page.contents() {
+                if keys.len() == max {
+                    return Err(StoreError::Permanent {
+                        what: self.what(prefix),
+                        reason: format!("more than {max} objects under it"),
+                    });
+                }
+                if let Some(k) = o.key() {
+                    keys.push(k.to_string());
+                }
             }
-            Err(e) => Err(self.classify(key, e)),
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(keys),
+            }
         }
     }
 
