@@ -11,6 +11,12 @@
 //!     renamed to the job's track: synthesised results, so the coordinator's
 //!     own cost is what is measured. Stops after 60 s with no job.
 //!
+//!   catalog_scale stat N DIR
+//!     what resume's content key costs in a folder: N files of 1 MB in DIR,
+//!     each read by the folder store's `head` (its stat key: size, mtime,
+//!     ctime, inode), 32 at a time as the runner does; and, for scale, the
+//!     same files read whole as a checksum would.
+//!
 //! One JSON line per run on stdout.
 
 use futures_util::{stream, StreamExt};
@@ -30,7 +36,8 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("seed") => seed(&settings, &args[1..]).await,
         Some("answer") => answer(&settings, &args[1..]).await,
-        _ => panic!("catalog_scale seed N PREFIX MANIFEST | answer REPORT"),
+        Some("stat") => stat(&args[1..]).await,
+        _ => panic!("catalog_scale seed N PREFIX MANIFEST | answer REPORT | stat N DIR"),
     }
 }
 
@@ -110,5 +117,50 @@ async fn answer(settings: &Settings, args: &[String]) {
     println!(
         "{}",
         json!({"run": "answer", "jobs": answered, "busy_s": busy, "seconds": started.elapsed().as_secs_f64()})
+    );
+}
+
+async fn stat(args: &[String]) {
+    let [n, dir] = args else {
+        panic!("stat N DIR");
+    };
+    let n: usize = n.parse().expect("N");
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir.join("mixes")).expect("dir");
+    let body = vec![7u8; 1 << 20];
+    for i in 0..n {
+        let p = dir.join(format!("mixes/t{i:06}.wav"));
+        if !p.exists() {
+            std::fs::write(p, &body).expect("write");
+        }
+    }
+    let store = loopmind_worker::store::FolderStore::new(dir);
+    let started = Instant::now();
+    let heads = stream::iter((0..n).map(|i| {
+        let store = &store;
+        async move {
+            use loopmind_worker::store::ObjectStore;
+            store
+                .head(&format!("mixes/t{i:06}.wav"))
+                .await
+                .expect("head")
+        }
+    }));
+    let tags: Vec<_> = heads.buffered(32).collect().await;
+    assert!(tags.iter().all(Option::is_some));
+    let stat_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n {
+        let bytes = std::fs::read(dir.join(format!("mixes/t{i:06}.wav"))).expect("read");
+        sum = bytes
+            .iter()
+            .fold(sum, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    }
+    let read_s = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"run": "stat", "files": n, "stat_key_s": stat_s, "read_whole_s": read_s,
+            "stat_key_ms_per_10000": stat_s * 1e3 * 1e4 / n as f64, "checksum": sum})
     );
 }
