@@ -792,3 +792,66 @@ fn claims_fence_runs_on_garage_and_on_a_folder() {
         }
     });
 }
+
+/// A coordinator that loses its connection while it is stopped (SIGSTOP,
+/// the broker restarted) finds a second coordinator holding the catalog
+/// when it wakes: it stops with "lost the catalog's lock" and leaves the
+/// catalog's queues alone, so the second one finishes every track (a
+/// coordinator that deleted them would leave the second waiting until its
+/// idle timeout, every track failed).
+#[test]
+fn a_coordinator_that_lost_its_lock_stops_and_deletes_nothing() {
+    let _g = serial();
+    let mut run = Scenario::new("lostlock")
+        .mix(Mix::Long("long", 60))
+        .shorts(&["wav24", "mono"])
+        .workers(1)
+        .setting("LOOPMIND_COORDINATOR__IDLE_TIMEOUT_S", 60)
+        .then(Step::Await(0, "job started", 1))
+        .start();
+    let first = run.coordinator_pid().to_string();
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &first])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    common::scenario::restart_broker();
+    let second = run.spawn_coordinator(&run.manifest.clone());
+    // The second holds the catalog before the first wakes: the lock queue
+    // went with the first's connection, so whoever shows it now is the second.
+    let lock = format!("loopmind.lock.{}", run.catalog);
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        let q = std::process::Command::new("rabbitmqctl")
+            .args(["list_queues", "-q", "name"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout)
+            .lines()
+            .any(|l| l.trim() == lock)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second coordinator never took the catalog"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its jobs published, too.
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-CONT");
+    let o = run.finish(3 * MINUTE);
+    assert_ne!(o.code, Some(0), "{}\n{}", o.out, o.err);
+    assert!(
+        o.err.contains("lost the catalog's lock"),
+        "{}\n{}",
+        o.out,
+        o.err
+    );
+    outcome(second, 6 * MINUTE).expect(0, "3 tracks: 3 mastered, 0 failed");
+    run.check_all();
+}

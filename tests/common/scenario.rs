@@ -502,7 +502,7 @@ fn long_song(seconds: usize) -> loopmind_dsp::Audio {
     a
 }
 
-fn restart_broker() {
+pub fn restart_broker() {
     let ctl = |what: &str| {
         let st = Command::new("rabbitmqctl").arg(what).output().unwrap();
         assert!(

@@ -183,9 +183,32 @@ fn write_atomic(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
-    let tmp = crate::wav::partial_path(path);
-    write(&tmp).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    // A name of this write's own, created new: two writers of one key (two
+    // tries of a job) never write into the same file, and a link planted
+    // under a guessable name is never followed.
+    let mut name = path.as_os_str().to_owned();
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    name.push(format!(".{}-{n}.partial", crate::fence::attempt_id()));
+    let tmp = PathBuf::from(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    let written = write(&tmp)
+        // On disk before it has the name readers trust, and the name too:
+        // a power cut leaves the old object or the new one, never a hole.
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -298,5 +321,56 @@ impl ObjectStore for FolderStore {
 
     fn describe(&self, key: &str) -> String {
         self.path(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tries writing one key at once: the object is one whole body,
+    /// never a mix of both; a link planted under the old guessable temporary
+    /// name is not followed; no temporary file is left behind.
+    #[test]
+    fn writes_of_one_key_at_once_never_mix_nor_follow_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let path = dir.path().join("k.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("k.json.partial")).unwrap();
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        let body = vec![b'a' + i; 1 << 20];
+                        write_atomic(&path, |tmp| {
+                            // Written in pieces, as a copy is: room to interleave.
+                            use std::io::Write;
+                            let mut f = std::fs::OpenOptions::new().write(true).open(tmp)?;
+                            for chunk in body.chunks(4096) {
+                                f.write_all(chunk)?;
+                            }
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 1 << 20);
+        assert!(got.iter().all(|b| *b == got[0]), "two writers' bytes mixed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".partial") && n != "k.json.partial")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
