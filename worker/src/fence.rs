@@ -111,10 +111,7 @@ fn order(a: &str, b: &str) -> Ordering {
 
 /// A new attempt id: unique per try (the time and the process).
 pub fn attempt_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}-{}", std::process::id())
+    crate::store::unique_id()
 }
 
 /// The stakes on the track now.

@@ -176,6 +176,14 @@ fn file_meta(path: &Path) -> Result<ObjectMeta, StoreError> {
 }
 
 /// Writes through a temporary name in the same folder, then renames.
+/// An id no other process makes: the time and the process id.
+pub fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
+
 fn write_atomic(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
@@ -189,7 +197,7 @@ fn write_atomic(
     let mut name = path.as_os_str().to_owned();
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    name.push(format!(".{}-{n}.partial", crate::fence::attempt_id()));
+    name.push(format!(".{}-{n}.partial", unique_id()));
     let tmp = PathBuf::from(name);
     std::fs::OpenOptions::new()
         .write(true)
