@@ -255,16 +255,15 @@ impl<'q> Follower<'q> {
                 late.push(f.job);
             }
         }
-        let mut ended = self
-            .fail_all(
-                late,
-                &format!(
-                    "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
-                    deadline.as_secs()
-                ),
-                "timed_out",
-            )
-            .await;
+        let mut ended = Vec::new();
+        // Called on every event: the message is made only when a job is late.
+        if !late.is_empty() {
+            let why = format!(
+                "timed out: no result {} s after a worker took it (coordinator.job_deadline_s)",
+                deadline.as_secs()
+            );
+            ended = self.fail_all(late, &why, "timed_out").await;
+        }
         if pending.running == 0 && now - pending.last_word > idle {
             let nobody: Vec<Job> = pending.jobs.drain().map(|(_, f)| f.job).collect();
             pending.starts.clear();

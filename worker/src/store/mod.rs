@@ -175,7 +175,6 @@ fn file_meta(path: &Path) -> Result<ObjectMeta, StoreError> {
     })
 }
 
-/// Writes through a temporary name in the same folder, then renames.
 /// An id no other process makes: the time and the process id.
 pub fn unique_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -184,9 +183,10 @@ pub fn unique_id() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
+/// Writes through a temporary name in the same folder, then renames.
 fn write_atomic(
     path: &Path,
-    write: impl FnOnce(&Path) -> std::io::Result<()>,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -199,15 +199,16 @@ fn write_atomic(
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     name.push(format!(".{}-{n}.partial", unique_id()));
     let tmp = PathBuf::from(name);
-    std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
         .map_err(|e| io_err(&tmp, e))?;
-    let written = write(&tmp)
-        // On disk before it has the name readers trust, and the name too:
-        // a power cut leaves the old object or the new one, never a hole.
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+    // Written through the file just created (never reopened by its name),
+    // on disk before it has the name readers trust, and the name too: a
+    // power cut leaves the old object or the new one, never a hole.
+    let written = write(&mut file)
+        .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
@@ -285,11 +286,15 @@ impl ObjectStore for FolderStore {
         if std::fs::rename(src, &dest).is_ok() {
             return Ok(());
         }
-        write_atomic(&dest, |tmp| std::fs::copy(src, tmp).map(|_| ()))
+        write_atomic(&dest, |tmp| {
+            std::io::copy(&mut std::fs::File::open(src)?, tmp).map(|_| ())
+        })
     }
 
     async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        write_atomic(&self.write_path(key)?, |tmp| std::fs::write(tmp, &body))
+        write_atomic(&self.write_path(key)?, |tmp| {
+            std::io::Write::write_all(tmp, &body)
+        })
     }
 
     async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
@@ -353,10 +358,9 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..5 {
                         let body = vec![b'a' + i; 1 << 20];
-                        write_atomic(&path, |tmp| {
+                        write_atomic(&path, |f| {
                             // Written in pieces, as a copy is: room to interleave.
                             use std::io::Write;
-                            let mut f = std::fs::OpenOptions::new().write(true).open(tmp)?;
                             for chunk in body.chunks(4096) {
                                 f.write_all(chunk)?;
                             }
