@@ -66,6 +66,19 @@ fn a_hostile_batch_finishes_and_every_track_is_accounted_for() {
         16,
         false,
     );
+    // The same through libopus (its own decoder, the same limits), and an
+    // Opus stream of six channels (mapping family 1), which is refused by
+    // name like any other surround file.
+    ffmpeg_convert(
+        &mixes.join("long.wav"),
+        &mixes.join("long-opus.opus"),
+        &["-c:a", "libopus", "-b:a", "64k"],
+    );
+    ffmpeg_convert(
+        &good,
+        &mixes.join("surround.opus"),
+        &["-c:a", "libopus", "-ac", "6", "-mapping_family", "1"],
+    );
     // Silence inside, a 0.2 s section and an all-silent one.
     write_wav(&mixes.join("silences.wav"), &song_with_silence(), 24, false);
     std::fs::write(
@@ -102,7 +115,7 @@ fn a_hostile_batch_finishes_and_every_track_is_accounted_for() {
     );
     let log = text(&o);
     assert_eq!(o.status.code(), Some(1), "{log}");
-    assert!(log.contains("7 tracks: 3 mastered, 4 failed"), "{log}");
+    assert!(log.contains("9 tracks: 3 mastered, 6 failed"), "{log}");
 
     for t in ["good", "silences", "__"] {
         assert!(out.join(t).join("spotify.wav").is_file(), "{t}: {log}");
@@ -116,6 +129,11 @@ fn a_hostile_batch_finishes_and_every_track_is_accounted_for() {
         ("lying-flac", "the header promises"),
         ("lying-mp3", "the header promises"),
         ("long", "over the limit of 20 s (render.max_duration_s)"),
+        (
+            "long-opus",
+            "over the limit of 20 s (render.max_duration_s)",
+        ),
+        ("surround", "mono and stereo"),
         (
             "late",
             "arrangement: structure[1].start: 18.2 is beyond the track's end",

@@ -163,6 +163,18 @@ pub fn decode_file_limited(
     Ok((audio, src.info()))
 }
 
+/// Symphonia's decoders, and libopus for Opus (symphonia 0.5 has none).
+fn codecs() -> &'static symphonia::core::codecs::CodecRegistry {
+    static CODECS: std::sync::OnceLock<symphonia::core::codecs::CodecRegistry> =
+        std::sync::OnceLock::new();
+    CODECS.get_or_init(|| {
+        let mut r = symphonia::core::codecs::CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut r);
+        r.register_all::<crate::opus_input::OpusDecoder>();
+        r
+    })
+}
+
 /// One read-through of a file.
 struct Reader {
     format: Box<dyn FormatReader>,
@@ -215,11 +227,11 @@ impl Reader {
             .ok_or_else(|| WorkerError::Decode("no audio track".into()))?
             .clone();
         let params = &track.codec_params;
-        let codec = symphonia::default::get_codecs()
+        let codec = codecs()
             .get_codec(params.codec)
             .map(|d| d.short_name.to_string())
             .unwrap_or_else(|| "unknown".into());
-        let decoder = symphonia::default::get_codecs()
+        let decoder = codecs()
             .make(params, &DecoderOptions::default())
             .map_err(describe)?;
         let rate = params.sample_rate.unwrap_or(0);

@@ -13,7 +13,8 @@
 //! - [`layout`]: every output key, path and file name, from validated parts.
 //!
 //! One track, no network and no queue:
-//! - [`decode`]: any supported file (probed by content) to planar f32 and tags.
+//! - [`decode`]: any supported file (probed by content) to planar f32 and tags;
+//!   [`opus_input`]: libopus as a symphonia decoder, for Ogg Opus inputs.
 //! - [`disk`]: the job's disk budget, checked and counted.
 //! - [`wav`]: the master writer: a `.partial` file renamed when complete,
 //!   with the source's tags in a LIST/INFO chunk; [`spill`]: scratch stores.
@@ -61,6 +62,7 @@ pub mod isolate;
 pub mod job;
 pub mod layout;
 pub mod metrics;
+pub mod opus_input;
 pub(crate) mod plot;
 pub(crate) mod preview;
 pub mod process;

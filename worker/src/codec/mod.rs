@@ -4,7 +4,8 @@
 //!
 //! Encoders (all built from bundled sources, no system libraries):
 //! libopus 1.5 (`opus-codec`, Ogg-muxed with the `ogg` crate), LAME
-//! (`mp3lame-encoder`), Fraunhofer FDK AAC (`fdk-aac`, ADTS), libvorbis
+//! (`mp3lame-encoder`), Fraunhofer FDK AAC (`fdk-aac`, in MP4 by `mp4`,
+//! tagged by `mp4ameta`), libvorbis
 //! (`vorbis_rs`, aoTuV). Decoding is to f32 with nothing clamped: symphonia
 //! (AAC), minimp3 (MP3), libvorbisfile (Vorbis), libopus (Opus); symphonia's
 //! MP3 and Vorbis decoders clamp at full scale, hiding the overs counted here.
@@ -89,7 +90,7 @@ pub trait Encode {
 pub fn extension(format: Format) -> &'static str {
     match format {
         Format::Flac => "flac",
-        Format::Aac => "aac",
+        Format::Aac => "m4a",
         Format::Opus => "opus",
         Format::Mp3 => "mp3",
         Format::Vorbis => "ogg",
@@ -172,25 +173,34 @@ pub fn encoder(
         return Err(CodecError::limit("encoder", what));
     }
     let file = std::fs::File::create(path).map_err(|e| CodecError::file(path, e))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let buffered = |file| std::io::BufWriter::with_capacity(1 << 16, file);
     let (source_rate, source_channels) = (rate, channels);
     let rate = encode_rate(codec.format, rate);
     let channels = ENCODE_CHANNELS;
-    // ADTS has no tags; the others carry the track's and its loudness.
+    // Every encode carries the track's tags and its loudness.
     let inner: Box<dyn Encode> = match codec.format {
-        Lossy::Aac => Box::new(aac::Encoder::new(codec.kbps, rate, channels, out)?),
+        Lossy::Aac => Box::new(aac::Encoder::new(
+            codec.kbps, rate, channels, file, path, tags,
+        )?),
         Lossy::Mp3 => {
             use std::io::Write;
+            let mut out = buffered(file);
             out.write_all(&tags.id3v2())
                 .map_err(|e| CodecError::file(path, e))?;
             Box::new(mp3::Encoder::new(codec.kbps, rate, channels, out)?)
         }
-        Lossy::Vorbis => Box::new(vorbis::Encoder::new(codec.kbps, rate, channels, out, tags)?),
+        Lossy::Vorbis => Box::new(vorbis::Encoder::new(
+            codec.kbps,
+            rate,
+            channels,
+            buffered(file),
+            tags,
+        )?),
         Lossy::Opus => Box::new(opus::Encoder::new(
             codec.kbps,
             source_rate,
             channels,
-            out,
+            buffered(file),
             tags,
         )?),
     };
