@@ -454,6 +454,105 @@ fn an_older_run_never_replaces_or_deletes_a_newer_runs_masters() {
     assert_ne!(files("a")[0], kept[0]);
 }
 
+/// A loud target its codec's ceiling leaves short (-6.5 LUFS under -1 dBTP
+/// once its Opus deliverable is checked, radio-loud): within the request's
+/// tolerance it ships at the loudness reachable, said per target and in the
+/// summary, its loudness on the aim; beyond it the master is withheld. Each
+/// renders again from its own master_settings.json to the same outcome.
+#[test]
+fn a_master_short_of_its_loudness_ships_within_the_tolerance_and_renders_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo song (`loopmind demo`'s).
+    let (song, _) = loopmind_dsp::testsignals::song(
+        44_100,
+        &loopmind_dsp::testsignals::demo_arrangement(),
+        2026,
+    );
+    let mix = dir.path().join("loud.wav");
+    write_wav(&mix, &song, 24, false);
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "master",
+            mix.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--formats",
+            "opus",
+        ];
+        args.extend_from_slice(extra);
+        loopmind(&args)
+    };
+    let first = ["--lufs", "-6.5", "--ceiling", "-1", "--mode", "radio-loud"];
+    let report = |out: &Path| -> TrackReport {
+        serde_json::from_slice(&std::fs::read(out.join("loud/report.json")).unwrap()).unwrap()
+    };
+
+    // Within a tolerance of 1.5 LU: shipped short.
+    let short = dir.path().join("short");
+    let text = succeeded(run(
+        &short,
+        &[&first[..], &["--shortfall-tolerance", "1.5"]].concat(),
+    ));
+    let r = report(&short);
+    let t = &r.targets[0];
+    let s = t.short.expect("shipped short");
+    assert!(t.withheld.is_none());
+    assert!(s.short_lu > 0.5 && s.short_lu <= 1.5, "{s:?}");
+    assert!((s.aimed_lufs - (-6.5 - s.short_lu)).abs() < 1e-9);
+    assert!(
+        text.contains("SHORT by") && text.contains("1 masters shipped short"),
+        "{text}"
+    );
+    let wav = short.join("loud").join(&t.output_file);
+    let (lufs, _) = ffmpeg_meter(&wav);
+    assert!((lufs - s.aimed_lufs).abs() <= 0.1, "{lufs} against {s:?}");
+    assert!(
+        t.codecs.iter().all(|c| !c.over(t.ceiling_dbtp)),
+        "{:?}",
+        t.codecs
+    );
+    let summary = read_json(&short.join("summary.json"));
+    assert_eq!(summary["short"], 1);
+
+    // The default tolerance (0.5 LU): withheld, saying why.
+    let withheld = dir.path().join("withheld");
+    let o = run(&withheld, &first);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let w = report(&withheld);
+    let why = w.targets[0].withheld.clone().expect("withheld");
+    assert!(why.contains("0.5 LU the request tolerates"), "{why}");
+    assert!(!withheld
+        .join("loud")
+        .join(&w.targets[0].output_file)
+        .exists());
+
+    // Each renders again from its settings to the same outcome.
+    for (from, shipped) in [(&short, true), (&withheld, false)] {
+        let again = dir.path().join(format!("again-{shipped}"));
+        let settings = from.join("loud/master_settings.json");
+        let o = run(&again, &["--settings", settings.to_str().unwrap()]);
+        assert_eq!(
+            o.status.success(),
+            shipped,
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let (a, b) = (report(from), report(&again));
+        assert_eq!(a.targets[0].short, b.targets[0].short);
+        assert_eq!(a.targets[0].withheld, b.targets[0].withheld);
+        let name = &a.targets[0].output_file;
+        if shipped {
+            let bytes = |d: &Path| std::fs::read(d.join("loud").join(name)).unwrap();
+            assert!(bytes(from) == bytes(&again), "the master differs");
+        }
+    }
+}
+
 /// `loopmind master MIXES --out OUT --targets TARGETS`.
 fn master_folder(mixes: &Path, out: &Path, targets: &str) -> std::process::Output {
     loopmind(&[

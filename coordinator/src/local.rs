@@ -32,8 +32,8 @@ use std::time::Duration;
 /// Extensions picked up when walking a directory (files named explicitly are
 /// always tried: their format is detected from their bytes).
 const AUDIO_EXTENSIONS: &[&str] = &[
-    "wav", "wave", "flac", "aif", "aiff", "aifc", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "caf",
-    "mka", "webm",
+    "wav", "wave", "flac", "aif", "aiff", "aifc", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "aac",
+    "caf", "mka", "webm",
 ];
 
 pub struct LocalJob {
@@ -285,7 +285,8 @@ fn request(args: &MasterArgs, given: &ArgMatches, max_kib: u64) -> Result<Render
 }
 
 /// What an earlier `master_settings.json` fixes, as a request layer: its
-/// plan, mode, sliders, codec check and the targets it rendered.
+/// plan, mode, sliders, codec check, shortfall tolerance and the targets it
+/// rendered.
 fn settings_layer(path: &Path, max_kib: u64) -> Result<Map<String, Value>> {
     let text = match read_capped(path, max_kib.saturating_mul(1024)) {
         Err(ReadCapped::TooLarge { .. }) => bail!(
@@ -297,10 +298,17 @@ fn settings_layer(path: &Path, max_kib: u64) -> Result<Map<String, Value>> {
     let s: MasterSettings = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not a master_settings.json", path.display()))?;
     let asked = s.request.to_layer();
-    let mut layer: Map<String, Value> = ["mode", "dynamics", "reactivity", "amount", "codec_check"]
-        .into_iter()
-        .filter_map(|k| Some((k.to_string(), asked.get(k)?.clone())))
-        .collect();
+    let mut layer: Map<String, Value> = [
+        "mode",
+        "dynamics",
+        "reactivity",
+        "amount",
+        "codec_check",
+        "shortfall_tolerance_lu",
+    ]
+    .into_iter()
+    .filter_map(|k| Some((k.to_string(), asked.get(k)?.clone())))
+    .collect();
     layer.insert(
         "targets".into(),
         serde_json::to_value(s.rendered_targets())?,

@@ -20,6 +20,10 @@ pub struct TargetLine {
     /// Why the master was not shipped (its codecs would clip it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withheld: Option<String>,
+    /// How far under its target's loudness the master was shipped (it was
+    /// out of reach by no more than the request tolerates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_lu: Option<f64>,
 }
 
 /// One codec's reading of a master, as the summary shows it.
@@ -38,14 +42,18 @@ impl TargetLine {
         if let Some(w) = &self.withheld {
             return format!("WITHHELD: {w}");
         }
-        self.worst_codec.as_ref().map_or(String::new(), |c| {
-            let overs = if c.overs > 0 {
-                format!(", {} overs", c.overs)
-            } else {
-                String::new()
-            };
-            format!("{:.2} dBTP after {}{overs}", c.true_peak_dbtp, c.codec)
-        })
+        let short = self
+            .short_lu
+            .map_or(String::new(), |s| format!("SHORT by {s:.2} LU  "));
+        short
+            + &self.worst_codec.as_ref().map_or(String::new(), |c| {
+                let overs = if c.overs > 0 {
+                    format!(", {} overs", c.overs)
+                } else {
+                    String::new()
+                };
+                format!("{:.2} dBTP after {}{overs}", c.true_peak_dbtp, c.codec)
+            })
     }
 
     fn codec_over(&self) -> bool {
@@ -127,6 +135,7 @@ impl TrackOutcome {
                             overs: c.samples_over + c.intersample_overs,
                         }),
                     withheld: t.withheld.clone(),
+                    short_lu: t.short.map(|s| s.short_lu),
                 })
                 .collect()
         });
@@ -160,6 +169,8 @@ pub struct Summary<'a> {
     pub skipped: usize,
     /// Targets of mastered tracks whose master was withheld.
     pub withheld: usize,
+    /// Targets shipped short of their loudness, within the tolerance.
+    pub short: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub albums: Vec<AlbumLine>,
     pub tracks: &'a [TrackOutcome],
@@ -223,6 +234,11 @@ impl<'a> Summary<'a> {
                 .iter()
                 .flat_map(|o| &o.targets)
                 .filter(|t| t.withheld.is_some())
+                .count(),
+            short: tracks
+                .iter()
+                .flat_map(|o| &o.targets)
+                .filter(|t| t.short_lu.is_some())
                 .count(),
             albums: albums(tracks),
             tracks,
@@ -293,8 +309,16 @@ impl<'a> Summary<'a> {
         } else {
             String::new()
         };
+        let short = if self.short > 0 {
+            format!(
+                "; {} masters shipped short of their loudness (within the tolerance)",
+                self.short
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{} tracks: {} mastered, {} failed{skipped}{withheld}",
+            "{} tracks: {} mastered, {} failed{skipped}{withheld}{short}",
             self.total, self.mastered, self.failed
         );
     }
@@ -333,7 +357,7 @@ impl<'a> Summary<'a> {
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
              td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}\
              .n{{text-align:right;font-variant-numeric:tabular-nums}}.fail td,td.fail{{color:#b00}}</style>\n\
-             </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete, {w} masters withheld.</p>\n\
+             </head><body>\n<h1>{c}</h1>\n<p>{t} tracks: {m} mastered, {f} failed, {s} already complete, {w} masters withheld, {sh} shipped short of their loudness.</p>\n\
              <table><tr><th>track</th><th>target</th><th>LUFS</th><th>dBTP</th><th>worst codec</th><th>file</th></tr>\n{rows}</table>\n</body></html>\n",
             c = esc(self.catalog),
             t = self.total,
@@ -341,6 +365,7 @@ impl<'a> Summary<'a> {
             f = self.failed,
             s = self.skipped,
             w = self.withheld,
+            sh = self.short,
         )
     }
 
@@ -411,6 +436,7 @@ mod tests {
                 ceiling_dbtp: -1.0,
                 worst_codec: None,
                 withheld: None,
+                short_lu: None,
             }],
             error: None,
             skipped: false,
@@ -437,6 +463,7 @@ mod tests {
                 failed: 0,
                 skipped: 0,
                 withheld: 0,
+                short: 0,
                 albums: Vec::new(),
                 tracks: std::slice::from_ref(o),
             }

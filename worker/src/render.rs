@@ -369,6 +369,7 @@ fn render_target(
         codec_ceiling_dbtp,
         files,
         withheld,
+        short,
     } = crate::target::render(
         prep,
         t,
@@ -417,6 +418,7 @@ fn render_target(
         codec_ceiling_dbtp,
         files,
         withheld,
+        short,
         ..section_report(&plan.sections, &m.measured.block_energy, rate)
     };
     Ok((report, settings, m.measured.block_energy))

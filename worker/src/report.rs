@@ -93,6 +93,11 @@ pub struct TargetReport {
     /// render's; `codec_ceiling_dbtp` is the ceiling its codecs needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withheld: Option<String>,
+    /// The loudness this master was made at where `target_lufs` was out of
+    /// reach under its ceiling (or its codecs') by no more than the request's
+    /// `shortfall_tolerance_lu`: the master is shipped, this much quieter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short: Option<crate::target::Shortfall>,
     /// Encoded deliverables beside the WAV (`--formats`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::target::EncodedFile>,

@@ -69,6 +69,15 @@ pub struct RenderRequest {
     #[arg(long, default_value = "enforce")]
     #[serde(default)]
     codec_check: CodecCheck,
+    /// How far (LU, 0..3) a target's loudness may be out of reach under its
+    /// ceiling (or the lower one its codecs need) and still ship, made at the
+    /// loudness that is reachable and said so; further short, it is withheld.
+    #[arg(long = "shortfall-tolerance", value_name = "LU", default_value_t = DEFAULT_SHORTFALL_TOLERANCE_LU)]
+    #[serde(
+        default = "default_shortfall_tolerance",
+        skip_serializing_if = "is_default_shortfall_tolerance"
+    )]
+    shortfall_tolerance_lu: f64,
     /// Encoded deliverables beside each WAV, comma-separated: wav, flac
     /// (lossless, the WAV's rate and depth), aac, mp3, opus, vorbis (at the
     /// platform's bitrate where it streams the format; checked like the
@@ -144,6 +153,20 @@ fn is_default_max_move(v: &f64) -> bool {
     *v == default_max_move()
 }
 
+/// A master 0.5 LU under its platform's reference plays 0.5 dB quieter at
+/// most (platforms that turn quiet masters up do so by the shortfall; the
+/// others leave it), under the 1 dB a listener notices between tracks.
+pub const DEFAULT_SHORTFALL_TOLERANCE_LU: f64 = 0.5;
+/// The largest tolerance a request may ask for.
+const MAX_SHORTFALL_TOLERANCE_LU: f64 = 3.0;
+
+fn default_shortfall_tolerance() -> f64 {
+    DEFAULT_SHORTFALL_TOLERANCE_LU
+}
+fn is_default_shortfall_tolerance(v: &f64) -> bool {
+    *v == DEFAULT_SHORTFALL_TOLERANCE_LU
+}
+
 impl Serialize for RenderRequest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RenderRequest::serialize(self, s)
@@ -205,6 +228,12 @@ impl RenderRequest {
         let mut problems = Vec::new();
         if self.targets.0.is_empty() {
             problems.push("targets: none".to_string());
+        }
+        if !(0.0..=MAX_SHORTFALL_TOLERANCE_LU).contains(&self.shortfall_tolerance_lu) {
+            problems.push(format!(
+                "shortfall_tolerance_lu: {} is outside 0..{MAX_SHORTFALL_TOLERANCE_LU}",
+                self.shortfall_tolerance_lu
+            ));
         }
         if self.targets.0.len() > MAX_TARGETS {
             problems.push(format!(
@@ -289,6 +318,9 @@ impl RenderRequest {
     }
     pub fn codec_check(&self) -> CodecCheck {
         self.codec_check
+    }
+    pub fn shortfall_tolerance_lu(&self) -> f64 {
+        self.shortfall_tolerance_lu
     }
     pub fn formats(&self) -> &[Format] {
         &self.formats.0
@@ -562,6 +594,8 @@ mod tests {
             json!({"targets": ["cd"], "reactivity": -0.1}),
             json!({"targets": ["cd"], "max_section_move_db": -1.0}),
             json!({"targets": ["cd"], "max_section_move_db": "NaN"}),
+            json!({"targets": ["cd"], "shortfall_tolerance_lu": -0.1}),
+            json!({"targets": ["cd"], "shortfall_tolerance_lu": 3.5}),
         ] {
             assert!(request(bad.clone()).is_err(), "{bad} was taken");
         }
@@ -590,6 +624,7 @@ mod tests {
             json!({"reference": "refs/a.wav"}),
             json!({"arrangement": "a.json"}),
             json!({"max_section_move_db": 2.0}),
+            json!({"shortfall_tolerance_lu": 0.0}),
         ] {
             let r = RenderRequest::from_layers(&[&base.to_layer(), &layer(edit.clone())]).unwrap();
             assert_ne!(r.settings_hash(None), h, "{edit} left the hash alone");

@@ -20,6 +20,20 @@ use std::path::Path;
 const MAX_CODEC_RENDERS: u32 = 5;
 /// Headroom beyond what a codec added, when a ceiling is lowered for it.
 const CODEC_MARGIN_DB: f64 = 0.1;
+/// How far under the loudness the model found reachable a short master is
+/// first aimed (the real pass must land within ±0.1 LU of the aim), and how
+/// many aims, each twice as far under, are taken under one ceiling.
+const SHORT_AIM_MARGIN_LU: f64 = 0.05;
+const MAX_SHORT_AIMS: u32 = 6;
+
+/// A master shipped under its target's loudness.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Shortfall {
+    /// The loudness the master was made at (what was reachable).
+    pub aimed_lufs: f64,
+    /// The target's loudness minus `aimed_lufs`.
+    pub short_lu: f64,
+}
 
 /// What every target of a track shares.
 pub(crate) struct How<'a> {
@@ -64,6 +78,9 @@ pub(crate) struct Rendered {
     /// ceiling brought every codec's decode under the target's while
     /// reaching its loudness. `master` and `codecs` are the last render's.
     pub withheld: Option<String>,
+    /// Where the target's loudness was out of reach by no more than the
+    /// request's tolerance: what the master was made at instead.
+    pub short: Option<Shortfall>,
 }
 
 /// The codec a deliverable `format` of `t` is encoded with: the platform's
@@ -94,7 +111,6 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
     let mut under = t.clone();
     let mut search = Search::default();
     loop {
-        search.renders += 1;
         let mut sink = WavSink::new(&path, prep.channels, prep.rate, t.bits);
         let m = match master_target(
             prep,
@@ -104,11 +120,15 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
             how.seed,
             &mut sink,
         ) {
-            Err(DspError::Unreachable { reached_lufs, .. }) if search.renders > 1 => {
-                return search.out_of_reach(t, &path, under.ceiling_dbtp, reached_lufs)
+            Err(DspError::Unreachable { reached_lufs, .. }) => {
+                match search.unreachable(t, &mut under, &path, reached_lufs, opts) {
+                    Some(ended) => return ended,
+                    None => continue,
+                }
             }
             other => other?,
         };
+        search.renders += 1;
         sink.commit(how.tags)?;
         let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
         let tags = file_tags(how.tags, &m);
@@ -133,6 +153,7 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
                 codecs: checked.into_iter().map(|(r, _)| r).collect(),
                 codec_ceiling_dbtp: lowered,
                 withheld: None,
+                short: search.short,
             });
         }
         if search.renders >= MAX_CODEC_RENDERS {
@@ -184,6 +205,11 @@ struct Search {
     last: Option<(f64, f64)>,
     /// The last render and its readings, for a target withheld after it.
     prev: Option<(TargetMaster, Vec<CodecReport>)>,
+    /// The loudness aimed at instead of the target's, where it was short.
+    short: Option<Shortfall>,
+    /// Loudness aims taken below the target's under the ceiling `aimed_under`.
+    aims: u32,
+    aimed_under: Option<f64>,
 }
 
 impl Search {
@@ -221,20 +247,87 @@ impl Search {
         );
     }
 
-    /// The loudness cannot be reached under the ceiling the codecs need:
-    /// the previous render's readings go in the report.
+    /// `under`'s loudness is out of reach: aimed lower (None: render again)
+    /// where the shortfall is within the tolerance, else withheld (after a
+    /// render under a ceiling its codecs asked for) or the track's error.
+    fn unreachable(
+        &mut self,
+        t: &Target,
+        under: &mut Target,
+        path: &Path,
+        reached_lufs: f64,
+        opts: &RenderInputs,
+    ) -> Option<Result<Rendered, WorkerError>> {
+        if let Some(aim) = self.short_aim(t, under, reached_lufs, opts) {
+            under.lufs = aim;
+            self.short = Some(Shortfall {
+                aimed_lufs: aim,
+                short_lu: t.lufs - aim,
+            });
+            return None;
+        }
+        if self.prev.is_some() {
+            let ceiling = under.ceiling_dbtp;
+            return Some(std::mem::take(self).out_of_reach(t, path, ceiling, reached_lufs, opts));
+        }
+        // Out of reach under the target's own ceiling: the track's error.
+        Some(Err(DspError::Unreachable {
+            target_lufs: t.lufs,
+            ceiling_dbtp: under.ceiling_dbtp,
+            reached_lufs,
+        }
+        .into()))
+    }
+
+    /// The loudness to aim at instead of `t`'s, out of reach under `under`'s
+    /// ceiling (the model got `reached_lufs` at most), where the shortfall
+    /// is within the request's tolerance. Near the limiter's honest maximum
+    /// loudness grows by little per dB of gain: each further miss aims twice
+    /// as far under what was reachable.
+    fn short_aim(
+        &mut self,
+        t: &Target,
+        under: &Target,
+        reached_lufs: f64,
+        opts: &RenderInputs,
+    ) -> Option<f64> {
+        // Each ceiling the codecs ask for starts its own aims.
+        if self.aimed_under != Some(under.ceiling_dbtp) {
+            self.aimed_under = Some(under.ceiling_dbtp);
+            self.aims = 0;
+        }
+        if !reached_lufs.is_finite() || self.aims >= MAX_SHORT_AIMS {
+            return None;
+        }
+        self.aims += 1;
+        let margin = SHORT_AIM_MARGIN_LU * f64::from(1u32 << (self.aims - 1));
+        let aim = reached_lufs.min(under.lufs) - margin;
+        (t.lufs - aim <= opts.request.shortfall_tolerance_lu() + 1e-9).then_some(aim)
+    }
+
+    /// The loudness cannot be reached under the ceiling the codecs need,
+    /// not even within the tolerance: the previous render's readings go in
+    /// the report.
     fn out_of_reach(
         self,
         t: &Target,
         path: &Path,
         ceiling_dbtp: f64,
         reached_lufs: f64,
+        opts: &RenderInputs,
     ) -> Result<Rendered, WorkerError> {
         let (m, codecs) = self.prev.expect("a render before this one");
+        let tolerance = opts.request.shortfall_tolerance_lu();
+        let short = t.lufs - reached_lufs;
+        let why = if short > tolerance {
+            format!("{short:.2} LU short, more than the {tolerance} LU the request tolerates")
+        } else {
+            format!("no loudness within the {tolerance} LU the request tolerates came under it")
+        };
         let reason = format!(
             "{} LUFS is out of reach under the {ceiling_dbtp:.2} dBTP ceiling its codecs need \
-             (reached {reached_lufs:.2} LUFS); not shipping a master that clips \
-             once encoded (--codec-check report keeps it and says so)",
+             (reached {reached_lufs:.2} LUFS: {why}); not shipping a master that clips once \
+             encoded (--codec-check report keeps it and says so)",
             t.lufs
         );
         withhold(t, path, m, codecs, ceiling_dbtp, reason)
@@ -295,6 +388,7 @@ fn withhold(
         codec_ceiling_dbtp: Some(ceiling_dbtp),
         files: Vec::new(),
         withheld: Some(reason),
+        short: None,
     })
 }
 
