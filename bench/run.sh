@@ -36,15 +36,19 @@ run() { # label, command...: "cpu wall rss_kB"
 read ff_cpu ff_wall _ < <(run ffmpeg ffmpeg -v error -y -i "$work/in.wav" -af "acompressor=ratio=2.5:threshold=-18dB:makeup=3dB,bass=g=2,treble=g=3,stereotools=mlev=1.1,loudnorm=I=-14:TP=-1" "$work/ff.wav")
 # The engine's figures without the codec check; its cost is measured apart.
 read one_cpu one_wall one_rss < <(run one $bin master "$work/in.wav" --targets spotify --mode "$mode" --jobs 1 --codec-check off --out "$work/one")
-read five_cpu five_wall five_rss < <(run five $bin master "$work/in.wav" --targets spotify,apple-music,youtube,amazon-music,ebu-r128 --mode "$mode" --jobs 1 --codec-check off --out "$work/five")
+read five_cpu five_wall five_rss < <(run five $bin master "$work/in.wav" --targets spotify,apple-music,youtube,club,ebu-r128 --mode "$mode" --jobs 1 --codec-check off --out "$work/five")
 read long_cpu long_wall long_rss < <(run long $bin master "$work/in30.wav" --targets spotify --mode "$mode" --jobs 1 --codec-check off --out "$work/long")
-read codec_cpu codec_wall _ < <(run codecs $bin master "$work/in.wav" --targets spotify,apple-music,youtube,amazon-music,ebu-r128 --mode "$mode" --jobs 1 --out "$work/codecs")
+read codec_cpu codec_wall _ < <(run codecs $bin master "$work/in.wav" --targets spotify,apple-music,youtube,club,ebu-r128 --mode "$mode" --jobs 1 --out "$work/codecs")
 echo "material: ${1:-demo song looped}, ${rate} Hz; mode: $mode"
-echo "ffmpeg seed chain:        ${ff_cpu} s CPU, ${ff_wall} s wall"
-echo "loopmind 1 target:        ${one_cpu} s CPU, ${one_wall} s wall, peak RSS $((one_rss / 1024)) MB"
-echo "loopmind 5 targets:       ${five_cpu} s CPU, ${five_wall} s wall, peak RSS $((five_rss / 1024)) MB"
-echo "loopmind 1 target, 30 min: ${long_cpu} s CPU, ${long_wall} s wall, peak RSS $((long_rss / 1024)) MB"
-echo "loopmind 5 targets, codec check enforced: ${codec_cpu} s CPU, ${codec_wall} s wall"
+echo "| work | CPU s | wall s | x seed chain CPU |"
+echo "|---|---|---|---|"
+row() { awk -v l="$1" -v c="$2" -v w="$3" -v f="$ff_cpu" 'BEGIN { printf "| %s | %.2f | %.2f | %.2f |\n", l, c, w, c / f }'; }
+row "seed ffmpeg chain, one output, nothing verified" "$ff_cpu" "$ff_wall"
+row "LoopMind, 1 target, codec check off" "$one_cpu" "$one_wall"
+row "LoopMind, 5 targets, codec check off" "$five_cpu" "$five_wall"
+row "LoopMind, 5 targets, codec check enforced" "$codec_cpu" "$codec_wall"
+row "LoopMind, 1 target, 30 min, check off" "$long_cpu" "$long_wall"
+echo "peak RSS: 1 target $((one_rss / 1024)) MB, 5 targets $((five_rss / 1024)) MB, 30 min $((long_rss / 1024)) MB"
 # Each codec's encode + decode + measure, as the report states it (the
 # last render's check; a target rendered again under enforce pays twice).
 python3 - "$work/codecs" <<'PY'
@@ -54,6 +58,7 @@ for rep in glob.glob(sys.argv[1] + "/*/report.json"):
         for c in t.get("codecs", []):
             k = c["codec"]
             print(f"  {t['target']:<13} {k['format']} {k['kbps']}k: {c['cpu_seconds']:.2f} s CPU, "
+                  f"{c.get('encoded_fraction', 1):.0%} of the master encoded, render {c.get('render', 1)}, "
                   f"decoded true peak {c['true_peak_dbtp']:.2f} dBTP (ceiling {t['ceiling_dbtp']})")
 PY
 awk -v f="$ff_cpu" -v o="$one_cpu" -v v="$five_cpu" -v l="$long_cpu" -v r1="$one_rss" -v rl="$long_rss" 'BEGIN {

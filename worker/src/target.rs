@@ -3,6 +3,7 @@
 //! is under the target's ceiling), and encoded as the deliverables asked for.
 
 use crate::codec::check::{self, CodecReport, MasterLevels};
+use crate::codec::regions;
 use crate::codec::tags::FileTags;
 use crate::codec::CodecCheck;
 use crate::request::RenderInputs;
@@ -14,7 +15,7 @@ use loopmind_dsp::targets::{Codec, Format, Lossy, Target};
 use loopmind_dsp::DspError;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Renders a target may take to come under its ceiling after its codecs.
 const MAX_CODEC_RENDERS: u32 = 5;
@@ -107,7 +108,10 @@ pub(crate) fn deliverable_codec(t: &Target, format: Lossy) -> Codec {
 pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered, WorkerError> {
     let opts = how.opts;
     let path = how.out_dir.join(crate::layout::master_file(&t.name));
-    let (deliver, run) = codecs_of(t, opts);
+    let (deliver, all) = codecs_of(t, opts);
+    let mut run = all.clone();
+    // Readings of codecs not checked again since an earlier render.
+    let mut carried: Vec<CodecReport> = Vec::new();
     let mut under = t.clone();
     let mut search = Search::default();
     loop {
@@ -132,19 +136,30 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
         sink.commit(how.tags)?;
         let lowered = (under.ceiling_dbtp < t.ceiling_dbtp).then_some(under.ceiling_dbtp);
         let tags = file_tags(how.tags, &m);
-        let checked = match run.is_empty() {
-            true => Vec::new(),
-            false => {
+        let levels = MasterLevels {
+            true_peak_dbtp: m.measured.true_peak_dbtp,
+            integrated_lufs: m.measured.loudness.integrated_lufs,
+        };
+        let hot = match run.is_empty() {
+            true => None,
+            false => Some(regions::hot_spans(&path, &opts.limits, t.ceiling_dbtp)?),
+        };
+        let enforce = opts.request.codec_check() == CodecCheck::Enforce;
+        let checked = match &hot {
+            None => Vec::new(),
+            Some(hot) => {
                 crate::progress::stage(&format!("encoding {} for its codecs", t.name));
-                let levels = MasterLevels {
-                    true_peak_dbtp: m.measured.true_peak_dbtp,
-                    integrated_lufs: m.measured.loudness.integrated_lufs,
-                };
-                check::check(&path, levels, &run, how.work, &t.name, &tags, &opts.limits)?
+                let mut fresh = verify(&path, levels, (&run, &deliver), hot, t, how, &tags)?;
+                fresh
+                    .iter_mut()
+                    .for_each(|(r, _)| r.render = search.renders);
+                fresh.extend(carried.iter().cloned().map(|r| (r, None)));
+                fresh.sort_by_key(|(r, _)| all.iter().position(|c| *c == r.codec));
+                fresh
             }
         };
         let over = checked.iter().any(|(r, _)| r.over(t.ceiling_dbtp));
-        if !over || opts.request.codec_check() != CodecCheck::Enforce {
+        if !over || !enforce {
             let mut files: Vec<EncodedFile> = flac(t, &path, &tags, how)?.into_iter().collect();
             files.extend(keep(t, &deliver, &checked, how.out_dir)?);
             return Ok(Rendered {
@@ -159,8 +174,30 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
         if search.renders >= MAX_CODEC_RENDERS {
             return search.still_over(t, &path, m, checked, under.ceiling_dbtp);
         }
+        (run, carried) = recheck(&checked, &deliver, t.ceiling_dbtp);
         search.lower(t, &mut under, m, checked);
     }
+}
+
+/// How near its ceiling (dB) a codec's decode may come and not be checked
+/// again when the ceiling is lowered for another codec.
+const RECHECK_NEAR_DB: f64 = 0.5;
+
+/// After a check with a codec over: the codecs to check on the next render
+/// (those over or within [`RECHECK_NEAR_DB`], and the deliverables, whose
+/// files are of the final master), and the readings carried as they are.
+fn recheck(
+    checked: &[Checked],
+    deliver: &[Codec],
+    ceiling_dbtp: f64,
+) -> (Vec<Codec>, Vec<CodecReport>) {
+    let (again, keep): (Vec<&Checked>, Vec<&Checked>) = checked
+        .iter()
+        .partition(|(r, _)| deliver.contains(&r.codec) || r.over(ceiling_dbtp - RECHECK_NEAR_DB));
+    (
+        again.into_iter().map(|(r, _)| r.codec).collect(),
+        keep.into_iter().map(|(r, _)| r.clone()).collect(),
+    )
 }
 
 /// The codecs a target's deliverables are encoded with, and every codec its
@@ -218,13 +255,7 @@ impl Search {
     /// Deeper limiting at the same loudness makes the encode add more, so
     /// from the second try on the step is scaled by how much the decoded
     /// peak moved per dB of ceiling.
-    fn lower(
-        &mut self,
-        t: &Target,
-        under: &mut Target,
-        m: TargetMaster,
-        checked: Vec<(CodecReport, std::path::PathBuf)>,
-    ) {
+    fn lower(&mut self, t: &Target, under: &mut Target, m: TargetMaster, checked: Vec<Checked>) {
         let worst = checked
             .iter()
             .map(|(r, _)| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
@@ -339,7 +370,7 @@ impl Search {
         t: &Target,
         path: &Path,
         m: TargetMaster,
-        checked: Vec<(CodecReport, std::path::PathBuf)>,
+        checked: Vec<Checked>,
         ceiling_dbtp: f64,
     ) -> Result<Rendered, WorkerError> {
         let (r, _) = checked
@@ -356,12 +387,54 @@ impl Search {
     }
 }
 
+/// A codec's readings of a master, and its encode where the whole file was
+/// encoded (a deliverable's is kept).
+type Checked = (CodecReport, Option<PathBuf>);
+
+/// Every codec of `run` on the master at `path`: the deliverables' (and a
+/// codec whose regions would cover most of the master) encoded whole, the
+/// others only where the master comes near its ceiling ([`regions`]). In
+/// the order of `run`.
+fn verify(
+    path: &Path,
+    levels: MasterLevels,
+    (run, deliver): (&[Codec], &[Codec]),
+    hot: &regions::Hot,
+    t: &Target,
+    how: &How,
+    tags: &FileTags,
+) -> Result<Vec<Checked>, WorkerError> {
+    let limits = &how.opts.limits;
+    let mut whole: Vec<Codec> = deliver.to_vec();
+    let mut parts: Vec<(Codec, Vec<regions::Region>)> = Vec::new();
+    for &c in run.iter().filter(|c| !deliver.contains(c)) {
+        let rs = regions::regions(hot, c);
+        match !regions::settles(c) || regions::coverage(&rs, hot.frames) > regions::WHOLE_ABOVE {
+            true => whole.push(c),
+            false => parts.push((c, rs)),
+        }
+    }
+    let mut out: Vec<Checked> =
+        check::check(path, levels, &whole, how.work, &t.name, tags, limits)?
+            .into_iter()
+            .map(|(r, p)| (r, Some(p)))
+            .collect();
+    for (c, rs) in parts {
+        let r = regions::check(path, c, &rs, levels, how.work, &t.name, limits)?;
+        out.push((r, None));
+    }
+    out.sort_by_key(|(r, _)| run.iter().position(|c| *c == r.codec));
+    Ok(out)
+}
+
 /// The readings of a check whose encodes are not kept.
-fn drop_encodes(checked: Vec<(CodecReport, std::path::PathBuf)>) -> Vec<CodecReport> {
+fn drop_encodes(checked: Vec<Checked>) -> Vec<CodecReport> {
     checked
         .into_iter()
         .map(|(r, p)| {
-            let _ = fs::remove_file(p);
+            if let Some(p) = p {
+                let _ = fs::remove_file(p);
+            }
             r
         })
         .collect()
@@ -398,11 +471,12 @@ fn withhold(
 fn keep(
     t: &Target,
     deliver: &[Codec],
-    checked: &[(CodecReport, std::path::PathBuf)],
+    checked: &[Checked],
     out_dir: &Path,
 ) -> Result<Vec<EncodedFile>, WorkerError> {
     let mut files = Vec::new();
     for (r, p) in checked {
+        let Some(p) = p else { continue };
         if deliver.contains(&r.codec) {
             let file = crate::layout::encoded_file(&t.name, r.codec.format.into());
             let to = out_dir.join(&file);

@@ -371,3 +371,79 @@ fn pcm_s32(path: &std::path::Path) -> Vec<u8> {
     assert!(out.stdout.len() > 1000);
     out.stdout
 }
+
+/// Verifying only where the master comes near its ceiling: on a master
+/// whose first two thirds sit 10 dB under the rest, the regions of every
+/// codec that settles cover under half of it and read the whole file's
+/// decoded peak (within 0.05 dB) and verdict. (Opus does not settle: it is
+/// verified whole, see `regions::settles`.)
+#[test]
+fn regions_near_the_ceiling_read_what_the_whole_file_reads() {
+    use loopmind_worker::codec::check::{check, MasterLevels};
+    use loopmind_worker::codec::regions;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mix.wav");
+    write_song(&input, 30);
+    let off = render(&input, &dir.path().join("m"), CodecCheck::Off);
+    let master = dir.path().join("m").join("loud-opus.wav");
+    // The master's first 20 s, 10 dB down.
+    let mut r = hound::WavReader::open(&master).unwrap();
+    let spec = r.spec();
+    let samples: Vec<i32> = r.samples::<i32>().map(Result::unwrap).collect();
+    let quiet = dir.path().join("quiet-then-loud.wav");
+    let mut w = hound::WavWriter::create(&quiet, spec).unwrap();
+    for (i, s) in samples.iter().enumerate() {
+        let f = i / spec.channels as usize;
+        let g = if f < 20 * 48_000 { 0.316 } else { 1.0 };
+        w.write_sample((*s as f64 * g).round() as i32).unwrap();
+    }
+    w.finalize().unwrap();
+    let levels = MasterLevels {
+        true_peak_dbtp: off.targets[0].true_peak_dbtp,
+        integrated_lufs: off.targets[0].integrated_lufs,
+    };
+    let ceiling = target().ceiling_dbtp;
+    let limits = Default::default();
+    let hot = regions::hot_spans(&quiet, &limits, ceiling).unwrap();
+    assert!(!regions::settles(Codec {
+        format: Lossy::Opus,
+        kbps: 128
+    }));
+    for (format, kbps) in [(Lossy::Aac, 128), (Lossy::Mp3, 320), (Lossy::Vorbis, 160)] {
+        let codec = Codec { format, kbps };
+        assert!(regions::settles(codec));
+        let rs = regions::regions(&hot, codec);
+        let part = regions::check(&quiet, codec, &rs, levels, dir.path(), "r", &limits).unwrap();
+        let (whole, _) = check(
+            &quiet,
+            levels,
+            &[codec],
+            dir.path(),
+            "w",
+            &Default::default(),
+            &limits,
+        )
+        .unwrap()
+        .remove(0);
+        assert!(
+            part.encoded_fraction < 0.5,
+            "{codec}: {}",
+            part.encoded_fraction
+        );
+        let peak = |r: &loopmind_worker::codec::check::CodecReport| {
+            r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp)
+        };
+        assert!(
+            (peak(&part) - peak(&whole)).abs() <= 0.05,
+            "{codec}: regions {:.3}, whole {:.3} dBTP",
+            peak(&part),
+            peak(&whole)
+        );
+        assert_eq!(part.over(ceiling), whole.over(ceiling), "{codec}");
+        assert!(
+            part.loudness_shift_lu.abs() < 0.5,
+            "{codec}: {}",
+            part.loudness_shift_lu
+        );
+    }
+}

@@ -38,6 +38,24 @@ pub struct CodecReport {
     pub true_peak_added_db: f64,
     /// CPU seconds to encode and decode.
     pub cpu_seconds: f64,
+    /// The share of the master encoded: 1 for a whole file, less where
+    /// only the stretches near the ceiling were ([`super::regions`]; the
+    /// loudness is then the master's plus the shift over those stretches).
+    #[serde(default = "whole")]
+    pub encoded_fraction: f64,
+    /// Which render of the target's master this reads (1 for the first):
+    /// a codec well under the ceiling is not checked again after the
+    /// ceiling is lowered for another (a lower ceiling lowers its peak too).
+    #[serde(default = "first")]
+    pub render: u32,
+}
+
+fn first() -> u32 {
+    1
+}
+
+fn whole() -> f64 {
+    1.0
 }
 
 impl CodecReport {
@@ -57,7 +75,7 @@ pub struct MasterLevels {
 }
 
 /// CPU time of this thread (encoders run on it).
-fn thread_cpu() -> f64 {
+pub(super) fn thread_cpu() -> f64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -150,7 +168,7 @@ pub fn check(
 /// A failed encode as the job's error: a file that could not be written may
 /// be written later (retried); a codec that refuses our master (one that
 /// will not start, say) refuses it again (never retried).
-fn codec_failure(path: &Path, e: CodecError) -> WorkerError {
+pub(super) fn codec_failure(path: &Path, e: CodecError) -> WorkerError {
     match e.action() {
         Action::Retry => WorkerError::Encode {
             path: path.to_path_buf(),
@@ -198,5 +216,7 @@ pub fn measure(
         loudness_shift_lu: 0.0,
         true_peak_added_db: 0.0,
         cpu_seconds: 0.0,
+        encoded_fraction: 1.0,
+        render: 1,
     })
 }

@@ -15,6 +15,7 @@ pub mod check;
 pub mod flac;
 mod mp3;
 mod opus;
+pub mod regions;
 pub mod tags;
 mod vorbis;
 

@@ -1,4 +1,4 @@
-//! MP3 by LAME at a constant bitrate, its recommended quality (-q 2).
+//! MP3 by LAME at a constant bitrate, at its default quality (-q 3).
 
 use super::CodecError;
 use mp3lame_encoder::{Bitrate, Builder, DualPcm, FlushGap, MonoPcm, Quality};
@@ -44,7 +44,10 @@ impl<W: Write> Encoder<W> {
         b.set_num_channels(channels as u8).map_err(err)?;
         b.set_sample_rate(rate).map_err(err)?;
         b.set_brate(bitrate(kbps)?).map_err(err)?;
-        b.set_quality(Quality::NearBest).map_err(err)?;
+        // LAME's own default for CBR (-q 3), which ffmpeg's libmp3lame
+        // keeps unless told otherwise: what a platform transcoding with
+        // ffmpeg runs (and 30% cheaper than -q 2).
+        b.set_quality(Quality::VeryNice).map_err(err)?;
         // The Xing/LAME frame would need rewriting once the stream is done
         // (a placeholder otherwise, which decoders read differently).
         b.set_to_write_vbr_tag(false).map_err(err)?;
