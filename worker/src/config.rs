@@ -344,6 +344,21 @@ pub struct RenderSettings {
     /// this setting named. The Kubernetes scratch `emptyDir` is this plus
     /// [`DISK_HEADROOM_MIB`] per job a worker holds (`queue.prefetch`).
     pub disk_budget_mib: u64,
+    /// Threads one render may use for its codec checks (each codec's
+    /// encode on a thread of its own); 0: one per core of the machine.
+    /// With several jobs in hand (`--jobs`, `queue.prefetch`) they share
+    /// the cores: set it to cores / jobs to keep them from contending.
+    pub threads: usize,
+}
+
+impl RenderSettings {
+    /// The threads a render may use: the setting, or the machine's cores.
+    pub fn render_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// What a worker's scratch volume holds beyond its jobs' disk budgets (the
@@ -362,6 +377,7 @@ impl Default for RenderSettings {
             max_document_kib: 1024,
             // With the headroom, the Kubernetes worker's 8 GiB emptyDir.
             disk_budget_mib: 7680,
+            threads: 0,
         }
     }
 }
@@ -573,6 +589,9 @@ impl RenderSettings {
         }
         if self.disk_budget_mib == 0 {
             return bad("render.disk_budget_mib", "must be at least 1");
+        }
+        if self.threads > 256 {
+            return bad("render.threads", "must be 0 (one per core) to 256");
         }
         Ok(())
     }

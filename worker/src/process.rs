@@ -384,6 +384,7 @@ async fn render_inputs(
         // The album's shared gain: this track keeps its level relative to the others.
         album_offset_lu: job.album.as_ref().map_or(0.0, |a| a.lufs_offset),
         limits: (&iso.limits).into(),
+        threads: iso.limits.render_threads(),
     })
 }
 

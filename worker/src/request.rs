@@ -394,6 +394,13 @@ pub struct RenderInputs {
     /// What the mix (and the reference) may ask of the decoder.
     #[serde(default)]
     pub limits: crate::decode::DecodeLimits,
+    /// Threads the codec checks may use (`render.threads`, resolved).
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 impl RenderInputs {
@@ -406,6 +413,7 @@ impl RenderInputs {
             emotion: None,
             album_offset_lu: 0.0,
             limits,
+            threads: 1,
         }
     }
 

@@ -414,17 +414,68 @@ fn verify(
             false => parts.push((c, rs)),
         }
     }
-    let mut out: Vec<Checked> =
-        check::check(path, levels, &whole, how.work, &t.name, tags, limits)?
-            .into_iter()
-            .map(|(r, p)| (r, Some(p)))
-            .collect();
-    for (c, rs) in parts {
-        let r = regions::check(path, c, &rs, levels, how.work, &t.name, limits)?;
-        out.push((r, None));
+    let threads = how.opts.threads.max(1);
+    // On one thread the whole-file codecs share one read of the master.
+    let whole: Vec<Vec<Codec>> = match threads {
+        1 => vec![whole],
+        _ => whole.into_iter().map(|c| vec![c]).collect(),
+    };
+    let tasks: Vec<Task> = whole
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(Task::Whole)
+        .chain(parts.into_iter().map(|(c, rs)| Task::Regions(c, rs)))
+        .collect();
+    let done = parallel(&tasks, threads, |task| match task {
+        Task::Whole(codecs) => check::check(path, levels, codecs, how.work, &t.name, tags, limits)
+            .map(|v| v.into_iter().map(|(r, p)| (r, Some(p))).collect::<Vec<_>>()),
+        Task::Regions(c, rs) => {
+            regions::check(path, *c, rs, levels, how.work, &t.name, limits).map(|r| vec![(r, None)])
+        }
+    });
+    let mut out: Vec<Checked> = Vec::new();
+    for d in done {
+        out.extend(d?);
     }
     out.sort_by_key(|(r, _)| run.iter().position(|c| *c == r.codec));
     Ok(out)
+}
+
+/// One thread's share of a target's codec check.
+enum Task {
+    /// These codecs over the whole master, in one read of it.
+    Whole(Vec<Codec>),
+    /// One codec over these regions.
+    Regions(Codec, Vec<regions::Region>),
+}
+
+/// `f` over `items` on up to `threads` threads (on the calling one alone
+/// for one), the results in the items' order.
+fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            let r = m.into_inner().unwrap_or_else(|p| p.into_inner());
+            r.expect("every item ran")
+        })
+        .collect()
 }
 
 /// The readings of a check whose encodes are not kept.
@@ -521,4 +572,27 @@ fn flac(
         kbps: None,
         file,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parallel;
+
+    /// Every item runs once, on several threads, and the results keep the
+    /// items' order whatever order the threads finish in.
+    #[test]
+    fn parallel_keeps_order_and_runs_everything_once() {
+        let items: Vec<u64> = (0..40).collect();
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let out = parallel(&items, 4, |&i| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            // Later items finish first.
+            std::thread::sleep(std::time::Duration::from_millis(40 - i));
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(threads.lock().unwrap().len() > 1, "ran on one thread");
+        let one = parallel(&items, 1, |&i| (i, std::thread::current().id()));
+        assert!(one.iter().all(|(_, t)| *t == std::thread::current().id()));
+    }
 }
