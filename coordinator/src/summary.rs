@@ -296,27 +296,20 @@ impl<'a> Summary<'a> {
                 levels.join(", ")
             );
         }
-        let skipped = if self.skipped > 0 {
-            format!(" ({} already complete, skipped)", self.skipped)
-        } else {
-            String::new()
+        // A clause for a count, said only where it is not 0.
+        let clause = |n: usize, text: &str| match n {
+            0 => String::new(),
+            n => text.replace("{}", &n.to_string()),
         };
-        let withheld = if self.withheld > 0 {
-            format!(
-                "; {} masters withheld (over their ceiling once encoded)",
-                self.withheld
-            )
-        } else {
-            String::new()
-        };
-        let short = if self.short > 0 {
-            format!(
-                "; {} masters shipped short of their loudness (within the tolerance)",
-                self.short
-            )
-        } else {
-            String::new()
-        };
+        let skipped = clause(self.skipped, " ({} already complete, skipped)");
+        let withheld = clause(
+            self.withheld,
+            "; {} masters withheld (over their ceiling once encoded)",
+        );
+        let short = clause(
+            self.short,
+            "; {} masters shipped short of their loudness (within the tolerance)",
+        );
         println!(
             "{} tracks: {} mastered, {} failed{skipped}{withheld}{short}",
             self.total, self.mastered, self.failed

@@ -140,16 +140,12 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
             true_peak_dbtp: m.measured.true_peak_dbtp,
             integrated_lufs: m.measured.loudness.integrated_lufs,
         };
-        let hot = match run.is_empty() {
-            true => None,
-            false => Some(regions::hot_spans(&path, &opts.limits, t.ceiling_dbtp)?),
-        };
         let enforce = opts.request.codec_check() == CodecCheck::Enforce;
-        let checked = match &hot {
-            None => Vec::new(),
-            Some(hot) => {
+        let checked = match run.is_empty() {
+            true => Vec::new(),
+            false => {
                 crate::progress::stage(&format!("encoding {} for its codecs", t.name));
-                let mut fresh = verify(&path, levels, (&run, &deliver), hot, t, how, &tags)?;
+                let mut fresh = verify(&path, levels, (&run, &deliver), t, how, &tags)?;
                 fresh
                     .iter_mut()
                     .for_each(|(r, _)| r.render = search.renders);
@@ -399,19 +395,25 @@ fn verify(
     path: &Path,
     levels: MasterLevels,
     (run, deliver): (&[Codec], &[Codec]),
-    hot: &regions::Hot,
     t: &Target,
     how: &How,
     tags: &FileTags,
 ) -> Result<Vec<Checked>, WorkerError> {
     let limits = &how.opts.limits;
-    let mut whole: Vec<Codec> = deliver.to_vec();
+    let (mut whole, maybe): (Vec<Codec>, Vec<Codec>) = run
+        .iter()
+        .partition(|c| deliver.contains(c) || !regions::settles(**c));
     let mut parts: Vec<(Codec, Vec<regions::Region>)> = Vec::new();
-    for &c in run.iter().filter(|c| !deliver.contains(c)) {
-        let rs = regions::regions(hot, c);
-        match !regions::settles(c) || regions::coverage(&rs, hot.frames) > regions::WHOLE_ABOVE {
-            true => whole.push(c),
-            false => parts.push((c, rs)),
+    // The master is read for its hot stretches only where a region check
+    // could use them.
+    if !maybe.is_empty() {
+        let hot = regions::hot_spans(path, limits, t.ceiling_dbtp)?;
+        for c in maybe {
+            let rs = regions::regions(&hot, c);
+            match regions::coverage(&rs, hot.frames) > regions::WHOLE_ABOVE {
+                true => whole.push(c),
+                false => parts.push((c, rs)),
+            }
         }
     }
     let threads = how.opts.threads.max(1);

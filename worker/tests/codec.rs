@@ -153,6 +153,25 @@ fn a_target_its_codec_would_clip_is_withheld_and_the_others_ship() {
     assert!((a.integrated_lufs - plain.lufs).abs() <= 0.1);
 }
 
+/// The loud target's master of `seconds` of the song, rendered with the
+/// check off, and its own levels: what the checks below encode.
+fn unchecked_master(
+    dir: &Path,
+    seconds: usize,
+) -> (
+    std::path::PathBuf,
+    loopmind_worker::codec::check::MasterLevels,
+) {
+    let input = dir.join("mix.wav");
+    write_song(&input, seconds);
+    let off = render(&input, &dir.join("m"), CodecCheck::Off);
+    let levels = loopmind_worker::codec::check::MasterLevels {
+        true_peak_dbtp: off.targets[0].true_peak_dbtp,
+        integrated_lufs: off.targets[0].integrated_lufs,
+    };
+    (dir.join("m").join("loud-opus.wav"), levels)
+}
+
 /// Each codec's file decodes with ffmpeg too (an independent decoder), and
 /// the peak the check read through its own decoder is the peak of ffmpeg's
 /// decode (same 16x meter), so the check is not measuring its decoder. (Red
@@ -160,16 +179,9 @@ fn a_target_its_codec_would_clip_is_withheld_and_the_others_ship() {
 /// ffmpeg's 0.115 dBTP.)
 #[test]
 fn every_codec_file_decodes_elsewhere_to_the_peak_the_check_read() {
-    use loopmind_worker::codec::check::{check, MasterLevels};
+    use loopmind_worker::codec::check::check;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mix.wav");
-    write_song(&input, 40);
-    let off = render(&input, &dir.path().join("m"), CodecCheck::Off);
-    let master = dir.path().join("m").join("loud-opus.wav");
-    let levels = MasterLevels {
-        true_peak_dbtp: off.targets[0].true_peak_dbtp,
-        integrated_lufs: off.targets[0].integrated_lufs,
-    };
+    let (master, levels) = unchecked_master(dir.path(), 40);
     let codecs: Vec<Codec> = [
         (Lossy::Aac, 128),
         (Lossy::Opus, 96),
@@ -379,13 +391,10 @@ fn pcm_s32(path: &std::path::Path) -> Vec<u8> {
 /// verified whole, see `regions::settles`.)
 #[test]
 fn regions_near_the_ceiling_read_what_the_whole_file_reads() {
-    use loopmind_worker::codec::check::{check, MasterLevels};
+    use loopmind_worker::codec::check::check;
     use loopmind_worker::codec::regions;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("mix.wav");
-    write_song(&input, 30);
-    let off = render(&input, &dir.path().join("m"), CodecCheck::Off);
-    let master = dir.path().join("m").join("loud-opus.wav");
+    let (master, levels) = unchecked_master(dir.path(), 30);
     // The master's first 20 s, 10 dB down.
     let mut r = hound::WavReader::open(&master).unwrap();
     let spec = r.spec();
@@ -398,10 +407,6 @@ fn regions_near_the_ceiling_read_what_the_whole_file_reads() {
         w.write_sample((*s as f64 * g).round() as i32).unwrap();
     }
     w.finalize().unwrap();
-    let levels = MasterLevels {
-        true_peak_dbtp: off.targets[0].true_peak_dbtp,
-        integrated_lufs: off.targets[0].integrated_lufs,
-    };
     let ceiling = target().ceiling_dbtp;
     let limits = Default::default();
     let hot = regions::hot_spans(&quiet, &limits, ceiling).unwrap();

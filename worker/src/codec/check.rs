@@ -74,6 +74,15 @@ pub struct MasterLevels {
     pub integrated_lufs: f64,
 }
 
+/// `a - b` of two levels, or 0 where either is below the gate (-inf).
+pub(super) fn level_difference(a: f64, b: f64) -> f64 {
+    if a.is_finite() && b.is_finite() {
+        a - b
+    } else {
+        0.0
+    }
+}
+
 /// CPU time of this thread (encoders run on it).
 pub(super) fn thread_cpu() -> f64 {
     let mut t = libc::timespec {
@@ -142,16 +151,8 @@ pub fn check(
         e.finish().map_err(|r| codec_failure(&path, r))?;
         let m = measure(codec, &path, limits)?;
         cpu += thread_cpu() - t;
-        let shift = if m.integrated_lufs.is_finite() && levels.integrated_lufs.is_finite() {
-            m.integrated_lufs - levels.integrated_lufs
-        } else {
-            0.0
-        };
-        let added = if m.true_peak_dbtp.is_finite() && levels.true_peak_dbtp.is_finite() {
-            m.true_peak_dbtp - levels.true_peak_dbtp
-        } else {
-            0.0
-        };
+        let shift = level_difference(m.integrated_lufs, levels.integrated_lufs);
+        let added = level_difference(m.true_peak_dbtp, levels.true_peak_dbtp);
         reports.push((
             CodecReport {
                 loudness_shift_lu: shift,

@@ -10,7 +10,7 @@
 //! decoded and measured from half-way through the pre-roll. The verdict is
 //! always measured: nothing here predicts a peak.
 
-use super::check::{thread_cpu, CodecReport, MasterLevels};
+use super::check::{level_difference, thread_cpu, CodecReport, MasterLevels};
 use super::{decode, encode_rate, encoder, extension, BLOCK};
 use crate::decode::{DecodeLimits, DecodeSource};
 use crate::WorkerError;
@@ -250,11 +250,7 @@ fn report(codec: Codec, r: Readings, levels: MasterLevels, fraction: f64, cpu: f
         .decoded
         .as_ref()
         .map_or(f64::NEG_INFINITY, |m| m.loudness().0);
-    let shift = if master_lufs.is_finite() && decoded_lufs.is_finite() {
-        decoded_lufs - master_lufs
-    } else {
-        0.0
-    };
+    let shift = level_difference(decoded_lufs, master_lufs);
     let tp = lin_to_db(r.ideal as f64);
     CodecReport {
         codec,
@@ -269,11 +265,7 @@ fn report(codec: Codec, r: Readings, levels: MasterLevels, fraction: f64, cpu: f
             levels.integrated_lufs
         },
         loudness_shift_lu: shift,
-        true_peak_added_db: if tp.is_finite() && levels.true_peak_dbtp.is_finite() {
-            tp - levels.true_peak_dbtp
-        } else {
-            0.0
-        },
+        true_peak_added_db: level_difference(tp, levels.true_peak_dbtp),
         cpu_seconds: cpu,
         encoded_fraction: fraction,
         render: 1,
