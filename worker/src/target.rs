@@ -26,6 +26,17 @@ const CODEC_MARGIN_DB: f64 = 0.1;
 /// many aims, each twice as far under, are taken under one ceiling.
 const SHORT_AIM_MARGIN_LU: f64 = 0.05;
 const MAX_SHORT_AIMS: u32 = 6;
+/// A long master's first check under `enforce` is a probe: in each of
+/// `PROBE_REGIONS` equal stretches, `PROBE_SPAN_S` around the hottest block
+/// (with the regions' rolls), where that covers at most `PROBE_ABOVE` of
+/// the master. Most first renders come over and are rendered again, and a
+/// probe costs about a sixth of a full check (bench/RESULTS.md, "Probes").
+const PROBE_REGIONS: u64 = 8;
+const PROBE_SPAN_S: f64 = 4.0;
+const PROBE_ABOVE: f64 = 0.35;
+/// A probe reads a sample, so it can read less than the whole file: on the
+/// development tracks up to 0.35 dB less (CODEC_MARGIN_DB covers 0.1 of it).
+const PROBE_MARGIN_DB: f64 = 0.25;
 
 /// A master shipped under its target's loudness.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -141,11 +152,13 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
             integrated_lufs: m.measured.loudness.integrated_lufs,
         };
         let enforce = opts.request.codec_check() == CodecCheck::Enforce;
+        let probing = enforce && search.renders == 1;
         let checked = match run.is_empty() {
             true => Vec::new(),
             false => {
                 crate::progress::stage(&format!("encoding {} for its codecs", t.name));
-                let mut fresh = verify(&path, levels, (&run, &deliver), t, how, &tags)?;
+                let codecs = (run.as_slice(), deliver.as_slice());
+                let mut fresh = check_master(&path, levels, codecs, t, how, &tags, probing)?;
                 fresh
                     .iter_mut()
                     .for_each(|(r, _)| r.render = search.renders);
@@ -180,16 +193,17 @@ pub(crate) fn render(prep: &Prepared, t: &Target, how: &How) -> Result<Rendered,
 const RECHECK_NEAR_DB: f64 = 0.5;
 
 /// After a check with a codec over: the codecs to check on the next render
-/// (those over or within [`RECHECK_NEAR_DB`], and the deliverables, whose
-/// files are of the final master), and the readings carried as they are.
+/// (those over or within [`RECHECK_NEAR_DB`], those a probe read, and the
+/// deliverables, whose files are of the final master), and the readings
+/// carried as they are.
 fn recheck(
     checked: &[Checked],
     deliver: &[Codec],
     ceiling_dbtp: f64,
 ) -> (Vec<Codec>, Vec<CodecReport>) {
-    let (again, keep): (Vec<&Checked>, Vec<&Checked>) = checked
-        .iter()
-        .partition(|(r, _)| deliver.contains(&r.codec) || r.over(ceiling_dbtp - RECHECK_NEAR_DB));
+    let (again, keep): (Vec<&Checked>, Vec<&Checked>) = checked.iter().partition(|(r, _)| {
+        r.probe || deliver.contains(&r.codec) || r.over(ceiling_dbtp - RECHECK_NEAR_DB)
+    });
     (
         again.into_iter().map(|(r, _)| r.codec).collect(),
         keep.into_iter().map(|(r, _)| r.clone()).collect(),
@@ -252,10 +266,16 @@ impl Search {
     /// from the second try on the step is scaled by how much the decoded
     /// peak moved per dB of ceiling.
     fn lower(&mut self, t: &Target, under: &mut Target, m: TargetMaster, checked: Vec<Checked>) {
+        // A probe's reading stands for the whole file's plus a margin, and
+        // is no point of the ceiling-to-peak slope.
         let worst = checked
             .iter()
-            .map(|(r, _)| r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp))
+            .map(|(r, _)| {
+                let probe = if r.probe { PROBE_MARGIN_DB } else { 0.0 };
+                r.true_peak_dbtp.max(r.true_peak_bs1770_dbtp) + probe
+            })
             .fold(f64::NEG_INFINITY, f64::max);
+        let probed = checked.iter().any(|(r, _)| r.probe);
         let over_db = worst - t.ceiling_dbtp + CODEC_MARGIN_DB;
         let per_db = self
             .last
@@ -263,7 +283,7 @@ impl Search {
             .map_or(1.0, |(c, w)| {
                 ((w - worst) / (c - under.ceiling_dbtp)).clamp(0.3, 1.0)
             });
-        self.last = Some((under.ceiling_dbtp, worst));
+        self.last = (!probed).then_some((under.ceiling_dbtp, worst));
         self.prev = Some((m, drop_encodes(checked)));
         under.ceiling_dbtp -= over_db / per_db;
         tracing::info!(
@@ -398,21 +418,33 @@ fn verify(
     t: &Target,
     how: &How,
     tags: &FileTags,
+    (probing, hot): (bool, &mut Option<regions::Hot>),
 ) -> Result<Vec<Checked>, WorkerError> {
     let limits = &how.opts.limits;
+    // A probe encodes a deliverable's whole file only on the final master.
     let (mut whole, maybe): (Vec<Codec>, Vec<Codec>) = run
         .iter()
-        .partition(|c| deliver.contains(c) || !regions::settles(**c));
-    let mut parts: Vec<(Codec, Vec<regions::Region>)> = Vec::new();
+        .partition(|c| (!probing && deliver.contains(c)) || !regions::settles(**c));
+    let mut parts: Vec<(Codec, Vec<regions::Region>, bool)> = Vec::new();
     // The master is read for its hot stretches only where a region check
     // could use them.
     if !maybe.is_empty() {
-        let hot = regions::hot_spans(path, limits, t.ceiling_dbtp)?;
+        let hot = match hot {
+            Some(h) => h,
+            None => hot.insert(regions::hot_spans(path, limits, t.ceiling_dbtp)?),
+        };
         for c in maybe {
-            let rs = regions::regions(&hot, c);
-            match regions::coverage(&rs, hot.frames) > regions::WHOLE_ABOVE {
+            let span = (PROBE_SPAN_S * hot.rate as f64) as u64;
+            let probe = regions::probe(hot, c, PROBE_REGIONS, span);
+            if probing && regions::coverage(&probe, hot.frames) <= PROBE_ABOVE {
+                parts.push((c, probe, true));
+                continue;
+            }
+            let rs = regions::regions(hot, c);
+            match deliver.contains(&c) || regions::coverage(&rs, hot.frames) > regions::WHOLE_ABOVE
+            {
                 true => whole.push(c),
-                false => parts.push((c, rs)),
+                false => parts.push((c, rs, false)),
             }
         }
     }
@@ -426,13 +458,14 @@ fn verify(
         .into_iter()
         .filter(|w| !w.is_empty())
         .map(Task::Whole)
-        .chain(parts.into_iter().map(|(c, rs)| Task::Regions(c, rs)))
+        .chain(parts.into_iter().map(|(c, rs, p)| Task::Regions(c, rs, p)))
         .collect();
     let done = parallel(&tasks, threads, |task| match task {
         Task::Whole(codecs) => check::check(path, levels, codecs, how.work, &t.name, tags, limits)
             .map(|v| v.into_iter().map(|(r, p)| (r, Some(p))).collect::<Vec<_>>()),
-        Task::Regions(c, rs) => {
-            regions::check(path, *c, rs, levels, how.work, &t.name, limits).map(|r| vec![(r, None)])
+        Task::Regions(c, rs, probe) => {
+            let r = regions::check(path, *c, rs, levels, how.work, &t.name, limits);
+            r.map(|r| vec![(CodecReport { probe: *probe, ..r }, None)])
         }
     });
     let mut out: Vec<Checked> = Vec::new();
@@ -443,12 +476,50 @@ fn verify(
     Ok(out)
 }
 
+/// A master's codec check: where `probing`, a probe first ([`PROBE_REGIONS`]),
+/// which is the answer where it reads a codec over (the master is rendered
+/// again); else, and where not probing, every codec's verdict, the whole-file
+/// readings the probe took kept.
+fn check_master(
+    path: &Path,
+    levels: MasterLevels,
+    (run, deliver): (&[Codec], &[Codec]),
+    t: &Target,
+    how: &How,
+    tags: &FileTags,
+    probing: bool,
+) -> Result<Vec<Checked>, WorkerError> {
+    let mut hot = None;
+    let codecs = (run, deliver);
+    if !probing {
+        return verify(path, levels, codecs, t, how, tags, (false, &mut hot));
+    }
+    let probe = verify(path, levels, codecs, t, how, tags, (true, &mut hot))?;
+    if probe.iter().any(|(r, _)| r.over(t.ceiling_dbtp)) {
+        return Ok(probe);
+    }
+    let (sampled, mut done): (Vec<Checked>, Vec<Checked>) =
+        probe.into_iter().partition(|(r, _)| r.probe);
+    let rest: Vec<Codec> = sampled.iter().map(|(r, _)| r.codec).collect();
+    done.extend(verify(
+        path,
+        levels,
+        (&rest, deliver),
+        t,
+        how,
+        tags,
+        (false, &mut hot),
+    )?);
+    done.sort_by_key(|(r, _)| run.iter().position(|c| *c == r.codec));
+    Ok(done)
+}
+
 /// One thread's share of a target's codec check.
 enum Task {
     /// These codecs over the whole master, in one read of it.
     Whole(Vec<Codec>),
-    /// One codec over these regions.
-    Regions(Codec, Vec<regions::Region>),
+    /// One codec over these regions (a probe's, or a verdict's).
+    Regions(Codec, Vec<regions::Region>, bool),
 }
 
 /// `f` over `items` on up to `threads` threads (on the calling one alone

@@ -439,6 +439,27 @@ impl TruePeakMeter {
         }
     }
 
+    /// Frames of left context the interpolators read before a frame.
+    pub fn left_context(&self) -> usize {
+        self.keep()
+    }
+
+    /// Gives a meter started mid-signal the frames before its first (the
+    /// last [`Self::left_context`] of `before`, not themselves read): a
+    /// meter otherwise interpolates from silence into full-scale signal and
+    /// reads the step's ringing as a peak (0.5 dB seen on a region of a
+    /// decoded MP3). Only before the first `add`.
+    pub fn prime(&mut self, before: &[&[f32]]) {
+        debug_assert_eq!(self.pending, 0, "primed after add");
+        let keep = self.keep();
+        for (h, c) in self.history.iter_mut().zip(before) {
+            let n = c.len().min(keep);
+            h.clear();
+            h.resize(keep - n, 0.0);
+            h.extend_from_slice(&c[c.len() - n..]);
+        }
+    }
+
     /// Context kept on each side: the interpolators' plus one grid neighbour.
     fn keep(&self) -> usize {
         self.fine.context().0.max(self.coarse.context().0) + 1
@@ -666,5 +687,40 @@ mod tests {
             assert_eq!(full.reference, screened.reference);
             assert!(skipped > 10, "the screen skipped {skipped} pieces");
         }
+    }
+}
+
+#[cfg(test)]
+mod prime_tests {
+    use super::TruePeakMeter;
+
+    /// A meter started mid-signal reads the step from silence into it as a
+    /// peak; primed with the frames before, it reads the signal's own.
+    #[test]
+    fn a_primed_meter_reads_no_step_into_the_signal() {
+        let rate = 48_000;
+        let amp = 0.9f32;
+        let x: Vec<f32> = (0..rate)
+            .map(|n| amp * (2.0 * std::f32::consts::PI * 5_000.0 * n as f32 / rate as f32).sin())
+            .collect();
+        // Start on a crest: silence, then a step to 0.9.
+        let at = 1_212;
+        let read = |prime: bool| {
+            let mut m = TruePeakMeter::new(1, rate);
+            if prime {
+                m.prime(&[&x[..at]]);
+            }
+            m.add(&[&x[at..]]);
+            m.finish_both().ideal
+        };
+        let db = |v: f32| 20.0 * v.log10();
+        let (cold, primed) = (read(false), read(true));
+        assert!(
+            (db(primed) - db(amp)).abs() < 0.02,
+            "primed {:.3} dB against {:.3}",
+            db(primed),
+            db(amp)
+        );
+        assert!(db(cold) > db(amp) + 0.1, "cold {:.3} dB", db(cold));
     }
 }

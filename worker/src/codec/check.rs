@@ -48,6 +48,10 @@ pub struct CodecReport {
     /// ceiling is lowered for another (a lower ceiling lowers its peak too).
     #[serde(default = "first")]
     pub render: u32,
+    /// A probe's reading: a sample of the master's hottest stretches, read
+    /// to step the ceiling of a master rendered again, never a verdict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 fn first() -> u32 {
@@ -219,5 +223,6 @@ pub fn measure(
         cpu_seconds: 0.0,
         encoded_fraction: 1.0,
         render: 1,
+        probe: false,
     })
 }

@@ -43,6 +43,8 @@ pub struct Hot {
     pub frames: u64,
     /// Hot spans, in master frames, sorted and disjoint.
     pub spans: Vec<(u64, u64)>,
+    /// Each hot block's first frame and sample peak, in order.
+    pub blocks: Vec<(u64, f32)>,
 }
 
 /// Reads `master` once and finds where its sample peak comes within
@@ -56,6 +58,7 @@ pub fn hot_spans(
     let rate = src.rate();
     let near = db_to_lin(ceiling_dbtp - NEAR_DB) as f32;
     let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut blocks: Vec<(u64, f32)> = Vec::new();
     let mut pos = 0u64;
     let pass = pipeline::for_each_block(&mut src, BLOCK, |block| {
         let n = block.first().map_or(0, Vec::len);
@@ -67,6 +70,7 @@ pub fn hot_spans(
                 .fold(0f32, |m, v| m.max(v.abs()));
             if peak > near {
                 let (s, e) = (pos + from as u64, pos + to as u64);
+                blocks.push((s, peak));
                 match spans.last_mut() {
                     Some(last) if last.1 == s => last.1 = e,
                     _ => spans.push((s, e)),
@@ -81,6 +85,7 @@ pub fn hot_spans(
         rate,
         frames: pos,
         spans,
+        blocks,
     })
 }
 
@@ -162,6 +167,65 @@ pub fn regions(hot: &Hot, codec: Codec) -> Vec<Region> {
         }
     }
     out
+}
+
+/// A sample of `hot` to estimate what `codec` adds before a master is
+/// rendered again: the master cut into `n` equal stretches, in each the
+/// hottest block and the hot frames within `span` around it, with the
+/// regions' rolls.
+pub fn probe(hot: &Hot, codec: Codec, n: u64, span: u64) -> Vec<Region> {
+    let stretch = hot.frames.div_ceil(n.max(1)).max(1);
+    let mut around: Vec<(u64, u64)> = Vec::new();
+    let push = |b: Option<(u64, f32)>, around: &mut Vec<(u64, u64)>| {
+        if let Some((at, _)) = b {
+            let s = at
+                .saturating_sub(span / 2)
+                .max(around.last().map_or(0, |l| l.1));
+            let e = (at + span / 2 + HOT_BLOCK as u64).min(hot.frames);
+            if s < e {
+                around.push((s, e));
+            }
+        }
+    };
+    let mut best: Option<(u64, f32)> = None;
+    for &(at, peak) in &hot.blocks {
+        if best.is_some_and(|(b, _)| b / stretch != at / stretch) {
+            push(best.take(), &mut around);
+        }
+        if best.is_none_or(|(_, p)| peak > p) {
+            best = Some((at, peak));
+        }
+    }
+    push(best, &mut around);
+    let spans = around
+        .iter()
+        .flat_map(|&(s, e)| {
+            hot.spans
+                .iter()
+                .filter(move |h| h.0 < e && h.1 > s)
+                .map(move |h| (h.0.max(s), h.1.min(e)))
+        })
+        .collect();
+    let sample = Hot {
+        spans,
+        blocks: Vec::new(),
+        ..hot.clone()
+    };
+    regions(&sample, codec)
+}
+
+/// Frames of decode kept before a region's measured part, for the true-peak
+/// meter's left context (more than it reads).
+const CONTEXT: usize = 256;
+
+/// Keeps in `kept` the last `n` frames of what it held and `p[..to]`.
+fn keep_last(kept: &mut Vec<Vec<f32>>, p: &[&[f32]], to: usize, n: usize) {
+    kept.resize_with(p.len(), Vec::new);
+    for (k, c) in kept.iter_mut().zip(p) {
+        k.extend_from_slice(&c[..to]);
+        let extra = k.len().saturating_sub(n);
+        k.drain(..extra);
+    }
 }
 
 /// The share of the master `regions` cover.
@@ -273,6 +337,7 @@ fn report(codec: Codec, r: Readings, levels: MasterLevels, fraction: f64, cpu: f
         cpu_seconds: cpu,
         encoded_fraction: fraction,
         render: 1,
+        probe: false,
     }
 }
 
@@ -382,17 +447,27 @@ impl Pass<'_> {
         let out_rate = encode_rate(self.codec.format, self.rate) as u64;
         let mut skip = r.skip * out_rate / self.rate as u64;
         let mut tp: Option<TruePeakMeter> = None;
+        // The skipped frames' last ones: the meter's left context.
+        let mut before: Vec<Vec<f32>> = Vec::new();
         let readings = &mut self.readings;
         let decoded = decode(self.codec.format, &path, self.limits, |rate, p| {
             let n = p.first().map_or(0, |c| c.len()) as u64;
             let from = skip.min(n) as usize;
             skip -= from as u64;
+            if tp.is_none() {
+                keep_last(&mut before, p, from, CONTEXT);
+            }
             if from == n as usize {
                 return;
             }
             let part: Vec<&[f32]> = p.iter().map(|c| &c[from..]).collect();
-            tp.get_or_insert_with(|| TruePeakMeter::new(part.len(), rate))
-                .add(&part);
+            tp.get_or_insert_with(|| {
+                let mut m = TruePeakMeter::new(part.len(), rate);
+                let ctx: Vec<&[f32]> = before.iter().map(Vec::as_slice).collect();
+                m.prime(&ctx);
+                m
+            })
+            .add(&part);
             readings
                 .decoded
                 .get_or_insert_with(|| BlockMeter::new(part.len(), rate))
@@ -443,6 +518,7 @@ mod tests {
                 (120_000, 130_000),
                 (400_000, 441_000),
             ],
+            blocks: Vec::new(),
         };
         let r = regions(&hot, codec(Lossy::Aac));
         assert_eq!(r.len(), 3, "{r:?}");
